@@ -1,0 +1,186 @@
+"""The NumPyro compiler: a specification becomes a NumPyro model function; NumPyro's NUTS
+samples it, in float64 so that it computes the same numbers as PyMC and Stan."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from polyppl.backends import BackendDraws, LogDensity, Timings, stopwatch, tree_depth_from_steps
+from polyppl.settings import SamplerSettings
+from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from numpyro.distributions import constraints  # noqa: E402
+from numpyro.infer import MCMC, NUTS, init_to_uniform  # noqa: E402
+from numpyro.infer.util import potential_energy  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+#: polyppl family -> function of the evaluated arguments (in FAMILIES order) and batch shape.
+DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
+    "normal": lambda shape, mu, sigma: dist.Normal(mu, sigma),
+    "half_normal": lambda shape, sigma: dist.HalfNormal(sigma),
+    "student_t": lambda shape, nu, mu, sigma: dist.StudentT(nu, mu, sigma),
+    "half_student_t": lambda shape, nu, sigma: dist.FoldedDistribution(dist.StudentT(nu, 0.0, sigma)),
+    "cauchy": lambda shape, mu, sigma: dist.Cauchy(mu, sigma),
+    "half_cauchy": lambda shape, sigma: dist.HalfCauchy(sigma),
+    "beta": lambda shape, alpha, beta: dist.Beta(alpha, beta),
+    "gamma": lambda shape, alpha, beta: dist.Gamma(alpha, beta),
+    "exponential": lambda shape, rate: dist.Exponential(rate),
+    "uniform": lambda shape, lower, upper: dist.Uniform(lower, upper),
+    "flat": lambda shape: dist.ImproperUniform(constraints.real, shape, ()),
+    "half_flat": lambda shape: dist.ImproperUniform(constraints.positive, shape, ()),
+    "binomial": lambda shape, n, p: dist.BinomialProbs(p, total_count=n),
+    "binomial_logit": lambda shape, n, logit_p: dist.BinomialLogits(logit_p, total_count=n),
+    "bernoulli": lambda shape, p: dist.BernoulliProbs(p),
+    "bernoulli_logit": lambda shape, logit_p: dist.BernoulliLogits(logit_p),
+    "poisson": lambda shape, rate: dist.Poisson(rate),
+}
+
+FUNCTIONS = {
+    "neg": jnp.negative,
+    "exp": jnp.exp,
+    "log": jnp.log,
+    "log1p": jnp.log1p,
+    "sqrt": jnp.sqrt,
+    "inv_logit": jax.nn.sigmoid,
+    "logit": jax.scipy.special.logit,
+    "where": jnp.where,
+    "|": jnp.logical_or,
+}
+
+
+def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distribution:
+    args = [evaluate(e, env, FUNCTIONS) for _, e in d.args]
+    out = DISTRIBUTIONS[d.family](shape, *args)
+    return out if tuple(out.batch_shape) == shape else out.expand(shape)
+
+
+def build(model: Model, dataset: Dataset) -> Callable[[], None]:
+    """A NumPyro model function that walks the specification in order."""
+    data = {
+        n.name: jnp.asarray(np.asarray(dataset.values[n.name]), dtype=jnp.int64 if n.dtype == "int" else jnp.float64)
+        for n in model.nodes
+        if isinstance(n, (Data, Observed))
+    }
+    shapes = {n.name: dataset.shape(getattr(n, "dims", ())) for n in model.nodes}
+
+    def numpyro_model() -> None:
+        env: dict = {}
+        for node in model.nodes:
+            if isinstance(node, Data):
+                env[node.name] = data[node.name]
+            elif isinstance(node, Param):
+                env[node.name] = numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]))
+            elif isinstance(node, Deterministic):
+                env[node.name] = numpyro.deterministic(node.name, evaluate(node.expr, env, FUNCTIONS))
+            elif isinstance(node, Factor):
+                numpyro.factor(node.name, evaluate(node.expr, env, FUNCTIONS))
+            elif isinstance(node, Observed):
+                numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]), obs=data[node.name])
+
+    return numpyro_model
+
+
+def versions() -> dict[str, str]:
+    import jaxlib
+
+    return {"numpyro": numpyro.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+class _CompileClock:
+    """Seconds JAX spent tracing, lowering and compiling (its monitoring events)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+
+    def _record(self, event: str, duration: float, **_: object) -> None:
+        if event.startswith("/jax/core/compile/"):
+            self.seconds += duration
+
+    def close(self) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._record)
+
+
+EXTRA_FIELDS = ("diverging", "num_steps", "energy", "accept_prob", "adapt_state.step_size", "potential_energy")
+
+
+def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> BackendDraws:
+    """NumPyro's NUTS, warm-up and sampling as two calls, so both are timed directly;
+    the time JAX spends compiling inside them is reported as compile time."""
+    kernel = NUTS(
+        build(model, dataset),
+        target_accept_prob=settings.target_accept,
+        max_tree_depth=settings.max_tree_depth,
+        init_strategy=init_to_uniform(radius=2.0),
+    )
+    # Vectorized chains compile one loop for all chains; measured fastest for small models
+    # on a 2-core CPU (benchmarks/), where "parallel" has fewer devices than chains.
+    chain_method = "vectorized"
+    mcmc = MCMC(
+        kernel,
+        num_warmup=settings.tune,
+        num_samples=settings.draws,
+        num_chains=settings.chains,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
+    clock = _CompileClock()
+    try:
+        key = jax.random.PRNGKey(settings.seed)
+        with stopwatch() as warmup:
+            mcmc.warmup(key, extra_fields=("num_steps",), collect_warmup=True)
+            warmup_steps = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
+        compile_in_warmup = clock.seconds
+        with stopwatch() as sampling:
+            mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=EXTRA_FIELDS)
+            samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+            fields = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+        compile_seconds = clock.seconds
+    finally:
+        clock.close()
+    posterior = {name: samples[name] for name in model.output_names}
+    n_steps = fields["num_steps"].astype(np.int64)
+    stats = {
+        "diverging": fields["diverging"].astype(bool),
+        "tree_depth": tree_depth_from_steps(n_steps),
+        "n_steps": n_steps,
+        "energy": fields["energy"],
+        "step_size": fields["adapt_state.step_size"],
+        "acceptance_rate": fields["accept_prob"],
+        "lp": -fields["potential_energy"],
+    }
+    return BackendDraws(
+        posterior=posterior,
+        stats=stats,
+        warmup_gradient_evaluations=warmup_steps,
+        timings=Timings(
+            compile_seconds=compile_seconds,
+            warmup_seconds=max(warmup() - compile_in_warmup, 0.0),
+            sampling_seconds=max(sampling() - (compile_seconds - compile_in_warmup), 0.0),
+            split="measured",
+        ),
+        engine=f"numpyro-nuts ({chain_method} chains, float64)",
+    )
+
+
+def log_density(model: Model, dataset: Dataset) -> LogDensity:
+    numpyro_model = build(model, dataset)
+    shapes = {p.name: dataset.shape(p.dims) for p in model.params}
+
+    def negative(params):
+        return potential_energy(numpyro_model, (), {}, params)
+
+    value_and_grad = jax.jit(jax.value_and_grad(negative))
+
+    def function(point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+        value, grad = value_and_grad({k: jnp.asarray(v, dtype=jnp.float64) for k, v in point.items()})
+        return -float(value), {k: -np.asarray(g) for k, g in grad.items()}
+
+    return LogDensity(shapes, function)

@@ -1,0 +1,176 @@
+"""The PyMC compiler: a specification becomes a ``pm.Model``; PyMC's own NUTS samples it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Mapping
+
+import numpy as np
+
+from polyppl.backends import BackendDraws, LogDensity, Timings, split_by_gradients, stopwatch
+from polyppl.settings import SamplerSettings
+from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
+
+import pymc as pm  # noqa: E402  (after the polyppl imports: keeps import errors readable)
+import pytensor.tensor as pt  # noqa: E402
+
+#: polyppl family -> (PyMC class, {polyppl argument: PyMC argument}).
+DISTRIBUTIONS = {
+    "normal": (pm.Normal, {"mu": "mu", "sigma": "sigma"}),
+    "half_normal": (pm.HalfNormal, {"sigma": "sigma"}),
+    "student_t": (pm.StudentT, {"nu": "nu", "mu": "mu", "sigma": "sigma"}),
+    "half_student_t": (pm.HalfStudentT, {"nu": "nu", "sigma": "sigma"}),
+    "cauchy": (pm.Cauchy, {"mu": "alpha", "sigma": "beta"}),
+    "half_cauchy": (pm.HalfCauchy, {"sigma": "beta"}),
+    "beta": (pm.Beta, {"alpha": "alpha", "beta": "beta"}),
+    "gamma": (pm.Gamma, {"alpha": "alpha", "beta": "beta"}),
+    "exponential": (pm.Exponential, {"rate": "lam"}),
+    "uniform": (pm.Uniform, {"lower": "lower", "upper": "upper"}),
+    "flat": (pm.Flat, {}),
+    "half_flat": (pm.HalfFlat, {}),
+    "binomial": (pm.Binomial, {"n": "n", "p": "p"}),
+    "binomial_logit": (pm.Binomial, {"n": "n", "logit_p": "logit_p"}),
+    "bernoulli": (pm.Bernoulli, {"p": "p"}),
+    "bernoulli_logit": (pm.Bernoulli, {"logit_p": "logit_p"}),
+    "poisson": (pm.Poisson, {"rate": "mu"}),
+}
+
+FUNCTIONS = {
+    "neg": lambda x: -x,
+    "exp": pt.exp,
+    "log": pt.log,
+    "log1p": pt.log1p,
+    "sqrt": pt.sqrt,
+    "inv_logit": pm.math.invlogit,
+    "logit": pm.math.logit,
+    "where": pt.switch,
+    "|": pt.or_,
+}
+
+
+def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **kwargs):
+    cls, names = DISTRIBUTIONS[dist.family]
+    args = {names[k]: evaluate(e, env, FUNCTIONS) for k, e in dist.args}
+    return cls(name, **args, dims=dims or None, **kwargs)
+
+
+def build(model: Model, dataset: Dataset) -> pm.Model:
+    """Walk the specification once, in order, adding each node to a PyMC model."""
+    coords = {d: list(dataset.coords[d]) for d in model.dims}
+    with pm.Model(coords=coords) as pymc_model:
+        env: dict = {}
+        for node in model.nodes:
+            if isinstance(node, Data):
+                dtype = "int64" if node.dtype == "int" else "float64"
+                env[node.name] = pt.as_tensor_variable(np.asarray(dataset.values[node.name], dtype=dtype))
+            elif isinstance(node, Param):
+                env[node.name] = _random_variable(node.name, node.dist, env, node.dims)
+            elif isinstance(node, Deterministic):
+                env[node.name] = pm.Deterministic(node.name, evaluate(node.expr, env, FUNCTIONS), dims=node.dims or None)
+            elif isinstance(node, Factor):
+                pm.Potential(node.name, evaluate(node.expr, env, FUNCTIONS))
+            elif isinstance(node, Observed):
+                _random_variable(node.name, node.dist, env, node.dims, observed=np.asarray(dataset.values[node.name]))
+    return pymc_model
+
+
+def versions() -> dict[str, str]:
+    import pytensor
+
+    return {"pymc": pm.__version__, "pytensor": pytensor.__version__}
+
+
+def _quiet() -> None:
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pymc")
+
+
+def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> BackendDraws:
+    """PyMC's NUTS. PyMC times only its sampling loop; compile, initial points and
+    process start-up are the rest of the call (reported as compile time)."""
+    _quiet()
+    pymc_model = build(model, dataset)
+    init = {"default": "jitter+adapt_diag", "advi": "advi", "uniform": "adapt_diag"}[settings.init]
+    kwargs = {}
+    if settings.init == "uniform":
+        kwargs["initvals"] = _uniform_initvals(pymc_model, settings)
+    with pymc_model, stopwatch() as elapsed:
+        idata = pm.sample(
+            draws=settings.draws,
+            tune=settings.tune,
+            chains=settings.chains,
+            cores=min(settings.chains, os.cpu_count() or 1),
+            random_seed=settings.seed,
+            nuts_sampler="pymc",
+            init=init,
+            target_accept=settings.target_accept,
+            max_treedepth=settings.max_tree_depth,
+            progressbar=False,
+            compute_convergence_checks=False,
+            discard_tuned_samples=False,
+            idata_kwargs={"log_likelihood": False},
+            **kwargs,
+        )
+    total = elapsed()
+    loop = float(idata.sample_stats.attrs.get("sampling_time", total))
+    posterior = {name: idata.posterior[name].values for name in model.output_names}
+    ss, warm = idata.sample_stats, idata.warmup_sample_stats
+    stats = {
+        "diverging": ss["diverging"].values.astype(bool),
+        "tree_depth": ss["tree_depth"].values.astype(np.int64),
+        "n_steps": ss["n_steps"].values.astype(np.int64),
+        "energy": ss["energy"].values,
+        "step_size": ss["step_size"].values,
+        "acceptance_rate": ss["acceptance_rate"].values,
+        "lp": ss["lp"].values,
+    }
+    warmup_steps = int(warm["n_steps"].values.sum()) if "n_steps" in warm else 0
+    warmup_s, sampling_s = split_by_gradients(loop, warmup_steps, int(stats["n_steps"].sum()))
+    return BackendDraws(
+        posterior=posterior,
+        stats=stats,
+        warmup_gradient_evaluations=warmup_steps,
+        timings=Timings(max(total - loop, 0.0), warmup_s, sampling_s, split="gradients"),
+        engine="pymc-nuts",
+    )
+
+
+def _uniform_initvals(pymc_model: pm.Model, settings: SamplerSettings) -> list[dict]:
+    """uniform(-2, 2) on the unconstrained scale, per chain, as Stan and NumPyro do."""
+    rng = np.random.default_rng(settings.seed)
+    point = pymc_model.initial_point()
+    out = []
+    for _ in range(settings.chains):
+        values = {}
+        for rv in pymc_model.free_RVs:
+            value_var = pymc_model.rvs_to_values[rv]
+            shape = np.shape(point[value_var.name])
+            z = rng.uniform(-2, 2, size=shape)
+            transform = pymc_model.rvs_to_transforms.get(rv)
+            values[rv.name] = transform.backward(z, *rv.owner.inputs).eval() if transform is not None else z
+        out.append(values)
+    return out
+
+
+def log_density(model: Model, dataset: Dataset) -> LogDensity:
+    pymc_model = build(model, dataset)
+    logp = pymc_model.compile_logp(jacobian=True)
+    dlogp = pymc_model.compile_dlogp(jacobian=True)
+    value_names = {rv.name: pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs}
+    shapes = {name: np.shape(v) for name, v in pymc_model.initial_point().items()}
+    param_shapes = {p.name: shapes[value_names[p.name]] for p in model.params}
+
+    def function(point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+        values = {value_names[k]: np.asarray(v, dtype=float) for k, v in point.items()}
+        gradient = np.asarray(dlogp(values))
+        out, offset = {}, 0
+        # compile_dlogp concatenates gradients in the order of value_vars.
+        for rv in pymc_model.free_RVs:
+            size = int(np.prod(param_shapes[rv.name], dtype=int))
+            out[rv.name] = gradient[offset : offset + size].reshape(param_shapes[rv.name])
+            offset += size
+        return float(logp(values)), out
+
+    return LogDensity(param_shapes, function)

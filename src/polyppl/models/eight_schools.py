@@ -1,0 +1,90 @@
+"""Eight schools (Rubin 1981; Gelman et al., BDA3 section 5.5).
+
+    mu ~ Normal(0, 5)    tau ~ HalfCauchy(5)
+    theta[j] ~ Normal(mu, tau)
+    y[j] ~ Normal(theta[j], sigma[j])
+
+The centered form has a funnel between tau and theta that NUTS cannot explore (divergences,
+tau biased upward); the non-centered form (theta = mu + tau * theta_z) is the default.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from polyppl import spec as s
+from polyppl.errors import UserError
+from polyppl.models import csvdata
+from polyppl.models.base import BuiltinModel, DecisionDraws, Scenario
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+COLUMNS = ("school", "effect", "stderr")
+SCHOOLS = ("Choate", "Deerfield", "Phillips Andover", "Phillips Exeter", "Hotchkiss", "Lawrenceville", "St. Paul's", "Mt. Hermon")
+EFFECTS = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
+STDERRS = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
+
+
+def build(parametrization: str, dataset: s.Dataset) -> s.Model:
+    model = s.Model(
+        "eight-schools",
+        (
+            s.Data("sigma", "real", ("school",), lower=0.0),
+            s.Param("mu", s.Normal(0.0, 5.0)),
+            s.Param("tau", s.HalfCauchy(5.0)),
+            s.Param("theta", s.Normal(s.Var("mu"), s.Var("tau")), ("school",)),
+            s.Observed("y", s.Normal(s.Var("theta"), s.Var("sigma")), ("school",)),
+        ),
+        description="Eight schools: theta ~ Normal(mu, tau), y ~ Normal(theta, sigma).",
+    )
+    return s.noncentered(model, ["theta"]) if parametrization == "noncentered" else model
+
+
+def make_dataset(schools, effects, stderrs, source: str) -> s.Dataset:
+    return s.Dataset(
+        values={"sigma": np.asarray(stderrs, dtype=float), "y": np.asarray(effects, dtype=float)},
+        coords={"school": tuple(schools)},
+        source=source,
+    )
+
+
+def read_csv(path: Path) -> s.Dataset:
+    table = csvdata.read_table(path, [COLUMNS])
+    schools = csvdata.unique_labels([r["school"] for r in table.rows], "school")
+    effects = [csvdata.real(r["effect"]) for r in table.rows]
+    stderrs = [
+        csvdata.real(r["stderr"], lambda v: math.isfinite(v) and v > 0, "a positive finite standard error")
+        for r in table.rows
+    ]
+    if len(schools) < 2:
+        raise UserError(f"{path}: {len(schools)} school; a hierarchical model needs at least two")
+    return make_dataset(schools, effects, stderrs, f"file {path}")
+
+
+def decisions(posterior: "xr.Dataset") -> DecisionDraws:
+    theta = posterior["theta"].transpose("chain", "draw", "school")
+    labels = [str(v) for v in theta["school"].values]
+    return {"prob_effect_positive": {lab: (theta.values[..., i] > 0).astype(float) for i, lab in enumerate(labels)}}
+
+
+MODEL = BuiltinModel(
+    name="eight-schools",
+    description="Eight schools: effects of coaching programs, partial pooling across schools",
+    parametrizations=("noncentered", "centered"),
+    scenarios={
+        "classic": Scenario(
+            "Rubin's (1981) SAT coaching data: 8 schools, effects and standard errors",
+            lambda: make_dataset(SCHOOLS, EFFECTS, STDERRS, "scenario classic"),
+        )
+    },
+    build=build,
+    read_csv=read_csv,
+    csv_layouts=(",".join(COLUMNS),),
+    decisions=decisions,
+)

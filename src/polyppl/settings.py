@@ -1,0 +1,51 @@
+"""Sampler settings: one set of names for every backend."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from polyppl.errors import UserError, unknown
+
+STAN_ENGINES = ("auto", "cmdstanpy", "pystan")
+INITS = ("default", "advi", "uniform")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """NUTS settings, named the same for PyMC, NumPyro and Stan.
+
+    ``init``: ``default`` is each backend's own default (PyMC jitter+adapt_diag, NumPyro and
+    Stan uniform(-2, 2) on the unconstrained scale); ``advi`` initialises NUTS from an ADVI
+    fit where the backend can (PyMC; Stan through cmdstanpy); ``uniform`` asks all for
+    uniform(-2, 2) on the unconstrained scale.
+    """
+
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    seed: int = 1
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    init: str = "default"
+    stan_engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("chains", "draws"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} must be a positive whole number, got {value!r}")
+        if not isinstance(self.tune, int) or self.tune < 0:
+            raise UserError(f"tune must be a whole number >= 0, got {self.tune!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
+            raise UserError(f"seed must be a whole number in 0..2^31-1, got {self.seed!r}")
+        if not 0 < self.target_accept < 1:
+            raise UserError(f"target_accept must lie strictly between 0 and 1, got {self.target_accept!r}")
+        if not isinstance(self.max_tree_depth, int) or self.max_tree_depth < 1:
+            raise UserError(f"max_tree_depth must be a positive whole number, got {self.max_tree_depth!r}")
+        if self.init not in INITS:
+            raise unknown("init", self.init, INITS)
+        if self.stan_engine not in STAN_ENGINES:
+            raise unknown("Stan engine", self.stan_engine, STAN_ENGINES)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
