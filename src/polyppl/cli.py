@@ -6,9 +6,11 @@ Exit codes: 0 success, 1 a run failed, 2 bad input (the message says what and wh
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from polyppl.backends import BACKENDS
 from polyppl.errors import UserError
@@ -142,13 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(run_parser)
     run_parser.add_argument("--backend", required=True, help=f"one of {', '.join(BACKENDS)}")
     run_parser.set_defaults(func=cmd_run)
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    for module in COMMAND_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(sub)
     return parser
 
 
-#: Further subcommands register themselves here (compare, repro, bench, report).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+#: Modules that add a subcommand through ``register(subparsers)``; each keeps its heavy
+#: imports inside its handler so that the CLI starts fast.
+COMMAND_MODULES = ("polyppl.compare", "polyppl.repro", "polyppl.bench", "polyppl.report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
