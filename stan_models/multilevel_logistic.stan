@@ -13,16 +13,20 @@ parameters {
   real<lower=0> sigma_a;
   real mu_b;
   real<lower=0> sigma_b;
-  vector[N_group] a;
-  vector[N_group] b;
+  vector[N_group] a_z;
+  vector[N_group] b_z;
+}
+transformed parameters {
+  vector[N_group] a = mu_a + sigma_a * a_z;
+  vector[N_group] b = mu_b + sigma_b * b_z;
 }
 model {
   mu_a ~ student_t(3.0, 0.0, 1.0);
   sigma_a ~ normal(0, 1.0);
   mu_b ~ student_t(3.0, 0.0, 1.0);
   sigma_b ~ normal(0, 1.0);
-  a ~ normal(mu_a, sigma_a);
-  b ~ normal(mu_b, sigma_b);
+  a_z ~ normal(0.0, 1.0);
+  b_z ~ normal(0.0, 1.0);
   successes ~ binomial_logit(trials, a[group_idx] + b[group_idx] .* to_vector(treated));
 }
 generated quantities {

@@ -16,6 +16,8 @@ _API = {
     "sample": "polyppl.runner",
     "RunResult": "polyppl.runner",
     "SamplerSettings": "polyppl.settings",
+    "compare": "polyppl.compare",
+    "Comparison": "polyppl.compare",
 }
 
 __all__ = ["__version__", *_API]

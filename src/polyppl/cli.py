@@ -136,6 +136,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stan_programs(args: argparse.Namespace) -> int:
+    from polyppl.models import builtin_stan_programs
+
+    programs = builtin_stan_programs()
+    if args.write is None:
+        for name, text in programs.items():
+            print(f"// ===== {name}\n{text}")
+        return 0
+    args.write.mkdir(parents=True, exist_ok=True)
+    for name, text in programs.items():
+        (args.write / name).write_text(text)
+    print(f"wrote {len(programs)} programs to {args.write}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyppl", description="One Bayesian model on PyMC, NumPyro and Stan.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(run_parser)
     run_parser.add_argument("--backend", required=True, help=f"one of {', '.join(BACKENDS)}")
     run_parser.set_defaults(func=cmd_run)
+    stan_parser = sub.add_parser("stan-programs", help="print (or --write) the Stan programs of the built-in models")
+    stan_parser.add_argument("--write", type=Path, metavar="DIR", help="write them to DIR (the repo keeps them in stan_models/)")
+    stan_parser.set_defaults(func=cmd_stan_programs)
     for module in COMMAND_MODULES:
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)

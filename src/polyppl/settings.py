@@ -8,6 +8,10 @@ from polyppl.errors import UserError, unknown
 
 STAN_ENGINES = ("auto", "cmdstanpy", "pystan")
 INITS = ("default", "advi", "uniform")
+#: How chains share the CPU: ``auto`` is each backend's measured-fastest default
+#: (benchmarks/RESULTS.md); not every backend has every method.
+CHAIN_METHODS = ("auto", "sequential", "parallel", "vectorized")
+PYMC_SAMPLERS = ("pymc", "numpyro", "nutpie")
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,11 @@ class SamplerSettings:
     Stan uniform(-2, 2) on the unconstrained scale); ``advi`` initialises NUTS from an ADVI
     fit where the backend can (PyMC; Stan through cmdstanpy); ``uniform`` asks all for
     uniform(-2, 2) on the unconstrained scale.
+
+    ``chain_method``: ``sequential`` one chain after another in one process; ``parallel``
+    one process (PyMC, Stan) or one host device (NumPyro) per chain; ``vectorized`` all
+    chains in one batched loop (NumPyro only). ``pymc_sampler``: the NUTS that runs a PyMC
+    model (PyMC's own, or NumPyro's or nutpie's on the model compiled to JAX or Numba).
     """
 
     chains: int = 4
@@ -28,6 +37,8 @@ class SamplerSettings:
     max_tree_depth: int = 10
     init: str = "default"
     stan_engine: str = "auto"
+    chain_method: str = "auto"
+    pymc_sampler: str = "pymc"
 
     def __post_init__(self) -> None:
         for name in ("chains", "draws"):
@@ -46,6 +57,10 @@ class SamplerSettings:
             raise unknown("init", self.init, INITS)
         if self.stan_engine not in STAN_ENGINES:
             raise unknown("Stan engine", self.stan_engine, STAN_ENGINES)
+        if self.chain_method not in CHAIN_METHODS:
+            raise unknown("chain method", self.chain_method, CHAIN_METHODS)
+        if self.pymc_sampler not in PYMC_SAMPLERS:
+            raise unknown("PyMC sampler", self.pymc_sampler, PYMC_SAMPLERS)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -8,6 +8,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from polyppl.backends import BackendDraws, LogDensity, Timings, stopwatch, tree_depth_from_steps
+from polyppl.errors import UserError
 from polyppl.settings import SamplerSettings
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
 
@@ -120,9 +121,16 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
         max_tree_depth=settings.max_tree_depth,
         init_strategy=init_to_uniform(radius=2.0),
     )
-    # Vectorized chains compile one loop for all chains; measured fastest for small models
-    # on a 2-core CPU (benchmarks/), where "parallel" has fewer devices than chains.
-    chain_method = "vectorized"
+    # "auto" is vectorized: one compiled loop for all chains, measured fastest for small
+    # models on a 2-core CPU (benchmarks/RESULTS.md).
+    chain_method = "vectorized" if settings.chain_method == "auto" else settings.chain_method
+    if chain_method == "parallel" and jax.local_device_count() < settings.chains:
+        # NumPyro would fall back to sequential chains with only a warning.
+        raise UserError(
+            f"parallel NumPyro chains need one host device per chain: {jax.local_device_count()} for "
+            f"{settings.chains} chains; set XLA_FLAGS=--xla_force_host_platform_device_count={settings.chains} "
+            "before Python starts"
+        )
     mcmc = MCMC(
         kernel,
         num_warmup=settings.tune,

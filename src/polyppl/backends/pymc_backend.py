@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import warnings
@@ -10,6 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from polyppl.backends import BackendDraws, LogDensity, Timings, split_by_gradients, stopwatch
+from polyppl.errors import UserError
 from polyppl.settings import SamplerSettings
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
 
@@ -93,7 +95,7 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
     _quiet()
     pymc_model = build(model, dataset)
     init = {"default": "jitter+adapt_diag", "advi": "advi", "uniform": "adapt_diag"}[settings.init]
-    kwargs = {}
+    kwargs = _sampler_kwargs(settings)
     if settings.init == "uniform":
         kwargs["initvals"] = _uniform_initvals(pymc_model, settings)
     with pymc_model, stopwatch() as elapsed:
@@ -101,9 +103,8 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
             draws=settings.draws,
             tune=settings.tune,
             chains=settings.chains,
-            cores=min(settings.chains, os.cpu_count() or 1),
             random_seed=settings.seed,
-            nuts_sampler="pymc",
+            nuts_sampler=settings.pymc_sampler,
             init=init,
             target_accept=settings.target_accept,
             max_treedepth=settings.max_tree_depth,
@@ -116,7 +117,9 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
     total = elapsed()
     loop = float(idata.sample_stats.attrs.get("sampling_time", total))
     posterior = {name: idata.posterior[name].values for name in model.output_names}
-    ss, warm = idata.sample_stats, idata.warmup_sample_stats
+    ss = idata.sample_stats
+    # NumPyro's and nutpie's NUTS through PyMC keep no warm-up statistics.
+    warm = idata.warmup_sample_stats if "warmup_sample_stats" in idata else {}
     stats = {
         "diverging": ss["diverging"].values.astype(bool),
         "tree_depth": ss["tree_depth"].values.astype(np.int64),
@@ -133,8 +136,27 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
         stats=stats,
         warmup_gradient_evaluations=warmup_steps,
         timings=Timings(max(total - loop, 0.0), warmup_s, sampling_s, split="gradients"),
-        engine="pymc-nuts",
+        engine=("pymc-nuts" if settings.pymc_sampler == "pymc" else f"{settings.pymc_sampler}-nuts via pymc")
+        + (f" ({settings.chain_method} chains)" if settings.chain_method != "auto" else ""),
     )
+
+
+def _sampler_kwargs(settings: SamplerSettings) -> dict:
+    """How chains run: processes for PyMC's own NUTS, NumPyro's chain method for its NUTS."""
+    method = settings.chain_method
+    if settings.pymc_sampler == "pymc":
+        if method == "vectorized":
+            raise UserError("PyMC's own NUTS has no vectorized chains; use pymc_sampler='numpyro'")
+        return {"cores": 1 if method == "sequential" else min(settings.chains, os.cpu_count() or 1)}
+    if settings.pymc_sampler == "numpyro":
+        if method == "sequential":
+            raise UserError("PyMC's NumPyro sampler runs chains parallel or vectorized, not sequential")
+        return {"nuts_sampler_kwargs": {"chain_method": "parallel" if method == "parallel" else "vectorized"}}
+    if importlib.util.find_spec("nutpie") is None:
+        raise UserError("pymc_sampler='nutpie' needs the nutpie package, which is not installed")
+    if method not in ("auto", "parallel"):
+        raise UserError("nutpie runs chains in parallel threads only")
+    return {}
 
 
 def _uniform_initvals(pymc_model: pm.Model, settings: SamplerSettings) -> list[dict]:

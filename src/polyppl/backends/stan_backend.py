@@ -28,6 +28,7 @@ import numpy as np
 
 from polyppl.backends import BackendDraws, LogDensity, Timings, stopwatch
 from polyppl.backends.stan_program import generated_quantities, stan_data, stan_program
+from polyppl.errors import UserError
 from polyppl.settings import SamplerSettings
 from polyppl.spec import Dataset, Model, Param
 
@@ -62,8 +63,6 @@ def choose_engine(requested: str = "auto") -> str:
     if requested == "auto":
         return "cmdstanpy" if cmdstan_path() else "pystan"
     if requested == "cmdstanpy" and not cmdstan_path():
-        from polyppl.errors import UserError
-
         raise UserError("Stan engine 'cmdstanpy' asked for, but no CmdStan install was found (set CMDSTAN)")
     return requested
 
@@ -158,6 +157,8 @@ class PyStanEngine:
         return posterior, elapsed(), cached
 
     def sample(self, program: str, data: dict, settings: SamplerSettings):
+        if settings.chain_method not in ("auto", "parallel"):
+            raise UserError("PyStan runs chains in parallel only; chain_method 'sequential' needs CmdStan")
         posterior, compile_seconds, cached = self._build(program, data, settings.seed)
         if settings.init == "advi":
             raise NotImplementedError("PyStan 3 has no ADVI; initialisation from ADVI needs CmdStan")
@@ -218,6 +219,8 @@ class CmdStanPyEngine:
         return model, elapsed(), cached
 
     def sample(self, program: str, data: dict, settings: SamplerSettings):
+        if settings.chain_method == "vectorized":
+            raise UserError("Stan has no vectorized chains; chain_method is sequential or parallel")
         model, compile_seconds, cached = self._model(program)
         inits = None
         if settings.init == "advi":
@@ -227,7 +230,7 @@ class CmdStanPyEngine:
             fit = model.sample(
                 data=data,
                 chains=settings.chains,
-                parallel_chains=min(settings.chains, os.cpu_count() or 1),
+                parallel_chains=1 if settings.chain_method == "sequential" else min(settings.chains, os.cpu_count() or 1),
                 seed=settings.seed,
                 iter_warmup=settings.tune,
                 iter_sampling=settings.draws,

@@ -5,6 +5,10 @@
     success ~ Bernoulli(inv_logit(a[g] + b[g] * treated))
     a_inv = inv_logit(a),  fin = inv_logit(a + b)
 
+Parametrizations: ``noncentered`` (the default: a = mu_a + sigma_a * a_z) and ``centered``
+(the seed's). With two groups the centered form is a funnel: thousands of divergences and
+unconverged chains on every backend (`polyppl repro centered-funnel`).
+
 Every row of one (group, treated) cell has the same success probability, so row-level
 data compresses to counts per cell with a Binomial likelihood: the same posterior (the
 Bernoulli and Binomial likelihoods differ by a constant) at the cost of four terms
@@ -165,7 +169,7 @@ def decisions(posterior: "xr.Dataset") -> DecisionDraws:
 MODEL = BuiltinModel(
     name="multilevel-logistic",
     description="Varying-intercept, varying-slope logistic regression (group x treated)",
-    parametrizations=("centered", "noncentered"),
+    parametrizations=("noncentered", "centered"),
     scenarios={
         "seed": Scenario(
             "Canada/China, 100 rows per cell: 30, 50, 55, 60 successes (control/treated), as counts per cell",

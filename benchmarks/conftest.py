@@ -1,0 +1,109 @@
+"""The benchmark suite: out of the default test run (testpaths = tests).
+
+    uv run pytest benchmarks/ --benchmark-only
+
+Each benchmark also stores its medians (compile, warm-up, sampling, gradients per draw,
+ESS per second) in its ``extra_info``; at the end the suite writes them all, with the
+generated-over-hand-written ratios, to ``benchmarks/results/latest.json`` and ``latest.md``.
+No benchmark asserts on time: a loaded machine is slower, not wrong.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import RESULTS  # noqa: E402
+
+#: PyMC and httpstan fork worker processes, which is unsafe once JAX's threads run: the
+#: in-process NumPyro benchmarks go last.
+BACKEND_ORDER = {"pymc": 0, "stan": 1, "numpyro": 2}
+ROWS: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def results() -> list[dict[str, Any]]:
+    """Append one row per benchmark: its labels and medians."""
+    return ROWS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def key(item: pytest.Item) -> tuple[int, int]:
+        in_process = 0 if "isolated" in item.keywords else 1
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
+        return in_process, BACKEND_ORDER.get(backend, -1)
+
+    items.sort(key=key)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "isolated: each round runs in a fresh process")
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    packages = ("pymc", "pytensor", "numpyro", "jax", "pystan", "httpstan", "cmdstanpy", "arviz")
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in packages},
+    }
+
+
+def ratio_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Generated over hand-written, per model and backend, from the sampling benchmarks."""
+    by_key = {(r["model"], r["backend"], r["implementation"]): r for r in rows if r["kind"] == "sampling"}
+    out = []
+    for (model, backend, implementation), generated in by_key.items():
+        hand = by_key.get((model, backend, "handwritten"))
+        if implementation != "generated" or hand is None:
+            continue
+        out.append({
+            "model": model,
+            "backend": backend,
+            "sampling_ratio": generated["sampling_s"] / hand["sampling_s"],
+            "gradients_per_draw": (generated["gradients_per_draw"], hand["gradients_per_draw"]),
+            "seconds_per_gradient_ratio": generated["seconds_per_gradient"] / hand["seconds_per_gradient"],
+        })
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> str:
+    lines = ["| kind | model | backend | implementation / setting | compile s | warm-up s | sampling s | grad/draw | ESS bulk min | ESS/s | peak MB |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        def f(key: str, digits: int = 2) -> str:
+            value = r.get(key)
+            return "" if value is None else f"{value:.{digits}f}"
+        lines.append(f"| {r['kind']} | {r['model']} | {r['backend']} | {r['implementation']} | {f('compile_s')} | "
+                     f"{f('warmup_s')} | {f('sampling_s', 3)} | {f('gradients_per_draw', 1)} | {f('ess_bulk_min', 0)} | "
+                     f"{f('ess_bulk_per_s', 0)} | {f('peak_rss_mb', 0)} |")
+    lines += ["", "| model | backend | sampling time generated / hand-written | grad/draw generated, hand-written | s per gradient generated / hand-written |",
+              "|---|---|---:|---|---:|"]
+    for r in ratios:
+        g, h = r["gradients_per_draw"]
+        lines.append(f"| {r['model']} | {r['backend']} | {r['sampling_ratio']:.3f} | {g:.2f}, {h:.2f} | {r['seconds_per_gradient_ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not ROWS:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    ratios = ratio_rows(ROWS)
+    (RESULTS / "latest.json").write_text(json.dumps({"machine": machine(), "rows": ROWS, "ratios": ratios}, indent=1))
+    (RESULTS / "latest.md").write_text(markdown(ROWS, ratios))

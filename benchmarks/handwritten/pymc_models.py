@@ -1,0 +1,54 @@
+"""The built-in models written by hand in PyMC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+
+from polyppl.spec import Dataset
+
+
+def multilevel_logistic(dataset: Dataset) -> pm.Model:
+    v = dataset.values
+    coords = {"group": list(dataset.coords["group"])}
+    with pm.Model(coords=coords) as model:
+        mu_a = pm.StudentT("mu_a", nu=3, mu=0, sigma=1)
+        sigma_a = pm.HalfNormal("sigma_a", 1)
+        mu_b = pm.StudentT("mu_b", nu=3, mu=0, sigma=1)
+        sigma_b = pm.HalfNormal("sigma_b", 1)
+        a = pm.Normal("a", mu_a, sigma_a, dims="group")
+        b = pm.Normal("b", mu_b, sigma_b, dims="group")
+        pm.Deterministic("a_inv", pm.math.invlogit(a), dims="group")
+        pm.Deterministic("fin", pm.math.invlogit(a + b), dims="group")
+        group, treated = np.asarray(v["group_idx"]), np.asarray(v["treated"])
+        logit_p = a[group] + b[group] * treated
+        if "success" in v:
+            pm.Bernoulli("success", logit_p=logit_p, observed=np.asarray(v["success"]))
+        else:
+            pm.Binomial("successes", n=np.asarray(v["trials"]), logit_p=logit_p, observed=np.asarray(v["successes"]))
+    return model
+
+
+def beta_binomial(dataset: Dataset) -> pm.Model:
+    v = dataset.values
+    with pm.Model(coords={"variant": list(dataset.coords["variant"])}) as model:
+        a = pm.HalfFlat("a")
+        b = pm.HalfFlat("b")
+        pm.Potential("hyperprior", -2.5 * pm.math.log(a + b))
+        rates = pm.Beta("rates", a, b, dims="variant")
+        pm.Binomial("successes", n=v["trials"], p=rates, observed=v["successes"], dims="variant")
+    return model
+
+
+def eight_schools(dataset: Dataset) -> pm.Model:
+    v = dataset.values
+    with pm.Model(coords={"school": list(dataset.coords["school"])}) as model:
+        mu = pm.Normal("mu", 0, 5)
+        tau = pm.HalfCauchy("tau", 5)
+        theta_z = pm.Normal("theta_z", 0, 1, dims="school")
+        theta = pm.Deterministic("theta", mu + tau * theta_z, dims="school")
+        pm.Normal("y", theta, v["sigma"], observed=v["y"], dims="school")
+    return model
+
+
+MODELS = {"multilevel-logistic": multilevel_logistic, "beta-binomial": beta_binomial, "eight-schools": eight_schools}

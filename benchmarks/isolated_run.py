@@ -1,0 +1,86 @@
+"""One benchmark run in a fresh process, for what a process can set only once.
+
+Cold compiles (empty PyTensor compile folder, a Stan program httpstan has not seen, a JAX
+process that has compiled nothing), NumPyro's host device count and float32 (both
+process-global in JAX). Prints one JSON record as the last line of stdout.
+
+    python benchmarks/isolated_run.py MODEL BACKEND [--implementation handwritten] [--cold]
+        [--chain-method M] [--pymc-sampler S] [--float32] [--host-devices N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+from unittest import mock
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("backend")
+    parser.add_argument("--implementation", default="generated")
+    parser.add_argument("--cold", action="store_true")
+    parser.add_argument("--chain-method", default="auto")
+    parser.add_argument("--pymc-sampler", default="pymc")
+    parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--host-devices", type=int)
+    args = parser.parse_args()
+    # Both must be set before PyTensor and JAX are imported.
+    if args.host_devices:
+        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.host_devices}"
+    compiledir = tempfile.TemporaryDirectory(prefix="polyppl-cold-") if args.cold else None
+    if compiledir:
+        os.environ["PYTENSOR_FLAGS"] = f"compiledir={compiledir.name}"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from dataclasses import replace
+
+    import harness
+
+    settings = replace(harness.SETTINGS, chain_method=args.chain_method, pymc_sampler=args.pymc_sampler)
+    if args.float32:
+        from polyppl.backends import numpyro_backend
+
+        numpyro_backend.jax.config.update("jax_enable_x64", False)
+    if args.cold and args.backend == "stan":
+        record = _cold_stan(args, settings)
+    else:
+        record = harness.run_once(args.model, args.backend, args.implementation, settings)
+    record["float32"] = args.float32
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(record))
+
+
+def _cold_stan(args: argparse.Namespace, settings) -> dict:
+    """A comment no other program has makes httpstan compile from scratch; the model is
+    removed from its cache afterwards."""
+    import harness
+    import httpstan.cache
+    import httpstan.models
+    from polyppl.backends import stan_backend
+
+    nonce = f"// cold compile {uuid.uuid4().hex}\n"
+    programs: list[str] = []
+
+    def fresh(model) -> str:
+        programs.append(original(model) + nonce)
+        return programs[-1]
+
+    with harness.handwritten(args.model, "stan") if args.implementation == "handwritten" else nullcontext():
+        original = stan_backend.stan_program
+        with mock.patch.object(stan_backend, "stan_program", fresh):
+            record = harness.run_once(args.model, "stan", "generated", settings)
+    for program in programs:
+        httpstan.cache.delete_model_directory(httpstan.models.calculate_model_name(program))
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Every built-in model on every backend, generated beside hand-written.
+
+* ``test_sampling``: median of three runs of the defaults of `polyppl run` (4 chains, 1000
+  warm-up + 1000 draws, seed 1) in this process: cached compile (PyMC's compile folder,
+  httpstan's model cache; NumPyro re-traces and re-compiles per run), warm-up, sampling,
+  gradients per draw, ESS per second.
+* ``test_cold_compile``: one run in a fresh process with nothing compiled before.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness import HERE, IMPLEMENTATIONS, medians, run_once
+from polyppl.backends import BACKENDS
+from polyppl.models import MODELS
+
+ROUNDS = 3
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_sampling(benchmark, results, model: str, backend: str, implementation: str) -> None:
+    records: list[dict] = []
+    benchmark.group = f"sampling {model}"
+    benchmark.pedantic(lambda: records.append(run_once(model, backend, implementation)), rounds=ROUNDS, iterations=1)
+    row = medians(records)
+    benchmark.extra_info.update(row)
+    results.append({"kind": "sampling", "model": model, "backend": backend, "implementation": implementation, **row})
+
+
+def isolated_run(*args: str) -> dict:
+    """Run benchmarks/isolated_run.py in a fresh process; its JSON record."""
+    done = subprocess.run([sys.executable, str(HERE / "isolated_run.py"), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.isolated
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_cold_compile(benchmark, results, model: str, backend: str) -> None:
+    records: list[dict] = []
+    benchmark.group = "cold compile"
+    benchmark.pedantic(lambda: records.append(isolated_run(model, backend, "--cold")), rounds=1, iterations=1)
+    row = medians(records)
+    benchmark.extra_info.update(row)
+    results.append({"kind": "cold compile", "model": model, "backend": backend, "implementation": "generated", **row})
