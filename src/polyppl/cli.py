@@ -60,7 +60,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=_positive_int, default=1000, help="draws per chain after warm-up")
     parser.add_argument("--tune", type=_non_negative_int, default=1000, help="warm-up iterations per chain")
     parser.add_argument("--seed", type=_non_negative_int, default=1)
-    parser.add_argument("--target-accept", type=float, default=0.8)
+    parser.add_argument("--target-accept", type=float, default=0.9, help="NUTS target acceptance, all backends (default 0.9)")
     parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto", help="auto: cmdstanpy if CmdStan is installed, else PyStan")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for results (default {DEFAULT_OUT})")
     parser.add_argument("--json", type=Path, help="also write the JSON record to this file")

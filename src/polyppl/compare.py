@@ -413,12 +413,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeout", type=float, help="seconds allowed per backend (default: none)")
     parser.add_argument("--force", action="store_true", help="redo runs already finished in --out")
     parser.add_argument("--family-alpha", type=float, default=0.01, help="family-wise false-alarm rate (default 0.01)")
+    parser.add_argument("--report", type=Path, metavar="FILE.html",
+                        help="HTML report to write (default OUT/<model>-<scenario>-report.html)")
     parser.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from polyppl.cli import progress, settings_from
     from polyppl.inference import save_json
+    from polyppl.report import default_report_path, write_report
 
     comparison = compare(
         args.model, [b.strip() for b in args.backends.split(",") if b.strip()],
@@ -433,5 +436,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         save_json(comparison.to_json(), args.json)
         print(f"saved: {args.json}")
+    report = write_report(comparison, args.report or default_report_path(args.out, comparison))
+    print(f"report: {report}")
     return 0 if all(o.ok for o in comparison.outcomes.values()) else 1
 

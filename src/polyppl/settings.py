@@ -33,7 +33,9 @@ class SamplerSettings:
     draws: int = 1000
     tune: int = 1000
     seed: int = 1
-    target_accept: float = 0.8
+    #: 0.9 rather than the libraries' 0.8: the hierarchical models here diverge now and then
+    #: at 0.8 (measured on the seed data), and one value for all keeps the comparison fair.
+    target_accept: float = 0.9
     max_tree_depth: int = 10
     init: str = "default"
     stan_engine: str = "auto"

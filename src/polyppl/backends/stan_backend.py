@@ -162,6 +162,10 @@ class PyStanEngine:
         posterior, compile_seconds, cached = self._build(program, data, settings.seed)
         if settings.init == "advi":
             raise NotImplementedError("PyStan 3 has no ADVI; initialisation from ADVI needs CmdStan")
+        # httpstan keeps every seeded fit and answers a repeated request from that cache,
+        # which would make a re-run's timings meaningless (and the cache grows by megabytes
+        # a run): drop this model's stored fits before and after sampling.
+        _forget_fits(posterior.model_name)
         with _captured_output(), stopwatch() as elapsed:
             fit = posterior.sample(
                 num_chains=settings.chains,
@@ -172,6 +176,7 @@ class PyStanEngine:
                 max_depth=settings.max_tree_depth,
             )
         total = elapsed()
+        _forget_fits(posterior.model_name)
         text = "\n".join(o.decode("utf-8", "replace") for o in fit.stan_outputs)
         timings = _phase_timings(total, compile_seconds, cached, *_split_elapsed(text))
         columns: dict[str, np.ndarray] = {}
@@ -194,6 +199,15 @@ class PyStanEngine:
             return float(logp), _unflatten(grad, model, shapes)
 
         return LogDensity(shapes, function)
+
+
+def _forget_fits(model_name: str) -> None:
+    import httpstan.cache
+
+    fits = httpstan.cache.model_directory(model_name) / "fits"
+    if fits.is_dir():
+        for path in fits.iterdir():
+            path.unlink(missing_ok=True)
 
 
 class CmdStanPyEngine:
