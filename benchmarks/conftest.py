@@ -65,11 +65,13 @@ def machine() -> dict[str, Any]:
 
 
 def ratio_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Generated over hand-written, per model and backend, from the sampling benchmarks."""
-    by_key = {(r["model"], r["backend"], r["implementation"]): r for r in rows if r["kind"] == "sampling"}
+    """Generated over hand-written, per model and backend: sampling time and gradients per
+    draw from the sampling benchmarks, seconds per gradient from the gradient benchmarks."""
+    sampling = {(r["model"], r["backend"], r["implementation"]): r for r in rows if r["kind"] == "sampling"}
+    gradient = {(r["model"], r["backend"]): r["ratio"] for r in rows if r["kind"] == "gradient"}
     out = []
-    for (model, backend, implementation), generated in by_key.items():
-        hand = by_key.get((model, backend, "handwritten"))
+    for (model, backend, implementation), generated in sampling.items():
+        hand = sampling.get((model, backend, "handwritten"))
         if implementation != "generated" or hand is None:
             continue
         out.append({
@@ -77,26 +79,33 @@ def ratio_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "backend": backend,
             "sampling_ratio": generated["sampling_s"] / hand["sampling_s"],
             "gradients_per_draw": (generated["gradients_per_draw"], hand["gradients_per_draw"]),
-            "seconds_per_gradient_ratio": generated["seconds_per_gradient"] / hand["seconds_per_gradient"],
+            "gradient_ratio": gradient.get((model, backend)),
         })
     return out
+
+
+def _number(value: Any, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(rows: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> str:
     lines = ["| kind | model | backend | implementation / setting | compile s | warm-up s | sampling s | grad/draw | ESS bulk min | ESS/s | peak MB |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        def f(key: str, digits: int = 2) -> str:
-            value = r.get(key)
-            return "" if value is None else f"{value:.{digits}f}"
-        lines.append(f"| {r['kind']} | {r['model']} | {r['backend']} | {r['implementation']} | {f('compile_s')} | "
-                     f"{f('warmup_s')} | {f('sampling_s', 3)} | {f('gradients_per_draw', 1)} | {f('ess_bulk_min', 0)} | "
-                     f"{f('ess_bulk_per_s', 0)} | {f('peak_rss_mb', 0)} |")
+        if r["kind"] in ("sampling", "cold compile", "setting"):
+            numbers = [_number(r.get(k), d) for k, d in (("compile_s", 2), ("warmup_s", 2), ("sampling_s", 3), ("gradients_per_draw", 1),
+                                                         ("ess_bulk_min", 0), ("ess_bulk_per_s", 0), ("peak_rss_mb", 0))]
+            lines.append(f"| {r['kind']} | {r['model']} | {r['backend']} | {r['implementation']} | {' | '.join(numbers)} |")
     lines += ["", "| model | backend | sampling time generated / hand-written | grad/draw generated, hand-written | s per gradient generated / hand-written |",
               "|---|---|---:|---|---:|"]
     for r in ratios:
         g, h = r["gradients_per_draw"]
-        lines.append(f"| {r['model']} | {r['backend']} | {r['sampling_ratio']:.3f} | {g:.2f}, {h:.2f} | {r['seconds_per_gradient_ratio']:.3f} |")
+        lines.append(f"| {r['model']} | {r['backend']} | {r['sampling_ratio']:.3f} | {g:.2f}, {h:.2f} | {_number(r['gradient_ratio'], 3) or 'not measured'} |")
+    lines += ["", "| 10M rows | backend | form | rows | seconds | s per gradient | gradient evaluations |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["kind"].startswith("10M"):
+            lines.append(f"| {r['kind']} | {r['backend']} | {r['implementation']} | {r.get('rows', '')} | {_number(r.get('seconds'), 1)} | "
+                         f"{_number(r.get('seconds_per_gradient'), 4)} | {r.get('gradients') or ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,9 +8,10 @@ sampler call, timers and conversion of draws: any difference is the model's code
 from __future__ import annotations
 
 import statistics
+import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from unittest import mock
 
 import numpy as np
@@ -26,8 +27,8 @@ IMPLEMENTATIONS = ("generated", "handwritten")
 SETTINGS = SamplerSettings(chains=4, draws=1000, tune=1000, seed=1)
 
 
-def handwritten_stan_program(model_name: str, row_level: bool = False) -> str:
-    stem = model_name.replace("-", "_") + ("_rows" if row_level else "")
+def handwritten_stan_program(model_name: str, parametrization: str, row_level: bool = False) -> str:
+    stem = model_name.replace("-", "_") + ("_rows" if row_level else "") + f"_{parametrization}"
     return (HERE / "handwritten" / "stan" / f"{stem}.stan").read_text()
 
 
@@ -45,19 +46,20 @@ def handwritten_stan_data(model_name: str, dataset: Dataset) -> dict:
 
 
 @contextmanager
-def handwritten(model_name: str, backend: str) -> Iterator[None]:
+def handwritten(model_name: str, parametrization: str, backend: str) -> Iterator[None]:
     """Within this block, ``backend`` samples the hand-written model instead of the generated one."""
+    key = (model_name, parametrization)
     if backend == "pymc":
         from handwritten import pymc_models
         from polyppl.backends import pymc_backend
 
-        with mock.patch.object(pymc_backend, "build", lambda model, dataset: pymc_models.MODELS[model_name](dataset)):
+        with mock.patch.object(pymc_backend, "build", lambda model, dataset: pymc_models.MODELS[key](dataset)):
             yield
     elif backend == "numpyro":
         from handwritten import numpyro_models
         from polyppl.backends import numpyro_backend
 
-        with mock.patch.object(numpyro_backend, "build", lambda model, dataset: numpyro_models.MODELS[model_name](dataset)):
+        with mock.patch.object(numpyro_backend, "build", lambda model, dataset: numpyro_models.MODELS[key](dataset)):
             yield
     else:
         from polyppl.backends import stan_backend
@@ -65,7 +67,7 @@ def handwritten(model_name: str, backend: str) -> Iterator[None]:
         row_level = False
 
         def program(model):
-            return handwritten_stan_program(model_name, row_level)
+            return handwritten_stan_program(model_name, parametrization, row_level)
 
         def data(model, dataset):
             nonlocal row_level
@@ -93,20 +95,23 @@ def clear_pystan_fits() -> None:
 
 
 def run_once(model_name: str, backend: str, implementation: str, settings: SamplerSettings = SETTINGS,
-             dataset: Dataset | None = None) -> dict[str, Any]:
-    """Sample once; the timings, gradient counts and ESS of the run, flat."""
+             dataset: Dataset | None = None, parametrization: str | None = None) -> dict[str, Any]:
+    """Sample once (the model's default parametrization and scenario unless given); the
+    timings, gradient counts and ESS of the run, flat."""
     from polyppl import runner
 
     builtin = MODELS[model_name]
     dataset = dataset or builtin.dataset()
-    spec = builtin.spec(None, dataset)
+    parametrization = parametrization or builtin.default_parametrization
+    spec = builtin.spec(parametrization, dataset)
     if backend == "stan":
         clear_pystan_fits()
-    with handwritten(model_name, backend) if implementation == "handwritten" else nullcontext():
+    with handwritten(model_name, parametrization, backend) if implementation == "handwritten" else nullcontext():
         idata = runner.sample(spec, dataset, backend, settings)
     record = runner.summarize(idata, builtin).record()
     t, d = record["timings"], record["diagnostics"]
     return {
+        "parametrization": parametrization,
         "engine": record["engine"],
         "compile_s": t["compile_seconds"],
         "compile_cached": t["compile_cached"],
@@ -129,3 +134,63 @@ def medians(records: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = statistics.median(values) if numeric else first
     out["rounds"] = len(records)
     return out
+
+
+#: NumPyro's NUTS evaluates gradients inside one compiled loop: timed as a compiled loop of
+#: this many evaluations, so that the ~10 us of dispatching a jitted call is not counted.
+NUMPYRO_GRADIENTS_PER_CALL = 1000
+
+
+def gradient_call(model_name: str, backend: str, implementation: str) -> tuple[Callable[[], object], int]:
+    """A call evaluating the log density and its gradient as the backend's NUTS does (PyMC's
+    ``logp_dlogp_function``; NumPyro's potential inside a compiled loop), near the initial
+    point, and how many evaluations one call makes."""
+    builtin = MODELS[model_name]
+    dataset = builtin.dataset()
+    parametrization = builtin.default_parametrization
+    key = (model_name, parametrization)
+    if backend == "pymc":
+        from handwritten import pymc_models
+        from polyppl.backends import pymc_backend
+
+        model = (pymc_models.MODELS[key](dataset) if implementation == "handwritten"
+                 else pymc_backend.build(builtin.spec(parametrization, dataset), dataset))
+        function = model.logp_dlogp_function(ravel_inputs=True)
+        function.set_extra_values({})
+        point = np.concatenate([np.ravel(v) for v in model.initial_point().values()])
+        return (lambda: function(point)), 1
+    import jax
+    from handwritten import numpyro_models
+    from numpyro.infer.util import initialize_model
+    from polyppl.backends import numpyro_backend
+
+    model = (numpyro_models.MODELS[key](dataset) if implementation == "handwritten"
+             else numpyro_backend.build(builtin.spec(parametrization, dataset), dataset))
+    init = initialize_model(jax.random.PRNGKey(0), model)
+    n = NUMPYRO_GRADIENTS_PER_CALL
+    shift = jax.numpy.linspace(-0.1, 0.1, n)
+    points = jax.tree.map(lambda v: v + shift.reshape((n,) + (1,) * v.ndim), init.param_info.z)
+    loop = jax.jit(lambda zs: jax.lax.map(jax.value_and_grad(init.potential_fn), zs))
+    return (lambda: jax.block_until_ready(loop(points))), n
+
+
+def interleaved_seconds(calls: dict[str, tuple[Callable[[], object], int]], blocks: int = 15,
+                        block_seconds: float = 0.2) -> dict[str, float]:
+    """Median seconds per evaluation of each (call, evaluations per call), timed in
+    alternating blocks so that a change of machine load hits all of them alike."""
+    per_block = {}
+    for name, (call, _) in calls.items():
+        call()  # compile or warm caches outside the timing
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < block_seconds:
+            call()
+            n += 1
+        per_block[name] = max(n, 1)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(blocks):
+        for name, (call, evaluations) in calls.items():
+            start = time.perf_counter()
+            for _ in range(per_block[name]):
+                call()
+            samples[name].append((time.perf_counter() - start) / (per_block[name] * evaluations))
+    return {name: statistics.median(values) for name, values in samples.items()}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import uuid
@@ -54,7 +53,9 @@ def main() -> None:
     else:
         record = harness.run_once(args.model, args.backend, args.implementation, settings)
     record["float32"] = args.float32
-    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from polyppl.bench import peak_memory_mb
+
+    record["peak_rss_mb"] = peak_memory_mb()
     print(json.dumps(record))
 
 
@@ -65,6 +66,7 @@ def _cold_stan(args: argparse.Namespace, settings) -> dict:
     import httpstan.cache
     import httpstan.models
     from polyppl.backends import stan_backend
+    from polyppl.models import MODELS
 
     nonce = f"// cold compile {uuid.uuid4().hex}\n"
     programs: list[str] = []
@@ -73,7 +75,7 @@ def _cold_stan(args: argparse.Namespace, settings) -> dict:
         programs.append(original(model) + nonce)
         return programs[-1]
 
-    with harness.handwritten(args.model, "stan") if args.implementation == "handwritten" else nullcontext():
+    with harness.handwritten(args.model, MODELS[args.model].default_parametrization, "stan") if args.implementation == "handwritten" else nullcontext():
         original = stan_backend.stan_program
         with mock.patch.object(stan_backend, "stan_program", fresh):
             record = harness.run_once(args.model, "stan", "generated", settings)

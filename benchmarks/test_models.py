@@ -1,9 +1,15 @@
 """Every built-in model on every backend, generated beside hand-written.
 
-* ``test_sampling``: median of three runs of the defaults of `polyppl run` (4 chains, 1000
+* ``test_sampling``: median of three runs (two for NumPyro, seven for Stan) of the defaults of `polyppl run` (4 chains, 1000
   warm-up + 1000 draws, seed 1) in this process: cached compile (PyMC's compile folder,
   httpstan's model cache; NumPyro re-traces and re-compiles per run), warm-up, sampling,
   gradients per draw, ESS per second.
+* ``test_gradient_cost``: seconds per log density and gradient evaluation, generated and
+  hand-written timed in alternating blocks: on a shared 2-core machine, sampling times of
+  well under a second move by tens of percent between runs, and this is the number the
+  compiler decides (the sampler's own work per step is the same code for both). PyStan
+  has no in-process gradient call (its ``grad_log_prob`` is an HTTP request with the
+  data), so Stan's ratio comes from the sampling benchmark only.
 * ``test_cold_compile``: one run in a fresh process with nothing compiled before.
 """
 
@@ -15,11 +21,13 @@ import sys
 
 import pytest
 
-from harness import HERE, IMPLEMENTATIONS, medians, run_once
+from harness import HERE, IMPLEMENTATIONS, gradient_call, interleaved_seconds, medians, run_once
 from polyppl.backends import BACKENDS
 from polyppl.models import MODELS
 
-ROUNDS = 3
+#: NumPyro re-traces and re-compiles on every run (~10 s on 2 cores): fewer rounds; a
+#: cached Stan run takes about a second: more.
+ROUNDS = {"pymc": 3, "stan": 7, "numpyro": 2}
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -28,10 +36,23 @@ ROUNDS = 3
 def test_sampling(benchmark, results, model: str, backend: str, implementation: str) -> None:
     records: list[dict] = []
     benchmark.group = f"sampling {model}"
-    benchmark.pedantic(lambda: records.append(run_once(model, backend, implementation)), rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(lambda: records.append(run_once(model, backend, implementation)), rounds=ROUNDS[backend], iterations=1)
     row = medians(records)
     benchmark.extra_info.update(row)
     results.append({"kind": "sampling", "model": model, "backend": backend, "implementation": implementation, **row})
+
+
+@pytest.mark.parametrize("backend", ["pymc", "numpyro"])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_gradient_cost(benchmark, results, model: str, backend: str) -> None:
+    benchmark.group = "gradient cost"
+    seconds = benchmark.pedantic(
+        lambda: interleaved_seconds({impl: gradient_call(model, backend, impl) for impl in IMPLEMENTATIONS}),
+        rounds=1, iterations=1)
+    row = {f"seconds_per_gradient_{impl}": seconds[impl] for impl in IMPLEMENTATIONS}
+    row["ratio"] = seconds["generated"] / seconds["handwritten"]
+    benchmark.extra_info.update(row)
+    results.append({"kind": "gradient", "model": model, "backend": backend, "implementation": "both", **row})
 
 
 def isolated_run(*args: str) -> dict:

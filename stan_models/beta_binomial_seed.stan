@@ -11,7 +11,7 @@ parameters {
   vector<lower=0, upper=1>[N_variant] rates;
 }
 model {
-  target += (a <= 0.0 || b <= 0.0) ? negative_infinity() : -2.5 * log(a + b);  // hyperprior
+  target += (a <= 0 || b <= 0) ? negative_infinity() : -2.5 * log(a + b);  // hyperprior
   rates ~ beta(a, b);
   successes ~ binomial(trials, rates);
 }

@@ -14,8 +14,8 @@ transformed parameters {
   vector[N_school] theta = mu + tau * theta_z;
 }
 model {
-  mu ~ normal(0.0, 5.0);
-  tau ~ cauchy(0, 5.0);
-  theta_z ~ normal(0.0, 1.0);
+  mu ~ normal(0, 5);
+  tau ~ cauchy(0, 5);
+  theta_z ~ std_normal();
   y ~ normal(theta, sigma);
 }

@@ -11,8 +11,8 @@ parameters {
   vector[N_school] theta;
 }
 model {
-  mu ~ normal(0.0, 5.0);
-  tau ~ cauchy(0, 5.0);
+  mu ~ normal(0, 5);
+  tau ~ cauchy(0, 5);
   theta ~ normal(mu, tau);
   y ~ normal(theta, sigma);
 }

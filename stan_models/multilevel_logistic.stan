@@ -21,12 +21,12 @@ transformed parameters {
   vector[N_group] b = mu_b + sigma_b * b_z;
 }
 model {
-  mu_a ~ student_t(3.0, 0.0, 1.0);
-  sigma_a ~ normal(0, 1.0);
-  mu_b ~ student_t(3.0, 0.0, 1.0);
-  sigma_b ~ normal(0, 1.0);
-  a_z ~ normal(0.0, 1.0);
-  b_z ~ normal(0.0, 1.0);
+  mu_a ~ student_t(3, 0, 1);
+  sigma_a ~ normal(0, 1);
+  mu_b ~ student_t(3, 0, 1);
+  sigma_b ~ normal(0, 1);
+  a_z ~ std_normal();
+  b_z ~ std_normal();
   successes ~ binomial_logit(trials, a[group_idx] + b[group_idx] .* to_vector(treated));
 }
 generated quantities {

@@ -17,10 +17,10 @@ parameters {
   vector[N_group] b;
 }
 model {
-  mu_a ~ student_t(3.0, 0.0, 1.0);
-  sigma_a ~ normal(0, 1.0);
-  mu_b ~ student_t(3.0, 0.0, 1.0);
-  sigma_b ~ normal(0, 1.0);
+  mu_a ~ student_t(3, 0, 1);
+  sigma_a ~ normal(0, 1);
+  mu_b ~ student_t(3, 0, 1);
+  sigma_b ~ normal(0, 1);
   a ~ normal(mu_a, sigma_a);
   b ~ normal(mu_b, sigma_b);
   successes ~ binomial_logit(trials, a[group_idx] + b[group_idx] .* to_vector(treated));

@@ -15,14 +15,18 @@ from numpyro.distributions import constraints
 from polyppl.spec import Dataset
 
 
-def multilevel_logistic_model(group, treated, n_groups, trials=None, successes=None, success=None) -> None:
+def multilevel_logistic_model(group, treated, n_groups, noncentered, trials=None, successes=None, success=None) -> None:
     mu_a = numpyro.sample("mu_a", dist.StudentT(3.0, 0.0, 1.0))
     sigma_a = numpyro.sample("sigma_a", dist.HalfNormal(1.0))
     mu_b = numpyro.sample("mu_b", dist.StudentT(3.0, 0.0, 1.0))
     sigma_b = numpyro.sample("sigma_b", dist.HalfNormal(1.0))
     with numpyro.plate("group", n_groups):
-        a = numpyro.sample("a", dist.Normal(mu_a, sigma_a))
-        b = numpyro.sample("b", dist.Normal(mu_b, sigma_b))
+        if noncentered:
+            a = numpyro.deterministic("a", mu_a + sigma_a * numpyro.sample("a_z", dist.Normal(0.0, 1.0)))
+            b = numpyro.deterministic("b", mu_b + sigma_b * numpyro.sample("b_z", dist.Normal(0.0, 1.0)))
+        else:
+            a = numpyro.sample("a", dist.Normal(mu_a, sigma_a))
+            b = numpyro.sample("b", dist.Normal(mu_b, sigma_b))
     numpyro.deterministic("a_inv", jax.nn.sigmoid(a))
     numpyro.deterministic("fin", jax.nn.sigmoid(a + b))
     logits = a[group] + b[group] * treated
@@ -55,12 +59,12 @@ def _array(values: dict, name: str) -> jnp.ndarray:
     return jnp.asarray(np.asarray(values[name]))
 
 
-def multilevel_logistic(dataset: Dataset) -> Callable[[], None]:
+def multilevel_logistic(dataset: Dataset, parametrization: str) -> Callable[[], None]:
     v = dataset.values
     observed = {"success": _array(v, "success")} if "success" in v else {
         "trials": _array(v, "trials"), "successes": _array(v, "successes")}
     return partial(multilevel_logistic_model, _array(v, "group_idx"), _array(v, "treated").astype(jnp.float64),
-                   len(dataset.coords["group"]), **observed)
+                   len(dataset.coords["group"]), parametrization == "noncentered", **observed)
 
 
 def beta_binomial(dataset: Dataset) -> Callable[[], None]:
@@ -71,4 +75,10 @@ def eight_schools(dataset: Dataset) -> Callable[[], None]:
     return partial(eight_schools_model, _array(dataset.values, "sigma"), _array(dataset.values, "y"))
 
 
-MODELS = {"multilevel-logistic": multilevel_logistic, "beta-binomial": beta_binomial, "eight-schools": eight_schools}
+#: (model, parametrization) -> function of the dataset.
+MODELS = {
+    ("multilevel-logistic", "noncentered"): partial(multilevel_logistic, parametrization="noncentered"),
+    ("multilevel-logistic", "centered"): partial(multilevel_logistic, parametrization="centered"),
+    ("beta-binomial", "positive"): beta_binomial,
+    ("eight-schools", "noncentered"): eight_schools,
+}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pymc as pm
 
 from polyppl.spec import Dataset
 
 
-def multilevel_logistic(dataset: Dataset) -> pm.Model:
+def multilevel_logistic(dataset: Dataset, parametrization: str) -> pm.Model:
     v = dataset.values
     coords = {"group": list(dataset.coords["group"])}
     with pm.Model(coords=coords) as model:
@@ -16,8 +18,14 @@ def multilevel_logistic(dataset: Dataset) -> pm.Model:
         sigma_a = pm.HalfNormal("sigma_a", 1)
         mu_b = pm.StudentT("mu_b", nu=3, mu=0, sigma=1)
         sigma_b = pm.HalfNormal("sigma_b", 1)
-        a = pm.Normal("a", mu_a, sigma_a, dims="group")
-        b = pm.Normal("b", mu_b, sigma_b, dims="group")
+        if parametrization == "noncentered":
+            a_z = pm.Normal("a_z", 0, 1, dims="group")
+            a = pm.Deterministic("a", mu_a + sigma_a * a_z, dims="group")
+            b_z = pm.Normal("b_z", 0, 1, dims="group")
+            b = pm.Deterministic("b", mu_b + sigma_b * b_z, dims="group")
+        else:
+            a = pm.Normal("a", mu_a, sigma_a, dims="group")
+            b = pm.Normal("b", mu_b, sigma_b, dims="group")
         pm.Deterministic("a_inv", pm.math.invlogit(a), dims="group")
         pm.Deterministic("fin", pm.math.invlogit(a + b), dims="group")
         group, treated = np.asarray(v["group_idx"]), np.asarray(v["treated"])
@@ -51,4 +59,10 @@ def eight_schools(dataset: Dataset) -> pm.Model:
     return model
 
 
-MODELS = {"multilevel-logistic": multilevel_logistic, "beta-binomial": beta_binomial, "eight-schools": eight_schools}
+#: (model, parametrization) -> function of the dataset.
+MODELS = {
+    ("multilevel-logistic", "noncentered"): partial(multilevel_logistic, parametrization="noncentered"),
+    ("multilevel-logistic", "centered"): partial(multilevel_logistic, parametrization="centered"),
+    ("beta-binomial", "positive"): beta_binomial,
+    ("eight-schools", "noncentered"): eight_schools,
+}

@@ -18,6 +18,7 @@ _API = {
     "SamplerSettings": "polyppl.settings",
     "compare": "polyppl.compare",
     "Comparison": "polyppl.compare",
+    "run_repro": "polyppl.repro",
 }
 
 __all__ = ["__version__", *_API]

@@ -5,7 +5,10 @@ posterior), four statistics:
 
 * ``mean``, ``q05``, ``q95``: the gap between the two estimates divided by its Monte Carlo
   standard error, z = (x1 - x2) / sqrt(mcse1^2 + mcse2^2), with MCSEs that account for
-  autocorrelation (ArviZ, Vehtari et al. 2021). Under agreement z is about N(0, 1).
+  autocorrelation (ArviZ, Vehtari et al. 2021). Since the MCSEs are estimated too, z is
+  referred to Student's t with 4 x chains - 1 degrees of freedom (batch means with four
+  batches per chain), not N(0, 1): with N(0, 1), 3 of 90 comparisons of correct samplers
+  raised a false alarm at a nominal 1%, all on tail quantiles of skewed quantities.
 * ``ks``: the Kolmogorov-Smirnov distance between the two empirical distributions, tested
   with the effective sample sizes in place of the raw draw counts. A plain KS test on raw,
   autocorrelated draws treats thousands of correlated draws as independent and raises
@@ -79,8 +82,15 @@ def _z_test(quantity, pair, statistic, x, y, floor_scale, floor) -> PairTest:
         z = gap / se
     else:
         z = 0.0 if gap == 0 else math.copysign(math.inf, gap)
-    p = float(2 * stats.norm.sf(abs(z)))
+    p = float(2 * stats.t.sf(abs(z), _degrees_of_freedom(x, y)))
     return PairTest(quantity, pair, statistic, (a, b), gap, float(z), p, floor * floor_scale)
+
+
+def _degrees_of_freedom(x: QuantityDraws, y: QuantityDraws) -> int:
+    """The MCSEs in z are estimates themselves, so z has heavier tails than N(0, 1): refer it
+    to Student's t with the degrees of freedom of batch means over four batches per chain."""
+    chains = min(np.shape(x.draws)[0], np.shape(y.draws)[0])
+    return max(4 * chains - 1, 3)
 
 
 def _ks_test(quantity, pair, x, y, floor) -> PairTest:

@@ -16,7 +16,7 @@ from polyppl.backends import BACKENDS
 from polyppl.errors import UserError
 from polyppl.jobs import check_backends, resolve
 from polyppl.models import MODELS
-from polyppl.settings import STAN_ENGINES, SamplerSettings
+from polyppl.settings import CHAIN_METHODS, PYMC_SAMPLERS, STAN_ENGINES, SamplerSettings
 from polyppl.spec import SpecError
 from polyppl.tables import plus_minus, table
 
@@ -62,6 +62,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_non_negative_int, default=1)
     parser.add_argument("--target-accept", type=float, default=0.9, help="NUTS target acceptance, all backends (default 0.9)")
     parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto", help="auto: cmdstanpy if CmdStan is installed, else PyStan")
+    parser.add_argument("--chain-method", choices=CHAIN_METHODS, default="auto",
+                        help="how chains share the CPU (auto: each backend's measured-fastest)")
+    parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc", help="the NUTS that runs PyMC models")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for results (default {DEFAULT_OUT})")
     parser.add_argument("--json", type=Path, help="also write the JSON record to this file")
 
@@ -70,6 +73,7 @@ def settings_from(args: argparse.Namespace) -> SamplerSettings:
     return SamplerSettings(
         chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed,
         target_accept=args.target_accept, stan_engine=args.stan_engine,
+        chain_method=args.chain_method, pymc_sampler=args.pymc_sampler,
     )
 
 

@@ -78,7 +78,7 @@ class StanEngine(Protocol):
 
 
 @contextlib.contextmanager
-def _captured_output():
+def captured_output():
     """Hold back what PyStan and the C++ compiler print (at the file-descriptor level, since
     the compiler is a subprocess); show it only if the call fails."""
     import sys
@@ -152,7 +152,7 @@ class PyStanEngine:
         import stan
 
         cached = httpstan.models.calculate_model_name(program) in httpstan.cache.list_model_names()
-        with _captured_output(), stopwatch() as elapsed:
+        with captured_output(), stopwatch() as elapsed:
             posterior = stan.build(program, data=data, random_seed=seed)
         return posterior, elapsed(), cached
 
@@ -162,23 +162,40 @@ class PyStanEngine:
         posterior, compile_seconds, cached = self._build(program, data, settings.seed)
         if settings.init == "advi":
             raise NotImplementedError("PyStan 3 has no ADVI; initialisation from ADVI needs CmdStan")
-        # httpstan keeps every seeded fit and answers a repeated request from that cache,
-        # which would make a re-run's timings meaningless (and the cache grows by megabytes
-        # a run): drop this model's stored fits before and after sampling.
-        _forget_fits(posterior.model_name)
-        with _captured_output(), stopwatch() as elapsed:
-            fit = posterior.sample(
-                num_chains=settings.chains,
-                num_samples=settings.draws,
-                num_warmup=settings.tune,
-                save_warmup=True,
-                delta=settings.target_accept,
-                max_depth=settings.max_tree_depth,
-            )
+        # httpstan stores every seeded fit (megabytes each) and answers a repeated request
+        # from that store. Fits this call adds are removed afterwards; a fit answered from
+        # the store is recognised by its timings below. (Fits of other processes are left
+        # alone: removing them mid-run breaks those runs.)
+        stored_before = _stored_fits(posterior.model_name)
+        arguments = dict(
+            num_chains=settings.chains,
+            num_samples=settings.draws,
+            num_warmup=settings.tune,
+            save_warmup=True,
+            delta=settings.target_accept,
+            max_depth=settings.max_tree_depth,
+        )
+        with captured_output(), stopwatch() as elapsed:
+            try:
+                fit = posterior.sample(**arguments)
+            except RuntimeError as error:
+                # Another process running the identical fit (same program, data and seed)
+                # removed the shared stored copy between httpstan's writing and reading it.
+                if "not found" not in str(error):
+                    raise
+                fit = posterior.sample(**arguments)
         total = elapsed()
-        _forget_fits(posterior.model_name)
+        for path in _stored_fits(posterior.model_name) - stored_before:
+            path.unlink(missing_ok=True)
         text = "\n".join(o.decode("utf-8", "replace") for o in fit.stan_outputs)
-        timings = _phase_timings(total, compile_seconds, cached, *_split_elapsed(text))
+        warmup, sampling = _split_elapsed(text)
+        if (warmup + sampling) / settings.chains > 2 * total:
+            # Answered from httpstan's store of an identical earlier run: its own per-chain
+            # times are the only measurement, so report those over the chains run at once.
+            parallel = min(settings.chains, os.cpu_count() or 1)
+            timings = Timings(compile_seconds, warmup / parallel, sampling / parallel, "engine (stored fit)", cached)
+        else:
+            timings = _phase_timings(total, compile_seconds, cached, warmup, sampling)
         columns: dict[str, np.ndarray] = {}
         draws = fit._draws  # (column, draw, chain); pystan's documented layout, no public accessor
         names = list(fit.sample_and_sampler_param_names) + list(fit.constrained_param_names)
@@ -201,13 +218,11 @@ class PyStanEngine:
         return LogDensity(shapes, function)
 
 
-def _forget_fits(model_name: str) -> None:
+def _stored_fits(model_name: str) -> set[Path]:
     import httpstan.cache
 
     fits = httpstan.cache.model_directory(model_name) / "fits"
-    if fits.is_dir():
-        for path in fits.iterdir():
-            path.unlink(missing_ok=True)
+    return set(fits.iterdir()) if fits.is_dir() else set()
 
 
 class CmdStanPyEngine:

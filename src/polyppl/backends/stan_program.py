@@ -107,6 +107,9 @@ class _ExprWriter:
                 op = ".^" if left.dims or right.dims else "^"
                 return _Code(f"{_wrap(left, _ATOM)} {op} {_wrap(right, _ATOM)}", dims, dtype, 5)
             op = expr.op
+            if op == "/" and left.dtype == "int" and right.dtype == "int":
+                # Stan divides integers with truncation; the specification means real division.
+                left = _Code(f"1.0 * {_wrap(left, _PRECEDENCE['*'])}", left.dims, "real", _PRECEDENCE["*"])
             if op in ("*", "/") and left.dims and right.dims:
                 op = "." + op
             prec = _PRECEDENCE[op]
@@ -137,21 +140,21 @@ def _as_real(code: _Code) -> _Code:
 
 
 def _literal(value: float) -> str:
+    """Whole numbers as integer literals (as a person writes Stan, and measurably faster in
+    distribution arguments); integer division is guarded where `/` is written."""
     if math.isinf(value):
         return "negative_infinity()" if value < 0 else "positive_infinity()"
-    text = repr(float(value))
-    return text if ("." in text or "e" in text) else text + ".0"
+    if float(value).is_integer() and abs(value) < 2**31:
+        return str(int(value))
+    return repr(float(value))
 
 
 def _bounds(lower: float | None, upper: float | None) -> str:
-    def bound(value: float) -> str:
-        return str(int(value)) if float(value).is_integer() else _literal(value)
-
     parts = []
     if lower is not None:
-        parts.append(f"lower={bound(lower)}")
+        parts.append(f"lower={_literal(lower)}")
     if upper is not None:
-        parts.append(f"upper={bound(upper)}")
+        parts.append(f"upper={_literal(upper)}")
     return f"<{', '.join(parts)}>" if parts else ""
 
 
@@ -190,6 +193,10 @@ def _data_declaration(node: Data | Observed) -> str:
 def _statement(writer: _ExprWriter, name: str, dist: Dist) -> str | None:
     if dist.family in ("flat", "half_flat"):
         return None  # an improper flat density adds nothing to the target
+    kwargs = dist.kwargs
+    if dist.family == "normal" and all(isinstance(kwargs[k], Const) for k in ("mu", "sigma")) \
+            and (kwargs["mu"].value, kwargs["sigma"].value) == (0.0, 1.0):
+        return f"{name} ~ std_normal();"  # no arguments to check or broadcast: faster
     args = [writer.write(e) for _, e in dist.args]
     # Counts must stay integer arrays; everything else may be promoted to a vector.
     int_params = {"binomial": {0}, "binomial_logit": {0}}.get(dist.family, set())

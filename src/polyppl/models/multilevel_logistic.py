@@ -99,15 +99,48 @@ def rows_dataset(groups, group_index, treated, success, source: str) -> s.Datase
 def aggregate(rows: s.Dataset) -> s.Dataset:
     """Compress row-level data to successes and trials per (group, treated) cell."""
     g, t, y = (np.asarray(rows.values[k]) for k in ("group_idx", "treated", "success"))
+    return _cells_from_rows(rows.coords["group"], g, t, y, rows.source)
+
+
+def _cells_from_rows(groups, g: np.ndarray, t: np.ndarray, y: np.ndarray, source: str) -> s.Dataset:
     cell = g * 2 + t
-    n_groups = len(rows.coords["group"])
-    trials = np.bincount(cell, minlength=2 * n_groups)
-    successes = np.bincount(cell, weights=y, minlength=2 * n_groups).astype(np.int64)
+    trials = np.bincount(cell, minlength=2 * len(groups))
+    successes = np.bincount(cell, weights=y, minlength=2 * len(groups)).astype(np.int64)
     present = np.flatnonzero(trials)
-    return cells_dataset(rows.coords["group"], present // 2, present % 2, trials[present], successes[present], rows.source)
+    return cells_dataset(groups, present // 2, present % 2, trials[present], successes[present], source)
+
+
+def _read_rows_fast(path: Path, row_level: bool) -> s.Dataset | None:
+    """Whole-column reading of a clean row-level file: ten million rows in seconds, where the
+    line-by-line reader takes minutes. Returns None at the first sign of trouble, so that the
+    careful reader below finds the offending line and names it."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        return None
+    if len(frame.columns) != len(ROW_COLUMNS) or set(frame.columns) != set(ROW_COLUMNS):
+        return None
+    treated, success, group = frame["treated"], frame["success"], frame["group"]
+    if not (len(frame) and treated.isin(("0", "1")).all() and success.isin(("0", "1")).all() and (group != "").all()):
+        return None
+    codes, labels = pd.factorize(group)  # labels in order of first appearance
+    g = codes.astype(np.int64)
+    t = (treated == "1").to_numpy(np.int64)
+    y = (success == "1").to_numpy(np.int64)
+    if len(labels) < 2 or len(np.unique(g * 2 + t)) != 2 * len(labels):
+        return None  # fewer than two groups, or a group without both arms
+    if row_level:
+        return rows_dataset(list(labels), g, t, y, f"file {path}")
+    return _cells_from_rows(tuple(labels), g, t, y, f"file {path}")
 
 
 def read_csv(path: Path, row_level: bool = False) -> s.Dataset:
+    """Read row-level (``group,treated,success``) or aggregated data. Row-level data is
+    compressed to counts per cell unless ``row_level``."""
+    if Path(path).is_file() and (fast := _read_rows_fast(Path(path), row_level)) is not None:
+        return fast
     table = csvdata.read_table(path, [ROW_COLUMNS, CELL_COLUMNS])
     group_names: dict[str, int] = {}
     group_index, treated, arms = [], [], {}

@@ -1,4 +1,4 @@
-// Multilevel logistic regression on counts per (group, treated) cell, as a person writes it.
+// Multilevel logistic regression on counts per (group, treated) cell, centered.
 data {
   int<lower=1> N;                          // cells
   int<lower=1> J;                          // groups

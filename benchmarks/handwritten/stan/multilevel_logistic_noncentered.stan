@@ -1,0 +1,34 @@
+// Multilevel logistic regression on counts per (group, treated) cell, non-centered.
+data {
+  int<lower=1> N;                          // cells
+  int<lower=1> J;                          // groups
+  array[N] int<lower=1, upper=J> group;
+  vector<lower=0, upper=1>[N] treated;
+  array[N] int<lower=1> trials;
+  array[N] int<lower=0> successes;
+}
+parameters {
+  real mu_a;
+  real<lower=0> sigma_a;
+  real mu_b;
+  real<lower=0> sigma_b;
+  vector[J] a_z;
+  vector[J] b_z;
+}
+transformed parameters {
+  vector[J] a = mu_a + sigma_a * a_z;
+  vector[J] b = mu_b + sigma_b * b_z;
+}
+model {
+  mu_a ~ student_t(3, 0, 1);
+  sigma_a ~ normal(0, 1);
+  mu_b ~ student_t(3, 0, 1);
+  sigma_b ~ normal(0, 1);
+  a_z ~ std_normal();
+  b_z ~ std_normal();
+  successes ~ binomial_logit(trials, a[group] + b[group] .* treated);
+}
+generated quantities {
+  vector[J] a_inv = inv_logit(a);
+  vector[J] fin = inv_logit(a + b);
+}
