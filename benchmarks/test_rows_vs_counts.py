@@ -23,7 +23,6 @@ from polyppl.spec import Dataset
 
 N_ROWS = 10_000_000
 #: The current reader (csv module, one Cell per value) is timed on a tenth of the rows.
-N_ROWS_CURRENT_READER = 1_000_000
 PROBABILITIES = np.array([[0.30, 0.50], [0.55, 0.60]])  # (group, treated)
 GRADIENT_REPEATS = 5
 #: Millions of trials per cell pin a and b: the centered form samples in ~14 gradients per
@@ -45,39 +44,21 @@ def write_rows_csv(path: Path, n_rows: int, seed: int = 0) -> None:
         handle.write(b"".join(lines[group * 4 + treated * 2 + success]))
 
 
-def read_rows_vectorised(path: Path) -> Dataset:
-    """The proposed fast path of multilevel_logistic.read_csv for row-level files: pandas'
-    C parser and whole-column checks (a file that fails them would go to the current
-    reader, which names the bad line)."""
-    import pandas as pd
-
-    frame = pd.read_csv(path, dtype={"group": str, "treated": "int64", "success": "int64"}, engine="c")
-    if frame.isna().any().any() or not frame["treated"].isin((0, 1)).all() or not frame["success"].isin((0, 1)).all():
-        raise ValueError(f"{path}: needs the line-by-line reader for its error message")
-    codes, groups = pd.factorize(frame["group"])
-    rows = multilevel_logistic.rows_dataset(list(groups), codes, frame["treated"].to_numpy(), frame["success"].to_numpy(), f"file {path}")
-    return rows
-
-
 @pytest.fixture(scope="module")
 def rows_csv(tmp_path_factory) -> dict[int, Path]:
     folder = tmp_path_factory.mktemp("rows")
     paths = {}
-    for n in (N_ROWS, N_ROWS_CURRENT_READER):
+    for n in (N_ROWS,):
         paths[n] = folder / f"rows-{n}.csv"
         write_rows_csv(paths[n], n)
     return paths
 
 
-@pytest.mark.parametrize("reader", ["current", "vectorised"])
-def test_read_rows_csv(benchmark, results, rows_csv, reader: str) -> None:
+def test_read_rows_csv(benchmark, results, rows_csv) -> None:
     benchmark.group = "10M rows: read and aggregate"
-    if reader == "current":
-        n = N_ROWS_CURRENT_READER
-        counts = benchmark.pedantic(lambda: multilevel_logistic.read_csv(rows_csv[n]), rounds=1, iterations=1)
-    else:
-        n = N_ROWS
-        counts = benchmark.pedantic(lambda: multilevel_logistic.aggregate(read_rows_vectorised(rows_csv[n])), rounds=3, iterations=1)
+    n = N_ROWS
+    counts = benchmark.pedantic(lambda: multilevel_logistic.read_csv(rows_csv[n]), rounds=3, iterations=1)
+    reader = "read_csv (whole-column)"
     seconds = benchmark.stats.stats.median
     benchmark.extra_info.update({"rows": n, "seconds_per_10M_rows": seconds * N_ROWS / n, "trials": counts.values["trials"].tolist()})
     results.append({"kind": "10M rows read", "model": "multilevel-logistic", "backend": "-", "implementation": reader,
@@ -92,7 +73,7 @@ def test_counts_csv_to_posterior(benchmark, results, rows_csv, backend: str) -> 
     builtin = MODELS["multilevel-logistic"]
 
     def csv_to_posterior() -> dict:
-        counts = multilevel_logistic.aggregate(read_rows_vectorised(rows_csv[N_ROWS]))
+        counts = multilevel_logistic.read_csv(rows_csv[N_ROWS])
         if backend == "stan":
             clear_pystan_fits()
         idata = runner.sample(builtin.spec(PARAMETRIZATION, counts), counts, backend, SETTINGS)
@@ -159,7 +140,7 @@ def _first_rows(rows: Dataset, n: int) -> Dataset:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_row_level_gradient(benchmark, results, rows_csv, backend: str) -> None:
-    rows = read_rows_vectorised(rows_csv[N_ROWS])
+    rows = multilevel_logistic.read_csv(rows_csv[N_ROWS], row_level=True)
     benchmark.group = "10M rows: row-level Bernoulli gradient"
     seconds = benchmark.pedantic(lambda: _gradient_seconds(backend, rows), rounds=1, iterations=1)
     counts = COUNTS_RUNS.get(backend)
