@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from polyppl import __version__
+from polyppl.tables import fmt, plus_minus
+
 if TYPE_CHECKING:
     import arviz as az
     import numpy as np
@@ -215,7 +218,7 @@ def _page(inputs: ReportInputs) -> str:
 <main>
 {body}
 </main>
-<footer>Written by polyppl {_e(_polyppl_version())}. Every figure is embedded in this file; it needs no network.</footer>
+<footer>Written by polyppl {_e(__version__)}. Every figure is embedded in this file; it needs no network.</footer>
 </body>
 </html>
 """
@@ -292,7 +295,7 @@ def _decisions_section(inputs: ReportInputs) -> str:
             cells = []
             for name in sources:
                 q = inputs.comparison.sources[name].get(quantity)
-                cells.append(_plus_minus(q.summary["mean"], q.summary["mcse_mean"]) if q else "-")
+                cells.append(plus_minus(q.summary["mean"], q.summary["mcse_mean"]) if q else "-")
             rows.append([_decision_label(group, label), *cells])
     table = _table(["decision (estimate ± MCSE)", *sources], rows)
     note = ""
@@ -665,7 +668,7 @@ def _speed_section(inputs: ReportInputs) -> str:
     c = inputs.comparison
     headers = ["backend", "engine", "compile s", "warm-up s", "sampling s", "bulk ESS min", "ESS/s",
                "gradients", "ESS/1000 grad", "µs/gradient"]
-    rows = [[_fmt(v) for v in row] for row in speed_rows(c)]
+    rows = [[fmt(v) for v in row] for row in speed_rows(c)]
     table = _table(headers, rows, text_columns={1})
     note = ('<p class="note">ESS/s divides the smallest bulk ESS by the sampling time only; compile and warm-up '
             "are shown apart. A reused compiled model shows a compile time near zero.</p>")
@@ -719,8 +722,8 @@ def _agreement_section(c: Comparison) -> str:
     headers = ["quantity", "pair", "statistic", "gap", "z", "p", "floor", "agree"]
 
     def rows(tests: Sequence) -> tuple[list[list[str]], set[int]]:
-        body = [[t.quantity, " vs ".join(t.backends), t.statistic, _fmt(t.gap), _fmt(t.z), _fmt(t.p_value),
-                 _fmt(t.floor), "yes" if t.agree else "NO"] for t in tests]
+        body = [[t.quantity, " vs ".join(t.backends), t.statistic, fmt(t.gap), fmt(t.z), fmt(t.p_value),
+                 fmt(t.floor), "yes" if t.agree else "NO"] for t in tests]
         return body, {i for i, t in enumerate(tests) if not t.agree}
 
     shown, shown_bad = rows(ordered[:AGREEMENT_ROWS_SHOWN])
@@ -781,18 +784,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], bad_rows: set[
     return f'<div class="table-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _fmt(value: Any) -> str:
-    from polyppl.tables import fmt
-
-    return fmt(value)
-
-
-def _plus_minus(estimate: float, error: float) -> str:
-    from polyppl.tables import plus_minus
-
-    return plus_minus(estimate, error)
-
-
 def _color(source: str) -> str:
     if source in SOURCE_COLORS:
         return SOURCE_COLORS[source]
@@ -801,12 +792,6 @@ def _color(source: str) -> str:
 
 def _e(text: str) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _polyppl_version() -> str:
-    from polyppl import __version__
-
-    return __version__
 
 
 # --------------------------------------------------------------------------- CLI
