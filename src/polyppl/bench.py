@@ -318,8 +318,7 @@ def _slope(value: float | None) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     from polyppl.jobs import check_backends
 
-    backends = args.backends or list(BACKENDS)
-    check_backends(backends)
+    backends = check_backends(args.backends)
     models = args.model or list(SWEEP_MODELS)
     for model in models:
         if model not in SWEEP_MODELS:
@@ -335,9 +334,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from polyppl.cli import backend_list
+
     parser = subparsers.add_parser("bench", help="scaling sweep: cost per backend as the data grow (CSV, JSON, PNG)")
     parser.add_argument("--model", action="append", choices=SWEEP_MODELS, help="sweep only this model (repeatable)")
-    parser.add_argument("--backends", nargs="+", help=f"default: {' '.join(BACKENDS)}")
+    parser.add_argument("--backends", type=backend_list, help=f"comma-separated subset of {','.join(BACKENDS)} (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for points and results (default {DEFAULT_OUT})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the default: 3 sizes per model, 2 chains x 300 + 300 (minutes)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -48,6 +47,14 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
     return value
+
+
+def backend_list(text: str) -> list[str]:
+    """``--backends pymc,stan``: comma-separated, checked against the valid names."""
+    try:
+        return check_backends([part.strip() for part in text.split(",") if part.strip()])
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,8 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     stan_parser.add_argument("--write", type=Path, metavar="DIR", help="write them to DIR (the repo keeps them in stan_models/)")
     stan_parser.set_defaults(func=cmd_stan_programs)
     for module in COMMAND_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module).register(sub)
+        importlib.import_module(module).register(sub)
     return parser
 
 

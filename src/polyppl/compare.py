@@ -305,7 +305,7 @@ def compare(
     """Run ``model`` on each backend (own process, optional timeout) and judge agreement."""
     from polyppl.errors import UserError, unknown
 
-    backends = check_backends(list(backends or BACKENDS))
+    backends = check_backends(backends)
     if reference is not None and reference not in REFERENCES:
         raise unknown("reference", reference, REFERENCES)
     if not 0 < family_alpha < 1:
@@ -404,11 +404,11 @@ def _is_decision(comparison: Comparison, quantity: str) -> bool:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from polyppl.cli import add_model_arguments
+    from polyppl.cli import add_model_arguments, backend_list
 
     parser = subparsers.add_parser("compare", help="run one model on several backends and compare them")
     add_model_arguments(parser)
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default: all three)")
+    parser.add_argument("--backends", type=backend_list, help=f"comma-separated subset of {','.join(BACKENDS)} (default: all)")
     parser.add_argument("--reference", choices=REFERENCES, help="exact: add the exact posterior (beta-binomial)")
     parser.add_argument("--timeout", type=float, help="seconds allowed per backend (default: none)")
     parser.add_argument("--force", action="store_true", help="redo runs already finished in --out")
@@ -424,7 +424,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from polyppl.report import default_report_path, write_report
 
     comparison = compare(
-        args.model, [b.strip() for b in args.backends.split(",") if b.strip()],
+        args.model, args.backends,
         scenario=args.scenario, data=args.data, parametrization=args.parametrization,
         settings=settings_from(args), reference=args.reference, out=args.out, timeout=args.timeout,
         force=args.force, family_alpha=args.family_alpha, progress=progress,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from polyppl.backends import BACKENDS
 from polyppl.errors import unknown
@@ -48,7 +49,9 @@ def resolve(
     return Job(builtin, label, parametrization, dataset, spec)
 
 
-def check_backends(backends: list[str]) -> list[str]:
+def check_backends(backends: Sequence[str] | None) -> list[str]:
+    """The backends asked for (all of them for None or an empty list), checked."""
+    backends = list(backends) if backends else list(BACKENDS)
     for backend in backends:
         if backend not in BACKENDS:
             raise unknown("backend", backend, BACKENDS)

@@ -32,6 +32,7 @@ import numpy as np
 from polyppl import spec as s
 from polyppl.backends import BACKENDS
 from polyppl.errors import UserError, unknown
+from polyppl.jobs import check_backends
 
 if TYPE_CHECKING:
     from polyppl.runner import RunResult
@@ -933,14 +934,6 @@ SCENARIOS: dict[str, Scenario] = {
 # =========================================================================== API
 
 
-def check_backends_list(backends: Sequence[str] | None) -> list[str]:
-    chosen = list(backends) if backends else list(BACKENDS)
-    for name in chosen:
-        if name not in BACKENDS:
-            raise unknown("backend", name, BACKENDS)
-    return chosen
-
-
 def run_repro(
     name: str,
     backends: Sequence[str] | None = None,
@@ -953,7 +946,7 @@ def run_repro(
     """
     if name not in SCENARIOS:
         raise unknown("scenario", name, SCENARIOS)
-    chosen = check_backends_list(backends)
+    chosen = check_backends(backends)
     if not isinstance(seeds, int) or seeds < 1:
         raise UserError(f"seeds must be a positive whole number, got {seeds!r}")
     scenario = SCENARIOS[name]
@@ -979,17 +972,15 @@ def run_repro(
 # =========================================================================== CLI
 
 
-def _backends_argument(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from polyppl.cli import backend_list
+
     parser = subparsers.add_parser(
         "repro", help="reproduce failures users report, explain them, and run the fix",
         description="Without a name: list the scenarios. With one: run it on each backend.",
     )
     parser.add_argument("name", nargs="?", help="scenario to run (omit to list them)")
-    parser.add_argument("--backends", type=_backends_argument, help=f"comma-separated subset of {','.join(BACKENDS)}")
+    parser.add_argument("--backends", type=backend_list, help=f"comma-separated subset of {','.join(BACKENDS)}")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                         help=f"seeds for seed-dependent failures (default {DEFAULT_SEEDS})")
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
@@ -1004,7 +995,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
         return 0
     if args.name not in SCENARIOS:
         raise unknown("scenario", args.name, SCENARIOS)
-    check_backends_list(args.backends)
+    check_backends(args.backends)
 
     def progress(line: str) -> None:
         print(f"polyppl: {line}", file=sys.stderr, flush=True)
