@@ -185,7 +185,10 @@ COMMAND_MODULES = ("polyppl.compare", "polyppl.repro", "polyppl.bench", "polyppl
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage and the error (or --help)
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except (UserError, SpecError) as exc:
