@@ -302,8 +302,13 @@ def compare(
     floor: float = 0.1,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Comparison:
-    """Run ``model`` on each backend (own process, optional timeout) and judge agreement."""
+    """Run ``model`` on each backend (own process, optional timeout) and judge agreement.
+
+    Each run is saved in ``out`` as it finishes, and the comparison itself (verdict and
+    every test) as ``OUT/<model>-<scenario>-comparison.json``.
+    """
     from polyppl.errors import UserError, unknown
+    from polyppl.inference import save_json
 
     backends = check_backends(backends)
     if reference is not None and reference not in REFERENCES:
@@ -318,8 +323,14 @@ def compare(
     settings = settings or SamplerSettings()
     out = Path(out)
     outcomes = run_backends(job, backends, settings, out, Path(data) if data else None, timeout, force, progress)
-    comparison = Comparison(job, settings, outcomes, family_alpha, floor, reference=reference)
-    return assess(comparison)
+    comparison = assess(Comparison(job, settings, outcomes, family_alpha, floor, reference=reference))
+    save_json(comparison.to_json(), comparison_path(out, job))
+    return comparison
+
+
+def comparison_path(out: str | Path, job: Job) -> Path:
+    """Where a comparison's verdict and tests are saved: ``OUT/<model>-<scenario>-comparison.json``."""
+    return Path(out) / f"{job.model}-{job.scenario}-comparison.json"
 
 
 # --------------------------------------------------------------------------- tables
@@ -430,9 +441,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         force=args.force, family_alpha=args.family_alpha, progress=progress,
     )
     print(render(comparison))
-    summary = Path(args.out) / f"{comparison.job.model}-{comparison.job.scenario}-comparison.json"
-    save_json(comparison.to_json(), summary)
-    print(f"\nsaved: {summary} (and one .nc/.json per backend in {args.out})")
+    print(f"\nsaved: {comparison_path(args.out, comparison.job)} (and one .nc/.json per backend in {args.out})")
     if args.json:
         save_json(comparison.to_json(), args.json)
         print(f"saved: {args.json}")
