@@ -73,3 +73,31 @@ def test_crashed_and_hung_backends_are_recorded_and_others_kept(tmp_path):
     assert hung.returncode == 1
     assert json.loads((out / "eight-schools-classic-pymc.json").read_text())["status"] == "timeout"
     assert (out / "eight-schools-classic-stan.nc").exists(), "other backends' results stay on disk"
+
+
+def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
+    """Ctrl-C while the second backend samples: the first run stays on disk, the running
+    child is stopped, and the same command afterwards reuses the finished run."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "polyppl.cli", "compare", "eight-schools", "--backends", "stan,pymc",
+            *FAST, "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "eight-schools-classic-stan.nc"
+    deadline = time.monotonic() + 600
+    while not first.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert first.exists(), "the first backend never finished"
+    time.sleep(1.0)  # the second backend's worker is running now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; finished results are kept" in err
+    assert first.exists() and not (out / "eight-schools-classic-pymc.nc").exists()
+
+    again = polyppl("compare", "eight-schools", "--backends", "stan,pymc", *FAST, "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "stan: reusing the finished run" in again.stderr
+    assert (out / "eight-schools-classic-pymc.nc").exists()
