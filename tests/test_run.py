@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from polyppl import SamplerSettings, run
+from polyppl.backends import STAT_NAMES
 from polyppl.models import MODELS
 
 SMALL = SamplerSettings(chains=2, draws=200, tune=200, seed=4)
@@ -26,8 +27,7 @@ def test_same_names_dims_and_coords_on_every_backend(model, backend, tmp_path):
         assert posterior[name].dims == ("chain", "draw", *dims)
         for dim in dims:
             assert list(posterior[dim].values) == list(dataset.coords[dim])
-    assert set(result.idata.sample_stats.data_vars) == {
-        "diverging", "tree_depth", "n_steps", "energy", "step_size", "acceptance_rate", "lp"}
+    assert set(result.idata.sample_stats.data_vars) == set(STAT_NAMES)
     record = json.loads((tmp_path / f"{model}-{builtin.default_scenario}-{backend}.json").read_text())
     assert record["backend"] == backend and record["status"] == "ok" and record["seed"] == 4
     package = {"pymc": "pymc", "numpyro": "numpyro", "stan": "httpstan"}[backend]

@@ -246,6 +246,7 @@ def exact_reference(job: Job, seed: int):
 def assess(comparison: Comparison) -> Comparison:
     """Agreement tests, Holm-adjusted, and the verdict."""
     from polyppl.agreement import holm, pair_tests
+    from polyppl.diagnostics import convergence_failures
     from polyppl.inference import load_netcdf
 
     job = comparison.job
@@ -257,11 +258,11 @@ def assess(comparison: Comparison) -> Comparison:
             continue
         idata = load_netcdf(outcome.netcdf)
         sources[backend] = quantities(idata.posterior, job.builtin)
-        flags = outcome.record["diagnostics"]["flags"]
-        if {"rhat", "ess_bulk", "ess_tail"} & set(flags):
+        failures = convergence_failures(outcome.record["diagnostics"]["flags"])
+        if failures:
             unconverged.append(backend)
             comparison.reasons.append(
-                f"{backend} did not converge ({', '.join(f for f in flags if f in ('rhat', 'ess_bulk', 'ess_tail'))}): "
+                f"{backend} did not converge ({', '.join(failures)}): "
                 "comparing unconverged chains is no evidence either way"
             )
     pairs = [(a, b) for i, a in enumerate(sources) for b in list(sources)[i + 1 :]]

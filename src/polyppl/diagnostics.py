@@ -17,6 +17,8 @@ RHAT_MAX = 1.01
 #: Bulk and tail ESS below 100 per chain make R-hat and MCSE themselves unreliable.
 ESS_PER_CHAIN_MIN = 100
 EBFMI_MIN = 0.3
+#: Flags that make a run's draws no evidence about its posterior (MCSEs unreliable).
+CONVERGENCE_FLAGS = ("rhat", "ess_bulk", "ess_tail")
 
 FLAG_MEANINGS = {
     "rhat": f"rank-normalised split R-hat above {RHAT_MAX}: the chains disagree, so they have not converged to one distribution",
@@ -26,6 +28,11 @@ FLAG_MEANINGS = {
     "tree_depth": "draws hit the maximum tree depth: trajectories were cut short, so exploration is inefficient",
     "ebfmi": f"E-BFMI below {EBFMI_MIN} in some chain: momentum resampling barely moves the energy; heavy tails or a poor metric",
 }
+
+
+def convergence_failures(flags: list[str]) -> list[str]:
+    """The flags among ``flags`` that mean the chains did not converge."""
+    return [f for f in flags if f in CONVERGENCE_FLAGS]
 
 
 def element_keys(values: xr.DataArray) -> list[str]:
@@ -105,7 +112,7 @@ class RunDiagnostics:
     @property
     def converged(self) -> bool:
         """Whether comparing this run's draws is evidence of anything (R-hat and ESS)."""
-        return not {"rhat", "ess_bulk", "ess_tail"} & set(self.flags)
+        return not convergence_failures(self.flags)
 
 
 def run_diagnostics(summaries: dict[str, dict[str, float]], sample_stats: xr.Dataset, max_tree_depth: int) -> RunDiagnostics:

@@ -586,11 +586,13 @@ def _scenario_rates(inputs: ReportInputs, job: Job) -> tuple[np.ndarray, str]:
 
 def _converged_first(records: dict[str, dict[str, Any]]) -> list[str]:
     """Backends of finished runs, those whose R-hat and ESS passed first."""
-    return sorted(records, key=lambda b: bool({"rhat", "ess_bulk", "ess_tail"} & set(records[b]["diagnostics"]["flags"])))
+    from polyppl.diagnostics import convergence_failures
+
+    return sorted(records, key=lambda b: bool(convergence_failures(records[b]["diagnostics"]["flags"])))
 
 
 def _diagnostics_section(c: Comparison) -> str:
-    from polyppl.diagnostics import FLAG_MEANINGS
+    from polyppl.diagnostics import FLAG_MEANINGS, convergence_failures
 
     rows, bad_rows = [], set()
     for backend, o in c.outcomes.items():
@@ -602,7 +604,7 @@ def _diagnostics_section(c: Comparison) -> str:
         rows.append([backend, "ok", f"{d['rhat_max']:.3f}", f"{d['ess_bulk_min']:.0f}", f"{d['ess_tail_min']:.0f}",
                      str(d["divergences"]), f"{100 * d['tree_depth_saturation']:.1f}%", f"{d['ebfmi_min']:.2f}",
                      ", ".join(d["flags"]) or "none"])
-        if {"rhat", "ess_bulk", "ess_tail"} & set(d["flags"]):  # unconverged: its draws are no evidence
+        if convergence_failures(d["flags"]):  # unconverged: its draws are no evidence
             bad_rows.add(len(rows) - 1)
     table = _table(["backend", "status", "R-hat max", "bulk ESS min", "tail ESS min", "divergences",
                     "at max depth", "E-BFMI min", "flags"], rows, bad_rows=bad_rows, text_columns={8})

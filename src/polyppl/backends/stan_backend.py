@@ -27,7 +27,7 @@ from typing import Mapping, Protocol
 import numpy as np
 
 from polyppl.backends import BackendDraws, LogDensity, Timings, stopwatch
-from polyppl.backends.stan_program import generated_quantities, stan_data, stan_program
+from polyppl.backends.stan_program import stan_data, stan_program
 from polyppl.errors import UserError
 from polyppl.settings import SamplerSettings
 from polyppl.spec import Dataset, Model, Param
@@ -360,4 +360,4 @@ def log_density(model: Model, dataset: Dataset, engine_name: str = "auto") -> Lo
     return engine(engine_name).log_density(stan_program(model), stan_data(model, dataset), model)
 
 
-__all__ = ["cmdstan_path", "choose_engine", "engine", "generated_quantities", "log_density", "sample", "versions"]
+__all__ = ["cmdstan_path", "choose_engine", "engine", "log_density", "sample", "versions"]

@@ -254,10 +254,3 @@ def stan_data(model: Model, dataset: Dataset) -> dict:
             value = value.astype(np.int64 if is_int else np.float64)
             out[node.name] = value.tolist()
     return out
-
-
-def generated_quantities(model: Model) -> list[str]:
-    """Deterministics computed in `generated quantities`, which log_prob does not see."""
-    needed = density_dependencies(model)
-    return [d.name for d in model.deterministics if d.name not in needed]
-
