@@ -25,9 +25,8 @@ def sample(model: Model, dataset: Dataset, backend: str, settings: SamplerSettin
     ``labels`` (model name, scenario, parametrization) go into the attributes as they are.
     """
     settings = settings or SamplerSettings()
-    check_backends([backend])
+    module = load(backend)  # checks the name first, listing the valid ones
     check_dataset(model, dataset)
-    module = load(backend)
     draws = module.sample(model, dataset, settings)
     attrs = {
         "model": model.name,
