@@ -4,7 +4,8 @@
 
 Each benchmark also stores its medians (compile, warm-up, sampling, gradients per draw,
 ESS per second) in its ``extra_info``; at the end the suite writes them all, with the
-generated-over-hand-written ratios, to ``benchmarks/results/latest.json`` and ``latest.md``.
+generated-over-hand-written ratios, to ``benchmarks/results/latest.json`` and ``latest.md``
+(a partial run, ``-k ...``, replaces only its own rows there).
 No benchmark asserts on time: a loaded machine is slower, not wrong.
 """
 
@@ -72,8 +73,8 @@ def ratio_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (model, backend, implementation), generated in sampling.items():
         hand = sampling.get((model, backend, "handwritten"))
-        if implementation != "generated" or hand is None:
-            continue
+        if implementation != "generated" or hand is None or hand.get("run") != generated.get("run"):
+            continue  # a ratio of times taken in different runs would mix machine loads
         out.append({
             "model": model,
             "backend": backend,
@@ -109,10 +110,25 @@ def markdown(rows: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _row_key(row: dict[str, Any]) -> tuple:
+    return row["kind"], row["model"], row["backend"], row["implementation"]
+
+
+def merged_rows(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of an earlier run with this run's rows in place of theirs: a run of a few
+    benchmarks (``-k``) updates those and keeps the rest. Each row says which run took it."""
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    fresh = {_row_key(r): r for r in new}
+    kept = [r for r in old if _row_key(r) not in fresh]
+    return kept + new
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if not ROWS:
         return
     RESULTS.mkdir(exist_ok=True)
-    ratios = ratio_rows(ROWS)
-    (RESULTS / "latest.json").write_text(json.dumps({"machine": machine(), "rows": ROWS, "ratios": ratios}, indent=1))
-    (RESULTS / "latest.md").write_text(markdown(ROWS, ratios))
+    run = datetime.datetime.now().isoformat(timespec="seconds")
+    rows = merged_rows(RESULTS / "latest.json", [{**r, "run": run} for r in ROWS])
+    ratios = ratio_rows(rows)
+    (RESULTS / "latest.json").write_text(json.dumps({"machine": machine(), "rows": rows, "ratios": ratios}, indent=1))
+    (RESULTS / "latest.md").write_text(markdown(rows, ratios))

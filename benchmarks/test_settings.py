@@ -3,8 +3,9 @@ the backend's default measured in test_models.py.
 
 * NumPyro: chain method sequential, parallel over 4 host devices (a fresh process: the
   device count is fixed when JAX starts), and float32 (a fresh process: x64 is global).
-* PyMC: its own NUTS with chains one after another (cores=1), and NumPyro's NUTS on the
-  PyMC model compiled to JAX (a fresh process, so no JAX threads run when PyMC forks).
+* PyMC: its own NUTS with chains one after another (cores=1), NumPyro's NUTS on the
+  PyMC model compiled to JAX (a fresh process, so no JAX threads run when PyMC forks), and
+  nutpie's NUTS (Rust) on the model compiled by Numba, chains in threads.
 * Stan: PyStan is the only engine here (no CmdStan install); it runs chains in parallel.
 """
 
@@ -25,6 +26,7 @@ CONFIGURATIONS = [
     ("numpyro", "vectorized, float32", ["--float32"], True),
     ("pymc", "chain_method=sequential (cores=1)", {"chain_method": "sequential"}, False),
     ("pymc", "pymc_sampler=numpyro (vectorized)", ["--pymc-sampler", "numpyro"], True),
+    ("pymc", "pymc_sampler=nutpie", {"pymc_sampler": "nutpie"}, False),
 ]
 #: NumPyro re-compiles on every run (~10-20 s): one round.
 IN_PROCESS_ROUNDS = {"pymc": 3, "numpyro": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -10,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from polyppl.backends import BackendDraws, LogDensity, Timings, split_by_gradients, stopwatch
+from polyppl.backends import STAT_NAMES, BackendDraws, LogDensity, Timings, split_by_gradients, stopwatch
 from polyppl.errors import UserError
 from polyppl.settings import SamplerSettings
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
@@ -81,7 +82,10 @@ def build(model: Model, dataset: Dataset) -> pm.Model:
 def versions() -> dict[str, str]:
     import pytensor
 
-    return {"pymc": pm.__version__, "pytensor": pytensor.__version__}
+    out = {"pymc": pm.__version__, "pytensor": pytensor.__version__}
+    if importlib.util.find_spec("nutpie") is not None:
+        out["nutpie"] = importlib.metadata.version("nutpie")
+    return out
 
 
 def _quiet() -> None:
@@ -94,6 +98,8 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
     process start-up are the rest of the call (reported as compile time)."""
     _quiet()
     pymc_model = build(model, dataset)
+    if settings.pymc_sampler == "nutpie":
+        return _sample_nutpie(pymc_model, model, settings)
     init = {"default": "jitter+adapt_diag", "advi": "advi", "uniform": "adapt_diag"}[settings.init]
     kwargs = _sampler_kwargs(settings)
     if settings.init == "uniform":
@@ -120,15 +126,7 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
     ss = idata.sample_stats
     # NumPyro's and nutpie's NUTS through PyMC keep no warm-up statistics.
     warm = idata.warmup_sample_stats if "warmup_sample_stats" in idata else {}
-    stats = {
-        "diverging": ss["diverging"].values.astype(bool),
-        "tree_depth": ss["tree_depth"].values.astype(np.int64),
-        "n_steps": ss["n_steps"].values.astype(np.int64),
-        "energy": ss["energy"].values,
-        "step_size": ss["step_size"].values,
-        "acceptance_rate": ss["acceptance_rate"].values,
-        "lp": ss["lp"].values,
-    }
+    stats = _stats(ss, _PYMC_STATS)
     warmup_steps = int(warm["n_steps"].values.sum()) if "n_steps" in warm else 0
     warmup_s, sampling_s = split_by_gradients(loop, warmup_steps, int(stats["n_steps"].sum()))
     return BackendDraws(
@@ -141,22 +139,60 @@ def sample(model: Model, dataset: Dataset, settings: SamplerSettings) -> Backend
     )
 
 
+#: polyppl's statistic names (STAT_NAMES) -> the sampler's, in PyMC's InferenceData.
+_PYMC_STATS = {name: name for name in STAT_NAMES}
+_NUTPIE_STATS = {**_PYMC_STATS, "tree_depth": "depth", "acceptance_rate": "mean_tree_accept", "lp": "logp"}
+_STAT_TYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
+
+
+def _stats(sample_stats, names: Mapping[str, str]) -> dict[str, np.ndarray]:
+    return {ours: sample_stats[theirs].values.astype(_STAT_TYPES.get(ours, float)) for ours, theirs in names.items()}
+
+
 def _sampler_kwargs(settings: SamplerSettings) -> dict:
-    """How chains run: processes for PyMC's own NUTS, NumPyro's chain method for its NUTS."""
+    """How chains run: processes for PyMC's own NUTS, NumPyro's chain method for its NUTS
+    (nutpie's threads: ``_sample_nutpie``)."""
     method = settings.chain_method
     if settings.pymc_sampler == "pymc":
         if method == "vectorized":
             raise UserError("PyMC's own NUTS has no vectorized chains; use pymc_sampler='numpyro'")
         return {"cores": 1 if method == "sequential" else min(settings.chains, os.cpu_count() or 1)}
-    if settings.pymc_sampler == "numpyro":
-        if method == "sequential":
-            raise UserError("PyMC's NumPyro sampler runs chains parallel or vectorized, not sequential")
-        return {"nuts_sampler_kwargs": {"chain_method": "parallel" if method == "parallel" else "vectorized"}}
+    if method == "sequential":
+        raise UserError("PyMC's NumPyro sampler runs chains parallel or vectorized, not sequential")
+    return {"nuts_sampler_kwargs": {"chain_method": "parallel" if method == "parallel" else "vectorized"}}
+
+
+def _sample_nutpie(pymc_model: pm.Model, model: Model, settings: SamplerSettings) -> BackendDraws:
+    """nutpie's NUTS (Rust) on the model compiled by Numba. Called directly rather than
+    through ``pm.sample``, which drops the tree-depth limit and times nothing but sampling."""
     if importlib.util.find_spec("nutpie") is None:
         raise UserError("pymc_sampler='nutpie' needs the nutpie package, which is not installed")
-    if method not in ("auto", "parallel"):
-        raise UserError("nutpie runs chains in parallel threads only")
-    return {}
+    if settings.chain_method == "vectorized":
+        raise UserError("nutpie runs chains in threads (parallel) or one after another (sequential), not vectorized")
+    if settings.init != "default":
+        raise UserError(f"nutpie chooses its own initial points (jittered around the prior's support point); "
+                        f"init={settings.init!r} is available with pymc_sampler='pymc'")
+    import nutpie
+
+    with stopwatch() as compile_elapsed:
+        compiled = nutpie.compile_pymc_model(pymc_model)
+    cores = 1 if settings.chain_method == "sequential" else min(settings.chains, os.cpu_count() or 1)
+    with stopwatch() as elapsed:
+        idata = nutpie.sample(
+            compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=cores,
+            seed=settings.seed, target_accept=settings.target_accept, maxdepth=settings.max_tree_depth,
+            save_warmup=True, progress_bar=False,
+        )
+    stats = _stats(idata.sample_stats, _NUTPIE_STATS)
+    warmup_steps = int(idata.warmup_sample_stats["n_steps"].values.sum()) if settings.tune else 0
+    warmup_s, sampling_s = split_by_gradients(elapsed(), warmup_steps, int(stats["n_steps"].sum()))
+    return BackendDraws(
+        posterior={name: idata.posterior[name].values for name in model.output_names},
+        stats=stats,
+        warmup_gradient_evaluations=warmup_steps,
+        timings=Timings(compile_elapsed(), warmup_s, sampling_s, split="gradients"),
+        engine="nutpie-nuts via pymc (numba)" + (" (sequential chains)" if cores == 1 and settings.chains > 1 else ""),
+    )
 
 
 def _uniform_initvals(pymc_model: pm.Model, settings: SamplerSettings) -> list[dict]:
