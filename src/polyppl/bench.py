@@ -6,7 +6,12 @@ mark of resident memory) of one point do not leak into the next, and appends one
 ``OUT/points.jsonl`` as soon as it finishes: a sweep that is interrupted and started again
 skips the points already in that file. At the end the points are written as
 ``scaling.csv`` and ``scaling.json`` with the fitted growth exponent of each measure
-(least squares slope on log-log axes), and plotted as ``scaling-<model>.png``.
+(least squares slope on log-log axes), and plotted as ``scaling-<model>-<size>.png``.
+
+A point's data form is ``counts`` (the built-in models' default: row-level A/B data
+compressed to successes and trials per cell, so the cost does not grow with the rows) or
+``rows`` (the row-level Bernoulli model users write by hand, one likelihood term per row):
+the sweep along rows per cell shows both.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ MEASURES = {
 }
 #: The dimension each model's sizes vary along (beside it, the others are held fixed).
 SIZE_NAMES = {"multilevel-logistic": ("groups", "rows_per_cell"), "beta-binomial": ("variants",)}
+#: How the data reach the likelihood: counts per cell (default) or one term per row.
+FORMS = ("counts", "rows")
 
 
 def _words(name: str) -> str:
@@ -51,21 +58,24 @@ class Point:
     model: str
     backend: str
     sizes: tuple[tuple[str, int], ...]  # (name, value), in SIZE_NAMES order
+    form: str = "counts"  # one of FORMS
 
     @property
     def key(self) -> str:
-        return "|".join([self.model, self.backend, *(f"{k}={v}" for k, v in self.sizes)])
+        parts = [self.model, self.backend, *(f"{k}={v}" for k, v in self.sizes)]
+        return "|".join(parts if self.form == "counts" else [*parts, f"form={self.form}"])
 
     def describe(self) -> str:
         sizes = ", ".join(f"{_words(k)} {v}" for k, v in self.sizes)
-        return f"{self.model} {sizes} on {self.backend}"
+        return f"{self.model} {sizes}{' (row-level)' if self.form == 'rows' else ''} on {self.backend}"
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """Sizes per model, as lines through a base point, and the sampler settings."""
+    """Sizes per model, as lines through a base point, and the sampler settings. A line's
+    entry may name a data ``form`` beside its sizes (default ``counts``)."""
 
-    lines: dict[str, list[dict[str, int]]]
+    lines: dict[str, list[dict[str, Any]]]
     chains: int
     draws: int
     tune: int
@@ -82,16 +92,20 @@ QUICK = Sweep(
 FULL = Sweep(
     lines={
         "multilevel-logistic": [{"groups": g, "rows_per_cell": 1000} for g in (2, 8, 32, 128, 512, 2048)]
-        + [{"groups": 8, "rows_per_cell": n} for n in (100, 10_000, 100_000)],
+        + [{"groups": 8, "rows_per_cell": n} for n in (100, 10_000, 100_000)]
+        # The row-level model costs one term per row: 160,000 rows at 10,000 per cell is
+        # minutes per backend; 100,000 per cell would be hours.
+        + [{"groups": 8, "rows_per_cell": n, "form": "rows"} for n in (100, 1_000, 10_000)],
         "beta-binomial": [{"variants": k} for k in (4, 16, 64, 256, 1024)],
     },
     chains=4, draws=1000, tune=1000, timeout_seconds=3600,
 )
 
 
-def multilevel_logistic_data(groups: int, rows_per_cell: int, seed: int = 0) -> Dataset:
-    """Counts per (group, treated) cell: intercepts ~ N(-0.5, 0.5), effects ~ N(0.3, 0.3)."""
-    from polyppl.models.multilevel_logistic import cells_dataset
+def multilevel_logistic_data(groups: int, rows_per_cell: int, seed: int = 0, form: str = "counts") -> Dataset:
+    """Counts per (group, treated) cell: intercepts ~ N(-0.5, 0.5), effects ~ N(0.3, 0.3).
+    ``form="rows"``: the same data as one row per trial (successes first in each cell)."""
+    from polyppl.models.multilevel_logistic import cells_dataset, rows_dataset
 
     rng = np.random.default_rng(seed)
     a, b = rng.normal(-0.5, 0.5, groups), rng.normal(0.3, 0.3, groups)
@@ -100,7 +114,11 @@ def multilevel_logistic_data(groups: int, rows_per_cell: int, seed: int = 0) -> 
     trials = np.full(2 * groups, rows_per_cell)
     successes = rng.binomial(trials, p)
     names = [f"g{i}" for i in range(groups)]
-    return cells_dataset(names, group_index, treated, trials, successes, f"synthetic, {groups} groups x {rows_per_cell} rows per cell")
+    source = f"synthetic, {groups} groups x {rows_per_cell} rows per cell"
+    if form == "rows":
+        success = np.concatenate([np.arange(n) < k for n, k in zip(trials, successes)]).astype(np.int64)
+        return rows_dataset(names, np.repeat(group_index, trials), np.repeat(treated, trials), success, source)
+    return cells_dataset(names, group_index, treated, trials, successes, source)
 
 
 def beta_binomial_data(variants: int, trials: int = 1000, seed: int = 0) -> Dataset:
@@ -113,15 +131,17 @@ def beta_binomial_data(variants: int, trials: int = 1000, seed: int = 0) -> Data
                                f"synthetic, {variants} variants x {trials} trials")
 
 
-def synthetic_dataset(model: str, sizes: dict[str, int]) -> Dataset:
+def synthetic_dataset(model: str, sizes: dict[str, int], form: str = "counts") -> Dataset:
     if model == "multilevel-logistic":
-        return multilevel_logistic_data(sizes["groups"], sizes["rows_per_cell"])
+        return multilevel_logistic_data(sizes["groups"], sizes["rows_per_cell"], form=form)
+    if form != "counts":
+        raise UserError(f"{model} has no row-level form")
     return beta_binomial_data(sizes["variants"])
 
 
 def points(sweep: Sweep, models: Sequence[str], backends: Sequence[str]) -> list[Point]:
     return [
-        Point(model, backend, tuple((name, sizes[name]) for name in SIZE_NAMES[model]))
+        Point(model, backend, tuple((name, sizes[name]) for name in SIZE_NAMES[model]), sizes.get("form", "counts"))
         for model in models
         for sizes in sweep.lines[model]
         for backend in backends
@@ -149,7 +169,7 @@ def measure_point(point: Point, sweep: Sweep) -> dict[str, Any]:
     from polyppl.settings import SamplerSettings
 
     builtin = get_model(point.model)
-    dataset = synthetic_dataset(point.model, dict(point.sizes))
+    dataset = synthetic_dataset(point.model, dict(point.sizes), point.form)
     settings = SamplerSettings(chains=sweep.chains, draws=sweep.draws, tune=sweep.tune, seed=1)
     idata = sample(builtin.spec(None, dataset), dataset, point.backend, settings)
     record = summarize(idata).record()
@@ -171,8 +191,10 @@ def measure_point(point: Point, sweep: Sweep) -> dict[str, Any]:
 
 def run_point(point: Point, sweep: Sweep) -> dict[str, Any]:
     """One point in a child process; its row, or its status if it failed or ran too long."""
-    row: dict[str, Any] = {"key": point.key, "model": point.model, "backend": point.backend, **dict(point.sizes)}
-    request = json.dumps({"point": [point.model, point.backend, point.sizes], "sweep": _sweep_json(sweep)})
+    row: dict[str, Any] = {"key": point.key, "model": point.model, "backend": point.backend, **dict(point.sizes),
+                           "form": point.form}
+    request = json.dumps({"point": [point.model, point.backend, point.sizes], "form": point.form,
+                          "sweep": _sweep_json(sweep)})
     start = time.perf_counter()
     try:
         done = subprocess.run([sys.executable, "-m", "polyppl.bench", request], capture_output=True, text=True,
@@ -190,7 +212,8 @@ def _sweep_json(sweep: Sweep) -> dict[str, int]:
 
 
 def finished_points(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows already in ``points.jsonl`` by key; a line cut short by an interruption is ignored."""
+    """Rows already in ``points.jsonl`` by key; a line cut short by an interruption is ignored.
+    Rows written before data forms existed are counts."""
     rows: dict[str, dict[str, Any]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -198,7 +221,7 @@ def finished_points(path: Path) -> dict[str, dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            rows[row["key"]] = row
+            rows[row["key"]] = {"form": "counts", **row}
     return rows
 
 
@@ -213,6 +236,9 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "points.jsonl"
     done = finished_points(journal)
+    if journal.exists() and not journal.read_bytes().endswith(b"\n"):
+        with journal.open("a") as handle:  # a line cut short: the next row starts a line of its own
+            handle.write("\n")
     todo = points(sweep, models, backends)
     for index, point in enumerate(todo, start=1):
         if point.key in done:
@@ -231,34 +257,47 @@ def run_sweep(
     return rows
 
 
+def sweep_line(rows: Iterable[dict[str, Any]], model: str, size: str, form: str = "counts") -> list[dict[str, Any]]:
+    """The finished points of ``model`` in ``form`` along ``size``: those whose other sizes
+    are at their most common value (the base point the sweep's lines run through)."""
+    line = [r for r in rows if r["status"] == "ok" and r["model"] == model and r.get("form", "counts") == form]
+    for other in SIZE_NAMES[model]:
+        if other != size and line:
+            values = [r[other] for r in line]
+            common = max(set(values), key=values.count)
+            line = [r for r in line if r[other] == common]
+    return line
+
+
 def growth_exponents(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Least-squares slope of log(measure) on log(size), per model, backend and size name,
-    over the points where the other sizes are at their most common value."""
-    rows = [r for r in rows if r["status"] == "ok"]
+    """Least-squares slope of log(measure) on log(size), per model, data form, backend and
+    size name, along the sweep's lines (``sweep_line``)."""
+    rows = list(rows)
     out = []
     for model, names in SIZE_NAMES.items():
         for name in names:
-            others = [n for n in names if n != name]
-            for backend in BACKENDS:
-                line = [r for r in rows if r["model"] == model and r["backend"] == backend]
-                for other in others:
-                    values = [r[other] for r in line]
-                    if values:
-                        common = max(set(values), key=values.count)
-                        line = [r for r in line if r[other] == common]
-                if len({r[name] for r in line}) < 3:
-                    continue  # two points fit any slope exactly: no estimate
-                fit = {"model": model, "backend": backend, "size": name, "points": len(line)}
-                for measure in MEASURES:
-                    pairs = [(r[name], r[measure]) for r in line if r.get(measure) and r[measure] > 0]
-                    if len(pairs) >= 3:
-                        x, y = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
-                        fit[measure] = float(np.polyfit(x, y, 1)[0])
-                out.append(fit)
+            for form in FORMS:
+                for backend in BACKENDS:
+                    line = [r for r in sweep_line(rows, model, name, form) if r["backend"] == backend]
+                    if len({r[name] for r in line}) < 3:
+                        continue  # two points fit any slope exactly: no estimate
+                    out.append(_fit(line, {"model": model, "form": form, "backend": backend, "size": name}))
     return out
 
 
-TABLE_COLUMNS = ("model", "backend", "groups", "rows_per_cell", "variants", "status", *MEASURES,
+def _fit(line: list[dict[str, Any]], fit: dict[str, Any]) -> dict[str, Any]:
+    """``fit`` with the slope of each measure on log-log axes (3 points at least)."""
+    name = fit["size"]
+    fit["points"] = len(line)
+    for measure in MEASURES:
+        pairs = [(r[name], r[measure]) for r in line if r.get(measure) and r[measure] > 0]
+        if len(pairs) >= 3:
+            x, y = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
+            fit[measure] = float(np.polyfit(x, y, 1)[0])
+    return fit
+
+
+TABLE_COLUMNS = ("model", "backend", "groups", "rows_per_cell", "variants", "form", "status", *MEASURES,
                  "sampling_seconds", "ess_bulk_min", "divergences", "wall_seconds", "engine")
 
 
@@ -271,44 +310,50 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    """One figure per model: a log-log panel per measure, a line per backend."""
+    """One figure per model and size (``scaling-<model>-<size>.png``): a log-log panel per
+    measure, a colour per backend, solid for counts per cell and dashed for row-level data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = {backend: f"C{k}" for k, backend in enumerate(BACKENDS)}
+    styles = {"counts": "-", "rows": "--"}
     paths = []
     for model, names in SIZE_NAMES.items():
-        model_rows = [r for r in rows if r["model"] == model and r["status"] == "ok"]
-        if not model_rows:
-            continue
-        size = names[0]
-        others = {n: max({r[n] for r in model_rows}, key=[r[n] for r in model_rows].count) for n in names[1:]}
-        model_rows = [r for r in model_rows if all(r[n] == v for n, v in others.items())]
-        figure, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.6))
-        for axis, (measure, label) in zip(axes, MEASURES.items()):
-            for backend in BACKENDS:
-                line = sorted((r[size], r[measure]) for r in model_rows if r["backend"] == backend and r.get(measure))
-                if line:
-                    axis.plot(*zip(*line), marker="o", label=backend)
-            axis.set(xscale="log", yscale="log", xlabel=_words(size), title=label)
-            axis.grid(True, which="both", alpha=0.3)
-        axes[0].legend()
-        held = ", ".join(f"{_words(k)} = {v}" for k, v in others.items())
-        figure.suptitle(f"{model}: cost against {size}" + (f" ({held})" if held else ""))
-        figure.tight_layout()
-        path = out / f"scaling-{model}.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
-        paths.append(path)
+        for size in names:
+            lines = {form: sweep_line(rows, model, size, form) for form in FORMS}
+            lines = {form: line for form, line in lines.items() if len({r[size] for r in line}) >= 2}
+            if not lines:
+                continue
+            figure, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.6))
+            for axis, (measure, label) in zip(axes, MEASURES.items()):
+                for form, line in lines.items():
+                    for backend in BACKENDS:
+                        xy = sorted((r[size], r[measure]) for r in line if r["backend"] == backend and r.get(measure))
+                        if xy:
+                            name = backend if form == "counts" else f"{backend}, row-level"
+                            axis.plot(*zip(*xy), styles[form], marker="o", color=colours[backend], label=name)
+                axis.set(xscale="log", yscale="log", xlabel=_words(size), title=label)
+                axis.grid(True, which="both", alpha=0.3)
+            axes[0].legend(fontsize="small")
+            base = next(iter(lines.values()))[0]
+            held = ", ".join(f"{_words(n)} = {base[n]}" for n in names if n != size)
+            figure.suptitle(f"{model}: cost against {_words(size)}" + (f" ({held})" if held else ""))
+            figure.tight_layout()
+            path = out / f"scaling-{model}-{size}.png"
+            figure.savefig(path, dpi=90)
+            plt.close(figure)
+            paths.append(path)
     return paths
 
 
 def exponents_text(exponents: list[dict[str, Any]]) -> str:
     from polyppl.tables import table
 
-    rows = [[e["model"], e["size"], e["backend"], *(_slope(e.get(m)) for m in MEASURES)] for e in exponents]
-    return table(["model", "size", "backend", *MEASURES.values()], rows)
+    rows = [[e["model"], e["size"], e.get("form", "counts"), e["backend"], *(_slope(e.get(m)) for m in MEASURES)]
+            for e in exponents]
+    return table(["model", "size", "data", "backend", *MEASURES.values()], rows)
 
 
 def _slope(value: float | None) -> str:
@@ -342,8 +387,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for points and results (default {DEFAULT_OUT})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the default: 3 sizes per model, 2 chains x 300 + 300 (minutes)")
-    size.add_argument("--full", action="store_true", help="2-2,048 groups, 100-100,000 rows per cell, 4-1,024 variants, "
-                      "4 chains x 1000 + 1000 (hours on 2 cores; resumable)")
+    size.add_argument("--full", action="store_true", help="2-2,048 groups, 100-100,000 rows per cell (and 100-10,000 "
+                      "row-level), 4-1,024 variants, 4 chains x 1000 + 1000 (about 2 hours on 2 cores; resumable)")
     parser.set_defaults(func=cmd_bench)
 
 
@@ -351,7 +396,7 @@ def _child(request: str) -> None:
     """Entry point of a point's process: measure, print the row as one JSON line."""
     spec = json.loads(request)
     model, backend, sizes = spec["point"]
-    point = Point(model, backend, tuple((name, int(value)) for name, value in sizes))
+    point = Point(model, backend, tuple((name, int(value)) for name, value in sizes), spec.get("form", "counts"))
     print(json.dumps(measure_point(point, Sweep(lines={}, **spec["sweep"]))))
 
 
