@@ -27,6 +27,9 @@ CONFIGURATIONS = [
     ("pymc", "chain_method=sequential (cores=1)", {"chain_method": "sequential"}, False),
     ("pymc", "pymc_sampler=numpyro (vectorized)", ["--pymc-sampler", "numpyro"], True),
     ("pymc", "pymc_sampler=nutpie", {"pymc_sampler": "nutpie"}, False),
+    # In a fresh process: Numba compiles nutpie's log density anew, which decides its
+    # end-to-end time for a model this small.
+    ("pymc", "pymc_sampler=nutpie (fresh process)", ["--pymc-sampler", "nutpie"], True),
 ]
 #: NumPyro re-compiles on every run (~10-20 s): one round.
 IN_PROCESS_ROUNDS = {"pymc": 3, "numpyro": 1}
