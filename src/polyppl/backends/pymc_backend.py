@@ -170,7 +170,7 @@ def _sample_nutpie(pymc_model: pm.Model, model: Model, settings: SamplerSettings
     if settings.chain_method == "vectorized":
         raise UserError("nutpie runs chains in threads (parallel) or one after another (sequential), not vectorized")
     if settings.init != "default":
-        raise UserError(f"nutpie chooses its own initial points (jittered around the prior's support point); "
+        raise UserError(f"nutpie chooses its own initial points (jittered around zero on the unconstrained scale); "
                         f"init={settings.init!r} is available with pymc_sampler='pymc'")
     import nutpie
 
