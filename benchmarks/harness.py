@@ -85,6 +85,62 @@ def handwritten(model_name: str, parametrization: str, backend: str) -> Iterator
             yield
 
 
+def suite_stan_programs() -> dict[str, str]:
+    """The Stan programs the in-process benchmarks sample, by label: each model's hand-written
+    program, and the two of the 10M-row benchmarks (generated centered counts, hand-written
+    row-level). The generated default programs are left out: test_cold_compile compiles them."""
+    from polyppl.backends.stan_program import stan_program
+
+    programs = {f"{name} hand-written": handwritten_stan_program(name, MODELS[name].default_parametrization) for name in MODELS}
+    multilevel = MODELS["multilevel-logistic"]
+    programs["multilevel-logistic centered, generated"] = stan_program(multilevel.spec("centered", multilevel.dataset()))
+    programs["multilevel-logistic row-level, hand-written"] = handwritten_stan_program("multilevel-logistic", "centered", row_level=True)
+    return programs
+
+
+def _compile_stan_program(program: str) -> float:
+    """Compile one program into httpstan's model cache (in a child process: httpstan
+    redirects the process's stderr while it compiles); the seconds it took."""
+    import asyncio
+
+    import stan.common
+
+    async def post() -> None:
+        async with stan.common.HttpstanClient() as client:
+            response = await client.post("/models", json={"program_code": program})
+            if response.status != 201:
+                raise RuntimeError(response.json()["message"])
+
+    start = time.perf_counter()
+    asyncio.run(post())
+    return time.perf_counter() - start
+
+
+def compile_stan_programs(programs: dict[str, str], processes: int = 2,
+                          progress: Callable[[str], None] = print) -> None:
+    """Compile the programs httpstan has not cached yet, ``processes`` at a time.
+
+    On a machine that has never compiled them this is minutes of g++ (~35 s a program on
+    these cores), which in-process benchmarks would otherwise pay one after another
+    inside their first rounds."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import httpstan.cache
+    import httpstan.models
+
+    cached = set(httpstan.cache.list_model_names())
+    missing = {label: program for label, program in programs.items()
+               if httpstan.models.calculate_model_name(program) not in cached}
+    if not missing:
+        return
+    progress(f"compiling {len(missing)} Stan programs not in httpstan's cache, {processes} at a time: {', '.join(missing)}")
+    # spawn: the parent may already run JAX's threads, which a fork would copy mid-state.
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for label, seconds in zip(missing, pool.map(_compile_stan_program, missing.values())):
+            progress(f"  {label}: {seconds:.0f} s")
+
+
 def clear_pystan_fits() -> None:
     """httpstan caches each fit by model, data and seed, and a repeated request returns the
     cached draws without sampling: remove them so every round samples."""
@@ -104,13 +160,21 @@ def run_once(model_name: str, backend: str, implementation: str, settings: Sampl
     dataset = dataset or builtin.dataset()
     parametrization = parametrization or builtin.default_parametrization
     spec = builtin.spec(parametrization, dataset)
+    stan_clock: list[tuple[float, float]] = []
     if backend == "stan":
         clear_pystan_fits()
-    with handwritten(model_name, parametrization, backend) if implementation == "handwritten" else nullcontext():
+    with handwritten(model_name, parametrization, backend) if implementation == "handwritten" else nullcontext(), \
+            stan_own_clock(stan_clock) if backend == "stan" else nullcontext():
         idata = runner.sample(spec, dataset, backend, settings)
     record = runner.summarize(idata, builtin).record()
     t, d = record["timings"], record["diagnostics"]
-    return {
+    extra = {}
+    if stan_clock:
+        # Stan's own "Elapsed Time ... (Sampling)", summed over chains, per gradient of the
+        # sampling draws: free of PyStan's transport of the draws, which the wall clock counts.
+        gradients = d["gradients_per_draw"] * settings.draws * settings.chains
+        extra["stan_clock_seconds_per_gradient"] = stan_clock[-1][1] / gradients
+    return {**extra,
         "parametrization": parametrization,
         "engine": record["engine"],
         "compile_s": t["compile_seconds"],
@@ -125,13 +189,34 @@ def run_once(model_name: str, backend: str, implementation: str, settings: Sampl
     }
 
 
+@contextmanager
+def stan_own_clock(into: list[tuple[float, float]]) -> Iterator[None]:
+    """Within this block, the Stan backend's reading of Stan's per-chain warm-up and
+    sampling times (summed over chains) is also appended to ``into``."""
+    from polyppl.backends import stan_backend
+
+    split = stan_backend._split_elapsed
+
+    def recording(text: str) -> tuple[float, float]:
+        into.append(split(text))
+        return into[-1]
+
+    with mock.patch.object(stan_backend, "_split_elapsed", recording):
+        yield
+
+
 def medians(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-field medians over rounds (numbers), the first value otherwise."""
+    """Per-field medians over rounds (numbers), the first value otherwise; compile time is
+    the fastest round's and ``compile_cached`` the last round's, since a first round on a
+    fresh machine still compiles what the later rounds find cached."""
     out: dict[str, Any] = {}
     for key, first in records[0].items():
         values = [r[key] for r in records]
         numeric = isinstance(first, (int, float)) and not isinstance(first, bool) and None not in values
         out[key] = statistics.median(values) if numeric else first
+    if "compile_s" in out:
+        out["compile_s"] = min(r["compile_s"] for r in records)
+        out["compile_cached"] = records[-1]["compile_cached"]
     out["rounds"] = len(records)
     return out
 
@@ -174,7 +259,7 @@ def gradient_call(model_name: str, backend: str, implementation: str) -> tuple[C
     return (lambda: jax.block_until_ready(loop(points))), n
 
 
-def interleaved_seconds(calls: dict[str, tuple[Callable[[], object], int]], blocks: int = 15,
+def interleaved_seconds(calls: dict[str, tuple[Callable[[], object], int]], blocks: int = 11,
                         block_seconds: float = 0.2) -> dict[str, float]:
     """Median seconds per evaluation of each (call, evaluations per call), timed in
     alternating blocks so that a change of machine load hits all of them alike."""

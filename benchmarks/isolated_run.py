@@ -1,7 +1,7 @@
 """One benchmark run in a fresh process, for what a process can set only once.
 
-Cold compiles (empty PyTensor compile folder, a Stan program httpstan has not seen, a JAX
-process that has compiled nothing), NumPyro's host device count and float32 (both
+Cold compiles (empty PyTensor compile folder, a Stan program removed from httpstan's cache,
+a JAX process with an empty persistent cache), NumPyro's host device count and float32 (both
 process-global in JAX). Prints one JSON record as the last line of stdout.
 
     python benchmarks/isolated_run.py MODEL BACKEND [--implementation handwritten] [--cold]
@@ -15,10 +15,8 @@ import json
 import os
 import sys
 import tempfile
-import uuid
 from contextlib import nullcontext
 from pathlib import Path
-from unittest import mock
 
 
 def main() -> None:
@@ -38,6 +36,7 @@ def main() -> None:
     compiledir = tempfile.TemporaryDirectory(prefix="polyppl-cold-") if args.cold else None
     if compiledir:
         os.environ["PYTENSOR_FLAGS"] = f"compiledir={compiledir.name}"
+        os.environ["POLYPPL_CACHE"] = compiledir.name  # NumPyro's persistent XLA cache
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from dataclasses import replace
 
@@ -60,28 +59,21 @@ def main() -> None:
 
 
 def _cold_stan(args: argparse.Namespace, settings) -> dict:
-    """A comment no other program has makes httpstan compile from scratch; the model is
-    removed from its cache afterwards."""
+    """The program is removed from httpstan's cache, so that this run compiles it from
+    scratch; the compiled model stays cached for the in-process benchmarks."""
     import harness
     import httpstan.cache
     import httpstan.models
     from polyppl.backends import stan_backend
     from polyppl.models import MODELS
 
-    nonce = f"// cold compile {uuid.uuid4().hex}\n"
-    programs: list[str] = []
-
-    def fresh(model) -> str:
-        programs.append(original(model) + nonce)
-        return programs[-1]
-
-    with harness.handwritten(args.model, MODELS[args.model].default_parametrization, "stan") if args.implementation == "handwritten" else nullcontext():
-        original = stan_backend.stan_program
-        with mock.patch.object(stan_backend, "stan_program", fresh):
-            record = harness.run_once(args.model, "stan", "generated", settings)
-    for program in programs:
-        httpstan.cache.delete_model_directory(httpstan.models.calculate_model_name(program))
-    return record
+    builtin = MODELS[args.model]
+    with harness.handwritten(args.model, builtin.default_parametrization, "stan") if args.implementation == "handwritten" else nullcontext():
+        program = stan_backend.stan_program(builtin.spec(builtin.default_parametrization, builtin.dataset()))
+        name = httpstan.models.calculate_model_name(program)
+        if name in httpstan.cache.list_model_names():
+            httpstan.cache.delete_model_directory(name)
+        return harness.run_once(args.model, "stan", "generated", settings)
 
 
 if __name__ == "__main__":

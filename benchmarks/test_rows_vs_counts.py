@@ -138,9 +138,14 @@ def _first_rows(rows: Dataset, n: int) -> Dataset:
     return multilevel_logistic.rows_dataset(list(rows.coords["group"]), v["group_idx"][:n], v["treated"][:n], v["success"][:n], rows.source)
 
 
+@pytest.fixture(scope="module")
+def rows(rows_csv) -> Dataset:
+    """The 10M rows as row-level data (read once for the three backends)."""
+    return multilevel_logistic.read_csv(rows_csv[N_ROWS], row_level=True)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_row_level_gradient(benchmark, results, rows_csv, backend: str) -> None:
-    rows = multilevel_logistic.read_csv(rows_csv[N_ROWS], row_level=True)
+def test_row_level_gradient(benchmark, results, rows: Dataset, backend: str) -> None:
     benchmark.group = "10M rows: row-level Bernoulli gradient"
     seconds = benchmark.pedantic(lambda: _gradient_seconds(backend, rows), rounds=1, iterations=1)
     counts = COUNTS_RUNS.get(backend)

@@ -26,13 +26,12 @@ CONFIGURATIONS = [
     ("numpyro", "vectorized, float32", ["--float32"], True),
     ("pymc", "chain_method=sequential (cores=1)", {"chain_method": "sequential"}, False),
     ("pymc", "pymc_sampler=numpyro (vectorized)", ["--pymc-sampler", "numpyro"], True),
-    ("pymc", "pymc_sampler=nutpie", {"pymc_sampler": "nutpie"}, False),
-    # In a fresh process: Numba compiles nutpie's log density anew, which decides its
-    # end-to-end time for a model this small.
+    # In a fresh process, as `polyppl run` and `compare` use it: Numba compiles nutpie's
+    # log density anew, which decides its end-to-end time for a model this small.
     ("pymc", "pymc_sampler=nutpie (fresh process)", ["--pymc-sampler", "nutpie"], True),
 ]
-#: NumPyro re-compiles on every run (~10-20 s): one round.
-IN_PROCESS_ROUNDS = {"pymc": 3, "numpyro": 1}
+#: NumPyro re-compiles on every run (3-10 s): one round.
+IN_PROCESS_ROUNDS = {"pymc": 2, "numpyro": 1}
 
 
 @pytest.mark.parametrize("backend,label,change,isolated", CONFIGURATIONS, ids=[f"{c[0]}-{c[1]}" for c in CONFIGURATIONS])

@@ -8,6 +8,9 @@ data {
   array[N_cell] int<lower=1> trials;
   array[N_cell] int<lower=0> successes;
 }
+transformed data {
+  vector[N_cell] treated_real = to_vector(treated);
+}
 parameters {
   real mu_a;
   real<lower=0> sigma_a;
@@ -27,7 +30,7 @@ model {
   sigma_b ~ normal(0, 1);
   a_z ~ std_normal();
   b_z ~ std_normal();
-  successes ~ binomial_logit(trials, a[group_idx] + b[group_idx] .* to_vector(treated));
+  successes ~ binomial_logit(trials, a[group_idx] + b[group_idx] .* treated_real);
 }
 generated quantities {
   vector[N_group] a_inv = inv_logit(a);
