@@ -140,11 +140,10 @@ def test_tree_depth_unscaled(backend):
     # depending on the CPU, with 18% of draws divergent where it does not saturate. R-hat
     # 1.9 to 2.6 everywhere.
     if backend == "pymc":
-        assert raw["tree_depth_saturation"] + raw["divergences"] / 400 > 0.1  # 2 chains x 200 draws
+        assert raw["tree_depth_saturation"] + raw["divergence_rate"] > 0.1
     else:
         assert raw["tree_depth_saturation"] > 0.25
     assert raw["rhat_max"] > 1.1
-    assert result.fix_works is True
     assert result.fix_works is True
 
 

@@ -193,6 +193,7 @@ def _measure(result: RunResult, keys: Sequence[str] = ()) -> dict[str, Any]:
     d = result.diagnostics
     out: dict[str, Any] = {
         "divergences": d.divergences,
+        "divergence_rate": d.divergence_rate,
         "tree_depth_saturation": d.tree_depth_saturation,
         "max_tree_depth_reached": int(result.idata.sample_stats["tree_depth"].values.max()),
         "rhat_max": d.rhat_max,
@@ -642,8 +643,7 @@ def _stuck_on_ridge(result: RunResult) -> bool:
     saturation 0-57%, divergences 0-18% of draws, R-hat 1.7-2.7 on every seed), so either
     symptom counts."""
     d = result.diagnostics
-    draws = result.idata.posterior.sizes["chain"] * result.idata.posterior.sizes["draw"]
-    return d.rhat_max > 1.1 and (d.tree_depth_saturation > 0.25 or d.divergences > 0.05 * draws)
+    return d.rhat_max > 1.1 and (d.tree_depth_saturation > 0.25 or d.divergence_rate > 0.05)
 
 
 def _tree_depth(backend: str, opts: RunOptions) -> BackendResult:
