@@ -1,0 +1,520 @@
+"""The specification evaluated with NumPy and SciPy: draws, densities, forward simulation.
+
+A fourth implementation of the spec, beside the PyMC, NumPyro and Stan compilers. It does
+not sample posteriors; it serves the jobs that need the model's generative direction or an
+independent density:
+
+* :func:`draw` and :func:`logpdf`, for every family, in polyppl's parametrisation (Gamma
+  shape/rate, Exponential rate, StudentT(nu, mu, sigma), half families folded at 0,
+  binomial_logit/bernoulli_logit by the logit). Draws use NumPy's generator; densities use
+  ``scipy.stats``. Arguments may carry a leading axis of posterior draws, so a quantity
+  drawn from its conditional given each posterior draw is one vectorised call.
+* :func:`simulate`: parameters from the prior, data from the likelihood, with the data
+  shapes and covariates of a dataset (simulation-based calibration). Improper priors and
+  factors are refused unless the user states proper substitutes (:func:`substitute`).
+* :func:`log_likelihood`: the summed log-likelihood at parameter values, per posterior draw.
+* :func:`evaluate`: :func:`polyppl.spec.evaluate` with NumPy, plus a batched walk for values
+  that carry a leading draws axis.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, replace
+from typing import Callable, Collection, Mapping
+
+import numpy as np
+from scipy import special, stats
+
+from polyppl import spec
+from polyppl.spec import (
+    FAMILIES, Binary, Call, Const, Data, Dataset, Deterministic, Dist, Expr, Factor, Index, Model, Observed, Param,
+    SpecError, Var, check_dataset, free_vars,
+)
+
+#: NumPy's implementation of every name in ``spec.FUNCTIONS``, and ``"|"``, for ``spec.evaluate``.
+FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+    "neg": np.negative,
+    "exp": np.exp,
+    "log": np.log,
+    "log1p": np.log1p,
+    "sqrt": np.sqrt,
+    "inv_logit": special.expit,
+    "logit": special.logit,
+    "where": np.where,
+    "|": np.logical_or,
+}
+
+_BINARY = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow,
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "|": FUNCTIONS["|"],
+}
+
+# beta_binomial is being added to spec.FAMILIES separately; until it lands it is known here
+# by name, with the parameters it will have there.
+#: Parameter names of every family this module draws and scores, in the spec's order.
+PARAMS: dict[str, tuple[str, ...]] = {name: family.params for name, family in FAMILIES.items()}
+PARAMS.setdefault("beta_binomial", ("n", "alpha", "beta"))
+#: Families whose values are integers (draws come back as int64).
+DISCRETE: frozenset[str] = frozenset(
+    {name for name, family in FAMILIES.items() if family.discrete} | {"beta_binomial"}
+)
+#: Families whose density does not integrate to one: nothing can be drawn from them.
+IMPROPER: frozenset[str] = frozenset({"flat", "half_flat"})
+#: A proper prior on the same support, named in the errors that refuse an improper one.
+_PROPER_EXAMPLE = {"flat": "Normal(0.0, 10.0)", "half_flat": "HalfNormal(10.0)"}
+
+
+class ImproperPriorError(SpecError):
+    """A prior that cannot be drawn from: an improper family, or a factor in the model.
+
+    ``name`` is the node (or, from :func:`draw`, the family) the message is about.
+    """
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        self.name = name
+        super().__init__(message or _improper_message(name))
+
+
+def _improper_message(family: str) -> str:
+    return (
+        f"{family}: the prior is improper (its density does not integrate to one), so no value "
+        f"can be drawn from it; state a proper prior on the same support in its place, "
+        f"e.g. {_PROPER_EXAMPLE.get(family, 'a proper family')}, with a scale that suits the parameter"
+    )
+
+
+# --------------------------------------------------------------------------- families
+
+# Each function takes the generator, the output shape and the arguments by polyppl's names.
+_DRAW: dict[str, Callable[..., np.ndarray]] = {
+    "normal": lambda rng, size, mu, sigma: rng.normal(mu, sigma, size),
+    "half_normal": lambda rng, size, sigma: np.abs(rng.normal(0.0, sigma, size)),
+    "student_t": lambda rng, size, nu, mu, sigma: mu + sigma * rng.standard_t(nu, size),
+    "half_student_t": lambda rng, size, nu, sigma: np.abs(sigma * rng.standard_t(nu, size)),
+    "cauchy": lambda rng, size, mu, sigma: mu + sigma * rng.standard_cauchy(size),
+    "half_cauchy": lambda rng, size, sigma: np.abs(sigma * rng.standard_cauchy(size)),
+    "beta": lambda rng, size, alpha, beta: rng.beta(alpha, beta, size),
+    "gamma": lambda rng, size, alpha, beta: rng.gamma(alpha, 1.0 / beta, size),
+    "exponential": lambda rng, size, rate: rng.exponential(1.0 / rate, size),
+    "uniform": lambda rng, size, lower, upper: rng.uniform(lower, upper, size),
+    "binomial": lambda rng, size, n, p: rng.binomial(n, p, size),
+    "binomial_logit": lambda rng, size, n, logit_p: rng.binomial(n, special.expit(logit_p), size),
+    "bernoulli": lambda rng, size, p: rng.binomial(1, p, size),
+    "bernoulli_logit": lambda rng, size, logit_p: rng.binomial(1, special.expit(logit_p), size),
+    "poisson": lambda rng, size, rate: rng.poisson(rate, size),
+    "beta_binomial": lambda rng, size, n, alpha, beta: rng.binomial(n, rng.beta(alpha, beta, size)),
+}
+
+
+def _log_choose(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+
+
+def _binomial_logit_logpmf(k: np.ndarray, n: np.ndarray, logit_p: np.ndarray) -> np.ndarray:
+    # On the logit scale: scipy's binom at p = expit(logit_p) rounds p to 1 for logit_p > 37
+    # and then scores every k < n as impossible.
+    inside = (k == np.floor(k)) & (k >= 0) & (k <= n)
+    k_in = np.where(inside, k, 0)
+    lp = _log_choose(n, k_in) + k_in * special.log_expit(logit_p) + (n - k_in) * special.log_expit(-logit_p)
+    return np.where(inside, lp, -np.inf)
+
+
+def _bernoulli_logit_logpmf(k: np.ndarray, logit_p: np.ndarray) -> np.ndarray:
+    lp = np.where(k == 1, special.log_expit(logit_p), special.log_expit(-logit_p))
+    return np.where((k == 0) | (k == 1), lp, -np.inf)
+
+
+_LOG2 = np.log(2.0)
+
+# Each function takes the value and the arguments by polyppl's names; SciPy's parametrisation inside.
+_LOGPDF: dict[str, Callable[..., np.ndarray]] = {
+    "normal": lambda x, mu, sigma: stats.norm.logpdf(x, mu, sigma),
+    "half_normal": lambda x, sigma: stats.halfnorm.logpdf(x, 0.0, sigma),
+    "student_t": lambda x, nu, mu, sigma: stats.t.logpdf(x, nu, mu, sigma),
+    # SciPy has no half Student t: twice the density of the t at 0 on the positive half-line.
+    "half_student_t": lambda x, nu, sigma: np.where(np.asarray(x) >= 0, _LOG2 + stats.t.logpdf(x, nu, 0.0, sigma), -np.inf),
+    "cauchy": lambda x, mu, sigma: stats.cauchy.logpdf(x, mu, sigma),
+    "half_cauchy": lambda x, sigma: stats.halfcauchy.logpdf(x, 0.0, sigma),
+    "beta": lambda x, alpha, beta: stats.beta.logpdf(x, alpha, beta),
+    "gamma": lambda x, alpha, beta: stats.gamma.logpdf(x, alpha, scale=1.0 / np.asarray(beta, dtype=float)),
+    "exponential": lambda x, rate: stats.expon.logpdf(x, scale=1.0 / np.asarray(rate, dtype=float)),
+    "uniform": lambda x, lower, upper: stats.uniform.logpdf(x, lower, np.subtract(upper, lower)),
+    "flat": lambda x: np.zeros(np.shape(x)),
+    "half_flat": lambda x: np.where(np.asarray(x) >= 0, 0.0, -np.inf),
+    "binomial": lambda k, n, p: stats.binom.logpmf(k, n, p),
+    "binomial_logit": _binomial_logit_logpmf,
+    "bernoulli": lambda k, p: stats.bernoulli.logpmf(k, p),
+    "bernoulli_logit": _bernoulli_logit_logpmf,
+    "poisson": lambda k, rate: stats.poisson.logpmf(k, rate),
+    "beta_binomial": lambda k, n, alpha, beta: stats.betabinom.logpmf(k, n, alpha, beta),
+}
+
+
+def _positive(v: np.ndarray) -> np.ndarray:
+    return (v > 0) & np.isfinite(v)
+
+
+def _count(v: np.ndarray) -> np.ndarray:
+    return (v >= 0) & np.isfinite(v) & (v == np.floor(v))
+
+
+# The domain of each argument, checked before drawing: NumPy raises on some bad arguments
+# (a negative scale) but returns nan or garbage on others (a nan mean, a p above 1).
+_DOMAINS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "mu": (np.isfinite, "finite"),
+    "sigma": (_positive, "positive and finite"),
+    "nu": (_positive, "positive and finite"),
+    "alpha": (_positive, "positive and finite"),
+    "beta": (_positive, "positive and finite"),
+    "rate": (_positive, "positive and finite"),
+    "lower": (np.isfinite, "finite"),
+    "upper": (np.isfinite, "finite"),
+    "n": (_count, "a whole number >= 0"),
+    "p": (lambda v: (v >= 0) & (v <= 1), "in [0, 1]"),
+    "logit_p": (lambda v: ~np.isnan(v), "a number (not nan)"),
+}
+_POISSON_RATE = (lambda v: (v >= 0) & np.isfinite(v), "non-negative and finite")
+
+
+def _check_args(family: str, args: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    expected = PARAMS[family]
+    if set(args) != set(expected):
+        raise SpecError(f"{family} takes ({', '.join(expected)}), got ({', '.join(args)})")
+    out = {}
+    for name in expected:
+        value = np.asarray(args[name], dtype=float)
+        ok, what = _POISSON_RATE if (family, name) == ("poisson", "rate") else _DOMAINS[name]
+        bad = ~ok(value)
+        if np.any(bad):
+            raise SpecError(f"{family}: {name} must be {what}, got {value[bad].flat[0]!r}")
+        out[name] = value.astype(np.int64) if name == "n" else value
+    if family == "uniform" and np.any(out["lower"] >= out["upper"]):
+        raise SpecError("uniform: lower must be below upper")
+    return out
+
+
+def draw(family: str, args: Mapping[str, np.ndarray], rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Draws from ``family`` in polyppl's parametrisation, one per element of the output.
+
+    The output's shape is ``shape`` broadcast with the arguments' shapes (NumPy's rules,
+    aligned from the right): arguments of shape ``(draws, *shape)`` give one draw per
+    posterior draw and element, and a scalar argument per posterior draw must come as
+    ``(draws, 1, ..., 1)`` (see :func:`dist_args`). Discrete families give int64.
+    Raises :class:`ImproperPriorError` for ``flat`` and ``half_flat``, and SpecError naming
+    the family for an unknown family or an argument outside its domain.
+    """
+    if family in IMPROPER:
+        raise ImproperPriorError(family)
+    if family not in _DRAW:
+        raise SpecError(f"no NumPy sampler for the family {family!r}")
+    checked = _check_args(family, args)
+    try:
+        size = np.broadcast_shapes(tuple(shape), *(v.shape for v in checked.values()))
+    except ValueError:
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in checked.items())
+        raise SpecError(f"{family}: arguments of shapes {shapes} do not fit the shape {tuple(shape)}") from None
+    out = _DRAW[family](rng, size, **checked)
+    return out.astype(np.int64) if family in DISCRETE else np.asarray(out, dtype=float)
+
+
+def logpdf(family: str, value: np.ndarray, args: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Elementwise log density (log mass for discrete families) of ``value`` under ``family``.
+
+    The SciPy twin of every backend's density, in polyppl's parametrisation; value and
+    arguments broadcast (NumPy's rules). Improper families score 0 on their support (and
+    ``half_flat`` minus infinity below 0). Arguments outside their domain give nan, as SciPy does.
+    """
+    if family not in _LOGPDF:
+        raise SpecError(f"no SciPy density for the family {family!r}")
+    expected = PARAMS[family]
+    if set(args) != set(expected):
+        raise SpecError(f"{family} takes ({', '.join(expected)}), got ({', '.join(args)})")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(_LOGPDF[family](np.asarray(value), **{k: np.asarray(args[k]) for k in expected}), dtype=float)
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+def evaluate(expr: Expr, env: Mapping[str, np.ndarray], batched: Collection[str] = frozenset()) -> np.ndarray:
+    """Value of an expression with NumPy.
+
+    ``batched`` names the entries of ``env`` that carry a leading axis of posterior draws,
+    ``(draws, *shape)``; the rest have their node's shape. Without batched names this is
+    :func:`polyppl.spec.evaluate` with :data:`FUNCTIONS`, the walk every backend shares.
+    With them, the result has the leading draws axis too: scalars per draw are aligned
+    against vectors (``(draws,)`` becomes ``(draws, 1)``) and indexing picks along the
+    vector's axis, not the draws axis.
+    """
+    if not free_vars(expr) & set(batched):
+        return np.asarray(spec.evaluate(expr, env, FUNCTIONS))
+    return _walk(expr, env, frozenset(batched))[0]
+
+
+def _walk(expr: Expr, env: Mapping[str, np.ndarray], batched: frozenset[str]) -> tuple[np.ndarray, bool]:
+    """(value, whether it carries the leading draws axis)."""
+    if isinstance(expr, Const):
+        return np.asarray(expr.value), False
+    if isinstance(expr, Var):
+        return np.asarray(env[expr.name]), expr.name in batched
+    if isinstance(expr, Index):
+        (base, base_batched), (index, index_batched) = _walk(expr.base, env, batched), _walk(expr.index, env, batched)
+        if index_batched:
+            raise SpecError("an index must be data, not a quantity that varies across draws")
+        return (base[:, index] if base_batched else base[index]), base_batched
+    if isinstance(expr, Binary):
+        (left, right), is_batched = _aligned([_walk(expr.left, env, batched), _walk(expr.right, env, batched)])
+        return _BINARY[expr.op](left, right), is_batched
+    if isinstance(expr, Call):
+        args, is_batched = _aligned([_walk(a, env, batched) for a in expr.args])
+        return FUNCTIONS[expr.fn](*args), is_batched
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+def _aligned(operands: list[tuple[np.ndarray, bool]]) -> tuple[list[np.ndarray], bool]:
+    """Operands of one operation, a batched scalar padded to broadcast against batched
+    vectors, and whether the result is batched.
+
+    The spec combines values of equal dims or a scalar with anything, so an operand's own
+    rank (without the draws axis) is 0 or the operation's rank.
+    """
+    if not any(b for _, b in operands):
+        return [v for v, _ in operands], False
+    rank = max(v.ndim - b for v, b in operands)
+    return [v.reshape(v.shape + (1,) * (rank - v.ndim + 1)) if b else v for v, b in operands], True
+
+
+def dist_args(
+    dist: Dist, env: Mapping[str, np.ndarray], shape: tuple[int, ...], batched: Collection[str] = frozenset()
+) -> dict[str, np.ndarray]:
+    """A distribution's arguments evaluated for a node of ``shape``, ready for :func:`draw`
+    and :func:`logpdf`: an argument that depends on batched names has shape
+    ``(draws, *shape)`` or ``(draws, 1, ..., 1)``; the others have their own shape."""
+    out = {}
+    for name, expr in dist.args:
+        value = evaluate(expr, env, batched)
+        if free_vars(expr) & set(batched) and value.ndim - 1 < len(shape):
+            value = value.reshape(value.shape[:1] + (1,) * len(shape))
+        out[name] = value
+    return out
+
+
+# --------------------------------------------------------------------------- substitutes
+
+
+def substitute(model: Model, substitutes: Mapping[str, Dist | None]) -> Model:
+    """The model with stated priors in place of its own, and stated factors dropped.
+
+    ``substitutes`` maps a parameter's name to a proper :class:`~polyppl.spec.Dist` (its
+    prior in the result) and a factor's name to ``None`` (the factor is dropped), e.g. for
+    the Beta-Binomial model, whose ``a`` and ``b`` are HalfFlat with a factor (a+b)^-2.5::
+
+        {"a": s.Gamma(2.0, 0.1), "b": s.Gamma(2.0, 0.1), "hyperprior": None}
+
+    Simulation-based calibration must fit this model, not the original, to the data that
+    :func:`simulate` draws with the same substitutes: the posterior is calibrated only
+    against the prior the data came from.
+    """
+    nodes: list = []
+    for name, value in substitutes.items():
+        try:
+            node = model[name]
+        except KeyError:
+            choices = [n.name for n in model.nodes if isinstance(n, (Param, Factor))]
+            raise SpecError(
+                f"model {model.name!r} has no parameter or factor {name!r} to substitute; "
+                f"its parameters and factors are: {', '.join(choices)}"
+            ) from None
+        if isinstance(node, Param):
+            if not isinstance(value, Dist):
+                raise SpecError(f"the substitute for parameter {name!r} must be a proper prior (a Dist), not {value!r}")
+            if value.family in IMPROPER or value.family in DISCRETE or value.family not in FAMILIES:
+                raise SpecError(
+                    f"the substitute for parameter {name!r} must be a proper continuous prior, not {value.family}"
+                )
+        elif isinstance(node, Factor):
+            if value is not None:
+                raise SpecError(f"factor {name!r} can only be dropped: substitute None for it, not {value!r}")
+        else:
+            raise SpecError(
+                f"{name!r} is a {type(node).__name__} node; only parameters (a prior) and factors (None) can be substituted"
+            )
+    for node in model.nodes:
+        if node.name not in substitutes:
+            nodes.append(node)
+        elif isinstance(node, Param):
+            nodes.append(replace(node, dist=substitutes[node.name]))
+    return replace(model, nodes=tuple(nodes))
+
+
+def _check_simulable(model: Model) -> None:
+    """Raise ImproperPriorError listing every improper prior and factor, with a fix."""
+    improper = [p for p in model.params if p.dist.family in IMPROPER]
+    factors = model.of_type(Factor)
+    if not improper and not factors:
+        return
+    params = {p.name for p in model.params}
+    lines = [f"  - parameter {p.name!r} has an improper prior ({p.dist.family})" for p in improper]
+    for f in factors:
+        concerns = ", ".join(repr(n) for n in sorted(free_vars(f.expr) & params)) or "no parameter"
+        lines.append(
+            f"  - factor {f.name!r} adds an extra term to the log density (of {concerns}), "
+            "so the prior is not a product of distributions that can be drawn from"
+        )
+    example = {p.name: "s." + _PROPER_EXAMPLE[p.dist.family] for p in improper} | {f.name: "None" for f in factors}
+    raise ImproperPriorError(
+        (improper or factors)[0].name,
+        f"cannot simulate model {model.name!r} from its prior:\n" + "\n".join(lines) + "\n"
+        "State a proper prior for each such parameter and drop each factor, e.g. substitutes={"
+        + ", ".join(f"{k!r}: {v}" for k, v in example.items())
+        + "} (placeholders: choose priors that suit the model, on the support it needs, which for a "
+        "parameter that a factor restricts, e.g. to positive values, is narrower than its declaration). "
+        "A calibration study must then fit substitute(model, substitutes), the model the data came from.",
+    )
+
+
+# --------------------------------------------------------------------------- simulation
+
+
+@dataclass(frozen=True)
+class SimulatedData:
+    """One draw from the prior predictive distribution."""
+
+    #: True values of the parameters and deterministics, named and shaped as in the posterior.
+    truth: dict[str, np.ndarray]
+    #: The input's data, coords and covariates, with simulated values for the observed nodes.
+    dataset: Dataset
+    #: Parameters whose prior was replaced, and factors dropped, for the records.
+    substituted: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+
+def _data_value(node: Data | Observed, dataset: Dataset) -> np.ndarray:
+    value = np.asarray(dataset.values[node.name])
+    return value.astype(np.int64) if node.dtype == "int" else value.astype(float)
+
+
+def _check_inputs(model: Model, dataset: Dataset) -> None:
+    """The data nodes and every dim's labels; observed values are not needed to simulate."""
+    for dim in model.dims:
+        if dim not in dataset.coords:
+            raise SpecError(f"model {model.name!r} needs labels for dim {dim!r}")
+    check_dataset(Model(model.name, tuple(model.data_nodes)), dataset)
+
+
+def _in_node(node: Param | Observed | Deterministic, model: Model, what: str, fn: Callable[[], np.ndarray]) -> np.ndarray:
+    """Run fn, naming the node (and its family) in any SpecError or NumPy error it raises."""
+    family = f" ({node.dist.family})" if isinstance(node, (Param, Observed)) else ""
+    try:
+        return fn()
+    except (ValueError, FloatingPointError) as err:
+        raise SpecError(f"model {model.name!r}, {what} {node.name!r}{family}: {err}") from err
+
+
+def simulate(
+    model: Model, dataset: Dataset, rng: np.random.Generator, substitutes: Mapping[str, Dist | None] | None = None
+) -> SimulatedData:
+    """Draw parameters from the prior and observations from the likelihood, once.
+
+    Walks the nodes in order: Data from ``dataset`` (its observed values, if any, are not
+    used), each Param from its prior, each Deterministic evaluated, each Observed from its
+    likelihood. A model with an improper prior (Flat, HalfFlat) or a Factor is refused with
+    :class:`ImproperPriorError` naming the nodes, unless ``substitutes`` states a proper
+    prior for each improper parameter and drops each factor (see :func:`substitute`).
+    """
+    substitutes = dict(substitutes or {})
+    proper = substitute(model, substitutes)
+    _check_simulable(proper)
+    _check_inputs(proper, dataset)
+    env: dict[str, np.ndarray] = {}
+    observed: dict[str, np.ndarray] = {}
+    for node in proper.nodes:
+        if isinstance(node, Data):
+            env[node.name] = _data_value(node, dataset)
+            continue
+        shape = dataset.shape(node.dims)
+        if isinstance(node, Param):
+            env[node.name] = _in_node(
+                node, proper, "parameter", lambda: draw(node.dist.family, dist_args(node.dist, env, shape), rng, shape)
+            )
+        elif isinstance(node, Deterministic):
+            env[node.name] = _in_node(
+                node, proper, "deterministic", lambda: np.broadcast_to(evaluate(node.expr, env), shape).astype(float)
+            )
+        elif isinstance(node, Observed):
+            observed[node.name] = _in_node(
+                node, proper, "observed", lambda: draw(node.dist.family, dist_args(node.dist, env, shape), rng, shape)
+            )
+    return SimulatedData(
+        truth={name: env[name] for name in proper.output_names},
+        dataset=Dataset(
+            values={**{d.name: env[d.name] for d in proper.data_nodes}, **observed},
+            coords=dict(dataset.coords),
+            source=f"simulated from the prior of {model.name!r} on {dataset.source or 'the given data'}",
+        ),
+        substituted=tuple(k for k, v in substitutes.items() if v is not None),
+        dropped=tuple(k for k, v in substitutes.items() if v is None),
+    )
+
+
+# --------------------------------------------------------------------------- likelihood
+
+
+def log_likelihood(model: Model, dataset: Dataset, values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The log-likelihood, summed over every Observed node and element, at parameter values.
+
+    ``values`` holds each Param's value with its node's shape, or with leading batch axes
+    (``(draws, *shape)``, ``(chain, draw, *shape)``), the same for every parameter; the
+    result has the batch shape (``()`` without one). Deterministics are recomputed from the
+    parameters (entries for them in ``values`` are ignored); factors and priors are not part
+    of the likelihood.
+    """
+    check_dataset(model, dataset)
+    batch_shape: tuple[int, ...] | None = None
+    for p in model.params:
+        if p.name not in values:
+            raise SpecError(f"model {model.name!r}: no value for parameter {p.name!r}")
+        shape, value_shape = dataset.shape(p.dims), np.shape(values[p.name])
+        lead = len(value_shape) - len(shape)
+        if lead < 0 or value_shape[lead:] != shape or (batch_shape is not None and value_shape[:lead] != batch_shape):
+            expected = shape if batch_shape is None else batch_shape + shape
+            raise SpecError(
+                f"model {model.name!r}: parameter {p.name!r} has values of shape {value_shape}, expected {expected}"
+                + (" (batch axes first)" if batch_shape is None else "")
+            )
+        batch_shape = value_shape[:lead]
+    batch_shape = batch_shape or ()
+    n = int(np.prod(batch_shape, dtype=np.int64))
+    env: dict[str, np.ndarray] = {}
+    batched: set[str] = set()
+    total = np.zeros(n)
+    for node in model.nodes:
+        if isinstance(node, Data):
+            env[node.name] = _data_value(node, dataset)
+            continue
+        if isinstance(node, Factor):
+            continue
+        shape = dataset.shape(node.dims)
+        if isinstance(node, Param):
+            env[node.name] = np.asarray(values[node.name], dtype=float).reshape((n, *shape))
+            batched.add(node.name)
+        elif isinstance(node, Deterministic):
+            value = _in_node(node, model, "deterministic", lambda: evaluate(node.expr, env, batched))
+            if free_vars(node.expr) & batched:
+                value = value.reshape(value.shape[:1] + (1,) * (len(shape) + 1 - value.ndim) + value.shape[1:])
+                env[node.name] = np.broadcast_to(value, (n, *shape))
+                batched.add(node.name)
+            else:
+                env[node.name] = np.broadcast_to(value, shape)
+        elif isinstance(node, Observed):
+            y = _data_value(node, dataset)
+            lp = _in_node(node, model, "observed", lambda: logpdf(node.dist.family, y, dist_args(node.dist, env, shape, batched)))
+            total = total + lp.reshape(lp.shape[: lp.ndim - len(shape)] + (-1,)).sum(axis=-1)
+    return total.reshape(batch_shape)
+
+
+__all__ = [
+    "DISCRETE", "FUNCTIONS", "IMPROPER", "PARAMS", "ImproperPriorError", "SimulatedData", "dist_args", "draw",
+    "evaluate", "log_likelihood", "logpdf", "simulate", "substitute",
+]
