@@ -94,7 +94,8 @@ def test_functions_cover_the_spec():
     x = s.Var("x")
     env = {"x": np.array([-0.5, 0.5, 3.0])}
     expr = s.where((x < 0) | (x > 2), s.inv_logit(x), s.logit(s.inv_logit(x)) + s.sqrt(s.exp(x)) - s.log1p(x))
-    want = np.where((env["x"] < 0) | (env["x"] > 2), 1 / (1 + np.exp(-env["x"])), env["x"] + np.exp(env["x"] / 2) - np.log1p(env["x"]))
+    v = env["x"]
+    want = np.where((v < 0) | (v > 2), 1 / (1 + np.exp(-v)), v + np.exp(v / 2) - np.log1p(v))
     np.testing.assert_allclose(s.evaluate(expr, env, nm.FUNCTIONS), want, rtol=1e-14)
 
 
@@ -315,7 +316,8 @@ def test_simulate_needs_the_data_not_the_observations():
     assert np.all(sim.dataset.values["successes"] <= dataset.values["trials"])
     s.check_dataset(model, sim.dataset)
     with pytest.raises(s.SpecError, match="needs data 'trials'"):
-        nm.simulate(model, s.Dataset({"group_idx": dataset.values["group_idx"], "treated": dataset.values["treated"]}, dataset.coords), np.random.default_rng(3))
+        no_trials = {k: dataset.values[k] for k in ("group_idx", "treated")}
+        nm.simulate(model, s.Dataset(no_trials, dataset.coords), np.random.default_rng(3))
 
 
 # --------------------------------------------------------------------------- log-likelihood
@@ -349,7 +351,10 @@ def test_batched_log_likelihood_equals_one_draw_at_a_time(parametrization):
     model = builtin.spec(parametrization, dataset)
     rng = np.random.default_rng(9)
     truths = [nm.simulate(model, dataset, rng).truth for _ in range(12)]
-    values = {p.name: np.array([t[p.name] for t in truths]).reshape((3, 4) + np.shape(truths[0][p.name])) for p in model.params}
+    values = {}
+    for p in model.params:
+        stacked = np.array([t[p.name] for t in truths])
+        values[p.name] = stacked.reshape((3, 4) + stacked.shape[1:])  # 12 draws as (chain 3, draw 4)
     batched = nm.log_likelihood(model, dataset, values)
     one_at_a_time = [nm.log_likelihood(model, dataset, {k: v[i // 4, i % 4] for k, v in values.items()}) for i in range(12)]
     assert batched.shape == (3, 4)

@@ -509,7 +509,8 @@ def log_likelihood(model: Model, dataset: Dataset, values: Mapping[str, np.ndarr
                 env[node.name] = np.broadcast_to(value, shape)
         elif isinstance(node, Observed):
             y = _data_value(node, dataset)
-            lp = _in_node(node, model, "observed", lambda: logpdf(node.dist.family, y, dist_args(node.dist, env, shape, batched)))
+            args = _in_node(node, model, "observed", lambda: dist_args(node.dist, env, shape, batched))
+            lp = logpdf(node.dist.family, y, args)
             total = total + lp.reshape(lp.shape[: lp.ndim - len(shape)] + (-1,)).sum(axis=-1)
     return total.reshape(batch_shape)
 
