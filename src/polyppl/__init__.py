@@ -12,13 +12,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "run": "polyppl.runner",
-    "sample": "polyppl.runner",
-    "RunResult": "polyppl.runner",
-    "SamplerSettings": "polyppl.settings",
-    "compare": "polyppl.compare",
-    "Comparison": "polyppl.compare",
-    "run_repro": "polyppl.repro",
+    "sample": "polyppl.execution.fit",
+    "run": "polyppl.execution.fit",
+    "fit": "polyppl.execution.fit",
+    "FitResult": "polyppl.execution.fit",
+    "FitRequest": "polyppl.execution.request",
+    "FitRecord": "polyppl.execution.record",
+    "SamplerSettings": "polyppl.inference.methods",
+    "Problem": "polyppl.models",
+    "resolve": "polyppl.models",
+    "compare": "polyppl.studies.compare",
+    "Comparison": "polyppl.studies.compare",
+    "run_repro": "polyppl.studies.repro",
 }
 
 __all__ = ["__version__", *_API]

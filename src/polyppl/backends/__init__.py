@@ -1,94 +1,56 @@
-"""Backends: one module per probabilistic programming library.
+"""Backends, by name: ``get_backend("stan")``. A column of a comparison may name an engine
+too, ``stan:pystan``; :func:`parse_column` splits it.
 
-Each module exposes the same three plain functions:
-
-* ``sample(model, dataset, settings) -> BackendDraws``: run NUTS;
-* ``log_density(model, dataset) -> LogDensity``: the compiled unconstrained log density
-  (Jacobians included) and its gradient, for checking that compilers agree;
-* ``versions() -> dict``: the versions of the packages that ran.
-
-Nothing outside these modules knows a backend's own names for anything.
+Adding a backend is a package beside these three (a ``Backend`` declaration in its
+``__init__`` and a compiler module) and a line in :data:`BACKENDS`.
 """
 
 from __future__ import annotations
 
-import importlib
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
-import numpy as np
+from polyppl.backends import numpyro, pymc, stan
+from polyppl.backends.base import Backend, CompiledModel, Engine
+from polyppl.errors import UserError, unknown
 
-from polyppl.errors import unknown
-
-BACKENDS = ("pymc", "numpyro", "stan")
-
-#: Per-draw sampler statistics every backend reports, under these names.
-STAT_NAMES = ("diverging", "tree_depth", "n_steps", "energy", "step_size", "acceptance_rate", "lp")
+BACKENDS: dict[str, Backend] = {b.name: b for b in (pymc.BACKEND, numpyro.BACKEND, stan.BACKEND)}
 
 
-@dataclass
-class Timings:
-    """Wall-clock seconds of each phase of one multi-chain run.
-
-    ``split`` says how warm-up and sampling were told apart: ``measured`` (separate
-    calls), ``engine`` (the engine's own per-chain report) or ``gradients`` (the
-    engine reports only the total, split in proportion to gradient evaluations).
-    """
-
-    compile_seconds: float
-    warmup_seconds: float
-    sampling_seconds: float
-    split: str
-    compile_cached: bool = False
-
-
-@dataclass
-class BackendDraws:
-    """What a backend hands back: plain arrays, named as in the specification."""
-
-    posterior: dict[str, np.ndarray]  # name -> (chain, draw, *shape)
-    stats: dict[str, np.ndarray]  # STAT_NAMES -> (chain, draw)
-    warmup_gradient_evaluations: int
-    timings: Timings
-    engine: str
-    messages: list[str] = field(default_factory=list)
-
-
-@dataclass
-class LogDensity:
-    """An unconstrained log density: parameter name -> array in, (logp, gradient) out."""
-
-    shapes: Mapping[str, tuple[int, ...]]
-    function: Callable[[Mapping[str, np.ndarray]], tuple[float, dict[str, np.ndarray]]]
-
-    def __call__(self, point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
-        return self.function(point)
-
-
-def load(name: str) -> ModuleType:
+def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise unknown("backend", name, BACKENDS)
-    return importlib.import_module(f"polyppl.backends.{name}_backend")
+    return BACKENDS[name]
 
 
-def split_by_gradients(total: float, warmup_steps: int, sampling_steps: int) -> tuple[float, float]:
-    steps = warmup_steps + sampling_steps
-    if steps == 0:
-        return 0.0, total
-    return total * warmup_steps / steps, total * sampling_steps / steps
+@dataclass(frozen=True)
+class Column:
+    """One column of a comparison: a backend and, optionally, the engine it must use.
+    ``label`` is what the user wrote (``stan`` or ``stan:pystan``)."""
+
+    backend: str
+    engine: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}:{self.engine}" if self.engine else self.backend
 
 
-def tree_depth_from_steps(n_steps: np.ndarray) -> np.ndarray:
-    """Tree depth of a NUTS trajectory of n leapfrog steps: 2^(d-1) <= n < 2^d."""
-    return np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1
+def parse_column(text: str) -> Column:
+    """``pymc``, ``stan:cmdstanpy``: a backend name and an optional engine, both checked."""
+    name, _, engine = text.strip().partition(":")
+    backend = get_backend(name)
+    if engine:
+        backend.engine(engine)
+    return Column(name, engine or None)
 
 
-@contextmanager
-def stopwatch() -> Iterator[Callable[[], float]]:
-    start = time.perf_counter()
-    end: list[float] = []
-    yield lambda: (end[0] if end else time.perf_counter()) - start
-    end.append(time.perf_counter())
+def parse_columns(texts: list[str] | None) -> list[Column]:
+    """The columns asked for (every backend for None or an empty list), checked."""
+    columns = [parse_column(t) for t in texts] if texts else [Column(name) for name in BACKENDS]
+    labels = [c.label for c in columns]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"a backend appears twice in {','.join(labels)}")
+    return columns
+
+
+__all__ = ["BACKENDS", "Backend", "Column", "CompiledModel", "Engine", "get_backend", "parse_column", "parse_columns"]

@@ -1,10 +1,15 @@
-"""The built-in models, by name."""
+"""Models and their front ends: the built-in models by name, a user's model from a Python
+file (``path/to/file.py:NAME``), and (``formula``) lme4/brms formulas. Each becomes a
+:class:`Problem`: a spec model with its data."""
 
 from __future__ import annotations
 
-from polyppl.errors import unknown
+from pathlib import Path
+
+from polyppl.errors import UserError, unknown
 from polyppl.models import beta_binomial, eight_schools, multilevel_logistic
-from polyppl.models.base import BuiltinModel, DecisionDraws, Scenario
+from polyppl.models.base import BuiltinModel, Labels, Problem, Scenario, ShrinkagePanel
+from polyppl.models.user import is_user_model, load_user_model
 
 MODELS: dict[str, BuiltinModel] = {
     m.name: m for m in (multilevel_logistic.MODEL, beta_binomial.MODEL, eight_schools.MODEL)
@@ -17,18 +22,17 @@ def get_model(name: str) -> BuiltinModel:
     return MODELS[name]
 
 
-__all__ = ["MODELS", "BuiltinModel", "DecisionDraws", "Scenario", "builtin_stan_programs", "get_model"]
+def resolve(model: str, scenario: str | None = None, data: str | Path | None = None,
+            parametrization: str | None = None) -> Problem:
+    """A built-in model's name or ``FILE.py:NAME``, with its data, as a :class:`Problem`.
+    Bad input fails here, before anything is sampled or written."""
+    if is_user_model(model):
+        if scenario is not None:
+            raise UserError(f"{model} is a user model: give its data with --data FILE.csv, not --scenario")
+        if parametrization is not None:
+            raise UserError(f"{model} is a user model: --parametrization applies to built-in models only")
+        return load_user_model(model, Path(data) if data is not None else None)
+    return get_model(model).problem(scenario, Path(data) if data is not None else None, parametrization)
 
 
-def builtin_stan_programs() -> dict[str, str]:
-    """The checked-in ``stan_models/*.stan``: each built-in model and parametrization on its
-    default scenario. The default parametrization has the plain name."""
-    from polyppl.backends.stan_program import stan_program
-
-    out = {}
-    for model in MODELS.values():
-        dataset = model.dataset()
-        for p in model.parametrizations:
-            suffix = "" if p == model.default_parametrization else f"_{p}"
-            out[f"{model.name.replace('-', '_')}{suffix}.stan"] = stan_program(model.spec(p, dataset))
-    return out
+__all__ = ["MODELS", "BuiltinModel", "Labels", "Problem", "Scenario", "ShrinkagePanel", "get_model", "resolve"]

@@ -1,10 +1,12 @@
-"""What a built-in model is: a specification, scenarios, a CSV reader and its decisions."""
+"""What a model is to the rest of polyppl: a :class:`Problem` (a spec model with its data and
+labels), and, for a built-in model, what it knows beyond its spec (:class:`BuiltinModel`):
+scenarios, a CSV reader, an exact reference, a shrinkage panel, synthetic data for sweeps."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -14,14 +16,52 @@ from polyppl.spec import Dataset, Model
 if TYPE_CHECKING:
     import xarray as xr
 
-#: Decision quantities as draws: {"prob_beats": {"B>C": indicator array (chain, draw)}}.
-DecisionDraws = dict[str, dict[str, np.ndarray]]
+
+@dataclass(frozen=True)
+class Labels:
+    """How a fit is named in files and shown; not an input of any result."""
+
+    model: str
+    scenario: str = "data"
+    parametrization: str | None = None
 
 
 @dataclass(frozen=True)
 class Scenario:
     description: str
     dataset: Callable[[], Dataset]
+
+
+@dataclass(frozen=True)
+class ShrinkagePanel:
+    """Observed rates (or effects) and their posteriors per variant, group cell or school."""
+
+    labels: list[str]
+    observed: np.ndarray
+    draws: dict[str, np.ndarray]  # source -> (samples, len(labels))
+    grand: float
+    grand_label: str
+    what: str  # the axis label
+
+
+@dataclass(frozen=True)
+class SweepLine:
+    """Sizes along one line of a scaling sweep (``{"groups": 8, "rows_per_cell": n}``) and the
+    data form (``counts`` or ``rows``)."""
+
+    sizes: dict[str, int]
+    form: str = "counts"
+
+
+@dataclass(frozen=True)
+class Sweeps:
+    """A model's scaling sweeps: the size names, synthetic data of any size, and the quick
+    and full lines of points."""
+
+    size_names: tuple[str, ...]
+    synthetic: Callable[[dict[str, int], str], Dataset]
+    quick: tuple[SweepLine, ...]
+    full: tuple[SweepLine, ...]
 
 
 @dataclass(frozen=True)
@@ -35,7 +75,16 @@ class BuiltinModel:
     build: Callable[[str, Dataset], Model]
     read_csv: Callable[[Path], Dataset]
     csv_layouts: tuple[str, ...]
-    decisions: Callable[["xr.Dataset"], DecisionDraws]
+    #: Independent draws of the exact posterior, ``(dataset, n, seed) -> {name: (n, *shape)}``
+    #: for ``compare --reference exact``; None where there is none.
+    exact_draws: Callable[[Dataset, int, int], dict[str, np.ndarray]] | None = None
+    #: Observed values beside their posteriors, for the report's shrinkage figure.
+    shrinkage: Callable[[Problem, Mapping[str, xr.Dataset]], ShrinkagePanel | None] | None = None
+    #: Scenarios whose side-by-side posteriors show shrinkage (the seed's boxplot), and the
+    #: vector variable they are drawn for.
+    scenario_contrast: tuple[str, ...] = ()
+    contrast_variable: str = ""
+    sweeps: Sweeps | None = None
 
     @property
     def default_scenario(self) -> str:
@@ -60,3 +109,50 @@ class BuiltinModel:
         if parametrization not in self.parametrizations:
             raise unknown(f"parametrization of {self.name}", parametrization, self.parametrizations)
         return self.build(parametrization, dataset)
+
+    def problem(self, scenario: str | None = None, data: Path | None = None, parametrization: str | None = None) -> Problem:
+        dataset = self.dataset(scenario, data)
+        parametrization = parametrization or self.default_parametrization
+        label = scenario or (Path(data).stem if data is not None else self.default_scenario)
+        return Problem(self.spec(parametrization, dataset), dataset, Labels(self.name, label, parametrization), self)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A model with its data, and how to name it: what a fit, a comparison or a study runs.
+    ``builtin`` is the built-in model it came from, whose extra knowledge applies; None for
+    a user's model or a formula."""
+
+    model: Model
+    dataset: Dataset
+    labels: Labels
+    builtin: BuiltinModel | None = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.labels.model
+
+    @property
+    def scenario(self) -> str:
+        return self.labels.scenario
+
+    @property
+    def parametrization(self) -> str | None:
+        return self.labels.parametrization
+
+    def describe(self) -> str:
+        form = f" ({self.parametrization})" if self.parametrization else ""
+        return f"{self.name}{form}, data: {self.dataset.source or self.scenario}"
+
+
+def rates_panel(labels: list[str], trials: Any, successes: Any, draws: dict[str, np.ndarray], what: str) -> ShrinkagePanel:
+    """Observed success rates against their posteriors, with the pooled rate as the line."""
+    trials, successes = np.asarray(trials, float), np.asarray(successes, float)
+    return ShrinkagePanel(labels, successes / trials, draws, float(successes.sum() / trials.sum()),
+                          f"grand rate (all {what} pooled)", "success rate")
+
+
+def stack_draws(values: xr.DataArray) -> np.ndarray:
+    """(chain, draw, k) draws as (samples, k)."""
+    array = values.values
+    return array.reshape(-1, *array.shape[2:])

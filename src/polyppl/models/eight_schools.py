@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from polyppl import spec as s
 from polyppl.errors import UserError
 from polyppl.models import csvdata
-from polyppl.models.base import BuiltinModel, DecisionDraws, Scenario
+from polyppl.models.base import BuiltinModel, Problem, Scenario, ShrinkagePanel, stack_draws
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -40,6 +39,7 @@ def build(parametrization: str, dataset: s.Dataset) -> s.Model:
             s.Param("tau", s.HalfCauchy(5.0)),
             s.Param("theta", s.Normal(s.Var("mu"), s.Var("tau")), ("school",)),
             s.Observed("y", s.Normal(s.Var("theta"), s.Var("sigma")), ("school",)),
+            s.prob("prob_effect_positive", s.Var("theta") > 0, ("school",), "P(effect > 0)"),
         ),
         description="Eight schools: theta ~ Normal(mu, tau), y ~ Normal(theta, sigma).",
     )
@@ -67,10 +67,13 @@ def read_csv(path: Path) -> s.Dataset:
     return make_dataset(schools, effects, stderrs, f"file {path}")
 
 
-def decisions(posterior: "xr.Dataset") -> DecisionDraws:
-    theta = posterior["theta"].transpose("chain", "draw", "school")
-    labels = [str(v) for v in theta["school"].values]
-    return {"prob_effect_positive": {lab: (theta.values[..., i] > 0).astype(float) for i, lab in enumerate(labels)}}
+def shrinkage(problem: Problem, posteriors: Mapping[str, xr.Dataset]) -> ShrinkagePanel:
+    y, sigma = (np.asarray(problem.dataset.values[k], float) for k in ("y", "sigma"))
+    weights = 1 / sigma**2
+    return ShrinkagePanel([str(v) for v in problem.dataset.coords["school"]], y,
+                          {name: stack_draws(p["theta"]) for name, p in posteriors.items()},
+                          float((weights * y).sum() / weights.sum()), "pooled estimate (precision-weighted mean)",
+                          "treatment effect")
 
 
 MODEL = BuiltinModel(
@@ -86,5 +89,5 @@ MODEL = BuiltinModel(
     build=build,
     read_csv=read_csv,
     csv_layouts=(",".join(COLUMNS),),
-    decisions=decisions,
+    shrinkage=shrinkage,
 )

@@ -1,0 +1,15 @@
+"""NumPyro: the spec becomes a NumPyro model function; NumPyro's NUTS runs it under JAX."""
+
+from polyppl.backends.base import Backend, Engine
+
+BACKEND = Backend(
+    name="numpyro",
+    engines=(
+        Engine("numpyro", "NumPyro's NUTS, compiled by XLA", packages=("numpyro", "jax", "jaxlib"),
+               chain_methods=("auto", "sequential", "parallel", "vectorized")),
+    ),
+    compiler="polyppl.backends.numpyro.compiler",
+    # float64 by default so that NumPyro computes the same numbers as PyMC and Stan; float32
+    # (JAX's own default) exists for the reproduction of what it does to NUTS.
+    options={"precision": ("float64", "float32")},
+)

@@ -1,0 +1,237 @@
+"""The NumPyro compiler: a specification becomes a NumPyro model function; NumPyro's NUTS
+samples it, in float64 by default so that it computes the same numbers as PyMC and Stan."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from polyppl.errors import UserError
+from polyppl.inference.draws import Draws, LogDensity, Timings, stopwatch, tree_depth_from_steps
+from polyppl.inference.methods import SamplerSettings
+from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from numpyro.distributions import constraints  # noqa: E402
+from numpyro.infer import MCMC, NUTS, init_to_uniform  # noqa: E402
+from numpyro.infer.util import potential_energy  # noqa: E402
+
+
+def configure_jax(precision: str) -> None:
+    """JAX's process-wide settings, made explicitly by ``compile`` (never on import):
+    the float precision, and a persistent cache of XLA executables outside the source tree
+    (beside the CmdStan cache), so the second run of a model skips XLA's compile, about half
+    of NumPyro's start-up here."""
+    jax.config.update("jax_enable_x64", precision == "float64")
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update(
+            "jax_compilation_cache_dir",
+            str(Path(os.environ.get("POLYPPL_CACHE", Path.home() / ".cache" / "polyppl")) / "jax"),
+        )
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+#: polyppl family -> function of the evaluated arguments (in FAMILIES order) and batch shape.
+DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
+    "normal": lambda shape, mu, sigma: dist.Normal(mu, sigma),
+    "half_normal": lambda shape, sigma: dist.HalfNormal(sigma),
+    "student_t": lambda shape, nu, mu, sigma: dist.StudentT(nu, mu, sigma),
+    "half_student_t": lambda shape, nu, sigma: dist.FoldedDistribution(dist.StudentT(nu, 0.0, sigma)),
+    "cauchy": lambda shape, mu, sigma: dist.Cauchy(mu, sigma),
+    "half_cauchy": lambda shape, sigma: dist.HalfCauchy(sigma),
+    "beta": lambda shape, alpha, beta: dist.Beta(alpha, beta),
+    "gamma": lambda shape, alpha, beta: dist.Gamma(alpha, beta),
+    "exponential": lambda shape, rate: dist.Exponential(rate),
+    "uniform": lambda shape, lower, upper: dist.Uniform(lower, upper),
+    "flat": lambda shape: dist.ImproperUniform(constraints.real, shape, ()),
+    "half_flat": lambda shape: dist.ImproperUniform(constraints.positive, shape, ()),
+    "binomial": lambda shape, n, p: dist.BinomialProbs(p, total_count=n),
+    "binomial_logit": lambda shape, n, logit_p: dist.BinomialLogits(logit_p, total_count=n),
+    "beta_binomial": lambda shape, n, alpha, beta: dist.BetaBinomial(alpha, beta, total_count=n),
+    "bernoulli": lambda shape, p: dist.BernoulliProbs(p),
+    "bernoulli_logit": lambda shape, logit_p: dist.BernoulliLogits(logit_p),
+    "poisson": lambda shape, rate: dist.Poisson(rate),
+}
+
+FUNCTIONS = {
+    "neg": jnp.negative,
+    "exp": jnp.exp,
+    "log": jnp.log,
+    "log1p": jnp.log1p,
+    "sqrt": jnp.sqrt,
+    "inv_logit": jax.nn.sigmoid,
+    "logit": jax.scipy.special.logit,
+    "where": jnp.where,
+    "|": jnp.logical_or,
+}
+
+
+def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distribution:
+    args = [evaluate(e, env, FUNCTIONS) for _, e in d.args]
+    out = DISTRIBUTIONS[d.family](shape, *args)
+    return out if tuple(out.batch_shape) == shape else out.expand(shape)
+
+
+def build(model: Model, dataset: Dataset) -> Callable[[], None]:
+    """A NumPyro model function that walks the specification in order."""
+    data = {
+        # Python's int and float: JAX gives them 64 bits when x64 is on, 32 when it is off.
+        n.name: jnp.asarray(np.asarray(dataset.values[n.name]), dtype=int if n.dtype == "int" else float)
+        for n in model.nodes
+        if isinstance(n, (Data, Observed))
+    }
+    shapes = {n.name: dataset.shape(getattr(n, "dims", ())) for n in model.nodes}
+
+    def numpyro_model() -> None:
+        env: dict = {}
+        for node in model.nodes:
+            if isinstance(node, Data):
+                env[node.name] = data[node.name]
+            elif isinstance(node, Param):
+                env[node.name] = numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]))
+            elif isinstance(node, Deterministic):
+                env[node.name] = numpyro.deterministic(node.name, evaluate(node.expr, env, FUNCTIONS))
+            elif isinstance(node, Factor):
+                numpyro.factor(node.name, evaluate(node.expr, env, FUNCTIONS))
+            elif isinstance(node, Observed):
+                numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]), obs=data[node.name])
+
+    return numpyro_model
+
+
+class _CompileClock:
+    """Seconds JAX spent tracing, lowering and compiling, and whether the persistent cache
+    answered (JAX's monitoring events)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.cache_hits = 0
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+        jax.monitoring.register_event_listener(self._count)
+
+    def _record(self, event: str, duration: float, **_: object) -> None:
+        if event.startswith("/jax/core/compile/"):
+            self.seconds += duration
+
+    def _count(self, event: str, **_: object) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            self.cache_hits += 1
+
+    def close(self) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._record)
+        jax.monitoring.unregister_event_listener(self._count)
+
+
+EXTRA_FIELDS = ("diverging", "num_steps", "energy", "accept_prob", "adapt_state.step_size", "potential_energy")
+
+
+def compile(model: Model, dataset: Dataset, engine: str, options: Mapping[str, str]) -> NumPyroModel:
+    """The model function. JAX traces and compiles it inside each method's first call,
+    whose compile time is measured there (JAX's own compile events)."""
+    configure_jax(options["precision"])
+    return NumPyroModel(build(model, dataset), model, dataset, options["precision"])
+
+
+class NumPyroModel:
+    compile_seconds = 0.0
+    compile_cached = False
+    engine = "numpyro"
+
+    def __init__(self, model_fn: Callable[[], None], model: Model, dataset: Dataset, precision: str) -> None:
+        self.model_fn, self.model, self.dataset, self.precision = model_fn, model, dataset, precision
+
+    def run(self, method: str, settings: SamplerSettings) -> Draws:
+        return getattr(self, method)(settings)
+
+    def log_density(self) -> LogDensity:
+        return _log_density(self.model_fn, self.model, self.dataset)
+
+    def nuts(self, settings: SamplerSettings) -> Draws:
+        """NumPyro's NUTS, warm-up and sampling as two calls, so both are timed directly;
+        the time JAX spends compiling inside them is reported as compile time."""
+        return _nuts(self.model_fn, self.model, settings, self.precision)
+
+
+def _nuts(model_fn: Callable[[], None], model: Model, settings: SamplerSettings, precision: str) -> Draws:
+    kernel = NUTS(
+        model_fn,
+        target_accept_prob=settings.target_accept,
+        max_tree_depth=settings.max_tree_depth,
+        init_strategy=init_to_uniform(radius=2.0),
+    )
+    # "auto" is vectorized: one compiled loop for all chains, measured fastest for small
+    # models on a 2-core CPU (benchmarks/RESULTS.md).
+    chain_method = "vectorized" if settings.chain_method == "auto" else settings.chain_method
+    if chain_method == "parallel" and jax.local_device_count() < settings.chains:
+        # NumPyro would fall back to sequential chains with only a warning.
+        raise UserError(
+            f"parallel NumPyro chains need one host device per chain: {jax.local_device_count()} for "
+            f"{settings.chains} chains; set XLA_FLAGS=--xla_force_host_platform_device_count={settings.chains} "
+            "before Python starts"
+        )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=settings.tune,
+        num_samples=settings.draws,
+        num_chains=settings.chains,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
+    clock = _CompileClock()
+    try:
+        key = jax.random.PRNGKey(settings.seed)
+        with stopwatch() as warmup:
+            mcmc.warmup(key, extra_fields=("num_steps",), collect_warmup=True)
+            warmup_steps = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
+        compile_in_warmup = clock.seconds
+        with stopwatch() as sampling:
+            mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=EXTRA_FIELDS)
+            samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+            fields = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+        compile_seconds = clock.seconds
+    finally:
+        clock.close()
+    posterior = {name: samples[name] for name in model.output_names}
+    n_steps = fields["num_steps"].astype(np.int64)
+    stats = {
+        "diverging": fields["diverging"].astype(bool),
+        "tree_depth": tree_depth_from_steps(n_steps),
+        "n_steps": n_steps,
+        "energy": fields["energy"],
+        "step_size": fields["adapt_state.step_size"],
+        "acceptance_rate": fields["accept_prob"],
+        "lp": -fields["potential_energy"],
+    }
+    return Draws(
+        posterior=posterior,
+        stats=stats,
+        warmup_gradient_evaluations=warmup_steps,
+        timings=Timings(
+            compile_seconds=compile_seconds,
+            warmup_seconds=max(warmup() - compile_in_warmup, 0.0),
+            sampling_seconds=max(sampling() - (compile_seconds - compile_in_warmup), 0.0),
+            split="measured",
+            compile_cached=clock.cache_hits > 0,
+        ),
+        engine=f"numpyro-nuts ({chain_method} chains, {precision})",
+    )
+
+
+def _log_density(numpyro_model: Callable[[], None], model: Model, dataset: Dataset) -> LogDensity:
+    shapes = {p.name: dataset.shape(p.dims) for p in model.params}
+
+    def negative(params):
+        return potential_energy(numpyro_model, (), {}, params)
+
+    value_and_grad = jax.jit(jax.value_and_grad(negative))
+
+    def function(point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+        value, grad = value_and_grad({k: jnp.asarray(v, dtype=float) for k, v in point.items()})
+        return -float(value), {k: -np.asarray(g) for k, g in grad.items()}
+
+    return LogDensity(shapes, function)

@@ -1,0 +1,235 @@
+"""The PyMC compiler: a specification becomes a ``pm.Model``, sampled by PyMC's own NUTS,
+nutpie's or NumPyro's (the engines declared in ``__init__``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Mapping
+
+import numpy as np
+
+from polyppl.inference.draws import STAT_NAMES, Draws, LogDensity, Timings, split_by_gradients, stopwatch
+from polyppl.inference.methods import SamplerSettings
+from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
+
+import pymc as pm  # noqa: E402  (after the polyppl imports: keeps import errors readable)
+import pytensor.tensor as pt  # noqa: E402
+
+#: polyppl family -> (PyMC class, {polyppl argument: PyMC argument}).
+DISTRIBUTIONS = {
+    "normal": (pm.Normal, {"mu": "mu", "sigma": "sigma"}),
+    "half_normal": (pm.HalfNormal, {"sigma": "sigma"}),
+    "student_t": (pm.StudentT, {"nu": "nu", "mu": "mu", "sigma": "sigma"}),
+    "half_student_t": (pm.HalfStudentT, {"nu": "nu", "sigma": "sigma"}),
+    "cauchy": (pm.Cauchy, {"mu": "alpha", "sigma": "beta"}),
+    "half_cauchy": (pm.HalfCauchy, {"sigma": "beta"}),
+    "beta": (pm.Beta, {"alpha": "alpha", "beta": "beta"}),
+    "gamma": (pm.Gamma, {"alpha": "alpha", "beta": "beta"}),
+    "exponential": (pm.Exponential, {"rate": "lam"}),
+    "uniform": (pm.Uniform, {"lower": "lower", "upper": "upper"}),
+    "flat": (pm.Flat, {}),
+    "half_flat": (pm.HalfFlat, {}),
+    "binomial": (pm.Binomial, {"n": "n", "p": "p"}),
+    "binomial_logit": (pm.Binomial, {"n": "n", "logit_p": "logit_p"}),
+    "beta_binomial": (pm.BetaBinomial, {"n": "n", "alpha": "alpha", "beta": "beta"}),
+    "bernoulli": (pm.Bernoulli, {"p": "p"}),
+    "bernoulli_logit": (pm.Bernoulli, {"logit_p": "logit_p"}),
+    "poisson": (pm.Poisson, {"rate": "mu"}),
+}
+
+FUNCTIONS = {
+    "neg": lambda x: -x,
+    "exp": pt.exp,
+    "log": pt.log,
+    "log1p": pt.log1p,
+    "sqrt": pt.sqrt,
+    "inv_logit": pm.math.invlogit,
+    "logit": pm.math.logit,
+    "where": pt.switch,
+    "|": pt.or_,
+}
+
+
+def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **kwargs):
+    cls, names = DISTRIBUTIONS[dist.family]
+    args = {names[k]: evaluate(e, env, FUNCTIONS) for k, e in dist.args}
+    return cls(name, **args, dims=dims or None, **kwargs)
+
+
+def build(model: Model, dataset: Dataset) -> pm.Model:
+    """Walk the specification once, in order, adding each node to a PyMC model."""
+    coords = {d: list(dataset.coords[d]) for d in model.dims}
+    with pm.Model(coords=coords) as pymc_model:
+        env: dict = {}
+        for node in model.nodes:
+            if isinstance(node, Data):
+                dtype = "int64" if node.dtype == "int" else "float64"
+                env[node.name] = pt.as_tensor_variable(np.asarray(dataset.values[node.name], dtype=dtype))
+            elif isinstance(node, Param):
+                env[node.name] = _random_variable(node.name, node.dist, env, node.dims)
+            elif isinstance(node, Deterministic):
+                env[node.name] = pm.Deterministic(node.name, evaluate(node.expr, env, FUNCTIONS), dims=node.dims or None)
+            elif isinstance(node, Factor):
+                pm.Potential(node.name, evaluate(node.expr, env, FUNCTIONS))
+            elif isinstance(node, Observed):
+                _random_variable(node.name, node.dist, env, node.dims, observed=np.asarray(dataset.values[node.name]))
+    return pymc_model
+
+
+def _quiet() -> None:
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pymc")
+
+
+def compile(model: Model, dataset: Dataset, engine: str, options: Mapping[str, str]) -> PyMCModel:
+    """Build the PyMC model. PyMC compiles its log density lazily, inside ``pm.sample``,
+    so compile time is measured there (everything but the sampling loop)."""
+    _quiet()
+    return PyMCModel(build(model, dataset), model, engine)
+
+
+class PyMCModel:
+    """A spec compiled to a ``pm.Model``, run by one of the PyMC backend's engines."""
+
+    compile_seconds = 0.0
+    compile_cached = False
+
+    def __init__(self, pymc_model: pm.Model, model: Model, engine: str) -> None:
+        self.pymc_model, self.model, self.engine = pymc_model, model, engine
+
+    def run(self, method: str, settings: SamplerSettings) -> Draws:
+        return getattr(self, method)(settings)
+
+    def nuts(self, settings: SamplerSettings) -> Draws:
+        """PyMC's NUTS (or NumPyro's through ``pm.sample``). PyMC times only its sampling
+        loop; compile, initial points and process start-up are the rest of the call
+        (reported as compile time)."""
+        if self.engine == "nutpie":
+            return _sample_nutpie(self.pymc_model, self.model, settings)
+        init = {"default": "jitter+adapt_diag", "advi": "advi", "uniform": "adapt_diag"}[settings.init]
+        kwargs = _sampler_kwargs(self.engine, settings)
+        if settings.init == "uniform":
+            kwargs["initvals"] = _uniform_initvals(self.pymc_model, settings)
+        with self.pymc_model, stopwatch() as elapsed:
+            idata = pm.sample(
+                draws=settings.draws,
+                tune=settings.tune,
+                chains=settings.chains,
+                random_seed=settings.seed,
+                nuts_sampler=self.engine,
+                init=init,
+                target_accept=settings.target_accept,
+                max_treedepth=settings.max_tree_depth,
+                progressbar=False,
+                compute_convergence_checks=False,
+                discard_tuned_samples=False,
+                idata_kwargs={"log_likelihood": False},
+                **kwargs,
+            )
+        total = elapsed()
+        loop = float(idata.sample_stats.attrs.get("sampling_time", total))
+        posterior = {name: idata.posterior[name].values for name in self.model.output_names}
+        ss = idata.sample_stats
+        # NumPyro's NUTS through PyMC keeps no warm-up statistics.
+        warm = idata.warmup_sample_stats if "warmup_sample_stats" in idata else {}
+        stats = _stats(ss, _PYMC_STATS)
+        warmup_steps = int(warm["n_steps"].values.sum()) if "n_steps" in warm else 0
+        warmup_s, sampling_s = split_by_gradients(loop, warmup_steps, int(stats["n_steps"].sum()))
+        return Draws(
+            posterior=posterior,
+            stats=stats,
+            warmup_gradient_evaluations=warmup_steps,
+            timings=Timings(max(total - loop, 0.0), warmup_s, sampling_s, split="gradients"),
+            engine=("pymc-nuts" if self.engine == "pymc" else f"{self.engine}-nuts via pymc")
+            + (f" ({settings.chain_method} chains)" if settings.chain_method != "auto" else ""),
+        )
+
+    def log_density(self) -> LogDensity:
+        return _log_density(self.pymc_model, self.model)
+
+
+#: polyppl's statistic names (STAT_NAMES) -> the sampler's, in PyMC's InferenceData.
+_PYMC_STATS = {name: name for name in STAT_NAMES}
+_NUTPIE_STATS = {**_PYMC_STATS, "tree_depth": "depth", "acceptance_rate": "mean_tree_accept", "lp": "logp"}
+_STAT_TYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
+
+
+def _stats(sample_stats, names: Mapping[str, str]) -> dict[str, np.ndarray]:
+    return {ours: sample_stats[theirs].values.astype(_STAT_TYPES.get(ours, float)) for ours, theirs in names.items()}
+
+
+def _sampler_kwargs(engine: str, settings: SamplerSettings) -> dict:
+    """How chains run: processes for PyMC's own NUTS, NumPyro's chain method for its NUTS
+    (nutpie's threads: ``_sample_nutpie``). The backend's declaration has already refused
+    combinations an engine lacks."""
+    method = settings.chain_method
+    if engine == "pymc":
+        return {"cores": 1 if method == "sequential" else min(settings.chains, os.cpu_count() or 1)}
+    return {"nuts_sampler_kwargs": {"chain_method": "parallel" if method == "parallel" else "vectorized"}}
+
+
+def _sample_nutpie(pymc_model: pm.Model, model: Model, settings: SamplerSettings) -> Draws:
+    """nutpie's NUTS (Rust) on the model compiled by Numba. Called directly rather than
+    through ``pm.sample``, which drops the tree-depth limit and times nothing but sampling.
+    nutpie chooses its own initial points (jittered around zero, unconstrained)."""
+    import nutpie
+
+    with stopwatch() as compile_elapsed:
+        compiled = nutpie.compile_pymc_model(pymc_model)
+    cores = 1 if settings.chain_method == "sequential" else min(settings.chains, os.cpu_count() or 1)
+    with stopwatch() as elapsed:
+        idata = nutpie.sample(
+            compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=cores,
+            seed=settings.seed, target_accept=settings.target_accept, maxdepth=settings.max_tree_depth,
+            save_warmup=True, progress_bar=False,
+        )
+    stats = _stats(idata.sample_stats, _NUTPIE_STATS)
+    warmup_steps = int(idata.warmup_sample_stats["n_steps"].values.sum()) if settings.tune else 0
+    warmup_s, sampling_s = split_by_gradients(elapsed(), warmup_steps, int(stats["n_steps"].sum()))
+    return Draws(
+        posterior={name: idata.posterior[name].values for name in model.output_names},
+        stats=stats,
+        warmup_gradient_evaluations=warmup_steps,
+        timings=Timings(compile_elapsed(), warmup_s, sampling_s, split="gradients"),
+        engine="nutpie-nuts via pymc (numba)" + (" (sequential chains)" if cores == 1 and settings.chains > 1 else ""),
+    )
+
+
+def _uniform_initvals(pymc_model: pm.Model, settings: SamplerSettings) -> list[dict]:
+    """uniform(-2, 2) on the unconstrained scale, per chain, as Stan and NumPyro do."""
+    rng = np.random.default_rng(settings.seed)
+    point = pymc_model.initial_point()
+    out = []
+    for _ in range(settings.chains):
+        values = {}
+        for rv in pymc_model.free_RVs:
+            value_var = pymc_model.rvs_to_values[rv]
+            shape = np.shape(point[value_var.name])
+            z = rng.uniform(-2, 2, size=shape)
+            transform = pymc_model.rvs_to_transforms.get(rv)
+            values[rv.name] = transform.backward(z, *rv.owner.inputs).eval() if transform is not None else z
+        out.append(values)
+    return out
+
+
+def _log_density(pymc_model: pm.Model, model: Model) -> LogDensity:
+    logp = pymc_model.compile_logp(jacobian=True)
+    dlogp = pymc_model.compile_dlogp(jacobian=True)
+    value_names = {rv.name: pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs}
+    shapes = {name: np.shape(v) for name, v in pymc_model.initial_point().items()}
+    param_shapes = {p.name: shapes[value_names[p.name]] for p in model.params}
+
+    def function(point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+        values = {value_names[k]: np.asarray(v, dtype=float) for k, v in point.items()}
+        gradient = np.asarray(dlogp(values))
+        out, offset = {}, 0
+        # compile_dlogp concatenates gradients in the order of value_vars.
+        for rv in pymc_model.free_RVs:
+            size = int(np.prod(param_shapes[rv.name], dtype=int))
+            out[rv.name] = gradient[offset : offset + size].reshape(param_shapes[rv.name])
+            offset += size
+        return float(logp(values)), out
+
+    return LogDensity(param_shapes, function)

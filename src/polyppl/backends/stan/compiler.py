@@ -1,0 +1,332 @@
+"""The Stan backend's compiler: the generated program (``program.py``), compiled once by one
+of two engines, and methods run on it.
+
+* ``cmdstanpy``: executables are cached under ``$POLYPPL_CACHE/cmdstan/<hash>`` (default
+  ``~/.cache/polyppl``), the hash covering the program, the CmdStan version and the C++
+  compiler, so a second run in a new process does not compile. Each run writes its CSV
+  files to a folder of its own, removed once read (several runs at once never share one).
+* ``pystan`` (PyStan 3 / httpstan): httpstan caches compiled models in its own cache
+  directory, keyed by the program and the httpstan (hence Stan) version.
+
+Both give the same draws layout, the seven sampler statistics under polyppl's names, warm-up
+and sampling times from Stan's own per-chain report, and gradient counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from polyppl.backends.stan import cmdstan_version, cxx_version
+from polyppl.backends.stan.program import stan_data, stan_program
+from polyppl.inference.draws import Draws, LogDensity, Timings, stopwatch
+from polyppl.inference.methods import SamplerSettings
+from polyppl.spec import Dataset, Model, Param
+
+warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+
+#: Stan's per-draw sampler columns -> polyppl's names.
+STAT_COLUMNS = {
+    "divergent__": "diverging",
+    "treedepth__": "tree_depth",
+    "n_leapfrog__": "n_steps",
+    "energy__": "energy",
+    "stepsize__": "step_size",
+    "accept_stat__": "acceptance_rate",
+    "lp__": "lp",
+}
+# Stan prints "Elapsed Time: 0.05 seconds (Warm-up)" and, on the next line, "0.04 seconds (Sampling)".
+_ELAPSED = re.compile(r"([0-9.eE+-]+) seconds \((Warm-up|Sampling)\)")
+
+
+def compile(model: Model, dataset: Dataset, engine: str, options: Mapping[str, str]) -> StanModel:
+    program = stan_program(model)
+    data = stan_data(model, dataset)
+    runner = CmdStanPyEngine(program) if engine == "cmdstanpy" else PyStanEngine(program, data)
+    return StanModel(model, dataset, program, data, runner)
+
+
+class StanModel:
+    """The generated program, compiled by one engine."""
+
+    def __init__(self, model: Model, dataset: Dataset, program: str, data: dict, runner: CmdStanPyEngine | PyStanEngine):
+        self.model, self.dataset, self.program, self.data, self.runner = model, dataset, program, data, runner
+        self.engine = runner.name
+        self.compile_seconds = runner.compile_seconds
+        self.compile_cached = runner.compile_cached
+
+    def run(self, method: str, settings: SamplerSettings) -> Draws:
+        return getattr(self, method)(settings)
+
+    def nuts(self, settings: SamplerSettings) -> Draws:
+        columns, warmup_steps, warmup_s, sampling_s, total = self.runner.nuts(self.data, settings)
+        shapes = {n: self.dataset.shape(getattr(self.model[n], "dims", ())) for n in self.model.output_names}
+        stats = {ours: columns[theirs] for theirs, ours in STAT_COLUMNS.items()}
+        stats["diverging"] = stats["diverging"].astype(bool)
+        stats["tree_depth"] = stats["tree_depth"].astype(np.int64)
+        stats["n_steps"] = stats["n_steps"].astype(np.int64)
+        return Draws(
+            posterior=_columns_by_variable(columns, self.model, shapes),
+            stats=stats,
+            warmup_gradient_evaluations=warmup_steps,
+            timings=_phase_timings(total, self.compile_seconds, self.compile_cached, warmup_s, sampling_s),
+            engine=self.engine,
+        )
+
+    def log_density(self) -> LogDensity:
+        shapes = {p.name: self.dataset.shape(p.dims) for p in self.model.params}
+        evaluate = self.runner.log_density_function(self.data, self.model, shapes)
+
+        def function(point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+            logp, flat_gradient = evaluate(point)
+            return logp, _unflatten(flat_gradient, self.model, shapes)
+
+        return LogDensity(shapes, function)
+
+
+# --------------------------------------------------------------------------- cmdstanpy
+
+
+class CmdStanPyEngine:
+    name = "cmdstanpy"
+
+    def __init__(self, program: str) -> None:
+        import cmdstanpy
+
+        key = hashlib.sha256(json.dumps([program, cmdstan_version(), cxx_version()]).encode()).hexdigest()[:16]
+        directory = Path(os.environ.get("POLYPPL_CACHE", Path.home() / ".cache" / "polyppl")) / "cmdstan" / key
+        directory.mkdir(parents=True, exist_ok=True)
+        stan_file = directory / "model.stan"
+        if not stan_file.exists() or stan_file.read_text() != program:
+            stan_file.write_text(program)
+        exe = directory / "model"
+        self.compile_cached = exe.exists()
+        with stopwatch() as elapsed, captured_output():
+            self.model = cmdstanpy.CmdStanModel(stan_file=str(stan_file), exe_file=str(exe) if self.compile_cached else None)
+        self.compile_seconds = elapsed()
+
+    def nuts(self, data: dict, settings: SamplerSettings) -> tuple[dict[str, np.ndarray], int, float, float, float]:
+        inits = None
+        with tempfile.TemporaryDirectory(prefix="polyppl-cmdstan-") as output_dir:
+            if settings.init == "advi":
+                vb = self.model.variational(data=data, seed=settings.seed, require_converged=False,
+                                            show_console=False, output_dir=output_dir)
+                inits = vb.stan_variables()
+            elif settings.init == "uniform":
+                inits = 2.0  # CmdStan's own default: uniform(-2, 2) on the unconstrained scale
+            with stopwatch() as elapsed:
+                fit = self.model.sample(
+                    data=data,
+                    chains=settings.chains,
+                    parallel_chains=1 if settings.chain_method == "sequential" else min(settings.chains, os.cpu_count() or 1),
+                    seed=settings.seed,
+                    iter_warmup=settings.tune,
+                    iter_sampling=settings.draws,
+                    save_warmup=True,
+                    adapt_delta=settings.target_accept,
+                    max_treedepth=settings.max_tree_depth,
+                    inits=inits,
+                    show_progress=False,
+                    show_console=False,
+                    sig_figs=18,
+                    output_dir=output_dir,
+                )
+                array = fit.draws(inc_warmup=True)  # (draw, chain, column), read before the folder goes
+            total = elapsed()
+            chain_times = fit.time  # per chain: {"warmup": s, "sampling": s, "total": s}
+        warmup = sum(t.get("warmup", 0.0) for t in chain_times)
+        sampling = sum(t.get("sampling", 0.0) for t in chain_times)
+        columns = {name: np.ascontiguousarray(array[:, :, i].T) for i, name in enumerate(fit.column_names)}
+        return _split_warmup(columns, settings.tune) + (warmup, sampling, total)
+
+    def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]]):
+        def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
+            # CmdStan's log_prob method takes constrained values and returns the gradient
+            # with respect to the unconstrained ones.
+            constrained = {p.name: _constrain(p, np.asarray(point[p.name], dtype=float)).tolist() for p in model.params}
+            with captured_output():
+                frame = self.model.log_prob(constrained, data, jacobian=True, sig_figs=18)
+            row = frame.iloc[0].to_numpy(dtype=float)
+            return float(row[0]), row[1:]
+
+        return evaluate
+
+
+# --------------------------------------------------------------------------- PyStan
+
+
+class PyStanEngine:
+    name = "pystan"
+
+    def __init__(self, program: str, data: dict) -> None:
+        import httpstan.cache
+        import httpstan.models
+
+        self.program, self.data = program, data
+        self.compile_cached = httpstan.models.calculate_model_name(program) in httpstan.cache.list_model_names()
+        # PyStan builds a program with its data and seed; the first build compiles (cached
+        # by httpstan afterwards), so later builds with other seeds cost milliseconds.
+        with stopwatch() as elapsed:
+            self.posterior = self._build(1)
+        self.compile_seconds = elapsed()
+
+    def _build(self, seed: int):
+        import stan
+
+        with captured_output():
+            return stan.build(self.program, data=self.data, random_seed=seed)
+
+    def nuts(self, data: dict, settings: SamplerSettings) -> tuple[dict[str, np.ndarray], int, float, float, float]:
+        posterior = self._build(settings.seed)
+        # httpstan stores every seeded fit (megabytes each) and answers a repeated request
+        # from that store. Fits this call adds are removed afterwards; a fit answered from
+        # the store is recognised by its timings below. (Fits of other processes are left
+        # alone: removing them mid-run breaks those runs.)
+        stored_before = _stored_fits(posterior.model_name)
+        arguments = dict(
+            num_chains=settings.chains,
+            num_samples=settings.draws,
+            num_warmup=settings.tune,
+            save_warmup=True,
+            delta=settings.target_accept,
+            max_depth=settings.max_tree_depth,
+        )
+        with captured_output(), stopwatch() as elapsed:
+            try:
+                fit = posterior.sample(**arguments)
+            except RuntimeError as error:
+                # Another process running the identical fit (same program, data and seed)
+                # removed the shared stored copy between httpstan's writing and reading it.
+                if "not found" not in str(error):
+                    raise
+                fit = posterior.sample(**arguments)
+        total = elapsed()
+        for path in _stored_fits(posterior.model_name) - stored_before:
+            path.unlink(missing_ok=True)
+        warmup, sampling = split_elapsed("\n".join(o.decode("utf-8", "replace") for o in fit.stan_outputs))
+        if (warmup + sampling) / settings.chains > 2 * total:
+            # Answered from httpstan's store of an identical earlier run: its own per-chain
+            # times are the only measurement; report them over the chains run at once.
+            parallel = min(settings.chains, os.cpu_count() or 1)
+            total = (warmup + sampling) / parallel
+        draws = fit._draws  # (column, draw, chain); PyStan's documented layout, no public accessor
+        names = list(fit.sample_and_sampler_param_names) + list(fit.constrained_param_names)
+        columns = {name: np.ascontiguousarray(draws[index].T) for index, name in enumerate(names)}
+        return _split_warmup(columns, settings.tune) + (warmup, sampling, total)
+
+    def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]]):
+        posterior = self.posterior
+
+        def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
+            flat = np.concatenate([np.ravel(point[p.name]) for p in model.params]).tolist()
+            return float(posterior.log_prob(flat, adjust_transform=True)), np.asarray(posterior.grad_log_prob(flat))
+
+        return evaluate
+
+
+def _stored_fits(model_name: str) -> set[Path]:
+    import httpstan.cache
+
+    fits = httpstan.cache.model_directory(model_name) / "fits"
+    return set(fits.iterdir()) if fits.is_dir() else set()
+
+
+# --------------------------------------------------------------------------- shared
+
+
+@contextlib.contextmanager
+def captured_output():
+    """Hold back what PyStan, CmdStan and the C++ compiler print (at the file-descriptor
+    level, since the compiler is a subprocess); show it only if the call fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                yield
+        except BaseException:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sink.seek(0)
+            print(sink.read().decode("utf-8", "replace")[-4000:], file=sys.stderr)
+            raise
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def split_elapsed(text: str) -> tuple[float, float]:
+    """Stan's own warm-up and sampling seconds, summed over chains, from its console output."""
+    warmup = sampling = 0.0
+    for seconds, phase in _ELAPSED.findall(text):
+        if phase == "Warm-up":
+            warmup += float(seconds)
+        else:
+            sampling += float(seconds)
+    return warmup, sampling
+
+
+def _split_warmup(columns: dict[str, np.ndarray], tune: int) -> tuple[dict[str, np.ndarray], int]:
+    """The sampling draws by column, and the warm-up's gradient evaluations."""
+    warmup_steps = int(columns["n_leapfrog__"][:, :tune].sum())
+    return {k: v[:, tune:] for k, v in columns.items()}, warmup_steps
+
+
+def _phase_timings(total: float, compile_seconds: float, cached: bool, warmup: float, sampling: float) -> Timings:
+    """Scale the engine's summed per-chain phase times to the measured wall time."""
+    engine_total = warmup + sampling
+    if engine_total <= 0:
+        return Timings(compile_seconds, 0.0, total, split="none", compile_cached=cached)
+    return Timings(compile_seconds, total * warmup / engine_total, total * sampling / engine_total, "engine", cached)
+
+
+def _columns_by_variable(columns: Mapping[str, np.ndarray], model: Model, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Stan's flat columns (``rates.1`` or ``rates[1]``) back into arrays (chain, draw, *shape)."""
+    out = {}
+    for name in model.output_names:
+        shape = shapes[name]
+        if not shape:
+            out[name] = columns[name]
+            continue
+        parts = []
+        for i in range(shape[0]):
+            key = f"{name}.{i + 1}" if f"{name}.{i + 1}" in columns else f"{name}[{i + 1}]"
+            parts.append(columns[key])
+        out[name] = np.stack(parts, axis=-1)
+    return out
+
+
+def _unflatten(flat: np.ndarray, model: Model, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    out, offset = {}, 0
+    for p in model.params:
+        size = int(np.prod(shapes[p.name], dtype=int))
+        out[p.name] = np.asarray(flat[offset : offset + size]).reshape(shapes[p.name])
+        offset += size
+    return out
+
+
+def _constrain(param: Param, z: np.ndarray) -> np.ndarray:
+    lower, upper = param.bounds
+    if lower is None and upper is None:
+        return z
+    if upper is None:
+        return lower + np.exp(z)
+    return lower + (upper - lower) / (1.0 + np.exp(-z))

@@ -1,0 +1,283 @@
+"""The Stan compiler: a model specification in, a readable Stan program out.
+
+Pure text generation (no Stan install needed), so the checked-in programs under
+``stan_models/`` can be compared with what the generator writes.
+
+Placement of deterministics: those the log density needs go to ``transformed
+parameters``; the rest go to ``generated quantities`` (computed once per draw, not per
+gradient), as a person writing Stan would do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from polyppl.models import MODELS
+from polyppl.spec import (
+    Binary,
+    Call,
+    Const,
+    Data,
+    Dataset,
+    Deterministic,
+    Dist,
+    Expr,
+    Factor,
+    Index,
+    Model,
+    Observed,
+    Param,
+    SpecError,
+    Var,
+    density_dependencies,
+    expr_dims,
+    expr_dtype,
+)
+
+#: polyppl family -> Stan distribution name (half families are the full ones on a
+#: parameter declared <lower=0>; they differ by a constant, which `~` drops anyway).
+STAN_DISTRIBUTIONS = {
+    "normal": "normal",
+    "half_normal": "normal",
+    "student_t": "student_t",
+    "half_student_t": "student_t",
+    "cauchy": "cauchy",
+    "half_cauchy": "cauchy",
+    "beta": "beta",
+    "gamma": "gamma",
+    "exponential": "exponential",
+    "uniform": "uniform",
+    "binomial": "binomial",
+    "binomial_logit": "binomial_logit",
+    "beta_binomial": "beta_binomial",
+    "bernoulli": "bernoulli",
+    "bernoulli_logit": "bernoulli_logit",
+    "poisson": "poisson",
+}
+#: Half families take a location of zero in Stan.
+_HALF_LOCATION = {"half_normal": 1, "half_cauchy": 1, "half_student_t": 2}
+
+
+def dim_size_name(dim: str) -> str:
+    return f"N_{dim}"
+
+
+@dataclass(frozen=True)
+class _Code:
+    text: str
+    dims: tuple[str, ...]
+    dtype: str  # "int" or "real"
+    precedence: int
+
+    @property
+    def int_array(self) -> bool:
+        return self.dtype == "int" and bool(self.dims)
+
+
+_PRECEDENCE = {"||": 1, "<": 2, "<=": 2, ">": 2, ">=": 2, "+": 3, "-": 3, "*": 4, "/": 4, ".*": 4, "./": 4}
+_ATOM = 10
+
+
+class _ExprWriter:
+    def __init__(self, model: Model):
+        self.model = model
+        #: Integer data arrays used in real arithmetic: converted once, in ``transformed data``.
+        self.real_data: dict[str, tuple[str, ...]] = {}
+        self._data_names = {n.name for n in model.nodes if isinstance(n, (Data, Observed))}
+        self._names = {n.name for n in model.nodes}
+
+    def as_real(self, code: _Code) -> _Code:
+        """Stan has no arithmetic on integer arrays: promote them to vectors. An integer data
+        array becomes a vector once, in ``transformed data``, as a person writes Stan, rather
+        than by ``to_vector`` (an allocation) in every gradient evaluation."""
+        if not code.int_array:
+            return code
+        converted = f"{code.text}_real"
+        if code.text in self._data_names and converted not in self._names:
+            self.real_data[code.text] = code.dims
+            return _Code(converted, code.dims, "real", _ATOM)
+        return _Code(f"to_vector({code.text})", code.dims, "real", _ATOM)
+
+    def write(self, expr: Expr) -> _Code:
+        model = self.model
+        dims, dtype = expr_dims(model, expr), expr_dtype(model, expr)
+        if isinstance(expr, Const):
+            return _Code(_literal(expr.value), dims, dtype, _ATOM)
+        if isinstance(expr, Var):
+            return _Code(expr.name, dims, dtype, _ATOM)
+        if isinstance(expr, Index):
+            base = self.write(expr.base)
+            return _Code(f"{_wrap(base, _ATOM)}[{self.write(expr.index).text}]", dims, dtype, _ATOM)
+        if isinstance(expr, Binary):
+            left, right = self.write(expr.left), self.write(expr.right)
+            if expr.op in ("<", "<=", ">", ">=", "|"):
+                if left.dims or right.dims:
+                    raise SpecError("comparisons and `|` work on scalars only in the Stan compiler")
+                op = "||" if expr.op == "|" else expr.op
+                prec = _PRECEDENCE[op]
+                return _Code(f"{_wrap(left, prec)} {op} {_wrap(right, prec + 1)}", (), "int", prec)
+            if dtype == "real":
+                left, right = self.as_real(left), self.as_real(right)
+            if expr.op == "**":
+                op = ".^" if left.dims or right.dims else "^"
+                return _Code(f"{_wrap(left, _ATOM)} {op} {_wrap(right, _ATOM)}", dims, dtype, 5)
+            op = expr.op
+            if op == "/" and left.dtype == "int" and right.dtype == "int":
+                # Stan divides integers with truncation; the specification means real division.
+                left = _Code(f"1.0 * {_wrap(left, _PRECEDENCE['*'])}", left.dims, "real", _PRECEDENCE["*"])
+            if op in ("*", "/") and left.dims and right.dims:
+                op = "." + op
+            prec = _PRECEDENCE[op]
+            # Left-associative: a right operand of equal precedence needs parentheses.
+            return _Code(f"{_wrap(left, prec)} {op} {_wrap(right, prec + 1)}", dims, dtype, prec)
+        if isinstance(expr, Call):
+            args = [self.as_real(self.write(a)) for a in expr.args]
+            if expr.fn == "neg":
+                return _Code(f"-{_wrap(args[0], 6)}", dims, dtype, 6)
+            if expr.fn == "where":
+                if dims:
+                    raise SpecError("where() works on scalars only in the Stan compiler")
+                cond = self.write(expr.args[0])
+                return _Code(f"{_wrap(cond, 2)} ? {_wrap(args[1], 2)} : {_wrap(args[2], 2)}", (), "real", 0)
+            return _Code(f"{expr.fn}({', '.join(a.text for a in args)})", dims, "real", _ATOM)
+        raise TypeError(expr)
+
+
+def _wrap(code: _Code, precedence: int) -> str:
+    return code.text if code.precedence >= precedence else f"({code.text})"
+
+
+def _literal(value: float) -> str:
+    """Whole numbers as integer literals (as a person writes Stan, and measurably faster in
+    distribution arguments); integer division is guarded where `/` is written."""
+    if math.isinf(value):
+        return "negative_infinity()" if value < 0 else "positive_infinity()"
+    if float(value).is_integer() and abs(value) < 2**31:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _bounds(lower: float | None, upper: float | None) -> str:
+    parts = []
+    if lower is not None:
+        parts.append(f"lower={_literal(lower)}")
+    if upper is not None:
+        parts.append(f"upper={_literal(upper)}")
+    return f"<{', '.join(parts)}>" if parts else ""
+
+
+def _int_bounds(lower: float | None, upper: float | None | str) -> str:
+    parts = []
+    if lower is not None:
+        parts.append(f"lower={int(lower)}")
+    if upper is not None:
+        parts.append(f"upper={upper if isinstance(upper, str) else int(upper)}")
+    return f"<{', '.join(parts)}>" if parts else ""
+
+
+def _declare(name: str, dtype: str, dims: tuple[str, ...], bounds: str) -> str:
+    if len(dims) > 1:
+        raise SpecError(f"{name!r}: the Stan compiler supports scalars and vectors (one dim)")
+    if dtype == "int":
+        return f"array[{dim_size_name(dims[0])}] int{bounds} {name}" if dims else f"int{bounds} {name}"
+    return f"vector{bounds}[{dim_size_name(dims[0])}] {name}" if dims else f"real{bounds} {name}"
+
+
+_OBSERVED_BOUNDS = {"count": (0, None), "binary": (0, 1)}
+
+
+def _data_declaration(node: Data | Observed) -> str:
+    if isinstance(node, Observed):
+        if node.dtype == "int":
+            return _declare(node.name, "int", node.dims, _int_bounds(*_OBSERVED_BOUNDS[node.dist.info.support]))
+        return _declare(node.name, "real", node.dims, "")
+    if node.index_of:
+        return _declare(node.name, "int", node.dims, _int_bounds(1, dim_size_name(node.index_of)))
+    if node.dtype == "int":
+        return _declare(node.name, "int", node.dims, _int_bounds(node.lower, node.upper))
+    return _declare(node.name, "real", node.dims, _bounds(node.lower, node.upper))
+
+
+def _statement(writer: _ExprWriter, name: str, dist: Dist) -> str | None:
+    if dist.family in ("flat", "half_flat"):
+        return None  # an improper flat density adds nothing to the target
+    kwargs = dist.kwargs
+    if dist.family == "normal" and all(isinstance(kwargs[k], Const) for k in ("mu", "sigma")) \
+            and (kwargs["mu"].value, kwargs["sigma"].value) == (0.0, 1.0):
+        return f"{name} ~ std_normal();"  # no arguments to check or broadcast: faster
+    args = [writer.write(e) for _, e in dist.args]
+    # Counts must stay integer arrays; everything else may be promoted to a vector.
+    int_params = {"binomial": {0}, "binomial_logit": {0}, "beta_binomial": {0}}.get(dist.family, set())
+    texts = [a.text if i in int_params else writer.as_real(a).text for i, a in enumerate(args)]
+    if dist.family in _HALF_LOCATION:
+        texts.insert(_HALF_LOCATION[dist.family] - 1, "0")
+    return f"{name} ~ {STAN_DISTRIBUTIONS[dist.family]}({', '.join(texts)});"
+
+
+def stan_program(model: Model) -> str:
+    """The Stan program for a model specification, as text."""
+    writer = _ExprWriter(model)
+    needed = density_dependencies(model)
+    data = [f"  int<lower=1> {dim_size_name(d)};" for d in model.dims]
+    data += [f"  {_data_declaration(n)};" for n in model.nodes if isinstance(n, (Data, Observed))]
+    params = [f"  {_declare(p.name, 'real', p.dims, _bounds(*p.bounds))};" for p in model.params]
+    transformed, body, generated = [], [], []
+    for node in model.nodes:
+        if isinstance(node, Deterministic):
+            line = f"  {_declare(node.name, 'real', node.dims, '')} = {writer.write(node.expr).text};"
+            (transformed if node.name in needed else generated).append(line)
+        elif isinstance(node, Param):
+            statement = _statement(writer, node.name, node.dist)
+            if statement:
+                body.append("  " + statement)
+        elif isinstance(node, Factor):
+            body.append(f"  target += {writer.write(node.expr).text};  // {node.name}")
+        elif isinstance(node, Observed):
+            body.append("  " + _statement(writer, node.name, node.dist))
+
+    transformed_data = [f"  {_declare(f'{name}_real', 'real', dims, '')} = to_vector({name});"
+                        for name, dims in writer.real_data.items()]
+
+    out = [f"// Model {model.name!r}, generated by polyppl from its specification: do not edit."]
+    if model.description:
+        out += [f"// {line}" for line in model.description.splitlines()]
+    for block, lines in (
+        ("data", data),
+        ("transformed data", transformed_data),
+        ("parameters", params),
+        ("transformed parameters", transformed),
+        ("model", body),
+        ("generated quantities", generated),
+    ):
+        if lines or block in ("data", "parameters", "model"):
+            out += [block + " {", *lines, "}"]
+    return "\n".join(out) + "\n"
+
+
+def stan_data(model: Model, dataset: Dataset) -> dict:
+    """The data dictionary for the program: dim sizes, 1-based indices, plain lists."""
+    out: dict = {dim_size_name(d): dataset.size(d) for d in model.dims}
+    for node in model.nodes:
+        if isinstance(node, (Data, Observed)):
+            value = np.asarray(dataset.values[node.name])
+            if isinstance(node, Data) and node.index_of:
+                value = value + 1
+            is_int = node.dtype == "int" or (isinstance(node, Data) and node.index_of)
+            value = value.astype(np.int64 if is_int else np.float64)
+            out[node.name] = value.tolist()
+    return out
+
+
+def builtin_programs() -> dict[str, str]:
+    """The checked-in ``stan_models/*.stan``: each built-in model and parametrization on its
+    default scenario. The default parametrization has the plain name."""
+    out = {}
+    for model in MODELS.values():
+        dataset = model.dataset()
+        for p in model.parametrizations:
+            suffix = "" if p == model.default_parametrization else f"_{p}"
+            out[f"{model.name.replace('-', '_')}{suffix}.stan"] = stan_program(model.spec(p, dataset).density_model())
+    return out

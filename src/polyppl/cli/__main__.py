@@ -1,0 +1,5 @@
+import sys
+
+from polyppl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""What the commands share: the model and settings arguments, progress lines, errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from polyppl.backends import BACKENDS, Column, get_backend, parse_columns
+from polyppl.errors import UserError
+from polyppl.inference.methods import CHAIN_METHODS, SamplerSettings
+from polyppl.models import MODELS
+
+DEFAULT_OUT = Path("polyppl-results")
+STAN_ENGINES = ("auto", *get_backend("stan").engine_names)
+PYMC_SAMPLERS = get_backend("pymc").engine_names
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
+    return value
+
+
+def column_list(text: str) -> list[Column]:
+    """``--backends pymc,stan:pystan``: comma-separated columns, checked."""
+    try:
+        return parse_columns([part for part in text.split(",") if part.strip()])
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def column(text: str) -> Column:
+    return column_list(text)[0]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=f"a built-in model ({', '.join(MODELS)}) or FILE.py:NAME, a function "
+                        "returning (Model, Dataset) or a Model whose data come with --data")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--scenario", help="built-in data set (see `polyppl models`)")
+    source.add_argument("--data", type=Path, help="CSV file with your data (see `polyppl models` for columns)")
+    parser.add_argument("--parametrization", help="e.g. centered or noncentered (see `polyppl models`)")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chains", type=positive_int, default=4)
+    parser.add_argument("--draws", type=positive_int, default=1000, help="draws per chain after warm-up")
+    parser.add_argument("--tune", type=non_negative_int, default=1000, help="warm-up iterations per chain")
+    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--target-accept", type=float, default=0.9, help="NUTS target acceptance, all backends (default 0.9)")
+    parser.add_argument("--chain-method", choices=CHAIN_METHODS, default="auto",
+                        help="how chains share the CPU (auto: each backend's measured-fastest)")
+    parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto",
+                        help="auto: cmdstanpy where CmdStan is installed, else PyStan")
+    parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc", help="the NUTS that runs PyMC models")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for results (default {DEFAULT_OUT})")
+    parser.add_argument("--json", type=Path, help="also write the JSON record to this file")
+
+
+def settings_from(args: argparse.Namespace) -> SamplerSettings:
+    return SamplerSettings(chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed,
+                           target_accept=args.target_accept, chain_method=args.chain_method)
+
+
+def engines_from(args: argparse.Namespace) -> dict[str, str]:
+    """The engine of each backend named without one (``--stan-engine``, ``--pymc-sampler``)."""
+    return {"stan": args.stan_engine, "pymc": args.pymc_sampler}
+
+
+def progress(line: str) -> None:
+    print(f"polyppl: {line}", file=sys.stderr, flush=True)
+
+
+__all__ = ["BACKENDS", "DEFAULT_OUT", "add_model_arguments", "add_settings_arguments", "column", "column_list",
+           "engines_from", "progress", "settings_from"]

@@ -1,0 +1,50 @@
+"""``polyppl compare``: one model on several backends; exit code by verdict."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from polyppl.backends import BACKENDS
+from polyppl.cli.common import add_model_arguments, add_settings_arguments, column_list, engines_from, progress, settings_from
+
+VERDICT_CODES = "exit code 0 agree, 1 disagree, 3 inconclusive (a backend failed or did not converge), 2 bad input"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("compare", help="run one model on several backends and compare them",
+                            description=f"Run one model on several backends and judge their agreement; {VERDICT_CODES}.")
+    add_model_arguments(parser)
+    parser.add_argument("--backends", type=column_list,
+                        help=f"comma-separated columns: {','.join(BACKENDS)} (default: all), each optionally "
+                        "BACKEND:ENGINE, e.g. stan:pystan,stan:cmdstanpy")
+    parser.add_argument("--reference", choices=("exact",), help="exact: add the exact posterior (beta-binomial)")
+    parser.add_argument("--timeout", type=float, help="seconds allowed per backend (default: none)")
+    parser.add_argument("--force", action="store_true", help="redo fits already finished in --out")
+    parser.add_argument("--family-alpha", type=float, default=0.01, help="family-wise false-alarm rate (default 0.01)")
+    parser.add_argument("--report", type=Path, metavar="FILE.html",
+                        help="HTML report to write (default OUT/<model>-<scenario>-report.html)")
+    add_settings_arguments(parser)
+    parser.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from polyppl.inference.idata import save_json
+    from polyppl.render.report import default_report_path, write_report
+    from polyppl.render.tables import comparison_text
+    from polyppl.studies.compare import compare, comparison_path
+
+    comparison = compare(
+        args.model, backends=[c.label for c in args.backends] if args.backends else None,
+        scenario=args.scenario, data=args.data, parametrization=args.parametrization,
+        settings=settings_from(args), engines=engines_from(args), reference=args.reference, out=args.out,
+        timeout=args.timeout, force=args.force, family_alpha=args.family_alpha, progress=progress,
+    )
+    print(comparison_text(comparison))
+    print(f"\nsaved: {comparison_path(args.out, comparison.problem.labels)} (and one .nc/.json per backend in {args.out})")
+    if args.json:
+        save_json(comparison.to_json(), args.json)
+        print(f"saved: {args.json}")
+    report = write_report(comparison, args.report or default_report_path(args.out, comparison))
+    print(f"report: {report}")
+    return comparison.exit_code

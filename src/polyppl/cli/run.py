@@ -1,0 +1,59 @@
+"""``polyppl run``: one model on one backend, in this process."""
+
+from __future__ import annotations
+
+import argparse
+
+from polyppl.backends import BACKENDS
+from polyppl.cli.common import add_model_arguments, add_settings_arguments, column, engines_from, progress, settings_from
+from polyppl.execution.request import FitRequest
+from polyppl.models import resolve
+from polyppl.render.text import plus_minus, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("run", help="sample one model on one backend")
+    add_model_arguments(parser)
+    parser.add_argument("--backend", required=True, type=column,
+                        help=f"one of {', '.join(BACKENDS)} (or BACKEND:ENGINE, e.g. stan:pystan)")
+    add_settings_arguments(parser)
+    parser.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    problem = resolve(args.model, args.scenario, args.data, args.parametrization)
+    engine = args.backend.engine or engines_from(args).get(args.backend.backend)
+    request = FitRequest.make(problem.model, problem.dataset, args.backend.backend, engine, "nuts",
+                              settings_from(args), labels=problem.labels)  # checked before anything is written
+
+    from polyppl.execution.fit import fit, result_stem
+    from polyppl.inference.diagnostics import FLAG_MEANINGS
+    from polyppl.inference.idata import save_json
+
+    result = fit(request, progress)
+    record = result.record
+    d, t = record.diagnostics, record.timings
+    print(f"{problem.describe()}, backend {record.backend} via {record.engine}")
+    print()
+    rows = [[k, s.mean, s.sd, s.mcse_mean, s.q05, s.q50, s.q95] for k, s in record.posterior.items()]
+    print(table(["quantity", "mean", "sd", "mcse", "5%", "50%", "95%"], rows))
+    titles = {node.name: node.title or node.name for node in problem.model.decisions}
+    for group, values in record.decisions.items():
+        print()
+        print(table([titles.get(group, group), "estimate ± MCSE"],
+                    [[label, plus_minus(v.estimate, v.mcse)] for label, v in values.items()]))
+    print()
+    print(f"R-hat max {d.rhat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, tail ESS min {d.ess_tail_min:.0f}, "
+          f"divergences {d.divergences}, E-BFMI min {d.ebfmi_min:.2f}")
+    for flag in d.flags:
+        print(f"  warning: {FLAG_MEANINGS[flag]}")
+    print(f"time: compile {t.compile_seconds:.2f} s{' (cached)' if t.compile_cached else ''}, "
+          f"warm-up {t.warmup_seconds:.2f} s, sampling {t.sampling_seconds:.2f} s; "
+          f"{d.gradient_evaluations} gradient evaluations")
+    stem = result_stem(args.out, problem.labels, args.backend.label, "nuts")
+    result.save(stem)
+    print(f"saved: {stem}.nc (InferenceData), {stem}.json (record)")
+    if args.json:
+        save_json(record.to_json(), args.json)
+        print(f"saved: {args.json}")
+    return 0

@@ -1,0 +1,112 @@
+"""Child processes: started in a session of their own, so that a timeout or Ctrl-C kills
+the whole process group (PyMC's chain processes, CmdStan's executables, httpstan's pool);
+their output is kept in a file and its tail returned.
+
+Two uses: a fit in a child (``runner``), and a function called in a child with its own
+environment (``call_in_child``), for measurements that change process-wide state (JAX's
+precision, a PATH without a C++ compiler).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+#: How often a long child is reported as still running.
+PROGRESS_EVERY_SECONDS = 15.0
+OUTPUT_TAIL_CHARS = 3000
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """``status``: ``ok`` (exit 0), ``failed`` (another exit code), ``crashed`` (killed by a
+    signal it did not ask for) or ``timeout``; ``error`` says what happened in words."""
+
+    status: str
+    returncode: int | None
+    output_tail: str
+    wall_seconds: float
+    error: str | None = None
+
+
+def run_child(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
+              progress: Callable[[float], None] | None = None) -> ChildResult:
+    """Run ``argv`` to the end (or ``timeout`` seconds), keeping its output's tail.
+
+    ``progress(elapsed)`` is called every 15 s while it runs. On Ctrl-C (or any exception
+    here) the child's process group is killed and the exception goes on."""
+    start = time.monotonic()
+    with tempfile.TemporaryFile("w+b") as log:
+        process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **(env or {})})
+        timed_out = False
+        try:
+            next_note = PROGRESS_EVERY_SECONDS
+            while process.poll() is None:
+                elapsed = time.monotonic() - start
+                if timeout is not None and elapsed > timeout:
+                    _kill(process)
+                    timed_out = True
+                    break
+                if progress and elapsed >= next_note:
+                    progress(elapsed)
+                    next_note += PROGRESS_EVERY_SECONDS
+                time.sleep(0.1)
+        except BaseException:
+            _kill(process)
+            raise
+        wall = time.monotonic() - start
+        log.seek(0, os.SEEK_END)
+        log.seek(max(0, log.tell() - 4 * OUTPUT_TAIL_CHARS))
+        tail = log.read().decode("utf-8", "replace")[-OUTPUT_TAIL_CHARS:]
+    code = process.returncode
+    if timed_out:
+        return ChildResult("timeout", code, tail, wall, f"no result after {timeout:.0f} s; the process was killed")
+    if code < 0:
+        return ChildResult("crashed", code, tail, wall, f"the process died with signal {signal.Signals(-code).name}")
+    if code != 0:
+        return ChildResult("failed", code, tail, wall, f"the process exited with code {code}")
+    return ChildResult("ok", code, tail, wall)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+_RESULT_MARK = "POLYPPL-RESULT "
+
+
+def call_in_child(function: str, kwargs: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
+                  timeout: float | None = 600) -> tuple[Any, ChildResult]:
+    """``module:function(**kwargs)`` in a fresh interpreter; its JSON-able result.
+
+    Raises RuntimeError with the child's output when it fails."""
+    argv = [sys.executable, "-m", "polyppl.execution.child", function, json.dumps(dict(kwargs or {}))]
+    result = run_child(argv, env=env, timeout=timeout)
+    lines = [line for line in result.output_tail.splitlines() if line.startswith(_RESULT_MARK)]
+    if result.status != "ok" or not lines:
+        raise RuntimeError(f"{function} failed in a child process ({result.error or 'no result'}):\n{result.output_tail}")
+    return json.loads(lines[-1][len(_RESULT_MARK):]), result
+
+
+def _main(function: str, kwargs: str) -> None:
+    module, _, name = function.partition(":")
+    value = getattr(importlib.import_module(module), name)(**json.loads(kwargs))
+    print(_RESULT_MARK + json.dumps(value), flush=True)
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:3])

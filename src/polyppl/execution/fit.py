@@ -1,0 +1,144 @@
+"""One fit in this process: compile the model on its backend, run the method, complete the
+draws (conditional draws), and summarise them (diagnostics, decisions) into a record.
+
+Every other way of running a fit (``polyppl run``, a comparison's child processes, the
+worker of a grid, the benchmarks) ends here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+import arviz as az
+
+from polyppl.backends import get_backend
+from polyppl.execution.record import FitRecord
+from polyppl.execution.request import FitRequest
+from polyppl.inference.diagnostics import Estimate, RunDiagnostics, Summary, flatten, probability, run_diagnostics, scalar_summary
+from polyppl.inference.draws import Timings
+from polyppl.inference.idata import load_netcdf, run_attrs, save_json, save_netcdf, stem_path, to_inference_data
+from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.posterior import complete, decision_draws
+from polyppl.models import Labels, Problem, resolve
+from polyppl.spec import Dataset, Model
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A finished fit: its draws (InferenceData) and its record (summaries, diagnostics,
+    decisions, timings, versions)."""
+
+    idata: az.InferenceData
+    record: FitRecord
+
+    @property
+    def summaries(self) -> dict[str, Summary]:
+        return self.record.posterior
+
+    @property
+    def diagnostics(self) -> RunDiagnostics:
+        assert self.record.diagnostics is not None
+        return self.record.diagnostics
+
+    @property
+    def decisions(self) -> dict[str, dict[str, Estimate]]:
+        return self.record.decisions
+
+    def save(self, stem: Path) -> None:
+        """``STEM.nc`` (InferenceData) and ``STEM.json`` (record), each written atomically."""
+        save_netcdf(self.idata, stem_path(stem, ".nc"))
+        save_json(self.record.to_json(), stem_path(stem, ".json"))
+
+
+def fit(request: FitRequest, progress: Callable[[str], None] | None = None) -> FitResult:
+    """Run ``request`` here and now."""
+    labels = request.labels
+    if progress:
+        s = request.settings
+        progress(f"sampling {labels.model} ({labels.parametrization or 'as declared'}, {labels.scenario}) on "
+                 f"{request.backend} ({request.engine}): {s.chains} chains x {s.tune} warm-up + {s.draws} draws, "
+                 f"seed {s.seed}")
+    compiled = get_backend(request.backend).compile(request.model, request.dataset, request.engine, dict(request.options))
+    draws = compiled.run(request.method, request.settings)
+    posterior = complete(request.model, request.dataset, draws.posterior, request.settings.seed)
+    attrs = {
+        "model": labels.model,
+        "scenario": labels.scenario,
+        "parametrization": labels.parametrization,
+        "backend": request.backend,
+        "method": request.method,
+        "data_source": request.dataset.source,
+        "settings": request.settings.as_dict(),
+        "seed": request.settings.seed,
+        "versions": dict(request.versions),
+        "request_hash": request.content_hash(),
+    }
+    idata = to_inference_data(request.model, request.dataset, draws, posterior, attrs)
+    return FitResult(idata, summarize(idata, request))
+
+
+def base_record(request: FitRequest) -> FitRecord:
+    """The record's identity: what was asked for, before anything ran."""
+    labels = request.labels
+    return FitRecord(
+        model=labels.model, scenario=labels.scenario, parametrization=labels.parametrization,
+        backend=request.backend, engine=request.engine, method=request.method, status="ok",
+        seed=request.settings.seed, settings=request.settings.as_dict(), versions=dict(request.versions),
+        request_hash=request.content_hash(), request_parts=request.hash_parts(), data_source=request.dataset.source,
+    )
+
+
+def summarize(idata: az.InferenceData, request: FitRequest) -> FitRecord:
+    """Summaries, diagnostics and decisions of a finished fit, recomputed from its draws."""
+    attrs = run_attrs(idata)
+    summaries = {k: scalar_summary(v) for k, v in flatten(idata.posterior).items()}
+    timings = _timings(attrs)
+    diagnostics = run_diagnostics(summaries, idata.sample_stats, request.settings.max_tree_depth,
+                                  timings.sampling_seconds, int(attrs.get("warmup_gradient_evaluations", 0)))
+    posterior = {name: idata.posterior[name].values for name in request.model.output_names}
+    decisions = {
+        group: {label: probability(indicator) for label, indicator in values.items()}
+        for group, values in decision_draws(request.model, request.dataset, posterior).items()
+    }
+    return replace(base_record(request), engine=attrs["engine"], timings=timings, diagnostics=diagnostics,
+                   posterior=summaries, decisions=decisions)
+
+
+def _timings(attrs: dict) -> Timings:
+    return Timings(attrs["compile_seconds"], attrs["warmup_seconds"], attrs["sampling_seconds"],
+                   attrs["timing_split"], bool(attrs["compile_cached"]))
+
+
+def load_result(stem: Path) -> FitResult:
+    """A fit saved by :meth:`FitResult.save`."""
+    return FitResult(load_netcdf(stem_path(stem, ".nc")), FitRecord.load(stem_path(stem, ".json")))
+
+
+def sample(model: Model, dataset: Dataset, backend: str, settings: SamplerSettings | None = None, *,
+           engine: str | None = None, method: str = "nuts", options: Mapping[str, str] | None = None,
+           labels: Labels | None = None) -> az.InferenceData:
+    """Compile ``model`` for ``backend``, run ``method``, return normalised InferenceData:
+    the same variable names, dims, coords and sampler statistics on every backend."""
+    return fit(FitRequest.make(model, dataset, backend, engine, method, settings, options, labels)).idata
+
+
+def run(model: str | Problem, backend: str, *, scenario: str | None = None, data: str | Path | None = None,
+        parametrization: str | None = None, settings: SamplerSettings | None = None, engine: str | None = None,
+        method: str = "nuts", out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> FitResult:
+    """Run a built-in model (by name), a user's model (``FILE.py:NAME``) or a problem on one
+    backend, in this process. With ``out``, the InferenceData and the record are saved as
+    ``OUT/<model>-<scenario>-<backend>-<method>.nc`` and ``.json``."""
+    problem = model if isinstance(model, Problem) else resolve(model, scenario, data, parametrization)
+    request = FitRequest.make(problem.model, problem.dataset, backend, engine, method, settings, labels=problem.labels)
+    result = fit(request, progress)
+    if out is not None:
+        result.save(result_stem(Path(out), problem.labels, backend, method))
+    return result
+
+
+def result_stem(out: Path, labels: Labels, column: str, method: str) -> Path:
+    """Where a fit's files go, without suffix: ``OUT/<model>-<scenario>-<column>-<method>``
+    (a column ``stan:pystan`` is written ``stan-pystan``)."""
+    return Path(out) / f"{labels.model}-{labels.scenario}-{column.replace(':', '-')}-{method}"

@@ -1,0 +1,115 @@
+"""A fit request: everything that determines a fit, as frozen data with a JSON round trip.
+
+The model and the dataset travel inside the request (not a model's name), so a child
+process or a worker on another machine runs any model. The content hash covers every input
+of the result: the model's nodes, the data values and labels, the backend, engine and its
+options, the method, the settings and the versions of every package the engine runs on. A
+finished result is reused only when the hash is the same; ``differences`` says which part
+changed when it is not.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from polyppl import __version__
+from polyppl.backends import get_backend
+from polyppl.inference.methods import SamplerSettings
+from polyppl.models.base import Labels
+from polyppl.spec import Dataset, Model, check_dataset
+from polyppl.spec.serialize import (
+    content_hash,
+    dataset_from_json,
+    dataset_hash,
+    dataset_to_json,
+    model_from_json,
+    model_hash,
+    model_to_json,
+)
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    model: Model
+    dataset: Dataset
+    backend: str
+    engine: str  # resolved: never "auto"
+    method: str = "nuts"
+    settings: SamplerSettings = field(default_factory=SamplerSettings)
+    options: tuple[tuple[str, str], ...] = ()
+    labels: Labels | None = None
+    #: Versions of polyppl, Python and the engine's packages, read when the request is made.
+    versions: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def make(cls, model: Model, dataset: Dataset, backend: str, engine: str | None = None, method: str = "nuts",
+             settings: SamplerSettings | None = None, options: Mapping[str, str] | None = None,
+             labels: Labels | None = None) -> FitRequest:
+        """Check everything a run would need (model against data, the backend's engine,
+        method, settings and options) and resolve the engine, before anything runs."""
+        settings = settings or SamplerSettings()
+        check_dataset(model, dataset)
+        spec = get_backend(backend)
+        chosen = spec.check(engine, method, settings, options)
+        versions = {"polyppl": __version__, "python": platform.python_version(), **spec.versions(chosen.name)}
+        return cls(model, dataset, backend, chosen.name, method, settings, tuple(sorted((options or {}).items())),
+                   labels or Labels(model.name), tuple(sorted(versions.items())))
+
+    @property
+    def column(self) -> str:
+        return f"{self.backend}:{self.engine}"
+
+    def hash_parts(self) -> dict[str, str]:
+        """A hash per input, so that a change can be named."""
+        return {
+            "model": model_hash(self.model),
+            "data": dataset_hash(self.dataset),
+            "backend": content_hash([self.backend, self.engine, list(self.options)]),
+            "method": content_hash([self.method, self.settings.as_dict()]),
+            "versions": content_hash(list(self.versions)),
+        }
+
+    def content_hash(self) -> str:
+        return content_hash(self.hash_parts())
+
+    def to_json(self) -> dict[str, Any]:
+        labels = self.labels or Labels(self.model.name)
+        return {
+            "model": model_to_json(self.model),
+            "dataset": dataset_to_json(self.dataset),
+            "backend": self.backend,
+            "engine": self.engine,
+            "method": self.method,
+            "settings": self.settings.as_dict(),
+            "options": dict(self.options),
+            "labels": {"model": labels.model, "scenario": labels.scenario, "parametrization": labels.parametrization},
+            "versions": dict(self.versions),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FitRequest:
+        return cls(
+            model=model_from_json(data["model"]),
+            dataset=dataset_from_json(data["dataset"]),
+            backend=data["backend"],
+            engine=data["engine"],
+            method=data["method"],
+            settings=SamplerSettings.from_dict(data["settings"]),
+            options=tuple(sorted(data.get("options", {}).items())),
+            labels=Labels(**data["labels"]),
+            versions=tuple(sorted(data.get("versions", {}).items())),
+        )
+
+
+#: Words for each hash part, for "re-running: the data changed".
+PART_WORDS = {
+    "model": "the model", "data": "the data", "backend": "the backend or engine",
+    "method": "the method or its settings", "versions": "package versions",
+}
+
+
+def differences(old_parts: Mapping[str, str], new_parts: Mapping[str, str]) -> list[str]:
+    """Which inputs differ between two requests, in words."""
+    return [PART_WORDS.get(k, k) for k in new_parts if old_parts.get(k) != new_parts[k]]

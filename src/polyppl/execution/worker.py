@@ -1,0 +1,49 @@
+"""One fit in its own process: ``python -m polyppl.execution.worker REQUEST.json STEM``.
+
+Writes ``STEM.nc`` and ``STEM.json`` atomically. On an exception it writes a record with
+``status: error``, the error text and the traceback's tail, and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+from polyppl.execution.fit import base_record, fit
+from polyppl.execution.request import FitRequest
+from polyppl.inference.idata import save_json, stem_path
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory. Linux's VmHWM, not ``ru_maxrss``: a child
+    started by fork and exec inherits its parent's ``ru_maxrss`` (measured: 1.5 GB for a
+    child of a 1.5 GB parent), while VmHWM starts afresh with the new program."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def main(request_path: str, stem: str) -> int:
+    request = FitRequest.from_json(json.loads(Path(request_path).read_text()))
+    start = time.perf_counter()
+    try:
+        result = fit(request)
+    except Exception as exc:  # the point of a worker: record any failure of the backend, then exit
+        record = base_record(request).failed("error", f"{type(exc).__name__}: {exc}",
+                                             wall_seconds=time.perf_counter() - start)
+        save_json(replace(record, traceback=traceback.format_exc()[-4000:]).to_json(), stem_path(Path(stem), ".json"))
+        return 1
+    record = replace(result.record, wall_seconds=time.perf_counter() - start, peak_memory_mb=peak_memory_mb())
+    replace(result, record=record).save(Path(stem))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,4 @@
+"""Inference methods and what is made of their draws: method settings (``methods``), the
+shape every engine returns (``draws``), InferenceData (``idata``), convergence diagnostics
+(``diagnostics``), conditional draws and decisions (``posterior``), and the spec evaluated
+with NumPy (``numpy_model``)."""

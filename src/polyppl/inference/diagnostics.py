@@ -1,0 +1,202 @@
+"""Convergence diagnostics, recomputed from the draws with ArviZ for every backend.
+
+One definition for all: a backend's own summary is never used. Thresholds follow
+Vehtari, Gelman, Simpson, Carpenter and Bürkner (2021), "Rank-normalization, folding, and
+localization: an improved R-hat", and Stan's defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+RHAT_MAX = 1.01
+#: Bulk and tail ESS below 100 per chain make R-hat and MCSE themselves unreliable.
+ESS_PER_CHAIN_MIN = 100
+EBFMI_MIN = 0.3
+#: Flags that make a run's draws no evidence about its posterior (MCSEs unreliable).
+CONVERGENCE_FLAGS = ("rhat", "ess_bulk", "ess_tail")
+
+FLAG_MEANINGS = {
+    "rhat": f"rank-normalised split R-hat above {RHAT_MAX}: the chains disagree, so they have not converged to one distribution",
+    "ess_bulk": f"bulk ESS below {ESS_PER_CHAIN_MIN} per chain: too few effective draws for reliable means and R-hat",
+    "ess_tail": f"tail ESS below {ESS_PER_CHAIN_MIN} per chain: the 5% and 95% quantiles are poorly estimated",
+    "divergences": "divergent transitions: the sampler met curvature it cannot integrate (often a funnel); the posterior may be biased",
+    "tree_depth": "draws hit the maximum tree depth: trajectories were cut short, so exploration is inefficient",
+    "ebfmi": f"E-BFMI below {EBFMI_MIN} in some chain: momentum resampling barely moves the energy; heavy tails or a poor metric",
+}
+
+
+def convergence_failures(flags: Sequence[str]) -> list[str]:
+    """The flags among ``flags`` that mean the chains did not converge."""
+    return [f for f in flags if f in CONVERGENCE_FLAGS]
+
+
+def element_keys(values: xr.DataArray) -> list[str]:
+    """``rates[A]`` for each element of a variable; the bare name for a scalar."""
+    extra = [d for d in values.dims if d not in ("chain", "draw")]
+    if not extra:
+        return [str(values.name)]
+    if len(extra) > 1:
+        raise ValueError("variables with more than one dim are not supported")
+    return [f"{values.name}[{label}]" for label in values[extra[0]].values]
+
+
+def flatten(posterior: xr.Dataset) -> dict[str, np.ndarray]:
+    """Every scalar quantity of a posterior as (chain, draw) draws, keyed like ``rates[A]``."""
+    out = {}
+    for name, values in posterior.data_vars.items():
+        extra = [d for d in values.dims if d not in ("chain", "draw")]
+        arr = values.transpose("chain", "draw", *extra).values
+        keys = element_keys(values)
+        if not extra:
+            out[keys[0]] = arr
+        else:
+            for i, key in enumerate(keys):
+                out[key] = arr[..., i]
+    return out
+
+
+def _number(value) -> float:
+    """ArviZ returns some diagnostics of a (chain, draw) array as a length-1 array."""
+    return float(np.asarray(value).reshape(-1)[0])
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One scalar quantity's posterior: estimates with their Monte Carlo standard errors, and
+    its convergence numbers."""
+
+    mean: float
+    sd: float
+    mcse_mean: float
+    q05: float
+    q50: float
+    q95: float
+    mcse_q05: float
+    mcse_q95: float
+    ess_bulk: float
+    ess_tail: float
+    rhat: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def scalar_summary(draws: np.ndarray) -> Summary:
+    """Mean, sd, MCSE and quantiles of one (chain, draw) array, with its convergence numbers."""
+    draws = np.asarray(draws, dtype=float)
+    constant = np.ptp(draws) == 0
+    return Summary(
+        mean=float(draws.mean()),
+        sd=float(draws.std(ddof=1)) if draws.size > 1 else 0.0,
+        mcse_mean=0.0 if constant else _number(az.mcse(draws, method="mean")),
+        q05=float(np.quantile(draws, 0.05)),
+        q50=float(np.quantile(draws, 0.50)),
+        q95=float(np.quantile(draws, 0.95)),
+        mcse_q05=0.0 if constant else _number(az.mcse(draws, method="quantile", prob=0.05)),
+        mcse_q95=0.0 if constant else _number(az.mcse(draws, method="quantile", prob=0.95)),
+        ess_bulk=float(draws.size) if constant else _number(az.ess(draws, method="bulk")),
+        ess_tail=float(draws.size) if constant else _number(az.ess(draws, method="tail")),
+        rhat=1.0 if constant else _number(az.rhat(draws, method="rank")),
+    )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A posterior probability (or any mean) with its Monte Carlo standard error."""
+
+    estimate: float
+    mcse: float
+
+
+def probability(indicator: np.ndarray) -> Estimate:
+    """A posterior probability as the mean of a 0/1 indicator, with its Monte Carlo error."""
+    indicator = np.asarray(indicator, dtype=float)
+    constant = np.ptp(indicator) == 0
+    return Estimate(float(indicator.mean()), 0.0 if constant else _number(az.mcse(indicator, method="mean")))
+
+
+@dataclass(frozen=True)
+class RunDiagnostics:
+    """Convergence of one run (one definition for every backend), and its cost in gradients
+    and seconds of sampling."""
+
+    rhat_max: float
+    ess_bulk_min: float
+    ess_tail_min: float
+    divergences: int
+    divergence_rate: float
+    tree_depth_saturation: float  # share of draws at the maximum depth
+    ebfmi_min: float
+    gradient_evaluations: int
+    flags: tuple[str, ...]
+    warmup_gradient_evaluations: int = 0
+    gradients_per_draw: float = 0.0
+    ess_bulk_per_second: float | None = None
+    ess_bulk_per_1000_gradients: float | None = None
+    seconds_per_gradient: float | None = None
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["flags"] = list(self.flags)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunDiagnostics:
+        return cls(**{**values, "flags": tuple(values["flags"])})
+
+    @property
+    def converged(self) -> bool:
+        """Whether comparing this run's draws is evidence of anything (R-hat and ESS)."""
+        return not convergence_failures(self.flags)
+
+
+def run_diagnostics(summaries: dict[str, Summary], sample_stats: xr.Dataset, max_tree_depth: int,
+                    sampling_seconds: float | None = None, warmup_gradient_evaluations: int = 0) -> RunDiagnostics:
+    """Flags and cost of a run from its summaries and sampler statistics; with the sampling
+    time, also the speed (bulk ESS per second and per gradient)."""
+    chains, n_draws = sample_stats.sizes["chain"], sample_stats.sizes["draw"]
+    rhat = max((s.rhat for s in summaries.values()), default=1.0)
+    ess_bulk = min((s.ess_bulk for s in summaries.values()), default=np.inf)
+    ess_tail = min((s.ess_tail for s in summaries.values()), default=np.inf)
+    diverging = sample_stats["diverging"].values.astype(bool)
+    depth = sample_stats["tree_depth"].values
+    energy = sample_stats["energy"].values
+    ebfmi = float(np.min(az.bfmi(energy))) if energy.shape[1] > 1 else float("nan")
+    flags = []
+    if not rhat <= RHAT_MAX:  # also catches NaN
+        flags.append("rhat")
+    if not ess_bulk >= ESS_PER_CHAIN_MIN * chains:
+        flags.append("ess_bulk")
+    if not ess_tail >= ESS_PER_CHAIN_MIN * chains:
+        flags.append("ess_tail")
+    if diverging.any():
+        flags.append("divergences")
+    saturation = float((depth >= max_tree_depth).mean())
+    if saturation > 0:
+        flags.append("tree_depth")
+    if ebfmi < EBFMI_MIN:
+        flags.append("ebfmi")
+    gradients = int(sample_stats["n_steps"].values.sum())
+    timed = sampling_seconds is not None and sampling_seconds > 0
+    return RunDiagnostics(
+        rhat_max=float(rhat),
+        ess_bulk_min=float(ess_bulk),
+        ess_tail_min=float(ess_tail),
+        divergences=int(diverging.sum()),
+        divergence_rate=float(diverging.mean()),
+        tree_depth_saturation=saturation,
+        ebfmi_min=ebfmi,
+        gradient_evaluations=gradients,
+        flags=tuple(flags),
+        warmup_gradient_evaluations=warmup_gradient_evaluations,
+        gradients_per_draw=gradients / (chains * n_draws),
+        ess_bulk_per_second=float(ess_bulk) / sampling_seconds if timed else None,
+        ess_bulk_per_1000_gradients=1000 * float(ess_bulk) / gradients if gradients else None,
+        seconds_per_gradient=sampling_seconds / gradients if timed and gradients else None,
+    )

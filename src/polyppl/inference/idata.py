@@ -1,0 +1,117 @@
+"""One result shape: every backend's draws become the same ArviZ InferenceData.
+
+Same variable names, dims and coordinate labels whichever backend ran, so comparisons
+never special-case a backend. Run metadata lives in the posterior group's attributes
+(netCDF-safe scalars and JSON strings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+from polyppl.inference.draws import Draws
+from polyppl.spec import Dataset, Model
+
+
+def _dataset(arrays: dict[str, tuple[tuple[str, ...], np.ndarray]], coords: dict) -> xr.Dataset:
+    return xr.Dataset({k: (dims, v) for k, (dims, v) in arrays.items()}, coords=coords)
+
+
+def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_arrays: dict[str, np.ndarray],
+                      attrs: dict[str, Any]) -> az.InferenceData:
+    """``posterior_arrays``: the draws' posterior completed with what is computed after
+    sampling (``polyppl.inference.posterior.complete``)."""
+    label_coords = {d: list(dataset.coords[d]) for d in model.dims}
+    first = next(iter(posterior_arrays.values()))
+    chains, n_draws = first.shape[:2]
+    chain_coords = {"chain": np.arange(chains), "draw": np.arange(n_draws)}
+    posterior = _dataset(
+        {name: (("chain", "draw", *getattr(model[name], "dims", ())), np.asarray(posterior_arrays[name], dtype=float))
+         for name in model.output_names},
+        {**chain_coords, **label_coords},
+    )
+    sample_stats = _dataset({k: (("chain", "draw"), np.asarray(v)) for k, v in draws.stats.items()}, chain_coords)
+    observed = _dataset({n.name: (n.dims, np.asarray(dataset.values[n.name])) for n in model.observed}, label_coords)
+    constant = _dataset(
+        {n.name: (n.dims, np.asarray(dataset.values[n.name])) for n in model.data_nodes},
+        label_coords,
+    )
+    t = draws.timings
+    posterior.attrs.update(
+        {
+            **{k: v for k, v in attrs.items() if v is not None and not isinstance(v, dict)},
+            **{k: json.dumps(v, sort_keys=True) for k, v in attrs.items() if isinstance(v, dict)},
+            "engine": draws.engine,
+            "compile_seconds": float(t.compile_seconds),
+            "warmup_seconds": float(t.warmup_seconds),
+            "sampling_seconds": float(t.sampling_seconds),
+            "timing_split": t.split,
+            "compile_cached": int(t.compile_cached),
+            "warmup_gradient_evaluations": int(draws.warmup_gradient_evaluations),
+            "gradient_evaluations": int(np.asarray(draws.stats["n_steps"]).sum()),
+        }
+    )
+    sample_stats.attrs.update(posterior.attrs)
+    return az.InferenceData(posterior=posterior, sample_stats=sample_stats, observed_data=observed, constant_data=constant)
+
+
+def run_attrs(idata: az.InferenceData) -> dict[str, Any]:
+    """The run's attributes, with the JSON-encoded ones decoded."""
+    out = {}
+    for k, v in idata.posterior.attrs.items():
+        if isinstance(v, str) and v[:1] == "{":
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def stem_path(stem: Path, suffix: str) -> Path:
+    """``STEM.nc`` for a stem that may hold dots of its own (``Path.with_suffix`` would cut them)."""
+    stem = Path(stem)
+    return stem.parent / (stem.name + suffix)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_netcdf(idata: az.InferenceData, path: Path) -> None:
+    atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp), engine="h5netcdf"))
+
+
+def save_json(record: dict, path: Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=_json_default) + "\n"))
+
+
+def load_netcdf(path: Path) -> az.InferenceData:
+    return az.from_netcdf(str(path), engine="h5netcdf")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+

@@ -1,0 +1,186 @@
+"""The tables of a comparison, each built once and written as text or as HTML.
+
+A :class:`Table` holds formatted cells (strings), a title, the rows to mark as bad and the
+columns of free text; ``polyppl compare`` prints :meth:`Table.text`, the report embeds
+:meth:`Table.html`.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures
+from polyppl.render.text import fmt, plus_minus, table
+from polyppl.studies.compare import Comparison
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    bad_rows: frozenset[int] = frozenset()
+    text_columns: frozenset[int] = frozenset()
+    notes: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def of(cls, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], bad_rows: Sequence[int] = (),
+           text_columns: Sequence[int] = (), notes: Sequence[str] = ()) -> Table:
+        return cls(title, tuple(headers), tuple(tuple(fmt(c) for c in row) for row in rows), frozenset(bad_rows),
+                   frozenset(text_columns), tuple(notes))
+
+    def text(self) -> str:
+        out = table(self.headers, self.rows, self.title)
+        return out + ("\n" + "\n".join(self.notes) if self.notes else "")
+
+    def html(self) -> str:
+        def cell(tag: str, i: int, value: str) -> str:
+            css = ' class="text"' if i in self.text_columns else ""
+            return f"<{tag}{css}>{html.escape(value)}</{tag}>"
+
+        head = "".join(cell("th", i, h) for i, h in enumerate(self.headers))
+        bad = ' class="bad"'
+        body = "".join(
+            f"<tr{bad if r in self.bad_rows else ''}>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>"
+            for r, row in enumerate(self.rows))
+        return f'<div class="table-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def decision_label(c: Comparison, group: str, label: str) -> str:
+    """How a decision reads: P(B beats C), P(D is best), P(treatment better ...): China."""
+    node = next((d for d in c.problem.model.decisions if d.name == group), None)
+    if node is not None and node.kind == "beats":
+        winner, loser = label.split(">", 1)
+        return f"P({winner} beats {loser})"
+    if node is not None and node.kind == "best":
+        return f"P({label} is best)"
+    title = (node.title or node.name) if node is not None else group
+    return f"{title}: {label}" if label else title
+
+
+def decision_groups(c: Comparison) -> dict[str, list[tuple[str, str]]]:
+    """Decision quantities by decision as (label, quantity key); a pairwise "beats" decision
+    keeps one ordering per pair, the one the first source finds likelier, so no row is a
+    mirror image of another."""
+    if not c.sources:
+        return {}
+    first = next(iter(c.sources.values()))
+    groups: dict[str, list[tuple[str, str]]] = {}
+    kinds = {d.name: d.kind for d in c.problem.model.decisions}
+    for key, q in first.items():
+        if not q.is_probability:
+            continue
+        group, _, rest = key.partition("[")
+        label = rest[:-1]
+        if kinds.get(group) == "beats":
+            winner, loser = label.split(">", 1)
+            if q.summary.mean < 0.5 or (q.summary.mean == 0.5 and label > f"{loser}>{winner}"):
+                continue
+        groups.setdefault(group, []).append((label, key))
+    return groups
+
+
+def decisions_table(c: Comparison) -> Table | None:
+    groups = decision_groups(c)
+    if not groups:
+        return None
+    names = list(c.sources)
+    rows = []
+    for group, items in groups.items():
+        for label, key in items:
+            cells = []
+            for name in names:
+                q = c.sources[name].get(key)
+                cells.append(plus_minus(q.summary.mean, q.summary.mcse_mean) if q else "-")
+            rows.append([decision_label(c, group, label), *cells])
+    notes = ["Each pair appears once, likelier winner first: P(Y beats X) = 1 - P(X beats Y)."] \
+        if any(d.kind == "beats" for d in c.problem.model.decisions) else []
+    return Table.of("Decisions", ["decision (estimate ± MCSE)", *names], rows, notes=notes)
+
+
+# --------------------------------------------------------------------------- diagnostics, speed
+
+
+def diagnostics_table(c: Comparison) -> Table:
+    rows, bad = [], []
+    for label, record in c.records.items():
+        if not record.ok:
+            rows.append([label, record.status, "-", "-", "-", "-", "-", "-", (record.error or "")[:80]])
+            bad.append(len(rows) - 1)
+            continue
+        d = record.diagnostics
+        rows.append([label, "ok", d.rhat_max, round(d.ess_bulk_min), round(d.ess_tail_min), d.divergences,
+                     f"{100 * d.tree_depth_saturation:.1f}%", d.ebfmi_min, ", ".join(d.flags) or "none"])
+        if convergence_failures(d.flags):  # unconverged: its draws are no evidence
+            bad.append(len(rows) - 1)
+    flags = sorted({f for r in c.records.values() if r.ok for f in r.diagnostics.flags})
+    return Table.of("Diagnostics (recomputed from the draws with ArviZ)",
+                    ["backend", "status", "R-hat max", "bulk ESS min", "tail ESS min", "divergences", "max depth",
+                     "E-BFMI min", "flags"], rows, bad, text_columns=[8],
+                    notes=[f"  {f}: {FLAG_MEANINGS[f]}" for f in flags])
+
+
+SPEED_HEADERS = ("backend", "engine", "compile s", "warm-up s", "sampling s", "bulk ESS min", "ESS/s", "gradients",
+                 "ESS/1000 grad", "µs/gradient")
+
+
+def speed_table(c: Comparison) -> Table:
+    rows = []
+    for label, r in c.records.items():
+        if not r.ok:
+            rows.append([label, r.status] + ["-"] * 8)
+            continue
+        t, d = r.timings, r.diagnostics
+        rows.append([label, r.engine, t.compile_seconds, t.warmup_seconds, t.sampling_seconds, round(d.ess_bulk_min),
+                     round(d.ess_bulk_per_second) if d.ess_bulk_per_second else None, d.gradient_evaluations,
+                     d.ess_bulk_per_1000_gradients, d.seconds_per_gradient * 1e6 if d.seconds_per_gradient else None])
+    return Table.of("Speed (sampling time only in ESS/s; compile and warm-up apart)", SPEED_HEADERS, rows,
+                    text_columns=[1])
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def agreement_table(c: Comparison, limit: int | None = 10, with_floor: bool = False) -> Table:
+    ordered = sorted(c.tests, key=lambda t: (t.agree, -abs(t.z)))
+    shown = ordered if limit is None else ordered[:limit]
+    headers = ["quantity", "pair", "statistic", "gap", "z", "p", *(["floor"] if with_floor else []), "agree"]
+    rows = [[t.quantity, " vs ".join(t.backends), t.statistic, t.gap, t.z, t.p_value,
+             *([t.floor] if with_floor else []), "yes" if t.agree else "NO"] for t in shown]
+    title = (f"Agreement: {len(c.tests)} tests, worst first (family-wise false-alarm rate {c.family_alpha:.0%}, "
+             f"Holm; gaps under {c.floor} posterior sd ignored)")
+    return Table.of(title, headers, rows, [i for i, t in enumerate(shown) if not t.agree], text_columns=[1, 2])
+
+
+def settings_table(c: Comparison) -> Table:
+    return Table.of("Sampler settings", ["setting", "value"], [[k, str(v)] for k, v in c.settings.as_dict().items()],
+                    text_columns=[1])
+
+
+def versions_table(c: Comparison) -> Table:
+    records = c.records
+    labels = list(records)
+    packages = sorted({p for r in records.values() for p in r.versions})
+    rows = [["status", *[records[b].status for b in labels]],
+            ["engine", *[records[b].engine for b in labels]],
+            ["seed", *[str(records[b].seed) for b in labels]],
+            *[[p, *[records[b].versions.get(p, "-") for b in labels]] for p in packages]]
+    return Table.of("Engines and package versions", ["", *labels], rows, text_columns=range(1, len(labels) + 1))
+
+
+def comparison_text(c: Comparison) -> str:
+    """What ``polyppl compare`` prints: decisions first, then diagnostics, speed, agreement
+    and the verdict."""
+    s = c.settings
+    parts = [f"{c.problem.describe()}; {s.chains} chains x {s.tune} warm-up + {s.draws} draws, seed {s.seed}"]
+    decisions = decisions_table(c)
+    parts += [t.text() for t in (decisions, diagnostics_table(c), speed_table(c), agreement_table(c)) if t]
+    verdict = f"VERDICT: {c.verdict.upper()}"
+    if c.reasons:
+        verdict += "\n" + "\n".join(f"  - {r}" for r in c.reasons)
+    return "\n\n".join(parts + [verdict])

@@ -1,0 +1,90 @@
+"""The model specification: a Bayesian model declared once, as plain data.
+
+``from polyppl import spec as s`` gives the whole vocabulary: nodes (``s.Param``,
+``s.Observed``, ...), distributions (``s.Normal``, ``s.BetaBinomial``, ...), expression
+functions (``s.exp``, ``s.inv_logit``, ...), decisions (``s.prob``, ``s.prob_beats``,
+``s.prob_best``), rewrites (``s.noncentered``) and datasets (``s.Dataset``). Nothing here
+knows about PyMC, NumPyro or Stan.
+"""
+
+from polyppl.spec.expr import (
+    ARITHMETIC,
+    COMPARISONS,
+    FUNCTIONS,
+    LOGICAL,
+    NEG_INF,
+    Binary,
+    Call,
+    Const,
+    Expr,
+    ExprLike,
+    Index,
+    Var,
+    as_expr,
+    evaluate,
+    exp,
+    free_vars,
+    inv_logit,
+    log,
+    log1p,
+    logit,
+    sqrt,
+    where,
+)
+from polyppl.spec.families import (
+    FAMILIES,
+    Bernoulli,
+    BernoulliLogit,
+    Beta,
+    BetaBinomial,
+    Binomial,
+    BinomialLogit,
+    Cauchy,
+    Dist,
+    Exponential,
+    Family,
+    Flat,
+    Gamma,
+    HalfCauchy,
+    HalfFlat,
+    HalfNormal,
+    HalfStudentT,
+    Normal,
+    Poisson,
+    StudentT,
+    Support,
+    Uniform,
+)
+from polyppl.spec.model import (
+    Conditional,
+    Data,
+    Dataset,
+    Decision,
+    Deterministic,
+    DType,
+    Factor,
+    Model,
+    Node,
+    Observed,
+    Param,
+    SpecError,
+    check_dataset,
+    density_dependencies,
+    expr_dims,
+    expr_dtype,
+    prob,
+    prob_beats,
+    prob_best,
+    references,
+)
+from polyppl.spec.rewrites import noncentered
+
+__all__ = [
+    "ARITHMETIC", "COMPARISONS", "FUNCTIONS", "LOGICAL", "NEG_INF", "Binary", "Call", "Const", "Expr", "ExprLike",
+    "Index", "Var", "as_expr", "evaluate", "exp", "free_vars", "inv_logit", "log", "log1p", "logit", "sqrt", "where",
+    "FAMILIES", "Bernoulli", "BernoulliLogit", "Beta", "BetaBinomial", "Binomial", "BinomialLogit", "Cauchy", "Dist",
+    "Exponential", "Family", "Flat", "Gamma", "HalfCauchy", "HalfFlat", "HalfNormal", "HalfStudentT", "Normal",
+    "Poisson", "StudentT", "Support", "Uniform", "Conditional", "Data", "Dataset", "Decision", "Deterministic",
+    "DType", "Factor", "Model", "Node", "Observed", "Param", "SpecError", "check_dataset", "density_dependencies",
+    "expr_dims", "expr_dtype", "prob", "prob_beats", "prob_best", "references", "noncentered",
+]

@@ -1,0 +1,213 @@
+"""Expressions: small trees built with ordinary Python operators; nothing is evaluated here.
+
+``a[group] + b[group] * treated`` builds a tree of :class:`Var`, :class:`Index` and
+:class:`Binary` nodes. Each compiler walks the same tree with its own array library
+(:func:`evaluate` takes that library's function table).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Callable, Mapping, Union
+
+import numpy as np
+
+
+class Expr:
+    """A node of an expression tree. Operators build new trees; nothing is evaluated."""
+
+    def __add__(self, other: ExprLike) -> Expr:
+        return Binary("+", self, as_expr(other))
+
+    def __radd__(self, other: ExprLike) -> Expr:
+        return Binary("+", as_expr(other), self)
+
+    def __sub__(self, other: ExprLike) -> Expr:
+        return Binary("-", self, as_expr(other))
+
+    def __rsub__(self, other: ExprLike) -> Expr:
+        return Binary("-", as_expr(other), self)
+
+    def __mul__(self, other: ExprLike) -> Expr:
+        return Binary("*", self, as_expr(other))
+
+    def __rmul__(self, other: ExprLike) -> Expr:
+        return Binary("*", as_expr(other), self)
+
+    def __truediv__(self, other: ExprLike) -> Expr:
+        return Binary("/", self, as_expr(other))
+
+    def __rtruediv__(self, other: ExprLike) -> Expr:
+        return Binary("/", as_expr(other), self)
+
+    def __pow__(self, other: ExprLike) -> Expr:
+        return Binary("**", self, as_expr(other))
+
+    def __neg__(self) -> Expr:
+        return Call("neg", (self,))
+
+    def __getitem__(self, index: ExprLike) -> Expr:
+        return Index(self, as_expr(index))
+
+    # Comparisons build trees too (for `where` and decisions); `==` keeps identity semantics.
+    def __le__(self, other: ExprLike) -> Expr:
+        return Binary("<=", self, as_expr(other))
+
+    def __lt__(self, other: ExprLike) -> Expr:
+        return Binary("<", self, as_expr(other))
+
+    def __ge__(self, other: ExprLike) -> Expr:
+        return Binary(">=", self, as_expr(other))
+
+    def __gt__(self, other: ExprLike) -> Expr:
+        return Binary(">", self, as_expr(other))
+
+    def __or__(self, other: ExprLike) -> Expr:
+        return Binary("|", self, as_expr(other))
+
+    __hash__ = object.__hash__
+
+
+@dataclass(frozen=True, eq=False)
+class Var(Expr):
+    """A reference to a named node (data, parameter or deterministic)."""
+
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Const(Expr):
+    value: float
+
+
+@dataclass(frozen=True, eq=False)
+class Binary(Expr):
+    op: str  # + - * / ** < <= > >= |
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True, eq=False)
+class Call(Expr):
+    fn: str  # one of FUNCTIONS
+    args: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Index(Expr):
+    """``base[index]``: pick one element of a group-level vector per row."""
+
+    base: Expr
+    index: Expr
+
+
+ExprLike = Union[Expr, float, int]
+
+ARITHMETIC = ("+", "-", "*", "/", "**")
+COMPARISONS = ("<", "<=", ">", ">=")
+LOGICAL = ("|",)
+#: Elementwise functions every compiler implements, with their arity.
+FUNCTIONS: dict[str, int] = {
+    "neg": 1,
+    "exp": 1,
+    "log": 1,
+    "log1p": 1,
+    "sqrt": 1,
+    "inv_logit": 1,
+    "logit": 1,
+    "where": 3,
+}
+
+
+def as_expr(value: ExprLike) -> Expr:
+    if isinstance(value, Expr):
+        return value
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return Const(float(value))
+    raise TypeError(f"cannot use {value!r} ({type(value).__name__}) in a model expression")
+
+
+def _call(fn: str, *args: ExprLike) -> Expr:
+    return Call(fn, tuple(as_expr(a) for a in args))
+
+
+def exp(x: ExprLike) -> Expr:
+    return _call("exp", x)
+
+
+def log(x: ExprLike) -> Expr:
+    return _call("log", x)
+
+
+def log1p(x: ExprLike) -> Expr:
+    return _call("log1p", x)
+
+
+def sqrt(x: ExprLike) -> Expr:
+    return _call("sqrt", x)
+
+
+def inv_logit(x: ExprLike) -> Expr:
+    return _call("inv_logit", x)
+
+
+def logit(x: ExprLike) -> Expr:
+    return _call("logit", x)
+
+
+def where(condition: Expr, if_true: ExprLike, if_false: ExprLike) -> Expr:
+    """Elementwise choice; the compilers support it on scalars (Stan's ternary operator)."""
+    return _call("where", condition, if_true, if_false)
+
+
+NEG_INF = Const(-math.inf)
+
+
+def free_vars(expr: Expr) -> set[str]:
+    """Names of the nodes an expression refers to."""
+    if isinstance(expr, Var):
+        return {expr.name}
+    if isinstance(expr, Const):
+        return set()
+    if isinstance(expr, Binary):
+        return free_vars(expr.left) | free_vars(expr.right)
+    if isinstance(expr, Call):
+        return set().union(*(free_vars(a) for a in expr.args))
+    if isinstance(expr, Index):
+        return free_vars(expr.base) | free_vars(expr.index)
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+_PYTHON_OPERATORS: dict[str, Callable] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow,
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def evaluate(expr: Expr, env: Mapping[str, object], functions: Mapping[str, Callable]) -> object:
+    """Evaluate an expression with an array library.
+
+    ``env`` maps node names to that library's arrays; ``functions`` maps each name of
+    FUNCTIONS (and ``"|"``) to the library's implementation. PyMC, NumPyro and NumPy
+    share this walk and differ only in the table they pass.
+    """
+    if isinstance(expr, Const):
+        return expr.value
+    if isinstance(expr, Var):
+        return env[expr.name]
+    if isinstance(expr, Index):
+        return functions.get("index", _index)(evaluate(expr.base, env, functions), evaluate(expr.index, env, functions))
+    if isinstance(expr, Binary):
+        left, right = evaluate(expr.left, env, functions), evaluate(expr.right, env, functions)
+        if expr.op == "|":
+            return functions["|"](left, right)
+        return _PYTHON_OPERATORS[expr.op](left, right)
+    if isinstance(expr, Call):
+        return functions[expr.fn](*(evaluate(a, env, functions) for a in expr.args))
+    raise TypeError(expr)
+
+
+def _index(base, index):
+    return base[index]

@@ -1,0 +1,168 @@
+"""Distribution families: the vocabulary every compiler implements.
+
+Like NumPyro's distributions, each family declares its support (which fixes every
+backend's transform) and the constraint on each argument; a constant argument outside its
+constraint is refused when the distribution is declared, naming the value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from polyppl.spec.expr import Const, Expr, ExprLike, as_expr
+
+Support = Literal["real", "positive", "unit", "interval", "count", "binary"]
+#: What an argument must be: any real, positive, in [0, 1], a whole number >= 0.
+Constraint = Literal["real", "positive", "unit", "count"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """What every compiler needs to know about a distribution family."""
+
+    params: tuple[str, ...]
+    support: Support
+    constraints: tuple[Constraint, ...] = ()
+    discrete: bool = False
+    #: A density that does not integrate to one (Flat, HalfFlat): no prior to simulate from.
+    improper: bool = False
+
+
+#: The vocabulary. Parameter names are polyppl's, the same for every backend.
+#: Rates are rates (Gamma(alpha, beta) has mean alpha/beta; Exponential(rate)).
+FAMILIES: dict[str, Family] = {
+    "normal": Family(("mu", "sigma"), "real", ("real", "positive")),
+    "half_normal": Family(("sigma",), "positive", ("positive",)),
+    "student_t": Family(("nu", "mu", "sigma"), "real", ("positive", "real", "positive")),
+    "half_student_t": Family(("nu", "sigma"), "positive", ("positive", "positive")),
+    "cauchy": Family(("mu", "sigma"), "real", ("real", "positive")),
+    "half_cauchy": Family(("sigma",), "positive", ("positive",)),
+    "beta": Family(("alpha", "beta"), "unit", ("positive", "positive")),
+    "gamma": Family(("alpha", "beta"), "positive", ("positive", "positive")),
+    "exponential": Family(("rate",), "positive", ("positive",)),
+    "uniform": Family(("lower", "upper"), "interval", ("real", "real")),
+    "flat": Family((), "real", improper=True),
+    "half_flat": Family((), "positive", improper=True),
+    "binomial": Family(("n", "p"), "count", ("count", "unit"), discrete=True),
+    "binomial_logit": Family(("n", "logit_p"), "count", ("count", "real"), discrete=True),
+    "beta_binomial": Family(("n", "alpha", "beta"), "count", ("count", "positive", "positive"), discrete=True),
+    "bernoulli": Family(("p",), "binary", ("unit",), discrete=True),
+    "bernoulli_logit": Family(("logit_p",), "binary", ("real",), discrete=True),
+    "poisson": Family(("rate",), "count", ("positive",), discrete=True),
+}
+
+_CHECKS = {
+    "real": (lambda v: not math.isnan(v), "a number"),
+    "positive": (lambda v: v > 0, "positive"),
+    "unit": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "count": (lambda v: v >= 0 and float(v).is_integer(), "a whole number >= 0"),
+}
+
+
+@dataclass(frozen=True)
+class Dist:
+    family: str
+    args: tuple[tuple[str, Expr], ...]
+
+    @property
+    def kwargs(self) -> dict[str, Expr]:
+        return dict(self.args)
+
+    @property
+    def info(self) -> Family:
+        return FAMILIES[self.family]
+
+
+def _dist(family: str, **kwargs: ExprLike) -> Dist:
+    info = FAMILIES[family]
+    if tuple(kwargs) != info.params:
+        raise TypeError(f"{family} takes ({', '.join(info.params)}), got ({', '.join(kwargs)})")
+    args = tuple((k, as_expr(v)) for k, v in kwargs.items())
+    for (name, value), constraint in zip(args, info.constraints):
+        check, words = _CHECKS[constraint]
+        if isinstance(value, Const) and not check(value.value):
+            raise ValueError(f"{family}: argument {name} must be {words}, got {value.value!r}")
+    return Dist(family, args)
+
+
+def Normal(mu: ExprLike, sigma: ExprLike) -> Dist:
+    return _dist("normal", mu=mu, sigma=sigma)
+
+
+def HalfNormal(sigma: ExprLike) -> Dist:
+    return _dist("half_normal", sigma=sigma)
+
+
+def StudentT(nu: ExprLike, mu: ExprLike, sigma: ExprLike) -> Dist:
+    return _dist("student_t", nu=nu, mu=mu, sigma=sigma)
+
+
+def HalfStudentT(nu: ExprLike, sigma: ExprLike) -> Dist:
+    return _dist("half_student_t", nu=nu, sigma=sigma)
+
+
+def Cauchy(mu: ExprLike, sigma: ExprLike) -> Dist:
+    return _dist("cauchy", mu=mu, sigma=sigma)
+
+
+def HalfCauchy(sigma: ExprLike) -> Dist:
+    return _dist("half_cauchy", sigma=sigma)
+
+
+def Beta(alpha: ExprLike, beta: ExprLike) -> Dist:
+    return _dist("beta", alpha=alpha, beta=beta)
+
+
+def Gamma(alpha: ExprLike, beta: ExprLike) -> Dist:
+    """Shape ``alpha``, rate ``beta``."""
+    return _dist("gamma", alpha=alpha, beta=beta)
+
+
+def Exponential(rate: ExprLike) -> Dist:
+    return _dist("exponential", rate=rate)
+
+
+def Uniform(lower: float, upper: float) -> Dist:
+    """Bounds are constants: they fix the support, hence the transform."""
+    if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and lower < upper):
+        raise TypeError(f"Uniform needs constant bounds lower < upper, got {lower!r}, {upper!r}")
+    return _dist("uniform", lower=lower, upper=upper)
+
+
+def Flat() -> Dist:
+    """The improper flat density on the real line."""
+    return _dist("flat")
+
+
+def HalfFlat() -> Dist:
+    """The improper flat density on the positive reals (sampled on the log scale)."""
+    return _dist("half_flat")
+
+
+def Binomial(n: ExprLike, p: ExprLike) -> Dist:
+    return _dist("binomial", n=n, p=p)
+
+
+def BinomialLogit(n: ExprLike, logit_p: ExprLike) -> Dist:
+    return _dist("binomial_logit", n=n, logit_p=logit_p)
+
+
+def BetaBinomial(n: ExprLike, alpha: ExprLike, beta: ExprLike) -> Dist:
+    """``n`` trials whose success probability is Beta(alpha, beta): a Binomial with its rate
+    integrated out. Every compiler evaluates it in a form that stays exact for alpha + beta
+    up to 1e15 and n up to 1e7 (``polyppl.backends.beta_binomial_math``)."""
+    return _dist("beta_binomial", n=n, alpha=alpha, beta=beta)
+
+
+def Bernoulli(p: ExprLike) -> Dist:
+    return _dist("bernoulli", p=p)
+
+
+def BernoulliLogit(logit_p: ExprLike) -> Dist:
+    return _dist("bernoulli_logit", logit_p=logit_p)
+
+
+def Poisson(rate: ExprLike) -> Dist:
+    return _dist("poisson", rate=rate)

@@ -1,0 +1,283 @@
+"""``polyppl bench``: how the cost of sampling grows with the data, per backend.
+
+A sweep is a list of points (model, backend, data size). Each point samples synthetic data
+of that size in a fresh process, so compile caches and peak memory (the child's high-water
+mark of resident memory) of one point do not leak into the next, and appends one JSON line to
+``OUT/points.jsonl`` as soon as it finishes: a sweep that is interrupted and started again
+skips the points already in that file. At the end the points are written as
+``scaling.csv`` and ``scaling.json`` with the fitted growth exponent of each measure
+(least squares slope on log-log axes), and plotted as ``scaling-<model>-<size>.png``.
+
+A point's data form is ``counts`` (the built-in models' default: row-level A/B data
+compressed to successes and trials per cell, so the cost does not grow with the rows) or
+``rows`` (the row-level Bernoulli model users write by hand, one likelihood term per row):
+the sweep along rows per cell shows both.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from polyppl.backends import BACKENDS
+from polyppl.errors import UserError
+from polyppl.execution.request import FitRequest
+from polyppl.execution.runner import run_fit
+from polyppl.inference.methods import SamplerSettings
+from polyppl.models import MODELS, Labels, get_model
+from polyppl.render.text import table
+
+DEFAULT_OUT = Path("polyppl-bench")
+#: Measures of each point, with the label of their plot axis.
+MEASURES = {
+    "compile_seconds": "compile s",
+    "seconds_per_gradient": "s per gradient",
+    "gradients_per_draw": "gradients per draw",
+    "ess_bulk_per_second": "bulk ESS per s",
+    "peak_memory_mb": "peak memory MB",
+}
+#: How the data reach the likelihood: counts per cell (default) or one term per row.
+FORMS = ("counts", "rows")
+
+
+def sweep_models() -> list[str]:
+    """The built-in models that declare scaling sweeps."""
+    return [name for name, model in MODELS.items() if model.sweeps is not None]
+
+
+def size_names(model: str) -> tuple[str, ...]:
+    return get_model(model).sweeps.size_names
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str
+    backend: str
+    sizes: tuple[tuple[str, int], ...]  # (name, value), in the model's size order
+    form: str = "counts"  # one of FORMS
+
+    @property
+    def key(self) -> str:
+        parts = [self.model, self.backend, *(f"{k}={v}" for k, v in self.sizes)]
+        return "|".join(parts if self.form == "counts" else [*parts, f"form={self.form}"])
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{_words(k)} {v}" for k, v in self.sizes)
+        return f"{self.model} {sizes}{' (row-level)' if self.form == 'rows' else ''} on {self.backend}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Which lines of each model's sweeps (``quick`` or ``full``), and the sampler settings."""
+
+    lines: str
+    chains: int
+    draws: int
+    tune: int
+    timeout_seconds: int
+
+    def settings(self) -> SamplerSettings:
+        return SamplerSettings(chains=self.chains, draws=self.draws, tune=self.tune, seed=1)
+
+
+QUICK = Sweep("quick", chains=2, draws=300, tune=300, timeout_seconds=600)
+FULL = Sweep("full", chains=4, draws=1000, tune=1000, timeout_seconds=3600)
+
+
+def points(sweep: Sweep, models: Sequence[str], backends: Sequence[str]) -> list[Point]:
+    out = []
+    for model in models:
+        sweeps = get_model(model).sweeps
+        for line in getattr(sweeps, sweep.lines):
+            sizes = tuple((name, line.sizes[name]) for name in sweeps.size_names)
+            out += [Point(model, backend, sizes, line.form) for backend in backends]
+    return out
+
+
+def point_request(point: Point, sweep: Sweep) -> FitRequest:
+    """The fit a point measures: the model's default form on synthetic data of that size."""
+    builtin = get_model(point.model)
+    dataset = builtin.sweeps.synthetic(dict(point.sizes), point.form)
+    labels = Labels(point.model, point.key.replace("|", "_"), builtin.default_parametrization)
+    return FitRequest.make(builtin.spec(None, dataset), dataset, point.backend, settings=sweep.settings(), labels=labels)
+
+
+def run_point(point: Point, sweep: Sweep) -> dict[str, Any]:
+    """One point in a child process (the fit runner); its row, or its status if it failed or
+    ran too long. Fresh processes keep compile caches and peak memory of one point out of the
+    next."""
+    row: dict[str, Any] = {"key": point.key, "model": point.model, "backend": point.backend, **dict(point.sizes),
+                           "form": point.form}
+    with tempfile.TemporaryDirectory(prefix="polyppl-bench-") as folder:
+        outcome = run_fit(point_request(point, sweep), Path(folder) / "point", timeout=sweep.timeout_seconds, force=True)
+    record = outcome.record
+    row["wall_seconds"] = record.wall_seconds
+    if not record.ok:
+        return {**row, "status": record.status, "error": record.error}
+    t, d = record.timings, record.diagnostics
+    return {**row, "status": "ok", "compile_seconds": t.compile_seconds, "compile_cached": t.compile_cached,
+            "warmup_seconds": t.warmup_seconds, "sampling_seconds": t.sampling_seconds,
+            "seconds_per_gradient": d.seconds_per_gradient, "gradients_per_draw": d.gradients_per_draw,
+            "ess_bulk_min": d.ess_bulk_min, "ess_bulk_per_second": d.ess_bulk_per_second,
+            "divergences": d.divergences, "engine": record.engine, "peak_memory_mb": record.peak_memory_mb}
+
+
+def finished_points(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows already in ``points.jsonl`` by key; a line cut short by an interruption is ignored.
+    Rows written before data forms existed are counts."""
+    rows: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row["key"]] = {"form": "counts", **row}
+    return rows
+
+
+def run_sweep(
+    out: Path,
+    sweep: Sweep = QUICK,
+    models: Sequence[str] | None = None,
+    backends: Sequence[str] = tuple(BACKENDS),
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the points not yet in ``out/points.jsonl``, then write the tables and plots."""
+    models = list(models or sweep_models())
+    out.mkdir(parents=True, exist_ok=True)
+    journal = out / "points.jsonl"
+    done = finished_points(journal)
+    if journal.exists() and not journal.read_bytes().endswith(b"\n"):
+        with journal.open("a") as handle:  # a line cut short: the next row starts a line of its own
+            handle.write("\n")
+    todo = points(sweep, models, backends)
+    for index, point in enumerate(todo, start=1):
+        if point.key in done:
+            continue
+        if progress:
+            print(f"polyppl bench: [{index}/{len(todo)}] {point.describe()} ...", file=sys.stderr, flush=True)
+        row = run_point(point, sweep)
+        with journal.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        done[point.key] = row
+        if progress:
+            print(f"polyppl bench: [{index}/{len(todo)}] {row['status']} in {row['wall_seconds']:.1f} s", file=sys.stderr, flush=True)
+    rows = [done[p.key] for p in todo]
+    write_tables(rows, out)
+    plot(rows, out)
+    return rows
+
+
+def sweep_line(rows: Iterable[dict[str, Any]], model: str, size: str, form: str = "counts") -> list[dict[str, Any]]:
+    """The finished points of ``model`` in ``form`` along ``size``: those whose other sizes
+    are at their most common value (the base point the sweep's lines run through)."""
+    line = [r for r in rows if r["status"] == "ok" and r["model"] == model and r.get("form", "counts") == form]
+    for other in size_names(model):
+        if other != size and line:
+            values = [r[other] for r in line]
+            common = max(set(values), key=values.count)
+            line = [r for r in line if r[other] == common]
+    return line
+
+
+def growth_exponents(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Least-squares slope of log(measure) on log(size), per model, data form, backend and
+    size name, along the sweep's lines (``sweep_line``)."""
+    rows = list(rows)
+    out = []
+    for model in sweep_models():
+        for name in size_names(model):
+            for form in FORMS:
+                for backend in BACKENDS:
+                    line = [r for r in sweep_line(rows, model, name, form) if r["backend"] == backend]
+                    if len({r[name] for r in line}) < 3:
+                        continue  # two points fit any slope exactly: no estimate
+                    out.append(_fit(line, {"model": model, "form": form, "backend": backend, "size": name}))
+    return out
+
+
+def _fit(line: list[dict[str, Any]], fit: dict[str, Any]) -> dict[str, Any]:
+    """``fit`` with the slope of each measure on log-log axes (3 points at least)."""
+    name = fit["size"]
+    fit["points"] = len(line)
+    for measure in MEASURES:
+        pairs = [(r[name], r[measure]) for r in line if r.get(measure) and r[measure] > 0]
+        if len(pairs) >= 3:
+            x, y = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
+            fit[measure] = float(np.polyfit(x, y, 1)[0])
+    return fit
+
+
+TABLE_COLUMNS = ("model", "backend", "groups", "rows_per_cell", "variants", "form", "status", *MEASURES,
+                 "sampling_seconds", "ess_bulk_min", "divergences", "wall_seconds", "engine")
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    with (out / "scaling.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, TABLE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "scaling.json").write_text(json.dumps({"points": rows, "exponents": growth_exponents(rows)}, indent=1))
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One figure per model and size (``scaling-<model>-<size>.png``): a log-log panel per
+    measure, a colour per backend, solid for counts per cell and dashed for row-level data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {backend: f"C{k}" for k, backend in enumerate(BACKENDS)}
+    styles = {"counts": "-", "rows": "--"}
+    paths = []
+    for model in sweep_models():
+        names = size_names(model)
+        for size in names:
+            lines = {form: sweep_line(rows, model, size, form) for form in FORMS}
+            lines = {form: line for form, line in lines.items() if len({r[size] for r in line}) >= 2}
+            if not lines:
+                continue
+            figure, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.6))
+            for axis, (measure, label) in zip(axes, MEASURES.items()):
+                for form, line in lines.items():
+                    for backend in BACKENDS:
+                        xy = sorted((r[size], r[measure]) for r in line if r["backend"] == backend and r.get(measure))
+                        if xy:
+                            name = backend if form == "counts" else f"{backend}, row-level"
+                            axis.plot(*zip(*xy), styles[form], marker="o", color=colours[backend], label=name)
+                axis.set(xscale="log", yscale="log", xlabel=_words(size), title=label)
+                axis.grid(True, which="both", alpha=0.3)
+            axes[0].legend(fontsize="small")
+            base = next(iter(lines.values()))[0]
+            held = ", ".join(f"{_words(n)} = {base[n]}" for n in names if n != size)
+            figure.suptitle(f"{model}: cost against {_words(size)}" + (f" ({held})" if held else ""))
+            figure.tight_layout()
+            path = out / f"scaling-{model}-{size}.png"
+            figure.savefig(path, dpi=90)
+            plt.close(figure)
+            paths.append(path)
+    return paths
+
+
+def exponents_text(exponents: list[dict[str, Any]]) -> str:
+    rows = [[e["model"], e["size"], e.get("form", "counts"), e["backend"], *(_slope(e.get(m)) for m in MEASURES)]
+            for e in exponents]
+    return table(["model", "size", "data", "backend", *MEASURES.values()], rows)
+
+
+def _slope(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:+.2f}"

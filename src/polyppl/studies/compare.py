@@ -1,0 +1,309 @@
+"""``polyppl compare``: one model on several backends; do they agree, did they converge, how fast?
+
+Each backend (a column: ``stan``, or ``stan:pystan`` to name the engine) runs in its own
+process with an optional timeout (``polyppl.execution.runner``). Every finished fit is on
+disk (``OUT/<model>-<scenario>-<column>-<method>.nc`` and ``.json``) the moment it ends; a
+second invocation with the same ``--out`` reuses a finished fit only when its whole request
+is the same (model, data, engine, settings, versions), so an interrupted comparison resumes
+and a changed input is never answered from an old run. A backend that raises, crashes or
+hangs is recorded with its status and error, and the others go on.
+
+The verdict: ``agree`` (exit code 0), ``disagree`` (1), ``inconclusive`` (3, a backend
+failed or did not converge).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from polyppl.backends import Column, parse_columns
+from polyppl.errors import UserError, unknown
+from polyppl.execution.fit import result_stem
+from polyppl.execution.record import FitRecord
+from polyppl.execution.request import FitRequest
+from polyppl.execution.runner import FitOutcome, run_fit
+from polyppl.inference.diagnostics import convergence_failures, flatten
+from polyppl.inference.idata import load_netcdf, save_json
+from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.posterior import decision_draws
+from polyppl.models import MODELS, Labels, Problem, get_model, resolve
+from polyppl.spec import Dataset, Model
+from polyppl.spec.serialize import dataset_from_json, dataset_to_json, model_from_json, model_to_json
+from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, QuantityDraws, holm, pair_tests
+
+REFERENCES = ("exact",)
+EXACT_DRAWS_PER_CHAIN = 25_000
+EXACT_CHAINS = 4
+#: Exit codes of ``polyppl compare``, by verdict (2 is bad input).
+EXIT_CODES = {"agree": 0, "disagree": 1, "inconclusive": 3}
+
+
+@dataclass
+class Comparison:
+    problem: Problem
+    settings: SamplerSettings
+    outcomes: dict[str, FitOutcome]  # by column label
+    family_alpha: float = FAMILY_ALPHA
+    floor: float = PRACTICAL_FLOOR
+    method: str = "nuts"
+    reference: str | None = None
+    tests: list[PairTest] = field(default_factory=list)
+    verdict: str = "inconclusive"
+    reasons: list[str] = field(default_factory=list)
+    #: Draws of every quantity by source (the columns, and "exact"), filled by ``assess``.
+    sources: dict[str, dict[str, QuantityDraws]] = field(default_factory=dict)
+
+    @property
+    def records(self) -> dict[str, FitRecord]:
+        return {label: o.record for label, o in self.outcomes.items()}
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def disagreements(self) -> list[PairTest]:
+        return [t for t in self.tests if not t.agree]
+
+    def worst(self) -> PairTest | None:
+        return max(self.tests, key=lambda t: (not t.agree, abs(t.z)), default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        worst = self.worst()
+        labels = self.problem.labels
+        return {
+            "model": labels.model,
+            "scenario": labels.scenario,
+            "parametrization": labels.parametrization,
+            "builtin": self.problem.builtin.name if self.problem.builtin else None,
+            "method": self.method,
+            "settings": self.settings.as_dict(),
+            "backends": {label: o.record.to_json() for label, o in self.outcomes.items()},
+            "files": {label: o.stem.name for label, o in self.outcomes.items()},
+            "reference": self.reference,
+            "agreement": {
+                "family_alpha": self.family_alpha,
+                "practical_floor_sd": self.floor,
+                "method": "z tests of means and 5%/95% quantiles from MCSEs, ESS-adjusted KS; Holm over all tests",
+                "n_tests": len(self.tests),
+                "pairs": [t.as_dict() for t in self.tests],
+                "worst": worst.as_dict() if worst else None,
+                "verdict": self.verdict,
+                "reasons": self.reasons,
+            },
+            "problem": {"model": model_to_json(self.problem.model), "dataset": dataset_to_json(self.problem.dataset)},
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any], out_dir: Path) -> Comparison:
+        """A saved comparison with its fits' files in ``out_dir``: tests and verdict as saved,
+        draws reloaded from the ``.nc`` files (nothing is sampled)."""
+        builtin = get_model(saved["builtin"]) if saved.get("builtin") else None
+        problem = Problem(model_from_json(saved["problem"]["model"]), dataset_from_json(saved["problem"]["dataset"]),
+                          Labels(saved["model"], saved["scenario"], saved.get("parametrization")), builtin)
+        outcomes = {}
+        for label, record_json in saved["backends"].items():
+            record = FitRecord.from_json(record_json)
+            stem = out_dir / saved["files"][label]
+            if record.ok and not (out_dir / f"{stem.name}.nc").exists():
+                raise UserError(f"the comparison in {out_dir} lists a finished {label} fit, but {stem.name}.nc is missing")
+            outcomes[label] = FitOutcome(None, stem, record, reused=True)
+        agreement = saved["agreement"]
+        comparison = cls(
+            problem, SamplerSettings.from_dict(saved["settings"]), outcomes, agreement["family_alpha"],
+            agreement["practical_floor_sd"], saved.get("method", "nuts"), saved.get("reference"),
+            tests=[PairTest.from_dict(p) for p in agreement["pairs"]], verdict=agreement["verdict"],
+            reasons=list(agreement["reasons"]),
+        )
+        comparison.sources = load_sources(comparison)
+        return comparison
+
+
+# --------------------------------------------------------------------------- quantities
+
+
+def quantities(model: Model, dataset: Dataset, posterior: dict[str, np.ndarray]) -> dict[str, QuantityDraws]:
+    """Every scalar quantity of a posterior, and its decision probabilities, by name
+    (``rates[A]``, ``prob_beats[B>C]``)."""
+    import xarray as xr
+
+    frame = xr.Dataset({name: (("chain", "draw", *getattr(model[name], "dims", ())), np.asarray(value))
+                        for name, value in posterior.items()},
+                       coords={d: list(dataset.coords[d]) for d in model.dims})
+    out = {k: QuantityDraws(v) for k, v in flatten(frame).items()}
+    for group, values in decision_draws(model, dataset, posterior).items():
+        for label, indicator in values.items():
+            out[f"{group}[{label}]" if label else group] = QuantityDraws(indicator, is_probability=True)
+    return out
+
+
+def exact_posterior(problem: Problem, seed: int) -> dict[str, np.ndarray]:
+    """The built-in model's exact posterior as chains of independent draws (name -> (chain,
+    draw, *shape)), restricted to the names this parametrization outputs."""
+    assert problem.builtin is not None and problem.builtin.exact_draws is not None
+    draws = problem.builtin.exact_draws(problem.dataset, EXACT_CHAINS * EXACT_DRAWS_PER_CHAIN, seed)
+    return {name: value.reshape(EXACT_CHAINS, EXACT_DRAWS_PER_CHAIN, *value.shape[1:])
+            for name, value in draws.items() if name in problem.model.output_names}
+
+
+def load_sources(comparison: Comparison) -> dict[str, dict[str, QuantityDraws]]:
+    """Draws of every finished column (from its ``.nc``), and of the exact reference."""
+    problem, sources = comparison.problem, {}
+    for label, outcome in comparison.outcomes.items():
+        if outcome.ok:
+            posterior = load_netcdf(outcome.netcdf).posterior
+            sources[label] = quantities(problem.model, problem.dataset,
+                                        {n: posterior[n].values for n in problem.model.output_names})
+    if comparison.reference == "exact":
+        sources["exact"] = quantities(problem.model, problem.dataset, exact_posterior(problem, comparison.settings.seed))
+    return sources
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def assess(comparison: Comparison) -> Comparison:
+    """Agreement tests, Holm-adjusted, and the verdict."""
+    unconverged = []
+    for label, outcome in comparison.outcomes.items():
+        if not outcome.ok:
+            comparison.reasons.append(f"{label} did not finish ({outcome.record.status}: {outcome.record.error})")
+            continue
+        failures = convergence_failures(outcome.record.diagnostics.flags)
+        if failures:
+            unconverged.append(label)
+            comparison.reasons.append(f"{label} did not converge ({', '.join(failures)}): "
+                                      "comparing unconverged chains is no evidence either way")
+    comparison.sources = load_sources(comparison)
+    columns = [label for label in comparison.sources if label != "exact"]
+    pairs = [(a, b) for i, a in enumerate(columns) for b in columns[i + 1:]]
+    if "exact" in comparison.sources:
+        pairs += [(label, "exact") for label in columns]
+    comparison.tests = holm(pair_tests(comparison.sources, comparison.floor, pairs), comparison.family_alpha)
+    judged = [t for t in comparison.disagreements() if not set(t.backends) & set(unconverged)]
+    if judged:
+        comparison.verdict = "disagree"
+        names = sorted({f"{t.quantity} ({' vs '.join(t.backends)})" for t in judged})
+        comparison.reasons.insert(0, "disagreement beyond Monte Carlo error: " + "; ".join(names[:8])
+                                  + (" ..." if len(names) > 8 else ""))
+    elif comparison.reasons:
+        comparison.verdict = "inconclusive"
+    elif len(comparison.sources) < 2:
+        comparison.verdict = "inconclusive"
+        comparison.reasons.append("fewer than two finished sources: nothing to compare")
+    else:
+        comparison.verdict = "agree"
+    return comparison
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def as_problem(model: str | Model | Problem, dataset: Dataset | None = None, scenario: str | None = None,
+               data: str | Path | None = None, parametrization: str | None = None) -> Problem:
+    """What the user gave as a problem: a built-in model's name or ``FILE.py:NAME`` (with a
+    scenario or CSV file), a spec ``Model`` with its ``Dataset``, or a ``Problem``."""
+    if isinstance(model, Problem):
+        return model
+    if isinstance(model, Model):
+        if dataset is None:
+            raise UserError(f"model {model.name!r} needs its data: compare(model, dataset)")
+        return Problem(model, dataset, Labels(model.name, "data"))
+    if dataset is not None:
+        raise UserError("a dataset goes with a spec Model; a built-in model takes scenario= or data=")
+    return resolve(model, scenario, data, parametrization)
+
+
+def compare(
+    model: str | Model | Problem,
+    dataset: Dataset | None = None,
+    backends: Sequence[str] | None = None,
+    *,
+    scenario: str | None = None,
+    data: str | Path | None = None,
+    parametrization: str | None = None,
+    settings: SamplerSettings | None = None,
+    engines: dict[str, str] | None = None,
+    reference: str | None = None,
+    out: str | Path = "polyppl-results",
+    timeout: float | None = None,
+    force: bool = False,
+    family_alpha: float = FAMILY_ALPHA,
+    floor: float = PRACTICAL_FLOOR,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Comparison:
+    """Run one model on each backend (own process, optional timeout) and judge agreement.
+
+    ``backends``: columns such as ``["pymc", "stan:pystan", "stan:cmdstanpy"]`` (all three
+    backends by default); ``engines``: the engine of a backend named without one
+    (``{"stan": "pystan"}``). Each fit is saved in ``out`` as it finishes, and the comparison
+    (verdict and every test) as ``OUT/<model>-<scenario>-comparison.json``.
+    """
+    if reference is not None and reference not in REFERENCES:
+        raise unknown("reference", reference, REFERENCES)
+    if not 0 < family_alpha < 1:
+        raise UserError(f"family_alpha must lie strictly between 0 and 1, got {family_alpha!r}")
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"timeout must be positive, got {timeout!r}")
+    problem = as_problem(model, dataset, scenario, data, parametrization)
+    if reference == "exact" and (problem.builtin is None or problem.builtin.exact_draws is None):
+        with_exact = ", ".join(name for name, m in MODELS.items() if m.exact_draws)
+        raise UserError(f"--reference exact needs a model with an exact posterior ({with_exact}), not {problem.name}")
+    settings = settings or SamplerSettings()
+    columns = parse_columns(list(backends) if backends else None)
+    requests = {c.label: _request(problem, c, settings, engines or {}) for c in columns}  # all checked before any runs
+    out = Path(out)
+    outcomes = {}
+    for i, (label, request) in enumerate(requests.items(), start=1):
+        def note(line: str, i: int = i) -> None:
+            progress(f"[{i}/{len(requests)}] {line}")
+
+        outcome = run_fit(request, result_stem(out, problem.labels, label, "nuts"), timeout=timeout, force=force,
+                          progress=note, label=label)
+        if outcome.reused:
+            note(f"{label}: {outcome.note}")
+        else:
+            r = outcome.record
+            note(f"{label}: {r.status} " + (f"in {r.wall_seconds:.1f} s" if r.ok else f"- {r.error}"))
+        outcomes[label] = outcome
+    comparison = assess(Comparison(problem, settings, outcomes, family_alpha, floor, reference=reference))
+    save_json(comparison.to_json(), comparison_path(out, problem.labels))
+    return comparison
+
+
+def _request(problem: Problem, column: Column, settings: SamplerSettings, engines: dict[str, str]) -> FitRequest:
+    engine = column.engine or engines.get(column.backend)
+    return FitRequest.make(problem.model, problem.dataset, column.backend, engine, "nuts", settings, labels=problem.labels)
+
+
+def comparison_path(out: str | Path, labels: Labels) -> Path:
+    """Where a comparison's verdict and tests are saved: ``OUT/<model>-<scenario>-comparison.json``."""
+    return Path(out) / f"{labels.model}-{labels.scenario}-comparison.json"
+
+
+def load_comparison(out_dir: str | Path, model: str | None = None, scenario: str | None = None) -> Comparison:
+    """A finished comparison from ``OUT_DIR`` (pick one with ``model``/``scenario`` when the
+    folder holds several), without sampling."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir} is not a folder; give the --out folder of a finished `polyppl compare`")
+    found = []
+    for path in sorted(out_dir.glob("*-comparison.json")):
+        saved = json.loads(path.read_text())
+        if (model is None or saved.get("model") == model) and (scenario is None or saved.get("scenario") == scenario):
+            found.append((path, saved))
+    if not found:
+        wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario)) if v)
+        raise UserError(f"no comparison {('matching ' + wanted + ' ') if wanted else ''}in {out_dir}: "
+                        f"run `polyppl compare MODEL --out {out_dir}` first")
+    if len(found) > 1:
+        listing = "; ".join(f"--model {s['model']} --scenario {s['scenario']}" for _, s in found)
+        raise UserError(f"{len(found)} comparisons in {out_dir}; pick one with {listing}")
+    path, saved = found[0]
+    if "problem" not in saved:
+        raise UserError(f"{path} was written by an older polyppl; run the comparison again")
+    return Comparison.from_json(saved, out_dir)
