@@ -15,7 +15,14 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from polyppl.report import _color
-from polyppl.studies.sbc_stats import BAND_LEVEL, SbcQuantityResult, binned_counts, ecdf_counts, histogram_bins, simultaneous_band
+from polyppl.studies.sbc_stats import (
+    BAND_LEVEL,
+    SbcQuantityResult,
+    binned_counts,
+    ecdf_counts,
+    histogram_bins,
+    simultaneous_band,
+)
 
 #: Pointwise level of the band around each bin count of a rank histogram (Talts et al. 2018 use 99%).
 HISTOGRAM_LEVEL = 0.99
@@ -96,13 +103,18 @@ def ecdf_difference_figure(
             ax.set_xlabel("fractional rank (r + 1) / (L + 1)")
             ax.xaxis.set_tick_params(labelbottom=True)
     simulations = f"S = {sizes[0]}" if len(sizes) == 1 else f"S = {sizes[0]}–{sizes[-1]} (dashed: the band for each S)"
-    fig.suptitle(f"SBC: rank ECDF minus uniform CDF, {level:.0%} simultaneous bands; L = {L}, {simulations}", fontsize=11)
-    handles, labels = axes[0].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    for ax in axes[1:]:
+    title = f"SBC: rank ECDF minus uniform CDF, {level:.0%} simultaneous band per quantity; L = {L}, {simulations}"
+    alphas = {r.family_alpha for by_quantity in (results or {}).values() for r in by_quantity.values()}
+    if alphas:  # the band is per quantity, the verdicts are per backend: say so, or a curve just outside puzzles
+        levels = ", ".join(f"{a:.0%}" for a in sorted(alphas))
+        title += (f"\nverdicts: Holm over each backend's quantities at a family-wise {levels};"
+                  " a curve can leave its band and still be judged calibrated")
+    fig.suptitle(title, fontsize=11)
+    lines: dict[str, object] = {}  # one legend entry per backend, from whichever panel has it
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(label, handle)
-    fig.legend(seen.values(), seen.keys(), loc="outside lower center", ncol=len(seen), frameon=False, fontsize=9)
+            lines.setdefault(label, handle)
+    fig.legend(lines.values(), lines.keys(), loc="outside lower center", ncol=len(lines), frameon=False, fontsize=9)
     return fig
 
 
