@@ -8,7 +8,7 @@ Rate checks compare a count of rejections with its exact binomial distribution: 
 must lie in the central 1 - 1e-4 interval of Binomial(trials, rate) (``_binomial_ok``), so
 each such check raises a false alarm with probability at most 1e-4. Every random input is
 drawn from a fixed seed, so the file is deterministic; the stated rates say how often the
-checks would fail over seeds. About 30 s on one core.
+checks would fail over seeds. About 30 s of CPU (66 s wall on a loaded 2-core machine).
 """
 
 from __future__ import annotations
