@@ -108,9 +108,10 @@ def test_band_matches_the_papers_binomial_recursion_and_arviz():
 
     z = np.arange(1, L + 1) / (L + 1)
     lower, upper = ecdf_confidence_band(S, z, z, prob=0.95, method="optimized")
-    # ArviZ's optimiser may stop one attainable step away from the largest band of size <= 5%.
-    assert np.abs(np.round(lower * S) - band.lower[1:-1]).max() <= 1
-    assert np.abs(np.round(upper * S) - band.upper[1:-1]).max() <= 1
+    # The same band, count for count (ArviZ 0.23.4; its optimiser could in principle stop one
+    # attainable step away, as the coverage is a step function of gamma, but here it does not).
+    np.testing.assert_array_equal(np.round(lower * S), band.lower[1:-1])
+    np.testing.assert_array_equal(np.round(upper * S), band.upper[1:-1])
 
 
 # --------------------------------------------------------------------------- (a) false alarms under the null
