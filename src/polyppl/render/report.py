@@ -25,6 +25,7 @@ from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures
 from polyppl.inference.idata import atomic_write, load_netcdf
 from polyppl.models import Problem
 from polyppl.models.base import ShrinkagePanel, stack_draws
+from polyppl.render.colors import color
 from polyppl.render.tables import (
     agreement_table,
     decision_groups,
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
     import xarray as xr
     from matplotlib.figure import Figure
 
-#: One colour per source, the same in every figure, so a reader learns it once.
-SOURCE_COLORS = {"pymc": "#2166ac", "numpyro": "#e08214", "stan": "#b2182b", "exact": "#222222"}
-FALLBACK_COLORS = ("#1b7837", "#762a83", "#35978f", "#8c510a")
 #: Draws of the exact posterior when it stands in for a scenario that was not sampled.
 EXACT_SHRINKAGE_DRAWS = 20_000
 AGREEMENT_ROWS_SHOWN = 15
@@ -237,7 +235,7 @@ def _decisions_figure(inputs: ReportInputs, groups: dict[str, list[tuple[str, st
             means = [q.summary.mean if q else np.nan for q in draws]
             errors = [2 * q.summary.mcse_mean if q else 0 for q in draws]
             y = positions - 0.4 + bar * (i + 0.5)
-            ax.barh(y, means, height=bar * 0.9, color=_color(name), label=name, xerr=errors,
+            ax.barh(y, means, height=bar * 0.9, color=color(name), label=name, xerr=errors,
                     error_kw={"ecolor": "#000", "elinewidth": 1, "capsize": 2})
             for yy, m, e in zip(y, means, errors):
                 ax.text(m + e + 0.01, yy, f"{m:.3f}", va="center", fontsize=8, color="#333")
@@ -293,7 +291,7 @@ def _forest_figure(inputs: ReportInputs, groups: list[list[str]]) -> str:
         datasets = [inputs.posteriors[s][names] for s in sources]
         # A single source gets no legend from ArviZ, and its name before every label.
         az.plot_forest(datasets, model_names=sources if len(sources) > 1 else None, var_names=names, combined=True, hdi_prob=0.9,
-                       colors=[_color(s) for s in sources], textsize=9, legend=True, ax=ax)
+                       colors=[color(s) for s in sources], textsize=9, legend=True, ax=ax)
         if ax.get_legend() is not None:  # asked for, as without it ArviZ prefixes every label; one per figure suffices
             ax.get_legend().remove()
         ax.set_title("")  # ArviZ's "90.0% HDI", said once in the caption
@@ -302,7 +300,7 @@ def _forest_figure(inputs: ReportInputs, groups: list[list[str]]) -> str:
         if low > 0 and high / low > 100:  # e.g. the Beta-Binomial's a and b, with tails to infinity
             ax.set_xscale("log")
         ax.set_title(", ".join(names), fontsize=10, loc="left")
-    handles = [plt.Line2D([], [], color=_color(s), lw=2.5) for s in inputs.sources]
+    handles = [plt.Line2D([], [], color=color(s), lw=2.5) for s in inputs.sources]
     fig.legend(handles, inputs.sources, loc="outside upper right", ncol=n_sources, frameon=False, fontsize=9)
     exact = " and the exact posterior" if "exact" in inputs.sources else ""
     return _figure(fig, "Forest plots of every parameter group",
@@ -337,7 +335,7 @@ def _shrinkage_figure(panel: ShrinkagePanel, problem: Problem) -> str:
         mean = draws.mean(axis=0)
         low, high = np.quantile(draws, [0.05, 0.95], axis=0)
         x = positions - 0.1 + width * i
-        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o", color=_color(name), ms=6, capsize=2,
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o", color=color(name), ms=6, capsize=2,
                     label=f"{name}: posterior mean, 90% interval")
     for x, observed, target in zip(positions, panel.observed, next(iter(panel.draws.values())).mean(axis=0)):
         ax.annotate("", xy=(x - 0.12, target), xytext=(x - 0.33, observed),
@@ -510,7 +508,7 @@ def _speed_figure(records: dict[str, Any]) -> str:
     left.set_title("time per phase", fontsize=10, loc="left")
     left.legend(ncol=3, fontsize=8.5, loc="lower right", bbox_to_anchor=(1, 1), frameon=False)
     ess_per_second = [records[b].diagnostics.ess_bulk_per_second or 0.0 for b in backends]
-    right.barh(positions, ess_per_second, color=[_color(b) for b in backends], height=0.6)
+    right.barh(positions, ess_per_second, color=[color(b) for b in backends], height=0.6)
     for y, value in zip(positions, ess_per_second):
         right.text(value, y, f" {value:.0f}", va="center", fontsize=9)
     right.set_xlim(0, max(ess_per_second) * 1.2)
@@ -560,12 +558,6 @@ def _figure(fig: Figure, alt: str, caption: str) -> str:
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>")
-
-
-def _color(source: str) -> str:
-    if source in SOURCE_COLORS:
-        return SOURCE_COLORS[source]
-    return FALLBACK_COLORS[sum(map(ord, source)) % len(FALLBACK_COLORS)]
 
 
 def _e(text: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from polyppl.report import _color
+from polyppl.render.colors import color
 from polyppl.studies.sbc_stats import (
     BAND_LEVEL,
     SbcQuantityResult,
@@ -81,15 +81,15 @@ def ecdf_difference_figure(
             for n, members in by_size.items():
                 band = simultaneous_band(n, L, level)
                 for edge in (band.lower, band.upper):
-                    ax.step(z, edge / n - z, where="post", color=_color(members[0]) if len(members) == 1 else "#777",
+                    ax.step(z, edge / n - z, where="post", color=color(members[0]) if len(members) == 1 else "#777",
                             lw=0.8, ls="--")
         for backend, values in present.items():
-            ax.step(z, ecdf_counts(values, L) / len(values) - z, where="post", color=_color(backend), lw=1.3, label=backend)
+            ax.step(z, ecdf_counts(values, L) / len(values) - z, where="post", color=color(backend), lw=1.3, label=backend)
         flagged = [(backend, results[backend][quantity]) for backend in present
                    if results and quantity in results.get(backend, {}) and results[backend][quantity].verdict == "miscalibrated"]
         for line, (backend, result) in enumerate(flagged):
             ax.text(0.03, 0.97 - 0.11 * line, f"{backend}: miscalibrated (Holm p = {result.adjusted_p_value:.2g})",
-                    transform=ax.transAxes, ha="left", va="top", fontsize=7.5, color=_color(backend),
+                    transform=ax.transAxes, ha="left", va="top", fontsize=7.5, color=color(backend),
                     bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
         ax.axhline(0, color="#666", lw=0.6)
         ax.set_title(quantity, fontsize=10)
@@ -134,7 +134,7 @@ def rank_histogram_figure(ranks: Ranks, L: int, *, level: float = HISTOGRAM_LEVE
             ax = axes[row, column]
             ax.spines[["top", "right"]].set_visible(False)
             if row == 0:
-                ax.set_title(backend, fontsize=10, color=_color(backend))
+                ax.set_title(backend, fontsize=10, color=color(backend))
             if column == 0:
                 ax.set_ylabel(f"{quantity}\ncount", fontsize=9)
             if row == len(quantities) - 1:
@@ -148,7 +148,7 @@ def rank_histogram_figure(ranks: Ranks, L: int, *, level: float = HISTOGRAM_LEVE
             low, high = stats.binom.interval(level, n, 1 / bins)
             ax.axhspan(low, high, color=BAND_GREY, lw=0, zorder=0)
             ax.bar(np.arange(bins) * width, binned_counts(values, L, bins), width=width, align="edge",
-                   color=_color(backend), alpha=0.75, edgecolor="white", lw=0.4, zorder=1)
+                   color=color(backend), alpha=0.75, edgecolor="white", lw=0.4, zorder=1)
             for edge in (low, high):  # the band's edges stay visible over the bars
                 ax.axhline(edge, color="#888", lw=0.7, zorder=2)
             ax.axhline(n / bins, color="#333", lw=0.8, ls="--", zorder=2)
