@@ -6,12 +6,14 @@ data {
   array[N_variant] int<lower=0> successes;
 }
 parameters {
-  real<lower=0> a;
-  real<lower=0> b;
-  vector<lower=0, upper=1>[N_variant] rates;
+  real logit_mean;
+  real log_concentration;
+}
+transformed parameters {
+  real a = exp(log_concentration) * inv_logit(logit_mean);
+  real b = exp(log_concentration) * inv_logit(-logit_mean);
 }
 model {
-  target += -2.5 * log(a + b);  // hyperprior
-  rates ~ beta(a, b);
-  successes ~ binomial(trials, rates);
+  target += -0.5 * log_concentration - log1p(exp(-logit_mean)) - log1p(exp(logit_mean));  // hyperprior
+  successes ~ beta_binomial(trials, a, b);
 }

@@ -1,10 +1,35 @@
 import warnings
+from pathlib import Path
 
 import pytest
 
+from polyppl.backends.stan import cmdstan_path
+from polyppl.execution.child import use_forkserver
+
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+# PyMC's chain processes and httpstan's pool start from a fork server, never by forking
+# this process once JAX runs in it (pytest.ini turns JAX's fork warning into a failure).
+use_forkserver()
+
+REPO = Path(__file__).resolve().parents[1]
+HAVE_CMDSTAN = cmdstan_path() is not None
+
+#: Every way Stan runs: each Stan test runs on both engines. The cmdstanpy cases need a
+#: CmdStan install (CI builds one); elsewhere they are skipped, marked ``cmdstan``.
+STAN_ENGINES = [
+    pytest.param("pystan", id="pystan"),
+    pytest.param("cmdstanpy", id="cmdstanpy", marks=[
+        pytest.mark.cmdstan,
+        pytest.mark.skipif(not HAVE_CMDSTAN, reason="no CmdStan install found (set CMDSTAN)"),
+    ]),
+]
+#: Columns for tests that run every backend and both Stan engines.
+COLUMNS = [
+    pytest.param(("pymc", None), id="pymc"),
+    pytest.param(("numpyro", None), id="numpyro"),
+    *[pytest.param(("stan", p.values[0]), id=f"stan-{p.id}", marks=p.marks) for p in STAN_ENGINES],
+]
 
 
 @pytest.fixture

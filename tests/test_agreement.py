@@ -21,12 +21,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from polyppl import SamplerSettings
+from polyppl import SamplerSettings, sample
 from polyppl import spec as s
-from polyppl.agreement import QuantityDraws, holm, pair_tests
-from polyppl.compare import quantities
 from polyppl.models import get_model
-from polyppl.runner import sample
+from polyppl.studies.agreement import QuantityDraws, holm, pair_tests
+from polyppl.studies.compare import quantities
 
 REPS = int(os.environ.get("POLYPPL_STAT_REPS", "4"))
 
@@ -71,8 +70,12 @@ def test_holm_keeps_the_family_wise_rate():
     assert alarms <= 11, alarms
 
 
-def _disagrees(first, second, builtin) -> bool:
-    tests = holm(pair_tests({"x": quantities(first.posterior, builtin), "y": quantities(second.posterior, builtin)}), 0.01)
+def _quantities(idata, model, dataset):
+    return quantities(model, dataset, {n: idata.posterior[n].values for n in model.output_names})
+
+
+def _disagrees(first, second, model, dataset) -> bool:
+    tests = holm(pair_tests({"x": _quantities(first, model, dataset), "y": _quantities(second, model, dataset)}), 0.01)
     return any(not t.agree for t in tests)
 
 
@@ -85,7 +88,7 @@ def test_false_alarm_rate_on_correct_samplers(name):
     dataset = builtin.dataset()
     model = builtin.spec(None, dataset)
     runs = [sample(model, dataset, "stan", SamplerSettings(seed=seed)) for seed in range(1, 2 * REPS + 1)]
-    alarms = sum(_disagrees(runs[2 * i], runs[2 * i + 1], builtin) for i in range(REPS))
+    alarms = sum(_disagrees(runs[2 * i], runs[2 * i + 1], model, dataset) for i in range(REPS))
     assert alarms <= max(1, round(0.03 * REPS)), f"{alarms} false alarms in {REPS} comparisons of {name}"
 
 
@@ -102,6 +105,6 @@ def test_power_against_a_subtly_different_model():
         wrong = sample(altered, dataset, "stan", SamplerSettings(seed=1000 + seed))
         mu = right.posterior["mu"].values
         shifts.append((wrong.posterior["mu"].values.mean() - mu.mean()) / mu.std())
-        detected += _disagrees(right, wrong, builtin)
+        detected += _disagrees(right, wrong, model, dataset)
     assert 0.35 < -np.mean(shifts) < 0.65, f"the altered prior should move mu by about half an sd: {shifts}"
     assert detected >= max(REPS - 1, round(0.8 * REPS)), f"caught {detected} of {REPS}"

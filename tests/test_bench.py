@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from polyppl import bench
 from polyppl.models import multilevel_logistic
+from polyppl.models.base import SweepLine
+from polyppl.studies import bench
 
 
 def _row(backend, groups, rows_per_cell, form="counts", **measures):
@@ -32,8 +33,8 @@ def test_growth_exponents_recover_known_slopes():
 
 
 def test_row_level_sweep_data_compress_to_the_count_data():
-    counts = bench.multilevel_logistic_data(5, 37)
-    rows = bench.multilevel_logistic_data(5, 37, form="rows")
+    counts = multilevel_logistic.synthetic({"groups": 5, "rows_per_cell": 37})
+    rows = multilevel_logistic.synthetic({"groups": 5, "rows_per_cell": 37}, form="rows")
     assert len(rows.values["success"]) == 5 * 2 * 37
     compressed = multilevel_logistic.aggregate(rows)
     for name in ("group_idx", "treated", "trials", "successes"):
@@ -50,8 +51,8 @@ def test_journal_ignores_a_line_cut_short(tmp_path):
 
 
 def test_interrupted_sweep_resumes(tmp_path, capsys):
-    sweep = bench.Sweep(lines={"beta-binomial": [{"variants": k} for k in (3, 6, 12)]},
-                        chains=1, draws=100, tune=100, timeout_seconds=600)
+    sweep = bench.Sweep("test", chains=1, draws=100, tune=100, timeout_seconds=600,
+                        lines={"beta-binomial": tuple(SweepLine({"variants": k}) for k in (3, 6, 12))})
     todo = bench.points(sweep, ["beta-binomial"], ["stan"])
     # An earlier run finished the first point and was cut off while writing the second.
     first = bench.run_point(todo[0], sweep)

@@ -67,7 +67,7 @@ def test_bad_csv(tmp_path, model, text, fragments):
         (["run", "beta-binomial", "--backend", "stan", "--draws", "-5"], ["--draws", "at least 1"]),
         (["run", "beta-binomial", "--backend", "stan", "--data", "missing.csv"], ["missing.csv", "no such file"]),
         (["run", "eight-schools", "--backend", "pymc", "--pymc-sampler", "nutpie", "--chain-method", "vectorized"],
-         ["nutpie", "not vectorized"]),
+         ["nutpie", "cannot run chains 'vectorized'"]),
     ],
 )
 def test_bad_options(tmp_path, args, fragments):

@@ -1,41 +1,39 @@
-"""The cmdstanpy engine, wherever a CmdStan install exists (CI here has none: PyStan runs Stan)."""
+"""What is particular to the cmdstanpy engine: compiled executables are cached by program,
+CmdStan version and C++ compiler, so a second run in a new process does not compile; and
+its runs do not share output folders. (Every other Stan test runs on both engines.)"""
 
-import numpy as np
+import subprocess
+import sys
+
 import pytest
 
-from polyppl import SamplerSettings
-from polyppl.backends import load
-from polyppl.backends.stan_backend import cmdstan_path
-from polyppl.models import MODELS
-from polyppl.runner import sample
+from conftest import HAVE_CMDSTAN
 
-pytestmark = [
-    pytest.mark.cmdstan,
-    pytest.mark.skipif(cmdstan_path() is None, reason="no CmdStan install found (cmdstanpy.cmdstan_path())"),
-]
+pytestmark = [pytest.mark.cmdstan, pytest.mark.skipif(not HAVE_CMDSTAN, reason="no CmdStan install found (set CMDSTAN)")]
 
-
-def test_cmdstanpy_log_density_matches_pystan():
-    builtin = MODELS["eight-schools"]
-    dataset = builtin.dataset()
-    model = builtin.spec(None, dataset)
-    stan = load("stan")
-    cmd, py = stan.log_density(model, dataset, "cmdstanpy"), stan.log_density(model, dataset, "pystan")
-    rng = np.random.default_rng(0)
-    values = []
-    for _ in range(3):
-        point = {k: rng.uniform(-2, 2, size=shape) for k, shape in py.shapes.items()}
-        (lc, gc), (lp, gp) = cmd(point), py(point)
-        values.append(lc - lp)
-        for k in gc:
-            np.testing.assert_allclose(gc[k], gp[k], rtol=1e-8, atol=1e-10)
-    assert np.ptp(values) < 1e-8
+PROGRAM = """
+import json
+from polyppl.backends import get_backend
+from polyppl.models import get_model
+builtin = get_model("eight-schools")
+dataset = builtin.dataset()
+compiled = get_backend("stan").compile(builtin.spec(None, dataset), dataset, engine="cmdstanpy")
+print(json.dumps({"cached": compiled.compile_cached, "seconds": compiled.compile_seconds}))
+"""
 
 
-def test_cmdstanpy_samples_and_says_so():
-    builtin = MODELS["eight-schools"]
-    dataset = builtin.dataset()
-    idata = sample(builtin.spec(None, dataset), dataset, "stan",
-                   SamplerSettings(chains=2, draws=200, tune=200, stan_engine="cmdstanpy"))
-    assert idata.posterior.attrs["engine"] == "cmdstanpy"
-    assert idata.posterior["theta"].dims == ("chain", "draw", "school")
+def test_a_second_process_reuses_the_compiled_executable(tmp_path):
+    env_cache = {"POLYPPL_CACHE": str(tmp_path / "cache")}
+    import json
+    import os
+
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, **env_cache})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert runs[0]["cached"] is False and runs[1]["cached"] is True
+    assert runs[1]["seconds"] < runs[0]["seconds"] / 5, runs
+    executables = list((tmp_path / "cache" / "cmdstan").glob("*/model"))
+    assert len(executables) == 1

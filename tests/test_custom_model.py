@@ -11,7 +11,8 @@ import pytest
 
 from polyppl import SamplerSettings, sample
 from polyppl import spec as s
-from polyppl.diagnostics import flatten, scalar_summary
+from conftest import COLUMNS
+from polyppl.inference.diagnostics import flatten, scalar_summary
 
 BACKENDS = ["pymc", "numpyro", "stan"]
 Z_MAX = 4.0  # per comparison 6e-5 two-sided; over the 9 comparisons of a test, about 6e-4
@@ -51,15 +52,16 @@ DATASET = s.Dataset(values={"exposure": EXPOSURE, "y": COUNTS}, coords=COORDS)
 SETTINGS = SamplerSettings(chains=4, draws=1000, tune=1000, seed=5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_conjugate_gamma_poisson_matches_closed_form(backend):
-    idata = sample(conjugate_model(), DATASET, backend, SETTINGS)
+@pytest.mark.parametrize("column", COLUMNS)
+def test_conjugate_gamma_poisson_matches_closed_form(column):
+    backend, engine = column
+    idata = sample(conjugate_model(), DATASET, backend, SETTINGS, engine=engine)
     assert list(idata.posterior["rates"].coords["site"].values) == list(COORDS["site"])
     exact_mean = (2 + COUNTS) / (1 + EXPOSURE)
     for k, site in enumerate(COORDS["site"]):
         summary = scalar_summary(idata.posterior["rates"].sel(site=site).values)
-        z = (summary["mean"] - exact_mean[k]) / summary["mcse_mean"]
-        assert abs(z) < Z_MAX, (backend, site, summary["mean"], exact_mean[k])
+        z = (summary.mean - exact_mean[k]) / summary.mcse_mean
+        assert abs(z) < Z_MAX, (column, site, summary.mean, exact_mean[k])
 
 
 def test_hierarchical_poisson_agrees_across_backends():
@@ -67,6 +69,6 @@ def test_hierarchical_poisson_agrees_across_backends():
     for key in ("mu", "rates[north]", "rates[centre]"):
         s0 = {b: scalar_summary(runs[b][key]) for b in BACKENDS}
         for other in ("numpyro", "stan"):
-            gap = s0[other]["mean"] - s0["pymc"]["mean"]
-            se = np.hypot(s0[other]["mcse_mean"], s0["pymc"]["mcse_mean"])
+            gap = s0[other].mean - s0["pymc"].mean
+            se = np.hypot(s0[other].mcse_mean, s0["pymc"].mcse_mean)
             assert abs(gap / se) < Z_MAX, (key, other, s0)

@@ -78,7 +78,7 @@ def test_compare_writes_a_self_contained_report_by_default(seed_comparison):
                     "Speed", "Agreement", "Provenance"):
         assert f"<h2>{section}</h2>" in page
     assert page.index("<h2>Verdict</h2>") < page.index("<h2>Decisions</h2>") < page.index("<h2>Posterior</h2>")
-    assert "P(treatment better) in China" in page
+    assert "P(treatment better than control): China" in page
 
 
 def test_report_command_rebuilds_the_report_without_sampling(seed_comparison):

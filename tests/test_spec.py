@@ -35,11 +35,49 @@ def test_noncentered_rewrite_keeps_output_names():
     assert isinstance(noncentered["theta_z"], s.Param)
 
 
-def test_mismatched_dims_are_errors():
-    model = s.Model("m", (s.Param("x", s.Normal(0, 1), ("a",)), s.Param("y", s.Normal(0, 1), ("b",)),
-                          s.Deterministic("z", s.Var("x") + s.Var("y"), ("a",))))
-    with pytest.raises(s.SpecError, match="cannot combine"):
-        s.expr_dims(model, model["z"].expr)
+def test_mismatched_dims_are_errors_at_declaration_naming_the_node():
+    with pytest.raises(s.SpecError, match="'z': cannot combine values with dims"):
+        s.Model("m", (s.Param("x", s.Normal(0, 1), ("a",)), s.Param("y", s.Normal(0, 1), ("b",)),
+                      s.Deterministic("z", s.Var("x") + s.Var("y"), ("a",))))
+    with pytest.raises(s.SpecError, match="'y': argument mu has dims"):
+        s.Model("m", (s.Param("x", s.Normal(0, 1), ("a",)), s.Param("y", s.Normal(s.Var("x"), 1), ("b",))))
+    with pytest.raises(s.SpecError, match="'w': its expression has dims"):
+        s.Model("m", (s.Param("x", s.Normal(0, 1), ("a",)), s.Deterministic("w", s.exp(s.Var("x")))))
+    with pytest.raises(s.SpecError, match="'f': a factor must be a scalar"):
+        s.Model("m", (s.Param("x", s.Normal(0, 1), ("a",)), s.Factor("f", s.Var("x"))))
+
+
+def test_constant_arguments_outside_their_constraint_are_errors():
+    with pytest.raises(ValueError, match="normal: argument sigma must be positive, got -1.0"):
+        s.Normal(0, -1)
+    with pytest.raises(ValueError, match="beta_binomial: argument n must be a whole number >= 0"):
+        s.BetaBinomial(2.5, 1.0, 1.0)
+
+
+def test_conditionals_and_decisions_stay_out_of_the_density():
+    model = MODELS["beta-binomial"].spec("marginal", MODELS["beta-binomial"].dataset())
+    density = model.density_model()
+    assert "rates" in model.output_names and "rates" not in density.output_names
+    assert not density.decisions and {d.name for d in model.decisions} == {"prob_beats", "prob_best"}
+    with pytest.raises(s.SpecError, match="drawn only after sampling"):
+        s.Model("m", (s.Param("x", s.Normal(0, 1)), s.Conditional("c", s.Normal(s.Var("x"), 1)),
+                      s.Observed("y", s.Normal(s.Var("c"), 1))))
+
+
+def test_models_and_datasets_survive_json_with_the_same_hash():
+    from polyppl.spec.serialize import (dataset_from_json, dataset_hash, dataset_to_json, model_from_json,
+                                        model_hash, model_to_json)
+
+    for builtin in MODELS.values():
+        dataset = builtin.dataset()
+        for parametrization in builtin.parametrizations:
+            model = builtin.spec(parametrization, dataset)
+            again = model_from_json(model_to_json(model))
+            assert model_hash(again) == model_hash(model) and again.output_names == model.output_names
+        assert dataset_hash(dataset_from_json(dataset_to_json(dataset))) == dataset_hash(dataset)
+    changed = MODELS["eight-schools"].spec("noncentered", MODELS["eight-schools"].dataset())
+    nodes = tuple(s.Param("mu", s.Normal(0.0, 5.5)) if n.name == "mu" else n for n in changed.nodes)
+    assert model_hash(s.Model(changed.name, nodes)) != model_hash(changed)
 
 
 def test_row_level_data_aggregates_to_the_seed_counts():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from polyppl.models import builtin_stan_programs
+from polyppl.backends.stan.program import builtin_programs
 
-PROGRAMS = builtin_stan_programs()
+PROGRAMS = builtin_programs()
 
 
 @pytest.mark.parametrize("filename", sorted(PROGRAMS))

@@ -10,10 +10,9 @@ Carlo error (checked against the MCSEs).
 import numpy as np
 import pytest
 
-from polyppl.backends import load
-from polyppl.models import MODELS, multilevel_logistic
-from polyppl.runner import sample, summarize
-from polyppl.settings import SamplerSettings
+from polyppl import SamplerSettings, run
+from polyppl.backends import get_backend
+from polyppl.models import MODELS, Labels, Problem, multilevel_logistic
 
 BUILTIN = MODELS["multilevel-logistic"]
 #: Posterior means may differ by this many standard errors of their difference,
@@ -31,9 +30,9 @@ def _rows_and_counts():
 @pytest.mark.parametrize("parametrization", BUILTIN.parametrizations)
 def test_log_densities_differ_by_a_constant(parametrization):
     rows, counts = _rows_and_counts()
-    pymc = load("pymc")
-    row_density = pymc.log_density(BUILTIN.spec(parametrization, rows), rows)
-    count_density = pymc.log_density(BUILTIN.spec(parametrization, counts), counts)
+    pymc = get_backend("pymc")
+    row_density = pymc.compile(BUILTIN.spec(parametrization, rows), rows).log_density()
+    count_density = pymc.compile(BUILTIN.spec(parametrization, counts), counts).log_density()
     rng = np.random.default_rng(5)
     differences = []
     for _ in range(5):
@@ -51,13 +50,13 @@ def test_posteriors_agree_within_monte_carlo_error():
     settings = SamplerSettings(chains=4, draws=1000, tune=1000, seed=11)
     summaries = {}
     for name, dataset in (("rows", rows), ("counts", counts)):
-        idata = sample(BUILTIN.spec(None, dataset), dataset, "pymc", settings)
-        summaries[name] = summarize(idata).summaries
+        problem = Problem(BUILTIN.spec(None, dataset), dataset, Labels(BUILTIN.name, name))
+        summaries[name] = run(problem, "pymc", settings=settings).summaries
     assert summaries["rows"].keys() == summaries["counts"].keys()
     for quantity, row_summary in summaries["rows"].items():
         count_summary = summaries["counts"][quantity]
-        error = np.hypot(row_summary["mcse_mean"], count_summary["mcse_mean"])
-        assert abs(row_summary["mean"] - count_summary["mean"]) <= MCSE_MULTIPLE * error, quantity
+        error = np.hypot(row_summary.mcse_mean, count_summary.mcse_mean)
+        assert abs(row_summary.mean - count_summary.mean) <= MCSE_MULTIPLE * error, quantity
 
 
 def _write_rows(path, groups, treated, success):

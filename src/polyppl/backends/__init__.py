@@ -2,11 +2,16 @@
 too, ``stan:pystan``; :func:`parse_column` splits it.
 
 Adding a backend is a package beside these three (a ``Backend`` declaration in its
-``__init__`` and a compiler module) and a line in :data:`BACKENDS`.
+``__init__`` and a compiler module) and a line in :data:`BACKENDS`. A backend that lives
+outside polyppl is added without editing it by naming its declaration in the
+``POLYPPL_BACKENDS`` environment variable (``module:attribute``, comma-separated); child
+processes inherit it, so it runs everywhere a built-in backend does.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass
 
 from polyppl.backends import numpyro, pymc, stan
@@ -14,6 +19,23 @@ from polyppl.backends.base import Backend, CompiledModel, Engine
 from polyppl.errors import UserError, unknown
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (pymc.BACKEND, numpyro.BACKEND, stan.BACKEND)}
+
+
+def _plugins(text: str) -> list[Backend]:
+    found = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        module, _, attribute = entry.partition(":")
+        try:
+            backend = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise UserError(f"POLYPPL_BACKENDS: cannot load {entry!r} ({exc}); expected module:attribute") from None
+        if not isinstance(backend, Backend):
+            raise UserError(f"POLYPPL_BACKENDS: {entry!r} is a {type(backend).__name__}, not a polyppl Backend")
+        found.append(backend)
+    return found
+
+
+BACKENDS.update({b.name: b for b in _plugins(os.environ.get("POLYPPL_BACKENDS", ""))})
 
 
 def get_backend(name: str) -> Backend:

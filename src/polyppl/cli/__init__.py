@@ -14,6 +14,7 @@ from typing import Sequence
 
 from polyppl.cli import bench, compare, models, repro, report, run
 from polyppl.errors import UserError
+from polyppl.execution.child import use_forkserver
 from polyppl.spec import SpecError
 
 #: Each adds its subcommand with ``register(subparsers)`` and imports what its handler
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed usage and the error (or --help)
         return int(exc.code or 0)
+    use_forkserver()
     try:
         return args.func(args)
     except (UserError, SpecError) as exc:

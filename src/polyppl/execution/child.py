@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -20,6 +21,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+
+def use_forkserver() -> None:
+    """Start the processes of this process's libraries (PyMC's chains, httpstan's pool)
+    from a fork server instead of forking this process: once JAX is loaded here, a fork
+    copies its threads mid-state and can deadlock (JAX warns "os.fork() was called").
+    The server imports PyMC once, so each chain process starts from it in milliseconds.
+    Call before any process is started (the CLI, the worker and the tests do)."""
+    multiprocessing.set_start_method("forkserver", force=True)
+    multiprocessing.set_forkserver_preload(["pymc"])
+
 
 #: How often a long child is reported as still running.
 PROGRESS_EVERY_SECONDS = 15.0
@@ -109,4 +120,5 @@ def _main(function: str, kwargs: str) -> None:
 
 
 if __name__ == "__main__":
+    use_forkserver()
     _main(*sys.argv[1:3])

@@ -13,6 +13,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from polyppl.execution.child import use_forkserver
 from polyppl.execution.fit import base_record, fit
 from polyppl.execution.request import FitRequest
 from polyppl.inference.idata import save_json, stem_path
@@ -46,4 +47,5 @@ def main(request_path: str, stem: str) -> int:
 
 
 if __name__ == "__main__":
+    use_forkserver()
     sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -28,7 +28,7 @@ from scipy import special, stats
 
 from polyppl import spec
 from polyppl.spec import (
-    FAMILIES, Binary, Call, Const, Data, Dataset, Deterministic, Dist, Expr, Factor, Index, Model, Observed, Param,
+    FAMILIES, Binary, Call, Conditional, Const, Data, Dataset, Deterministic, Dist, Expr, Factor, Index, Model, Observed, Param,
     SpecError, Var, check_dataset, free_vars,
 )
 
@@ -50,17 +50,12 @@ _BINARY = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "|": FUNCTIONS["|"],
 }
 
-# beta_binomial is being added to spec.FAMILIES separately; until it lands it is known here
-# by name, with the parameters it will have there.
 #: Parameter names of every family this module draws and scores, in the spec's order.
 PARAMS: dict[str, tuple[str, ...]] = {name: family.params for name, family in FAMILIES.items()}
-PARAMS.setdefault("beta_binomial", ("n", "alpha", "beta"))
 #: Families whose values are integers (draws come back as int64).
-DISCRETE: frozenset[str] = frozenset(
-    {name for name, family in FAMILIES.items() if family.discrete} | {"beta_binomial"}
-)
+DISCRETE: frozenset[str] = frozenset(name for name, family in FAMILIES.items() if family.discrete)
 #: Families whose density does not integrate to one: nothing can be drawn from them.
-IMPROPER: frozenset[str] = frozenset({"flat", "half_flat"})
+IMPROPER: frozenset[str] = frozenset(name for name, family in FAMILIES.items() if family.improper)
 #: A proper prior on the same support, named in the errors that refuse an improper one.
 _PROPER_EXAMPLE = {"flat": "Normal(0.0, 10.0)", "half_flat": "HalfNormal(10.0)"}
 
@@ -419,7 +414,8 @@ def simulate(
 
     Walks the nodes in order: Data from ``dataset`` (its observed values, if any, are not
     used), each Param from its prior, each Deterministic evaluated, each Observed from its
-    likelihood. A model with an improper prior (Flat, HalfFlat) or a Factor is refused with
+    likelihood, each Conditional from its distribution given the simulated observations
+    (decisions are not simulated). A model with an improper prior (Flat, HalfFlat) or a Factor is refused with
     :class:`ImproperPriorError` naming the nodes, unless ``substitutes`` states a proper
     prior for each improper parameter and drops each factor (see :func:`substitute`).
     """
@@ -445,6 +441,13 @@ def simulate(
         elif isinstance(node, Observed):
             observed[node.name] = _in_node(
                 node, proper, "observed", lambda: draw(node.dist.family, dist_args(node.dist, env, shape), rng, shape)
+            )
+        elif isinstance(node, Conditional):
+            # p(params) p(y | params) p(c | params, y) is the joint prior: the conditional is
+            # drawn given the simulated observations.
+            env[node.name] = _in_node(
+                node, proper, "conditional",
+                lambda: draw(node.dist.family, dist_args(node.dist, {**env, **observed}, shape), rng, shape),
             )
     return SimulatedData(
         truth={name: env[name] for name in proper.output_names},

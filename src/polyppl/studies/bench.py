@@ -23,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from polyppl.execution.request import FitRequest
 from polyppl.execution.runner import run_fit
 from polyppl.inference.methods import SamplerSettings
 from polyppl.models import MODELS, Labels, get_model
+from polyppl.models.base import SweepLine
 from polyppl.render.text import table
 
 DEFAULT_OUT = Path("polyppl-bench")
@@ -80,16 +81,23 @@ class Point:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Which lines of each model's sweeps (``quick`` or ``full``), and the sampler settings."""
+    """The sampler settings of a sweep, and its lines: each model's own ``quick`` or ``full``
+    lines (``name``), or lines given here by model."""
 
-    lines: str
+    name: str
     chains: int
     draws: int
     tune: int
     timeout_seconds: int
+    lines: Mapping[str, tuple[SweepLine, ...]] | None = None
 
     def settings(self) -> SamplerSettings:
         return SamplerSettings(chains=self.chains, draws=self.draws, tune=self.tune, seed=1)
+
+    def lines_for(self, model: str) -> tuple[SweepLine, ...]:
+        if self.lines is not None:
+            return self.lines[model]
+        return getattr(get_model(model).sweeps, self.name)
 
 
 QUICK = Sweep("quick", chains=2, draws=300, tune=300, timeout_seconds=600)
@@ -100,7 +108,7 @@ def points(sweep: Sweep, models: Sequence[str], backends: Sequence[str]) -> list
     out = []
     for model in models:
         sweeps = get_model(model).sweeps
-        for line in getattr(sweeps, sweep.lines):
+        for line in sweep.lines_for(model):
             sizes = tuple((name, line.sizes[name]) for name in sweeps.size_names)
             out += [Point(model, backend, sizes, line.form) for backend in backends]
     return out
