@@ -35,3 +35,12 @@ COLUMNS = [
 @pytest.fixture
 def repo():
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def no_fork_after_jax(recwarn):
+    """Fail a test in which this process forked while JAX's threads ran (JAX warns, and such
+    a fork can deadlock): every process is started by the fork server or as a new program."""
+    yield
+    forks = [str(w.message) for w in recwarn if "os.fork() was called" in str(w.message)]
+    assert not forks, forks[0]

@@ -8,6 +8,7 @@ import pytest
 
 from polyppl.models import multilevel_logistic
 from polyppl.models.base import SweepLine
+from polyppl.render.bench import plot
 from polyppl.studies import bench
 
 
@@ -61,6 +62,7 @@ def test_interrupted_sweep_resumes(tmp_path, capsys):
     journal.write_text(json.dumps(first) + "\n" + json.dumps(first)[:20])
 
     rows = bench.run_sweep(tmp_path, sweep, ["beta-binomial"], ["stan"])
+    plot(rows, tmp_path)
 
     progress = capsys.readouterr().err
     assert "[1/3]" not in progress and "[2/3]" in progress and "[3/3]" in progress

@@ -17,7 +17,8 @@ DEFAULT_OUT = Path("polyppl-bench")
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="scaling sweep: cost per backend as the data grow (CSV, JSON, PNG)")
     parser.add_argument("--model", action="append", help="sweep only this built-in model (repeatable)")
-    parser.add_argument("--backends", type=column_list, help=f"comma-separated subset of {','.join(BACKENDS)} (default: all)")
+    parser.add_argument("--backends", type=column_list, help=f"comma-separated subset of {','.join(BACKENDS)} (default: "
+                        "all), each optionally BACKEND:ENGINE, e.g. stan:pystan,stan:cmdstanpy")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for points and results (default {DEFAULT_OUT})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the default: 3 sizes per model, 2 chains x 300 + 300 (minutes)")
@@ -27,15 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from polyppl.studies.bench import FULL, QUICK, exponents_text, growth_exponents, run_sweep, sweep_models
+    from polyppl.render.bench import exponents_text, plot
+    from polyppl.studies.bench import FULL, QUICK, growth_exponents, run_sweep, sweep_models
 
     swept = sweep_models()
     for model in args.model or ():
         if model not in swept:
             known = "" if model in MODELS else "no such model; "
             raise UserError(f"no scaling sweep for model {model!r} ({known}sweeps exist for: {', '.join(swept)})")
-    backends = [c.backend for c in args.backends] if args.backends else list(BACKENDS)
+    backends = [c.label for c in args.backends] if args.backends else list(BACKENDS)
     rows = run_sweep(args.out, FULL if args.full else QUICK, args.model or swept, backends)
+    plot(rows, args.out)
     print(exponents_text(growth_exponents(rows)))
     print(f"saved: {args.out / 'scaling.csv'}, {args.out / 'scaling.json'}, plots {args.out}/scaling-*.png")
     failed = [r for r in rows if r["status"] != "ok"]

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 import arviz as az
 
-from polyppl.backends import get_backend
+from polyppl.backends import CompiledModel, get_backend
 from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest
 from polyppl.inference.diagnostics import Estimate, RunDiagnostics, Summary, flatten, probability, run_diagnostics, scalar_summary
@@ -52,15 +52,20 @@ class FitResult:
         save_json(self.record.to_json(), stem_path(stem, ".json"))
 
 
-def fit(request: FitRequest, progress: Callable[[str], None] | None = None) -> FitResult:
-    """Run ``request`` here and now."""
+def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
+        compiled: CompiledModel | None = None) -> FitResult:
+    """Run ``request`` here and now. ``compiled``: run on this compiled model instead of
+    compiling the request's (the benchmarks time a hand-written model through the same
+    path, from sampler call to record)."""
     labels = request.labels
     if progress:
         s = request.settings
         progress(f"sampling {labels.model} ({labels.parametrization or 'as declared'}, {labels.scenario}) on "
                  f"{request.backend} ({request.engine}): {s.chains} chains x {s.tune} warm-up + {s.draws} draws, "
                  f"seed {s.seed}")
-    compiled = get_backend(request.backend).compile(request.model, request.dataset, request.engine, dict(request.options))
+    if compiled is None:
+        compiled = get_backend(request.backend).compile(request.model, request.dataset, request.engine,
+                                                        dict(request.options))
     draws = compiled.run(request.method, request.settings)
     posterior = complete(request.model, request.dataset, draws.posterior, request.settings.seed)
     attrs = {

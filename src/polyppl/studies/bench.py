@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -27,14 +26,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from polyppl.backends import BACKENDS
+from polyppl.backends import BACKENDS, parse_column
 from polyppl.errors import UserError
 from polyppl.execution.request import FitRequest
 from polyppl.execution.runner import run_fit
 from polyppl.inference.methods import SamplerSettings
 from polyppl.models import MODELS, Labels, get_model
 from polyppl.models.base import SweepLine
-from polyppl.render.text import table
 
 DEFAULT_OUT = Path("polyppl-bench")
 #: Measures of each point, with the label of their plot axis.
@@ -58,14 +56,14 @@ def size_names(model: str) -> tuple[str, ...]:
     return get_model(model).sweeps.size_names
 
 
-def _words(name: str) -> str:
+def words(name: str) -> str:
     return name.replace("_", " ")
 
 
 @dataclass(frozen=True)
 class Point:
     model: str
-    backend: str
+    backend: str  # a column: ``stan``, or ``stan:cmdstanpy`` to name the engine
     sizes: tuple[tuple[str, int], ...]  # (name, value), in the model's size order
     form: str = "counts"  # one of FORMS
 
@@ -75,7 +73,7 @@ class Point:
         return "|".join(parts if self.form == "counts" else [*parts, f"form={self.form}"])
 
     def describe(self) -> str:
-        sizes = ", ".join(f"{_words(k)} {v}" for k, v in self.sizes)
+        sizes = ", ".join(f"{words(k)} {v}" for k, v in self.sizes)
         return f"{self.model} {sizes}{' (row-level)' if self.form == 'rows' else ''} on {self.backend}"
 
 
@@ -119,7 +117,9 @@ def point_request(point: Point, sweep: Sweep) -> FitRequest:
     builtin = get_model(point.model)
     dataset = builtin.sweeps.synthetic(dict(point.sizes), point.form)
     labels = Labels(point.model, point.key.replace("|", "_"), builtin.default_parametrization)
-    return FitRequest.make(builtin.spec(None, dataset), dataset, point.backend, settings=sweep.settings(), labels=labels)
+    column = parse_column(point.backend)
+    return FitRequest.make(builtin.spec(None, dataset), dataset, column.backend, column.engine, settings=sweep.settings(),
+                           labels=labels)
 
 
 def run_point(point: Point, sweep: Sweep) -> dict[str, Any]:
@@ -163,7 +163,8 @@ def run_sweep(
     backends: Sequence[str] = tuple(BACKENDS),
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run the points not yet in ``out/points.jsonl``, then write the tables and plots."""
+    """Run the points not yet in ``out/points.jsonl``, then write the tables (the plots:
+    ``polyppl.render.bench.plot``)."""
     models = list(models or sweep_models())
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "points.jsonl"
@@ -185,7 +186,6 @@ def run_sweep(
             print(f"polyppl bench: [{index}/{len(todo)}] {row['status']} in {row['wall_seconds']:.1f} s", file=sys.stderr, flush=True)
     rows = [done[p.key] for p in todo]
     write_tables(rows, out)
-    plot(rows, out)
     return rows
 
 
@@ -201,6 +201,11 @@ def sweep_line(rows: Iterable[dict[str, Any]], model: str, size: str, form: str 
     return line
 
 
+def columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The backends (columns) the rows hold, in order of first appearance."""
+    return list(dict.fromkeys(r["backend"] for r in rows))
+
+
 def growth_exponents(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Least-squares slope of log(measure) on log(size), per model, data form, backend and
     size name, along the sweep's lines (``sweep_line``)."""
@@ -209,7 +214,7 @@ def growth_exponents(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for model in sweep_models():
         for name in size_names(model):
             for form in FORMS:
-                for backend in BACKENDS:
+                for backend in columns(rows):
                     line = [r for r in sweep_line(rows, model, name, form) if r["backend"] == backend]
                     if len({r[name] for r in line}) < 3:
                         continue  # two points fit any slope exactly: no estimate
@@ -239,53 +244,3 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out / "scaling.json").write_text(json.dumps({"points": rows, "exponents": growth_exponents(rows)}, indent=1))
-
-
-def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    """One figure per model and size (``scaling-<model>-<size>.png``): a log-log panel per
-    measure, a colour per backend, solid for counts per cell and dashed for row-level data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = {backend: f"C{k}" for k, backend in enumerate(BACKENDS)}
-    styles = {"counts": "-", "rows": "--"}
-    paths = []
-    for model in sweep_models():
-        names = size_names(model)
-        for size in names:
-            lines = {form: sweep_line(rows, model, size, form) for form in FORMS}
-            lines = {form: line for form, line in lines.items() if len({r[size] for r in line}) >= 2}
-            if not lines:
-                continue
-            figure, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.6))
-            for axis, (measure, label) in zip(axes, MEASURES.items()):
-                for form, line in lines.items():
-                    for backend in BACKENDS:
-                        xy = sorted((r[size], r[measure]) for r in line if r["backend"] == backend and r.get(measure))
-                        if xy:
-                            name = backend if form == "counts" else f"{backend}, row-level"
-                            axis.plot(*zip(*xy), styles[form], marker="o", color=colours[backend], label=name)
-                axis.set(xscale="log", yscale="log", xlabel=_words(size), title=label)
-                axis.grid(True, which="both", alpha=0.3)
-            axes[0].legend(fontsize="small")
-            base = next(iter(lines.values()))[0]
-            held = ", ".join(f"{_words(n)} = {base[n]}" for n in names if n != size)
-            figure.suptitle(f"{model}: cost against {_words(size)}" + (f" ({held})" if held else ""))
-            figure.tight_layout()
-            path = out / f"scaling-{model}-{size}.png"
-            figure.savefig(path, dpi=90)
-            plt.close(figure)
-            paths.append(path)
-    return paths
-
-
-def exponents_text(exponents: list[dict[str, Any]]) -> str:
-    rows = [[e["model"], e["size"], e.get("form", "counts"), e["backend"], *(_slope(e.get(m)) for m in MEASURES)]
-            for e in exponents]
-    return table(["model", "size", "data", "backend", *MEASURES.values()], rows)
-
-
-def _slope(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:+.2f}"

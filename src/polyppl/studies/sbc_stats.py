@@ -78,7 +78,7 @@ DEFAULT_L = 99
 #: round so that the rank histogram has equal bins.
 L_LADDER = (9, 19, 49, 99, 199, 499, 999)
 #: Family-wise false-alarm rate per backend (Holm over that backend's quantities).
-#: 5%, not the 1% of ``polyppl.agreement``: SBC's power is bounded by the number of
+#: 5%, not the 1% of ``polyppl.studies.agreement``: SBC's power is bounded by the number of
 #: simulations (each one a full fit). At S = 200 and L = 99, a quantity whose posterior is
 #: 20% too narrow, among ten quantities, is flagged in 48% of SBC runs at 5% and in 28% at 1%
 #: (tests/test_sbc_stats.py). A ``miscalibrated`` verdict is a prompt to look at the ECDF
