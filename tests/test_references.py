@@ -215,9 +215,9 @@ def test_backend_eight_schools_means_match_exact(backend, exact_summary):
     assert len(compared) == EIGHT_SCHOOLS_QUANTITIES
     for key in compared:
         s = result.summaries[key]
-        z = z_score(s["mean"], s["mcse_mean"], exact_summary[key]["mean"])
+        z = z_score(s.mean, s.mcse_mean, exact_summary[key]["mean"])
         assert abs(z) < EIGHT_SCHOOLS_THRESHOLD, (
-            f"{backend} {key}: mean {s['mean']:.4f} ± {s['mcse_mean']:.4f}, exact {exact_summary[key]['mean']:.4f}, "
+            f"{backend} {key}: mean {s.mean:.4f} ± {s.mcse_mean:.4f}, exact {exact_summary[key]['mean']:.4f}, "
             f"z = {z:.2f} (|z| < {EIGHT_SCHOOLS_THRESHOLD:.2f})")
 
 
@@ -238,9 +238,9 @@ def test_backend_multilevel_means_match_reference(backend, multilevel_reference)
     threshold = bonferroni_threshold(len(BACKENDS) * len(reference), FAMILY_ALPHA, DEFAULT_DF)
     result = run("multilevel-logistic", backend, scenario="seed", settings=SamplerSettings(seed=1))
     _converged(result, backend)
-    estimates = {k: (s["mean"], s["mcse_mean"]) for k, s in result.summaries.items()}
+    estimates = {k: (s.mean, s.mcse_mean) for k, s in result.summaries.items()}
     for group, values in result.decisions.items():
-        estimates |= {f"{group}[{label}]": (v["estimate"], v["mcse"]) for label, v in values.items()}
+        estimates |= {f"{group}[{label}]": (v.estimate, v.mcse) for label, v in values.items()}
     assert set(estimates) == set(reference)
     for key, (mean, mcse) in estimates.items():
         ref = reference[key]

@@ -18,7 +18,7 @@ import numpy as np
 
 from polyppl import spec as s
 from polyppl.errors import UserError
-from polyppl.models import csvdata
+from polyppl.models import csvdata, eight_schools_exact
 from polyppl.models.base import BuiltinModel, Problem, Scenario, ShrinkagePanel, stack_draws
 
 if TYPE_CHECKING:
@@ -89,5 +89,6 @@ MODEL = BuiltinModel(
     build=build,
     read_csv=read_csv,
     csv_layouts=(",".join(COLUMNS),),
+    exact_draws=eight_schools_exact.draws,
     shrinkage=shrinkage,
 )

@@ -166,6 +166,21 @@ class CmdStanPyEngine:
 # --------------------------------------------------------------------------- PyStan
 
 
+def _httpstan_without_fork() -> None:
+    """httpstan runs each chain in a process pool it creates with the ``fork`` start method
+    (``httpstan/services_stub.py``), and forking a process in which JAX's threads run can
+    deadlock. Its pool is replaced, once, by one whose processes start from the fork server
+    (httpstan's worker function is a picklable module-level function, made for that)."""
+    import concurrent.futures
+    import multiprocessing
+
+    import httpstan.services_stub as stub
+
+    if stub.executor._mp_context.get_start_method() == "fork":
+        stub.executor = concurrent.futures.ProcessPoolExecutor(
+            mp_context=multiprocessing.get_context("forkserver"), initializer=stub.init_worker)
+
+
 class PyStanEngine:
     name = "pystan"
 
@@ -173,6 +188,7 @@ class PyStanEngine:
         import httpstan.cache
         import httpstan.models
 
+        _httpstan_without_fork()
         self.program, self.data = program, data
         self.compile_cached = httpstan.models.calculate_model_name(program) in httpstan.cache.list_model_names()
         # PyStan builds a program with its data and seed; the first build compiles (cached

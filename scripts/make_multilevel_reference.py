@@ -2,7 +2,7 @@
 logistic model (non-centered, scenario ``seed``) from one long Stan run, cross-checked by
 an independent long NumPyro run.
 
-    uv run python -m polyppl.models.references.make_multilevel_reference [--chains 8] [--draws 50000]
+    uv run python scripts/make_multilevel_reference.py [--chains 8] [--draws 50000]
 
 (23 minutes on 2 cores shared with other work, 2026-11-27: Stan 9.7, NumPyro 11.9, each
 8 chains x 2,000 warm-up + 50,000 draws at target_accept 0.99; on a quiet machine less.)
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from polyppl import __version__
-from polyppl.diagnostics import flatten
-from polyppl.inference import run_attrs
+from polyppl.inference.diagnostics import flatten
+from polyppl.inference.idata import run_attrs
 from polyppl.models import get_model
 from polyppl.models.reference_summaries import (
     bonferroni_threshold,
@@ -40,11 +40,12 @@ from polyppl.models.reference_summaries import (
     summarize,
     z_score,
 )
-from polyppl.runner import sample
-from polyppl.settings import SamplerSettings
+from polyppl.execution.fit import sample
+from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.posterior import decision_draws
 
 NAME = "multilevel-logistic-seed"
-OUT = Path(__file__).with_name(f"{NAME}.json")
+OUT = Path(__file__).resolve().parents[1] / "src" / "polyppl" / "models" / "references" / f"{NAME}.json"
 MODEL, SCENARIO, PARAMETRIZATION = "multilevel-logistic", "seed", "noncentered"
 FAMILY_ALPHA = 0.001
 RHAT_MAX = 1.001
@@ -57,10 +58,11 @@ def run_summaries(backend: str, settings: SamplerSettings) -> tuple[dict[str, di
     dataset = builtin.dataset(SCENARIO)
     spec = builtin.spec(PARAMETRIZATION, dataset)
     start = time.perf_counter()
-    idata = sample(spec, dataset, backend, settings, scenario=SCENARIO, parametrization=PARAMETRIZATION)
+    idata = sample(spec, dataset, backend, settings)
     wall = time.perf_counter() - start
     summaries = {k: summarize(v) for k, v in flatten(idata.posterior).items()}
-    for group, values in builtin.decisions(idata.posterior).items():
+    posterior = {name: idata.posterior[name].values for name in spec.output_names}
+    for group, values in decision_draws(spec, dataset, posterior).items():
         for label, indicator in values.items():
             summaries[f"{group}[{label}]"] = summarize(indicator, is_probability=True)
     attrs = run_attrs(idata)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"stan and numpyro disagree: {check['worst']} z = {check['z'][check['worst']]}")
 
     ratios = {k: stan[k]["mcse_mean"] / default[k]["mcse_mean"] for k in stan if default[k]["mcse_mean"] > 0}
-    command = "uv run python -m polyppl.models.references.make_multilevel_reference " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "uv run python scripts/make_multilevel_reference.py " + " ".join(argv if argv is not None else sys.argv[1:])
     reference = {
         "name": NAME,
         "description": "Reference posterior of the multilevel logistic model (non-centered) on the seed's data: "
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": {
             "made_on": datetime.date.today().isoformat(),
             "command": command.strip(),
-            "script": "src/polyppl/models/references/make_multilevel_reference.py",
+            "script": "scripts/make_multilevel_reference.py",
             "polyppl": __version__,
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
