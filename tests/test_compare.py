@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HAVE_CMDSTAN
+from conftest import HAVE_CMDSTAN, STAN_ENGINES
 
 FAST = ["--chains", "4", "--draws", "1000", "--tune", "1000"]
 SMALL = ["--chains", "2", "--draws", "300", "--tune", "300"]
@@ -164,18 +164,20 @@ def test_the_two_stan_engines_agree(tmp_path):
     assert "stan:pystan" in proc.stdout and "stan:cmdstanpy" in proc.stdout and "VERDICT: AGREE" in proc.stdout
 
 
-def test_crashed_and_hung_backends_are_recorded_and_others_kept(tmp_path):
+@pytest.mark.parametrize("stan_engine", STAN_ENGINES)
+def test_crashed_and_hung_backends_are_recorded_and_others_kept(tmp_path, stan_engine):
     # A real crash: JAX aborts on an unknown XLA flag before NumPyro can sample.
     # A real hang, as far as the harness can tell: PyMC given far less time than it needs.
     out = tmp_path / "out"
-    proc = polyppl("compare", "eight-schools", "--backends", "numpyro,stan,pymc", "--timeout", "90",
-                   *FAST, "--out", out, cwd=tmp_path, env={"XLA_FLAGS": "--no_such_xla_flag"})
+    proc = polyppl("compare", "eight-schools", "--backends", "numpyro,stan,pymc", "--stan-engine", stan_engine,
+                   "--timeout", "90", *FAST, "--out", out, cwd=tmp_path, env={"XLA_FLAGS": "--no_such_xla_flag"})
     assert proc.returncode == 3
     assert "crashed" in proc.stdout and "VERDICT: INCONCLUSIVE" in proc.stdout
     numpyro = json.loads((out / "eight-schools-classic-numpyro-nuts.json").read_text())
     assert numpyro["status"] == "crashed" and "no_such_xla_flag" in numpyro["output_tail"]
     assert (out / "eight-schools-classic-stan-nuts.nc").exists()
-    assert json.loads((out / "eight-schools-classic-stan-nuts.json").read_text())["status"] == "ok"
+    stan = json.loads((out / "eight-schools-classic-stan-nuts.json").read_text())
+    assert stan["status"] == "ok" and stan["engine"] == stan_engine
 
     hung = polyppl("compare", "eight-schools", "--backends", "pymc", "--timeout", "1", "--force",
                    *FAST, "--out", out, cwd=tmp_path)

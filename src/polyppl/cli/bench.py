@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from polyppl.backends import BACKENDS
-from polyppl.cli.common import column_list
+from polyppl.cli.common import add_engine_arguments, column_list, labels_with_engines
 from polyppl.errors import UserError
 from polyppl.models import MODELS
 
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--backends", type=column_list, help=f"comma-separated subset of {','.join(BACKENDS)} (default: "
                         "all), each optionally BACKEND:ENGINE, e.g. stan:pystan,stan:cmdstanpy")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for points and results (default {DEFAULT_OUT})")
+    add_engine_arguments(parser)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the default: 3 sizes per model, 2 chains x 300 + 300 (minutes)")
     size.add_argument("--full", action="store_true", help="2-2,048 groups, 100-100,000 rows per cell (and 100-3,000 "
@@ -36,7 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if model not in swept:
             known = "" if model in MODELS else "no such model; "
             raise UserError(f"no scaling sweep for model {model!r} ({known}sweeps exist for: {', '.join(swept)})")
-    backends = [c.label for c in args.backends] if args.backends else list(BACKENDS)
+    backends = labels_with_engines(args.backends, args)
     rows = run_sweep(args.out, FULL if args.full else QUICK, args.model or swept, backends)
     plot(rows, args.out)
     print(exponents_text(growth_exponents(rows)))

@@ -65,11 +65,15 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-accept", type=float, default=0.9, help="NUTS target acceptance, all backends (default 0.9)")
     parser.add_argument("--chain-method", choices=CHAIN_METHODS, default="auto",
                         help="how chains share the CPU (auto: each backend's measured-fastest)")
+    add_engine_arguments(parser)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for results (default {DEFAULT_OUT})")
+    parser.add_argument("--json", type=Path, help="also write the JSON record to this file")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto",
                         help="auto: cmdstanpy where CmdStan is installed, else PyStan")
     parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc", help="the NUTS that runs PyMC models")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for results (default {DEFAULT_OUT})")
-    parser.add_argument("--json", type=Path, help="also write the JSON record to this file")
 
 
 def settings_from(args: argparse.Namespace) -> SamplerSettings:
@@ -82,9 +86,16 @@ def engines_from(args: argparse.Namespace) -> dict[str, str]:
     return {"stan": args.stan_engine, "pymc": args.pymc_sampler}
 
 
+def labels_with_engines(columns: list[Column] | None, args: argparse.Namespace) -> list[str]:
+    """Column labels, each backend named without an engine given the one its option chose."""
+    engines = {k: v for k, v in engines_from(args).items() if v not in ("auto", get_backend(k).engines[0].name)}
+    return [c.label if c.engine or c.backend not in engines else f"{c.backend}:{engines[c.backend]}"
+            for c in (columns or [Column(name) for name in BACKENDS])]
+
+
 def progress(line: str) -> None:
     print(f"polyppl: {line}", file=sys.stderr, flush=True)
 
 
-__all__ = ["BACKENDS", "DEFAULT_OUT", "add_model_arguments", "add_settings_arguments", "column", "column_list",
-           "engines_from", "progress", "settings_from"]
+__all__ = ["BACKENDS", "DEFAULT_OUT", "add_engine_arguments", "add_model_arguments", "add_settings_arguments", "column",
+           "column_list", "engines_from", "labels_with_engines", "progress", "settings_from"]

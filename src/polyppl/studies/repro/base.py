@@ -194,5 +194,5 @@ def measure(result: FitResult, keys: Sequence[str] = ()) -> dict[str, Any]:
     }
     for key in keys:
         q = result.summaries[key]
-        out[key] = {m: getattr(q, m) for m in ("mean", "q05", "q50", "q95", "ess_bulk", "rhat")}
+        out[key] = {m: getattr(q, m) for m in ("mean", "mcse_mean", "q05", "q50", "q95", "ess_bulk", "rhat")}
     return out
