@@ -115,10 +115,10 @@ def _page(inputs: ReportInputs) -> str:
     sections = [
         ("verdict", "Verdict", _verdict_section(c)),
         ("decisions", "Decisions", _decisions_section(inputs)),
-        ("posterior", "Posterior", _forest_section(inputs)),
-        ("shrinkage", "Shrinkage", _shrinkage_section(inputs)),
+        ("posterior", "Posterior", _drawn(_forest_section, inputs)),
+        ("shrinkage", "Shrinkage", _drawn(_shrinkage_section, inputs)),
         ("diagnostics", "Diagnostics", _diagnostics_section(c)),
-        ("traces", "Trace and rank plots", _trace_section(inputs)),
+        ("traces", "Trace and rank plots", _drawn(_trace_section, inputs)),
         ("speed", "Speed", _speed_section(inputs)),
         ("agreement", "Agreement", _agreement_section(c)),
         ("provenance", "Provenance", _provenance_section(c)),
@@ -201,6 +201,20 @@ footer { color: var(--muted); font-size: 12.5px; padding: 24px; border-top: 1px 
 
 
 # --------------------------------------------------------------------------- sections
+
+
+def _drawn(section, inputs: ReportInputs) -> str:
+    """A section of figures of the draws. Draws of a run that went astray (values near
+    1e18, infinities) can defeat a density estimate; the page then says so in the section
+    instead of failing as a whole, since the tables still hold the evidence."""
+    try:
+        return section(inputs)
+    except (OverflowError, ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        return (f'<p class="note">These figures could not be drawn from the draws ({_e(type(exc).__name__)}: '
+                f"{_e(str(exc))}); the diagnostics below say why the draws are unusual.</p>")
 
 
 def _verdict_section(c: Comparison) -> str:
