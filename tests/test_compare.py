@@ -95,39 +95,20 @@ def test_edited_data_is_never_answered_from_an_old_run(tmp_path):
     assert rates["first"] < 0.45 and rates["second"] > 0.8, rates
 
 
-USER_MODEL = '''
-import numpy as np
-from polyppl import spec as s
-
-
-def hierarchical_poisson():
-    mu, sigma = s.Var("mu"), s.Var("sigma")
-    model = s.Model("hierarchical-poisson", (
-        s.Data("exposure", "real", ("site",), lower=0),
-        s.Param("mu", s.Normal(0.0, PRIOR_SCALE)),
-        s.Param("sigma", s.HalfStudentT(3.0, 1.0)),
-        s.Param("z", s.Normal(0.0, 1.0), ("site",)),
-        s.Deterministic("rates", s.exp(mu + sigma * s.Var("z")), ("site",)),
-        s.Observed("y", s.Poisson(s.Var("exposure") * s.Var("rates")), ("site",)),
-        s.prob("prob_rate_above_2", s.Var("rates") > 2.0, ("site",), "P(rate > 2)"),
-    ))
-    data = s.Dataset(values={"exposure": np.array([1.0, 2.0, 0.5]), "y": np.array([3, 11, 0])},
-                     coords={"site": ("north", "south", "east")})
-    return model, data
-'''
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hierarchical_poisson.py"
 
 
 def test_a_user_model_from_a_file_goes_through_compare_and_a_changed_prior_reruns(tmp_path):
-    """The README's hierarchical Poisson, saved in a file, on all three backends with a
-    report; then its prior edited: every backend runs again."""
+    """The README's hierarchical Poisson (examples/hierarchical_poisson.py) on all three
+    backends with a report; then its prior edited: the backend runs again."""
     path = tmp_path / "models.py"
-    path.write_text("PRIOR_SCALE = 2.0\n" + USER_MODEL)
+    shutil.copy(EXAMPLE, path)
     out = tmp_path / "out"
     proc = polyppl("compare", f"{path}:hierarchical_poisson", *FAST, *STRICT, "--out", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "VERDICT: AGREE" in proc.stdout and "P(rate > 2): south" in proc.stdout
+    assert "VERDICT: AGREE" in proc.stdout and "P(rate > 3): south" in proc.stdout
     assert (out / "hierarchical-poisson-data-report.html").exists()
-    path.write_text("PRIOR_SCALE = 0.5\n" + USER_MODEL)
+    path.write_text(path.read_text().replace("s.Normal(0.0, 2.0)", "s.Normal(0.0, 0.5)"))
     again = polyppl("compare", f"{path}:hierarchical_poisson", "--backends", "stan", *FAST, "--out", out, cwd=tmp_path)
     assert "running again: the model changed since the earlier run" in again.stderr, again.stderr[-2000:]
 

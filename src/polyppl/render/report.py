@@ -221,7 +221,7 @@ def _verdict_section(c: Comparison) -> str:
     reasons = "".join(f"<li>{_e(r)}</li>" for r in c.reasons)
     return (f'<div class="verdict verdict-{_e(c.verdict)}"><p><strong>{_e(c.verdict.upper())}</strong>: '
             f"{_e(VERDICT_WORDS.get(c.verdict, ''))}.</p>{f'<ul>{reasons}</ul>' if reasons else ''}</div>"
-            f'<p class="note">{len(c.tests)} agreement tests at a family-wise false-alarm rate of {c.family_alpha:.0%} '
+            f'<p class="note">{len(c.tests)} agreement tests at a family-wise false-alarm rate of {100 * c.family_alpha:g}% '
             f"(Holm); gaps under {c.floor} posterior sd are ignored.</p>")
 
 

@@ -152,7 +152,7 @@ def agreement_table(c: Comparison, limit: int | None = 10, with_floor: bool = Fa
     headers = ["quantity", "pair", "statistic", "gap", "z", "p", *(["floor"] if with_floor else []), "agree"]
     rows = [[t.quantity, " vs ".join(t.backends), t.statistic, t.gap, t.z, t.p_value,
              *([t.floor] if with_floor else []), "yes" if t.agree else "NO"] for t in shown]
-    title = (f"Agreement: {len(c.tests)} tests, worst first (family-wise false-alarm rate {c.family_alpha:.0%}, "
+    title = (f"Agreement: {len(c.tests)} tests, worst first (family-wise false-alarm rate {100 * c.family_alpha:g}%, "
              f"Holm; gaps under {c.floor} posterior sd ignored)")
     return Table.of(title, headers, rows, [i for i, t in enumerate(shown) if not t.agree], text_columns=[1, 2])
 

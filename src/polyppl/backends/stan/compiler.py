@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -104,6 +105,9 @@ class CmdStanPyEngine:
     def __init__(self, program: str) -> None:
         import cmdstanpy
 
+        # cmdstanpy logs every chain's start and end, and its own convergence warnings: the
+        # record's diagnostics say the same for every engine, so only its errors are shown.
+        logging.getLogger("cmdstanpy").setLevel(logging.ERROR)
         key = hashlib.sha256(json.dumps([program, cmdstan_version(), cxx_version()]).encode()).hexdigest()[:16]
         directory = Path(os.environ.get("POLYPPL_CACHE", Path.home() / ".cache" / "polyppl")) / "cmdstan" / key
         directory.mkdir(parents=True, exist_ok=True)
