@@ -10,7 +10,6 @@ from dataclasses import replace
 
 from polyppl import spec as s
 from polyppl.backends import pymc
-from polyppl.backends.base import Backend
 from polyppl.backends.pymc import compiler as pymc_compiler
 
 SCALE = 0.65

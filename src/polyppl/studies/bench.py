@@ -27,7 +27,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from polyppl.backends import BACKENDS, parse_column
-from polyppl.errors import UserError
 from polyppl.execution.request import FitRequest
 from polyppl.execution.runner import run_fit
 from polyppl.inference.methods import SamplerSettings

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from polyppl import spec as s
 from polyppl.studies.repro.base import (
     NOT_REPRODUCED,
     REPRODUCED,

@@ -12,7 +12,6 @@ from polyppl.studies.repro.base import (
     BackendResult,
     RunOptions,
     Scenario,
-    builtin,
     diagnostics_line,
     measure,
     per_backend,
