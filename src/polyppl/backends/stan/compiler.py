@@ -137,6 +137,8 @@ class CmdStanPyEngine:
                     seed=settings.seed,
                     iter_warmup=settings.tune,
                     iter_sampling=settings.draws,
+                    # CmdStan refuses to adapt without warm-up iterations; PyStan just skips it.
+                    adapt_engaged=settings.tune > 0,
                     save_warmup=True,
                     adapt_delta=settings.target_accept,
                     max_treedepth=settings.max_tree_depth,
