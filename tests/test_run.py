@@ -93,5 +93,7 @@ def test_cli_run_writes_the_json_record(tmp_path):
     assert {"a[China]", "a[Canada]", "mu_a", "fin[China]"} <= set(record["posterior"])
     assert set(record["posterior"]["mu_a"]) >= {"mean", "sd", "mcse_mean", "q05", "q50", "q95", "mcse_q05", "ess_bulk", "rhat"}
     china = record["decisions"]["prob_treatment_better"]["China"]
+    # Sanity bounds, not a statistical test: the posterior probability is about 0.89 (the
+    # reference), with an MCSE near 0.01 at these draws, so 0.5 lies some 40 MCSEs away.
     assert 0.5 < china["estimate"] < 1 and 0 < china["mcse"] < 0.05
     assert record["engine"] in ("pystan", "cmdstanpy")

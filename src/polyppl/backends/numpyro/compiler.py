@@ -9,6 +9,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from polyppl.backends.beta_binomial_math import jax_beta_binomial_logpmf
 from polyppl.errors import UserError
 from polyppl.inference.draws import Draws, LogDensity, Timings, stopwatch, tree_depth_from_steps
 from polyppl.inference.methods import SamplerSettings
@@ -36,6 +37,15 @@ def configure_jax(precision: str) -> None:
         )
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
+class StableBetaBinomial(dist.BetaBinomial):
+    """NumPyro's BetaBinomial with the log-pmf of ``beta_binomial_math``: its own, a
+    difference of lbeta values, loses all precision at large alpha + beta, where the sampler
+    then drifts. The gradient is analytic (a custom JVP)."""
+
+    def log_prob(self, value):
+        return jax_beta_binomial_logpmf(value, self.total_count, self.concentration1, self.concentration0)
+
+
 #: polyppl family -> function of the evaluated arguments (in FAMILIES order) and batch shape.
 DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "normal": lambda shape, mu, sigma: dist.Normal(mu, sigma),
@@ -52,7 +62,7 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "half_flat": lambda shape: dist.ImproperUniform(constraints.positive, shape, ()),
     "binomial": lambda shape, n, p: dist.BinomialProbs(p, total_count=n),
     "binomial_logit": lambda shape, n, logit_p: dist.BinomialLogits(logit_p, total_count=n),
-    "beta_binomial": lambda shape, n, alpha, beta: dist.BetaBinomial(alpha, beta, total_count=n),
+    "beta_binomial": lambda shape, n, alpha, beta: StableBetaBinomial(alpha, beta, total_count=n),
     "bernoulli": lambda shape, p: dist.BernoulliProbs(p),
     "bernoulli_logit": lambda shape, logit_p: dist.BernoulliLogits(logit_p),
     "poisson": lambda shape, rate: dist.Poisson(rate),

@@ -10,6 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
+from polyppl.backends.beta_binomial_math import pytensor_beta_binomial_logpmf
 from polyppl.inference.draws import STAT_NAMES, Draws, LogDensity, Timings, split_by_gradients, stopwatch
 from polyppl.inference.methods import SamplerSettings
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
@@ -33,7 +34,7 @@ DISTRIBUTIONS = {
     "half_flat": (pm.HalfFlat, {}),
     "binomial": (pm.Binomial, {"n": "n", "p": "p"}),
     "binomial_logit": (pm.Binomial, {"n": "n", "logit_p": "logit_p"}),
-    "beta_binomial": (pm.BetaBinomial, {"n": "n", "alpha": "alpha", "beta": "beta"}),
+    "beta_binomial": (None, {"n": "n", "alpha": "alpha", "beta": "beta"}),  # _beta_binomial below
     "bernoulli": (pm.Bernoulli, {"p": "p"}),
     "bernoulli_logit": (pm.Bernoulli, {"logit_p": "logit_p"}),
     "poisson": (pm.Poisson, {"rate": "mu"}),
@@ -55,7 +56,24 @@ FUNCTIONS = {
 def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **kwargs):
     cls, names = DISTRIBUTIONS[dist.family]
     args = {names[k]: evaluate(e, env, FUNCTIONS) for k, e in dist.args}
+    if dist.family == "beta_binomial":
+        return _beta_binomial(name, **args, dims=dims or None, **kwargs)
     return cls(name, **args, dims=dims or None, **kwargs)
+
+
+def _beta_binomial_draws(n, alpha, beta, rng=None, size=None):
+    return rng.binomial(n, rng.beta(alpha, beta, size=size))
+
+
+def _beta_binomial(name: str, n, alpha, beta, **kwargs):
+    """PyMC's BetaBinomial takes differences of lgamma values, which lose all precision at
+    large alpha + beta (the sampler then drifts there); this one computes the log-pmf in the
+    stable form of ``beta_binomial_math``, as one compiled op with analytic partials."""
+    return pm.CustomDist(
+        name, n, alpha, beta,
+        logp=lambda value, n, alpha, beta: pytensor_beta_binomial_logpmf(value, n, alpha, beta),
+        random=_beta_binomial_draws, dtype="int64", **kwargs,
+    )
 
 
 def build(model: Model, dataset: Dataset) -> pm.Model:
