@@ -247,11 +247,13 @@ class Model:
 
     def density_model(self) -> Model:
         """The part a backend compiles: without conditionals, what depends on them, and
-        decisions (all computed from the draws afterwards)."""
+        decisions (all computed from the draws afterwards), nor the data only they use."""
         skip = set(self.post_sampling_names()) | {d.name for d in self.decisions}
         if not skip:
             return self
-        return Model(self.name, tuple(n for n in self.nodes if n.name not in skip), self.description)
+        kept = [n for n in self.nodes if n.name not in skip]
+        used = set().union(*(references(n) for n in kept))
+        return Model(self.name, tuple(n for n in kept if not isinstance(n, Data) or n.name in used), self.description)
 
 
 def references(node: Node) -> set[str]:

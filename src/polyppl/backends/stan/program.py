@@ -24,7 +24,6 @@ from polyppl.spec import (
     Data,
     Dataset,
     Deterministic,
-    Dist,
     Expr,
     Factor,
     Index,
