@@ -158,11 +158,15 @@ def test_a_prior_parsed():
     ("success ~ treated + (1 | country", "bernoulli", None, r"unbalanced parentheses"),
     ("success ~ treated + 1 | country", "bernoulli", None, "must be in parentheses"),
     ("success ~ treated + (1 | country)", "binomal", None, "unknown family 'binomal'"),
+    ("word ~ treated + (1 | country)", "bernoulli", None, "line 2 .*column 'word' of the response is 'yes', not a number"),
+    ("success ~ log(zero) + (1 | country)", "bernoulli", None, "line 2 .*the design column 'log.zero.' is -inf"),
+    ("success ~ treated + (1 | country)[2]", "bernoulli", None, "group term '1|country' is not written as"),
 ])
 def test_bad_input_names_what_and_where(tmp_path, formula, family, data_change, words):
     frame = pd.DataFrame({"success": [0, 1, 1, 0, 1, 0, 1, 1], "treated": [0, 0, 1, 1, 0, 0, 1, 1],
                           "country": list("aabbaabb"), "k": [1, 2, 0, 3, 1, 0, 2, 1], "size": [3] * 8,
-                          "one": ["x"] * 8, "constant": [2.0] * 8, "twice": [0, 0, 2, 2, 0, 0, 2, 2]})
+                          "one": ["x"] * 8, "constant": [2.0] * 8, "twice": [0, 0, 2, 2, 0, 0, 2, 2],
+                          "word": ["yes", "no"] * 4, "zero": [0.0] * 8})
     if data_change:
         column, row, value = data_change
         frame[column] = frame[column].astype(float if isinstance(value, float) else frame[column].dtype)

@@ -340,7 +340,8 @@ def _formulae_call(fn, *args, **kwargs):
     import formulae
 
     try:
-        return fn(*args, **kwargs)
+        with np.errstate(all="ignore"):  # log(0) and the like: checked, with the row, afterwards
+            return fn(*args, **kwargs)
     except UserError:
         raise
     except (formulae.parser.ParseError, formulae.scanner.ScanError) as exc:
@@ -366,7 +367,15 @@ def _response(parsed: ParsedFormula, family: str, frame: _Frame) -> _Response:
     """The response and offsets, row by row (formulae on every row: fast for numbers)."""
     import formulae
 
+    import pandas as pd
+
     text = parsed.response
+    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        column = frame.data[name] if name in frame.data.columns else None
+        if column is not None and not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            bad = pd.to_numeric(column, errors="coerce").isna().to_numpy()
+            raise UserError(f"{frame.row(_first_bad(bad))}: column {name!r} of the response is {column[bad].iloc[0]!r}, "
+                            f"not a number; {family} needs {FAMILIES[family][1]}")
     trials_form = re.match(r"^(.+?)\|\s*trials\s*\((.+)\)\s*$", text)
     cbind_form = re.match(r"^cbind\s*\((.+)\)\s*$", text)
     if trials_form:
@@ -442,6 +451,7 @@ class _Cells:
     trials: np.ndarray | None
     offset: np.ndarray | None
     rows: int
+    first_row: np.ndarray  # each pattern's first row, to name it in an error
 
 
 def _cells(frame: _Frame, columns: list[str], response: _Response, family: str, by_rows: bool) -> _Cells:
@@ -461,7 +471,7 @@ def _cells(frame: _Frame, columns: list[str], response: _Response, family: str, 
     counts = np.bincount(pattern, minlength=n_patterns)
     patterns = data.iloc[first][columns].reset_index(drop=True) if columns else pd.DataFrame(index=range(n_patterns))
     if family == "gaussian":
-        return _Cells(patterns, pattern, counts, response.successes, None, response.offset, n)
+        return _Cells(patterns, pattern, counts, response.successes, None, response.offset, n, first)
     successes = np.bincount(pattern, weights=response.successes, minlength=n_patterns)
     if family == "poisson":
         if response.offset is None:
@@ -470,10 +480,10 @@ def _cells(frame: _Frame, columns: list[str], response: _Response, family: str, 
             top = np.full(n_patterns, -np.inf)
             np.maximum.at(top, pattern, response.offset)
             offset = top + np.log(np.bincount(pattern, weights=np.exp(response.offset - top[pattern]), minlength=n_patterns))
-        return _Cells(patterns, np.arange(n_patterns), counts, successes, None, offset, n)
+        return _Cells(patterns, np.arange(n_patterns), counts, successes, None, offset, n, first)
     trials = np.bincount(pattern, weights=response.trials, minlength=n_patterns)
     offset = response.offset[first] if response.offset is not None else None
-    return _Cells(patterns, np.arange(n_patterns), counts, successes, trials, offset, n)
+    return _Cells(patterns, np.arange(n_patterns), counts, successes, trials, offset, n, first)
 
 
 def _patterns(keys: list, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -567,6 +577,10 @@ def _group_units(parsed: ParsedFormula, design, patterns, frame: _Frame) -> list
             labels, level = level_cache[factor]
             units.append(_Unit(factor, _identifier(factor), _identifier(factor), labels, level, terms, columns,
                                block.correlated and len(terms) > 1))
+    unclaimed = sorted(set(group_terms) - set(claimed))
+    if unclaimed:
+        raise UserError(f"formula: the group term {unclaimed[0]!r} is not written as (TERMS | FACTOR) between "
+                        "'+' signs; unsupported syntax")
     # Identifiers: one level dim per factor; units of a factor numbered when there are several.
     seen: dict[str, int] = {}
     used: set[str] = set()
@@ -587,6 +601,14 @@ def _group_units(parsed: ParsedFormula, design, patterns, frame: _Frame) -> list
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def _check_finite(values: np.ndarray, columns: list[str], cells: _Cells, frame: _Frame) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        pattern, j = np.argwhere(bad)[0]
+        raise UserError(f"{frame.row(int(cells.first_row[pattern]))}: the design column {columns[j]!r} is "
+                        f"{values[pattern, j]}; every value of the design must be a finite number")
 
 
 def _check_rank(X: np.ndarray, columns: list[str], where: str) -> None:
@@ -735,8 +757,11 @@ def compile_formula(formula: str, data: object, family: str = "bernoulli",
         x_columns = [str(c) for c in design.common.as_dataframe().columns]
     else:
         X_patterns, x_columns = np.zeros((len(patterns), 0)), []
+    _check_finite(X_patterns, x_columns, cells, frame)
     _check_rank(X_patterns, x_columns, f"formula {formula!r} on {frame.where}")
     units = _group_units(parsed, design, patterns, frame)
+    for u in units:
+        _check_finite(np.column_stack(u.columns), [f"{t} (in a group term of {u.factor})" for t in u.terms], cells, frame)
     if not x_columns and not units:
         raise UserError(f"formula {formula!r}: no terms (no intercept, no predictors, no group terms)")
     correlated = [u for u in units if u.correlated]
@@ -876,6 +901,19 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
         coords["predictor"] = tuple(x_columns[i] for i in predictors)
         index = add_data(s.Data("b_predictor", "int", ("predictor",), index_of="coef"), np.asarray(predictors))
         decisions.append(s.prob("prob_positive", s.Var("b")[index] > 0, ("predictor",), "P(b[column] > 0)"))
+    # A predictor's effect in each level of a grouping factor that varies it: the seed's
+    # question, "did the treatment help in China?", is P(b[treated] + r[country:China,treated] > 0).
+    for u in units:
+        for t, term in enumerate(u.terms):
+            if term == "Intercept" or term not in x_columns:
+                continue
+            name = f"prob_positive_{u.uid}_{_identifier(term)}"
+            column = add_data(s.Data(f"{name}_b", "int", (u.level_dim,), index_of="coef"),
+                              np.full(len(u.levels), x_columns.index(term)))
+            effect = add_data(s.Data(f"{name}_r", "int", (u.level_dim,), index_of="group_effect"),
+                              u.offset + np.arange(len(u.levels)) * len(u.terms) + t)
+            decisions.append(s.prob(name, s.Var("b")[column] + s.Var("r")[effect] > 0, (u.level_dim,),
+                                    f"P(b[{term}] + r[{u.factor}:level,{term}] > 0)"))
     params = [b_node] if x_columns else []
     model_nodes = (*nodes, *params, *group_nodes, *observed_nodes, *decisions)
     source = (f"file {frame.where}" if frame.file else "a data frame") + (
