@@ -211,3 +211,14 @@ def test_show_prints_the_spec_and_the_stan_program(tmp_path, capsys, ab):
     assert "param         L_country[term_country, component_country] ~ lkj_corr_cholesky(1)" in text
     assert "cholesky_factor_corr[N_term_country] L_country;" in text
     assert "y ~ binomial_logit(trials, X * b + r[J_country_1] + Z_country_2 .* r[J_country_2]);" in text
+
+
+def test_data_dependent_transforms_use_every_row(mixed):
+    """scale(x) is computed over the rows, not over their distinct patterns (which collapsing
+    would give): the design is built on every row then."""
+    compiled = compile_formula("yes ~ scale(x) + I(x**2) + (1 | g)", mixed, "bernoulli")
+    x = mixed["x"].to_numpy()
+    X = compiled.dataset.values["X"]
+    np.testing.assert_allclose(X[:, 1], (x - x.mean()) / x.std(), rtol=1e-12)  # formulae: the sd over n
+    np.testing.assert_allclose(X[:, 2], x**2)
+    assert compiled.dataset.coords["coef"] == ("Intercept", "scale(x)", "I(x ** 2)")

@@ -353,7 +353,8 @@ def _formulae_call(fn, *args, **kwargs):
 def _variables(formula_text: str) -> set[str]:
     import formulae
 
-    return _formulae_call(formulae.model_description, formula_text).var_names
+    # formulae lists literals (x**2's 2) as an empty name.
+    return {name for name in _formulae_call(formulae.model_description, formula_text).var_names if name}
 
 
 @dataclass
