@@ -62,7 +62,7 @@ def test_the_seeds_model_as_a_formula_has_the_builtin_posterior(tmp_path):
     sources = {name: {k: QuantityDraws(v, is_probability=k.startswith("P(")) for k, v in source.items()}
                for name, source in (("formula", mine), ("built-in", reference))}
     tests = holm(pair_tests(sources), FAMILY_ALPHA)
-    assert len(tests) == 4 * len(reference)
+    assert {t.quantity for t in tests} == set(reference)
     assert all(t.agree for t in tests), [t.as_dict() for t in tests if not t.agree]
 
 
@@ -76,13 +76,14 @@ CBPP = {"Intercept": -1.39853505, "C(period)[2]": -0.99233471, "C(period)[3]": -
 #: Walker (2015), "Fitting linear mixed-effects models using lme4", Journal of Statistical
 #: Software 67(1), section 1 (the printed fit of fm1).
 SLEEPSTUDY = {"Intercept": 251.405, "Days": 10.467}
-#: "Near": within this many posterior sds. A posterior mean under weakly informative
-#: priors is not a (RE)ML estimate: it averages over the group-level variances instead of
-#: plugging in their estimates, and the priors pull a little; with 15 or 18 groups such
-#: differences are of order 1/sqrt(groups), about a quarter of a posterior sd. Monte Carlo
-#: error adds at most 4 MCSE, about 0.13 sd at the bulk ESS of at least 1000 asserted
-#: here. Measured (4 x 500 draws): at most 0.13 sd (cbpp, period 4).
-TOLERANCE_SD = 0.4
+#: "Near": within GAP_SD posterior sds plus 4 Monte Carlo standard errors. A posterior mean
+#: under weakly informative priors is not a (RE)ML estimate: it averages over the
+#: group-level variances instead of plugging in their estimates, and the priors pull a
+#: little; with 15 or 18 groups such gaps are of order 1/sqrt(groups), about a quarter of a
+#: posterior sd. The Monte Carlo part alone exceeds 4 MCSE with probability
+#: 2 P(t_15 > 4) = 1.2e-3 per effect (the MCSE's Student t reference, 4 chains). Measured
+#: (4 x 500 draws): gaps of at most 0.13 posterior sd (cbpp, period 4).
+GAP_SD = 0.25
 
 
 @pytest.mark.slow
@@ -98,6 +99,7 @@ def test_population_effects_land_near_lme4(formula, family, data, reference):
     for j, column in enumerate(columns):
         values = draws[..., j]
         summary = QuantityDraws(values).summary
-        assert summary.ess_bulk >= 1000 and summary.rhat < 1.01, (column, summary)
-        gap = abs(summary.mean - reference[column]) / summary.sd
-        assert gap < TOLERANCE_SD, (column, summary.mean, reference[column], gap)
+        assert summary.ess_bulk >= 400 and summary.rhat < 1.01, (column, summary)
+        gap = abs(summary.mean - reference[column])
+        assert gap < GAP_SD * summary.sd + 4 * summary.mcse_mean, (column, summary.mean, reference[column],
+                                                                   gap / summary.sd)

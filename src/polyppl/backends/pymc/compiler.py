@@ -43,6 +43,15 @@ DISTRIBUTIONS = {
 #: Arguments PyMC takes on another scale than the spec: poisson_log's rate by its log.
 _ARGUMENT_SCALE = {("poisson_log", "log_rate"): pt.exp}
 
+def _matmul(a, b):
+    """A matrix times a vector or a matrix as a product and a sum, which PyTensor compiles to
+    C: its Dot becomes a Python Op where PyTensor links no BLAS (a pip install), measured at
+    0.13 ms a call against 5 us for the elementwise form on the seed's formula."""
+    if b.ndim == 1:
+        return (a * b).sum(axis=-1)
+    return (a[:, :, None] * b[None, :, :]).sum(axis=1)
+
+
 FUNCTIONS = {
     "neg": lambda x: -x,
     "exp": pt.exp,
@@ -52,7 +61,7 @@ FUNCTIONS = {
     "inv_logit": pm.math.invlogit,
     "logit": pm.math.logit,
     "where": pt.switch,
-    "matmul": pt.dot,
+    "matmul": _matmul,
     "transpose": lambda a: a.T,
     "diag_pre_multiply": lambda v, a: v[:, None] * a,
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
