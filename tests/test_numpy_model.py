@@ -20,7 +20,9 @@ from polyppl.inference import numpy_model as nm
 
 ALPHA = 1e-4
 FAMILIES = sorted(s.FAMILIES)
-PROPER = [f for f in FAMILIES if f not in ("flat", "half_flat")]
+#: Families of one value per element; lkj_corr_cholesky (a matrix per value) has tests of its own.
+MATRIX_VALUED = {"lkj_corr_cholesky"}
+PROPER = [f for f in FAMILIES if f not in ("flat", "half_flat") and f not in MATRIX_VALUED]
 
 
 def _expit(x: float) -> float:
@@ -68,6 +70,7 @@ CASES = {
     "bernoulli": ({"p": 0.3}, stats.bernoulli(p=0.3), [0, 1, 2]),
     "bernoulli_logit": ({"logit_p": 1.2}, stats.bernoulli(p=_expit(1.2)), [0, 1, 2]),
     "poisson": ({"rate": 4.5}, stats.poisson(mu=4.5), [-1, 0, 4, 17]),
+    "poisson_log": ({"log_rate": 1.3}, stats.poisson(mu=math.exp(1.3)), [-1, 0, 4, 17]),
     "beta_binomial": ({"n": 15, "alpha": 2.0, "beta": 3.5}, stats.betabinom(n=15, a=2.0, b=3.5), [-1, 0, 5, 15, 16]),
 }
 
@@ -77,7 +80,7 @@ def _seed(family: str) -> int:
 
 
 def test_functions_cover_the_spec():
-    assert set(nm.FUNCTIONS) == set(s.FUNCTIONS) | {"|"}
+    assert set(nm.FUNCTIONS) == set(s.FUNCTIONS) | {"|", "concat"}
     x = s.Var("x")
     env = {"x": np.array([-0.5, 0.5, 3.0])}
     expr = s.where((x < 0) | (x > 2), s.inv_logit(x), s.logit(s.inv_logit(x)) + s.sqrt(s.exp(x)) - s.log1p(x))
@@ -87,7 +90,7 @@ def test_functions_cover_the_spec():
 
 
 def test_every_family_has_a_case():
-    assert set(CASES) | {"flat", "half_flat"} == set(FAMILIES)
+    assert set(CASES) | {"flat", "half_flat"} | MATRIX_VALUED == set(FAMILIES)
     assert set(nm.PARAMS) == set(FAMILIES)
 
 
@@ -133,8 +136,8 @@ def _chi_square_pvalue(draws: np.ndarray, ref) -> float:
 @pytest.mark.parametrize("family", PROPER)
 def test_draws_follow_scipy(family):
     """20,000 draws: KS (continuous) or chi-square (discrete) against the reference, each at
-    alpha = 1e-4; over the 16 proper families the family-wise false-alarm rate is
-    1 - (1 - 1e-4)^16 = 1.6e-3 (the chi-square's p-value is asymptotic, cells >= 5 expected)."""
+    alpha = 1e-4; over the 17 proper families the family-wise false-alarm rate is
+    1 - (1 - 1e-4)^17 = 1.7e-3 (the chi-square's p-value is asymptotic, cells >= 5 expected)."""
     args, ref, _ = CASES[family]
     draws = nm.draw(family, {k: np.asarray(v) for k, v in args.items()}, np.random.default_rng(_seed(family)), (20_000,))
     assert draws.shape == (20_000,)
@@ -364,3 +367,71 @@ def test_batched_evaluate_aligns_scalars_and_indexes_the_right_axis():
     for i in range(6):
         one = {k: (v[i] if k in ("mu", "tau", "theta") else v) for k, v in env.items()}
         np.testing.assert_allclose(got[i], s.evaluate(expr, one, nm.FUNCTIONS), rtol=1e-15)
+
+
+# --------------------------------------------------------------------------- LKJ and matrices
+
+
+@pytest.mark.parametrize("eta", [0.6, 1.0, 2.5])
+def test_lkj_for_two_terms_is_a_scaled_beta(eta):
+    """K = 2: the one correlation r = L[1, 0] has density proportional to (1 - r^2)^(eta - 1),
+    that is (r + 1) / 2 ~ Beta(eta, eta); the density of L in its free element is that of r."""
+    r = np.array([-0.9, -0.2, 0.0, 0.4, 0.95])
+    L = nm.corr_cholesky_from_partial(r[:, None])
+    assert L.shape == (5, 2, 2)
+    np.testing.assert_allclose(L[:, 1, 0], r, rtol=1e-15)
+    want = stats.beta(eta, eta).logpdf((r + 1) / 2) - math.log(2)
+    np.testing.assert_allclose(nm.logpdf("lkj_corr_cholesky", L, {"eta": np.asarray(eta)}), want, rtol=1e-12)
+
+
+def test_lkj_density_for_three_terms_integrates_to_one():
+    """K = 3: the density of L, with Stan's Jacobian, integrates to one over the unconstrained
+    space R^3 (the tanh of each value a partial correlation). By the trapezoidal rule after
+    y = sinh(u), u on a grid of 65 points a side over [-3.2, 3.2] (|y| up to 12): the
+    integrand is smooth and decays double-exponentially in u, so the rule converges
+    geometrically; what is left is the mass beyond |y| = 12, below 1e-10 for eta >= 1."""
+    u = np.linspace(-3.2, 3.2, 65)
+    grid = np.stack(np.meshgrid(u, u, u, indexing="ij"), axis=-1).reshape(-1, 3)
+    z = np.tanh(np.sinh(grid))
+    L = nm.corr_cholesky_from_partial(z)
+    # log |d L / d y|: log(1 - z^2) per value (tanh), and half the log of the stick left for
+    # the entry of row 2, column 1 (the stick-breaking): Stan's cholesky_corr_constrain.
+    log_jacobian = np.log1p(-(z**2)).sum(axis=1) + 0.5 * np.log1p(-(z[:, 1] ** 2)) + np.log(np.cosh(grid)).sum(axis=1)
+    for eta in (1.0, 2.0, 3.5):
+        log_density = nm.logpdf("lkj_corr_cholesky", L, {"eta": np.asarray(eta)}) + log_jacobian
+        assert np.sum(np.exp(log_density)) * (u[1] - u[0]) ** 3 == pytest.approx(1.0, abs=1e-9), eta
+
+
+def test_lkj_draws_have_the_marginal_correlations():
+    """Every correlation of an LKJ(eta) matrix of size K has (r + 1) / 2 ~ Beta(b, b) with
+    b = eta - 1 + K / 2 (Lewandowski et al. 2009): KS of each of the K (K - 1) / 2
+    correlations of 20,000 draws at alpha = 1e-4 / 3 (K = 3), so 1e-4 in all."""
+    eta, k = 1.5, 3
+    L = nm.draw("lkj_corr_cholesky", {"eta": np.asarray(eta)}, np.random.default_rng(4), (20_000, k, k))
+    assert L.shape == (20_000, k, k)
+    np.testing.assert_allclose(np.sum(L**2, axis=-1), 1.0, rtol=1e-12)  # rows of unit length
+    R = L @ np.swapaxes(L, -1, -2)
+    b = eta - 1 + k / 2
+    for i, j in zip(*np.tril_indices(k, -1)):
+        assert stats.kstest((R[:, i, j] + 1) / 2, stats.beta(b, b).cdf).pvalue > 1e-4 / 3
+
+
+def test_batched_matrix_functions_equal_one_draw_at_a_time():
+    """matmul (matrix by vector and by matrix), transpose, diag_pre_multiply, rows_dot, row
+    indexing of a matrix and concat, with a leading axis of draws on some operands."""
+    X, b, v, L, z, J = (s.Var(n) for n in ("X", "b", "v", "L", "z", "J"))
+    expr = s.concat("out", s.transpose(s.matmul(s.diag_pre_multiply(v, L), z)),
+                    s.matmul(X, b) + s.rows_dot(X, s.transpose(z)[J]), b)
+    rng = np.random.default_rng(2)
+    env = {"X": rng.normal(size=(4, 3)), "b": rng.normal(size=(5, 3)), "v": rng.gamma(2.0, size=(5, 3)),
+           "L": nm.corr_cholesky_from_partial(rng.uniform(-0.9, 0.9, size=(5, 3))), "z": rng.normal(size=(3, 4)),
+           "J": np.array([0, 3, 3, 1])}
+    batched = {"b", "v", "L"}
+    got = nm.evaluate(expr, env, batched=batched)
+    assert got.shape == (5, 12 + 4 + 3)
+    for i in range(5):
+        one = {k: (v_[i] if k in batched else v_) for k, v_ in env.items()}
+        want = np.concatenate([(np.diag(one["v"]) @ one["L"] @ one["z"]).T.ravel(),
+                               one["X"] @ one["b"] + np.sum(one["X"] * one["z"].T[one["J"]], axis=1), one["b"]])
+        np.testing.assert_allclose(got[i], want, rtol=1e-13)
+        np.testing.assert_allclose(s.evaluate(expr, one, nm.FUNCTIONS), want, rtol=1e-13)

@@ -21,6 +21,7 @@ _API = {
     "SamplerSettings": "polyppl.inference.methods",
     "Problem": "polyppl.models",
     "resolve": "polyppl.models",
+    "formula": "polyppl.models.formula",
     "compare": "polyppl.studies.compare",
     "Comparison": "polyppl.studies.compare",
     "run_repro": "polyppl.studies.repro",

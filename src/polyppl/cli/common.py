@@ -9,7 +9,7 @@ from pathlib import Path
 from polyppl.backends import BACKENDS, Column, get_backend, parse_columns
 from polyppl.errors import UserError
 from polyppl.inference.methods import CHAIN_METHODS, SamplerSettings
-from polyppl.models import MODELS
+from polyppl.models import MODELS, Problem, resolve
 
 DEFAULT_OUT = Path("polyppl-results")
 STAN_ENGINES = ("auto", *get_backend("stan").engine_names)
@@ -49,12 +49,39 @@ def column(text: str) -> Column:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help=f"a built-in model ({', '.join(MODELS)}) or FILE.py:NAME, a function "
-                        "returning (Model, Dataset) or a Model whose data come with --data")
+    parser.add_argument("model", nargs="?", help=f"a built-in model ({', '.join(MODELS)}) or FILE.py:NAME, a function "
+                        "returning (Model, Dataset) or a Model whose data come with --data; "
+                        "none with --formula")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--scenario", help="built-in data set (see `polyppl models`)")
     source.add_argument("--data", type=Path, help="CSV file with your data (see `polyppl models` for columns)")
     parser.add_argument("--parametrization", help="e.g. centered or noncentered (see `polyppl models`)")
+    parser.add_argument("--formula", help="an lme4/brms formula instead of MODEL, with --data and --family, e.g. "
+                        "'success ~ treated + (1 + treated | country)'")
+    parser.add_argument("--family", help="with --formula: bernoulli (default), binomial, poisson or gaussian")
+    parser.add_argument("--prior", action="append", default=[], metavar="'CLASS ~ FAMILY(ARGS)'",
+                        help="with --formula, repeatable: e.g. 'sd ~ half_normal(1)', 'b[treated] ~ normal(0, 2.5)', "
+                        "'cor ~ lkj(2)' (defaults: brms's recipe, printed with the model)")
+
+
+def problem_from(args: argparse.Namespace) -> Problem:
+    """The model the arguments name: a built-in model, FILE.py:NAME, or a formula with its
+    data; checked, before anything runs."""
+    if args.formula is None:
+        if args.model is None:
+            raise UserError("name a model (see `polyppl models`), FILE.py:NAME, or give --formula with --data")
+        if args.family is not None or args.prior:
+            raise UserError("--family and --prior go with --formula")
+        return resolve(args.model, args.scenario, args.data, args.parametrization)
+    if args.model is not None:
+        raise UserError(f"give either a model ({args.model}) or --formula, not both")
+    if args.data is None:
+        raise UserError("--formula needs its data: --data FILE.csv")
+    if args.scenario is not None:
+        raise UserError("--formula takes --data FILE.csv, not --scenario")
+    from polyppl.models.formula import formula_problem
+
+    return formula_problem(args.formula, args.data, args.family or "bernoulli", args.prior, args.parametrization)
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,4 +125,4 @@ def progress(line: str) -> None:
 
 
 __all__ = ["BACKENDS", "DEFAULT_OUT", "add_engine_arguments", "add_model_arguments", "add_settings_arguments", "column",
-           "column_list", "engines_from", "labels_with_engines", "progress", "settings_from"]
+           "column_list", "engines_from", "labels_with_engines", "problem_from", "progress", "settings_from"]

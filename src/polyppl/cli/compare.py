@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from polyppl.backends import BACKENDS
-from polyppl.cli.common import add_model_arguments, add_settings_arguments, column_list, engines_from, progress, settings_from
+from polyppl.cli.common import (
+    add_model_arguments, add_settings_arguments, column_list, engines_from, problem_from, progress, settings_from,
+)
 
 VERDICT_CODES = "exit code 0 agree, 1 disagree, 3 inconclusive (a backend failed or did not converge), 2 bad input"
 
@@ -29,14 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    problem = problem_from(args)  # bad input answers before anything heavy is imported
+
     from polyppl.inference.idata import save_json
     from polyppl.render.report import default_report_path, write_report
     from polyppl.render.tables import comparison_text
     from polyppl.studies.compare import compare, comparison_path
 
     comparison = compare(
-        args.model, backends=[c.label for c in args.backends] if args.backends else None,
-        scenario=args.scenario, data=args.data, parametrization=args.parametrization,
+        problem, backends=[c.label for c in args.backends] if args.backends else None,
         settings=settings_from(args), engines=engines_from(args), reference=args.reference, out=args.out,
         timeout=args.timeout, force=args.force, family_alpha=args.family_alpha, progress=progress,
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from polyppl.backends import BACKENDS
-from polyppl.cli.common import add_model_arguments, add_settings_arguments, column, engines_from, progress, settings_from
+from polyppl.cli.common import (
+    add_model_arguments, add_settings_arguments, column, engines_from, problem_from, progress, settings_from,
+)
 from polyppl.execution.request import FitRequest
-from polyppl.models import resolve
 from polyppl.render.text import plus_minus, table
 
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    problem = resolve(args.model, args.scenario, args.data, args.parametrization)
+    problem = problem_from(args)
     engine = args.backend.engine or engines_from(args).get(args.backend.backend)
     request = FitRequest.make(problem.model, problem.dataset, args.backend.backend, engine, "nuts",
                               settings_from(args), labels=problem.labels)  # checked before anything is written

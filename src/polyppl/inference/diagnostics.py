@@ -7,6 +7,7 @@ localization: an improved R-hat", and Stan's defaults.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -37,17 +38,18 @@ def convergence_failures(flags: Sequence[str]) -> list[str]:
 
 
 def element_keys(values: xr.DataArray) -> list[str]:
-    """``rates[A]`` for each element of a variable; the bare name for a scalar."""
+    """``rates[A]`` for each element of a variable, ``r[Canada,Intercept]`` for each of a
+    matrix (row by row); the bare name for a scalar."""
     extra = [d for d in values.dims if d not in ("chain", "draw")]
     if not extra:
         return [str(values.name)]
-    if len(extra) > 1:
-        raise ValueError("variables with more than one dim are not supported")
-    return [f"{values.name}[{label}]" for label in values[extra[0]].values]
+    labels = [[str(label) for label in values[d].values] for d in extra]
+    return [f"{values.name}[{','.join(combination)}]" for combination in itertools.product(*labels)]
 
 
 def flatten(posterior: xr.Dataset) -> dict[str, np.ndarray]:
-    """Every scalar quantity of a posterior as (chain, draw) draws, keyed like ``rates[A]``."""
+    """Every scalar quantity of a posterior as (chain, draw) draws, keyed like ``rates[A]``
+    (``r[Canada,Intercept]`` for a matrix)."""
     out = {}
     for name, values in posterior.data_vars.items():
         extra = [d for d in values.dims if d not in ("chain", "draw")]
@@ -56,8 +58,9 @@ def flatten(posterior: xr.Dataset) -> dict[str, np.ndarray]:
         if not extra:
             out[keys[0]] = arr
         else:
+            flat = arr.reshape(arr.shape[:2] + (-1,))
             for i, key in enumerate(keys):
-                out[key] = arr[..., i]
+                out[key] = flat[..., i]
     return out
 
 

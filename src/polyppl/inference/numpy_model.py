@@ -28,8 +28,8 @@ from scipy import special, stats
 
 from polyppl import spec
 from polyppl.spec import (
-    FAMILIES, Binary, Call, Conditional, Const, Data, Dataset, Deterministic, Dist, Expr, Factor, Index, Model, Observed, Param,
-    SpecError, Var, check_dataset, free_vars,
+    FAMILIES, MATRIX_FUNCTIONS, Binary, Call, Concat, Conditional, Const, Data, Dataset, Deterministic, Dist, Expr,
+    Factor, Index, Model, Observed, Param, SpecError, Var, check_dataset, free_vars,
 )
 
 #: NumPy's implementation of every name in ``spec.FUNCTIONS``, and ``"|"``, for ``spec.evaluate``.
@@ -42,7 +42,12 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "inv_logit": special.expit,
     "logit": special.logit,
     "where": np.where,
+    "matmul": np.matmul,
+    "transpose": np.transpose,
+    "diag_pre_multiply": lambda v, a: v[:, None] * a,
+    "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": np.logical_or,
+    "concat": lambda *parts: np.concatenate([np.ravel(p) for p in parts]),
 }
 
 _BINARY = {
@@ -99,7 +104,66 @@ _DRAW: dict[str, Callable[..., np.ndarray]] = {
     "bernoulli_logit": lambda rng, size, logit_p: rng.binomial(1, special.expit(logit_p), size),
     "poisson": lambda rng, size, rate: rng.poisson(rate, size),
     "beta_binomial": lambda rng, size, n, alpha, beta: rng.binomial(n, rng.beta(alpha, beta, size)),
+    "poisson_log": lambda rng, size, log_rate: rng.poisson(np.exp(log_rate), size),
+    "lkj_corr_cholesky": lambda rng, size, eta: _lkj_cholesky_draw(rng, size, eta),
 }
+
+
+def corr_cholesky_from_partial(partial: np.ndarray) -> np.ndarray:
+    """The Cholesky factor of a K x K correlation matrix from its K (K - 1) / 2 canonical
+    partial correlations in (-1, 1), row by row below the diagonal: Stan's
+    ``cholesky_corr_constrain`` after its tanh (signed stick-breaking of each row).
+    Leading axes are batch axes."""
+    partial = np.asarray(partial, dtype=float)
+    m = partial.shape[-1]
+    k = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
+    rows, cols = np.tril_indices(k, -1)
+    w = np.zeros(partial.shape[:-1] + (k, k))
+    w[..., rows, cols] = partial
+    # Row i, column j: w_ij times the stick left after columns < j, sqrt(prod_{l<j}(1 - w_il^2)).
+    left = np.cumprod(1.0 - w**2, axis=-1)
+    left = np.concatenate([np.ones(left.shape[:-1] + (1,)), left[..., :-1]], axis=-1)
+    return (w + np.eye(k)) * np.sqrt(left)
+
+
+def _lkj_cholesky_draw(rng: np.random.Generator, size: tuple[int, ...], eta: np.ndarray) -> np.ndarray:
+    """LKJ(eta) by the C-vine: the partial correlation of row i, column j is 2 Beta(c, c) - 1
+    with c = eta + (K - 2) / 2 - j / 2 (Lewandowski et al. 2009, section 2.4; NumPyro's
+    ``LKJCholesky(sample_method="cvine")``)."""
+    k = size[-1]
+    rows, cols = np.tril_indices(k, -1)
+    eta = np.asarray(eta, dtype=float)
+    if eta.ndim >= 2:  # one eta per matrix, aligned to the value's trailing (K, K)
+        eta = eta[..., 0, 0]
+    concentration = eta[..., None] + (k - 2) / 2 - cols / 2
+    partial = 2 * rng.beta(concentration, concentration, tuple(size[:-2]) + (len(cols),)) - 1
+    return corr_cholesky_from_partial(partial)
+
+
+def lkj_corr_cholesky_logpdf(value: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Log density of the Cholesky factor L (..., K, K) of an LKJ(eta) correlation matrix, per
+    matrix: sum over k = 2..K of (K - k + 2 eta - 2) log L_kk, plus the normalising constant
+    of the LKJ density on correlation matrices (Lewandowski et al. 2009, eq. 16)."""
+    value = np.asarray(value, dtype=float)
+    eta = np.asarray(eta, dtype=float)
+    if eta.ndim >= 2:  # one eta per matrix, aligned to the value's trailing (K, K)
+        eta = eta[..., 0, 0]
+    k = value.shape[-1]
+    order = np.arange(2, k + 1)
+    log_diagonal = np.log(np.diagonal(value, axis1=-2, axis2=-1)[..., 1:])
+    kernel = (k - order + 2 * eta[..., None] - 2) * log_diagonal
+    return kernel.sum(axis=-1) + _lkj_log_normaliser(eta, k)
+
+
+def _lkj_log_normaliser(eta: np.ndarray, k: int) -> np.ndarray:
+    """log c_K(eta), the LKJ normalising constant in its C-vine form:
+    c = prod_{i=1}^{K-1} [2^{2 eta + K - i - 2} B(eta + (K - i - 1)/2, eta + (K - i - 1)/2)]^{K - i},
+    returned as minus its log (so that the density integrates to one)."""
+    total = np.zeros(np.shape(eta))
+    for i in range(1, k):
+        b = eta + (k - i - 1) / 2
+        total = total + (k - i) * ((2 * eta + k - i - 2) * np.log(2.0) + special.betaln(b, b))
+    return -total
 
 
 def _log_choose(n: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -143,6 +207,8 @@ _LOGPDF: dict[str, Callable[..., np.ndarray]] = {
     "bernoulli_logit": _bernoulli_logit_logpmf,
     "poisson": lambda k, rate: stats.poisson.logpmf(k, rate),
     "beta_binomial": lambda k, n, alpha, beta: stats.betabinom.logpmf(k, n, alpha, beta),
+    "poisson_log": lambda k, log_rate: stats.poisson.logpmf(k, np.exp(log_rate)),
+    "lkj_corr_cholesky": lkj_corr_cholesky_logpdf,
 }
 
 
@@ -168,6 +234,8 @@ _DOMAINS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
     "n": (_count, "a whole number >= 0"),
     "p": (lambda v: (v >= 0) & (v <= 1), "in [0, 1]"),
     "logit_p": (lambda v: ~np.isnan(v), "a number (not nan)"),
+    "log_rate": (lambda v: ~np.isnan(v), "a number (not nan)"),
+    "eta": (_positive, "positive and finite"),
 }
 _POISSON_RATE = (lambda v: (v >= 0) & np.isfinite(v), "non-negative and finite")
 
@@ -261,10 +329,37 @@ def _walk(expr: Expr, env: Mapping[str, np.ndarray], batched: frozenset[str]) ->
     if isinstance(expr, Binary):
         (left, right), is_batched = _aligned([_walk(expr.left, env, batched), _walk(expr.right, env, batched)])
         return _BINARY[expr.op](left, right), is_batched
+    if isinstance(expr, Call) and expr.fn in MATRIX_FUNCTIONS:
+        operands = [_walk(a, env, batched) for a in expr.args]
+        return _BATCHED_MATRIX[expr.fn](*operands), any(b for _, b in operands)
     if isinstance(expr, Call):
         args, is_batched = _aligned([_walk(a, env, batched) for a in expr.args])
         return FUNCTIONS[expr.fn](*args), is_batched
+    if isinstance(expr, Concat):
+        parts = [_walk(p, env, batched) for p in expr.parts]
+        if not any(b for _, b in parts):
+            return FUNCTIONS["concat"](*(v for v, _ in parts)), False
+        n = next(v.shape[0] for v, b in parts if b)
+        flat = [v.reshape(n, -1) if b else np.broadcast_to(np.ravel(v), (n, v.size)) for v, b in parts]
+        return np.concatenate(flat, axis=1), True
     raise TypeError(f"not an expression: {expr!r}")
+
+
+def _batched_matmul(a: tuple[np.ndarray, bool], b: tuple[np.ndarray, bool]) -> np.ndarray:
+    (a, _), (b, b_batched) = a, b
+    if b.ndim - b_batched == 1:
+        # A vector (j,) or (draws, j) as a column, so that matmul broadcasts the draws axis.
+        return np.matmul(a, b[..., None])[..., 0]
+    return np.matmul(a, b)
+
+
+#: The linear algebra functions on (value, whether it carries a leading draws axis) pairs.
+_BATCHED_MATRIX: dict[str, Callable[..., np.ndarray]] = {
+    "matmul": _batched_matmul,
+    "transpose": lambda a: np.swapaxes(a[0], -1, -2),
+    "diag_pre_multiply": lambda v, a: v[0][..., :, None] * a[0],
+    "rows_dot": lambda a, b: (a[0] * b[0]).sum(axis=-1),
+}
 
 
 def _aligned(operands: list[tuple[np.ndarray, bool]]) -> tuple[list[np.ndarray], bool]:

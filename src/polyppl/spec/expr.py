@@ -97,10 +97,20 @@ class Call(Expr):
 
 @dataclass(frozen=True, eq=False)
 class Index(Expr):
-    """``base[index]``: pick one element of a group-level vector per row."""
+    """``base[index]``: pick one element of a group-level vector per row, or one row of a
+    group-level matrix (level x term) per row."""
 
     base: Expr
     index: Expr
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Expr):
+    """The elements of each part, part after part, as one vector along the new dim ``dim``:
+    a vector's elements in order, a matrix's row by row. Build with :func:`concat`."""
+
+    dim: str
+    parts: tuple[Expr, ...]
 
 
 ExprLike = Union[Expr, float, int]
@@ -108,7 +118,8 @@ ExprLike = Union[Expr, float, int]
 ARITHMETIC = ("+", "-", "*", "/", "**")
 COMPARISONS = ("<", "<=", ">", ">=")
 LOGICAL = ("|",)
-#: Elementwise functions every compiler implements, with their arity.
+#: Functions every compiler implements, with their arity: elementwise, then the linear
+#: algebra of MATRIX_FUNCTIONS.
 FUNCTIONS: dict[str, int] = {
     "neg": 1,
     "exp": 1,
@@ -118,7 +129,13 @@ FUNCTIONS: dict[str, int] = {
     "inv_logit": 1,
     "logit": 1,
     "where": 3,
+    "matmul": 2,
+    "transpose": 1,
+    "diag_pre_multiply": 2,
+    "rows_dot": 2,
 }
+#: The functions that are not elementwise: their dims follow linear algebra (``expr_dims``).
+MATRIX_FUNCTIONS = frozenset({"matmul", "transpose", "diag_pre_multiply", "rows_dot"})
 
 
 def as_expr(value: ExprLike) -> Expr:
@@ -162,6 +179,35 @@ def where(condition: Expr, if_true: ExprLike, if_false: ExprLike) -> Expr:
     return _call("where", condition, if_true, if_false)
 
 
+def matmul(a: Expr, b: Expr) -> Expr:
+    """Matrix product: a matrix (i, j) times a vector (j,) is a vector (i,); times a matrix
+    (j, k), a matrix (i, k). A design matrix times its coefficients: ``matmul(X, b)``."""
+    return _call("matmul", a, b)
+
+
+def transpose(a: Expr) -> Expr:
+    """A matrix (i, j) as (j, i)."""
+    return _call("transpose", a)
+
+
+def diag_pre_multiply(v: Expr, a: Expr) -> Expr:
+    """``diag(v) @ a``: row i of the matrix ``a`` (i, j) times ``v[i]``, without the diagonal matrix."""
+    return _call("diag_pre_multiply", v, a)
+
+
+def rows_dot(a: Expr, b: Expr) -> Expr:
+    """Dot product of each row of two matrices of the same dims (i, j): a vector (i,)."""
+    return _call("rows_dot", a, b)
+
+
+def concat(dim: str, *parts: Expr) -> Expr:
+    """The elements of ``parts`` as one vector along ``dim`` (see :class:`Concat`); e.g. every
+    grouping factor's level x term matrix of effects as one vector ``r``."""
+    if not parts:
+        raise TypeError("concat needs at least one part")
+    return Concat(dim, tuple(as_expr(p) for p in parts))
+
+
 NEG_INF = Const(-math.inf)
 
 
@@ -177,6 +223,8 @@ def free_vars(expr: Expr) -> set[str]:
         return set().union(*(free_vars(a) for a in expr.args))
     if isinstance(expr, Index):
         return free_vars(expr.base) | free_vars(expr.index)
+    if isinstance(expr, Concat):
+        return set().union(*(free_vars(p) for p in expr.parts))
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -190,8 +238,9 @@ def evaluate(expr: Expr, env: Mapping[str, object], functions: Mapping[str, Call
     """Evaluate an expression with an array library.
 
     ``env`` maps node names to that library's arrays; ``functions`` maps each name of
-    FUNCTIONS (and ``"|"``) to the library's implementation. PyMC, NumPyro and NumPy
-    share this walk and differ only in the table they pass.
+    FUNCTIONS (and ``"|"`` and ``"concat"``, which takes the parts) to the library's
+    implementation. PyMC, NumPyro and NumPy share this walk and differ only in the table
+    they pass.
     """
     if isinstance(expr, Const):
         return expr.value
@@ -206,6 +255,8 @@ def evaluate(expr: Expr, env: Mapping[str, object], functions: Mapping[str, Call
         return _PYTHON_OPERATORS[expr.op](left, right)
     if isinstance(expr, Call):
         return functions[expr.fn](*(evaluate(a, env, functions) for a in expr.args))
+    if isinstance(expr, Concat):
+        return functions["concat"](*(evaluate(p, env, functions) for p in expr.parts))
     raise TypeError(expr)
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from polyppl.spec.expr import Const, Expr, ExprLike, as_expr
 
-Support = Literal["real", "positive", "unit", "interval", "count", "binary"]
+Support = Literal["real", "positive", "unit", "interval", "count", "binary", "corr_cholesky"]
 #: What an argument must be: any real, positive, in [0, 1], a whole number >= 0.
 Constraint = Literal["real", "positive", "unit", "count"]
 
@@ -28,6 +28,9 @@ class Family:
     discrete: bool = False
     #: A density that does not integrate to one (Flat, HalfFlat): no prior to simulate from.
     improper: bool = False
+    #: Trailing dims that make up one value (2 for a matrix-valued family); 0 for the
+    #: families whose every element is a value of its own.
+    event_dims: int = 0
 
 
 #: The vocabulary. Parameter names are polyppl's, the same for every backend.
@@ -51,6 +54,8 @@ FAMILIES: dict[str, Family] = {
     "bernoulli": Family(("p",), "binary", ("unit",), discrete=True),
     "bernoulli_logit": Family(("logit_p",), "binary", ("real",), discrete=True),
     "poisson": Family(("rate",), "count", ("positive",), discrete=True),
+    "poisson_log": Family(("log_rate",), "count", ("real",), discrete=True),
+    "lkj_corr_cholesky": Family(("eta",), "corr_cholesky", ("positive",), event_dims=2),
 }
 
 _CHECKS = {
@@ -166,3 +171,17 @@ def BernoulliLogit(logit_p: ExprLike) -> Dist:
 
 def Poisson(rate: ExprLike) -> Dist:
     return _dist("poisson", rate=rate)
+
+
+def PoissonLog(log_rate: ExprLike) -> Dist:
+    """Poisson by the log of its rate (a log link): ``PoissonLog(eta + log(exposure))``."""
+    return _dist("poisson_log", log_rate=log_rate)
+
+
+def LKJCholesky(eta: ExprLike) -> Dist:
+    """The Cholesky factor ``L`` of a correlation matrix whose density is proportional to
+    ``det(L @ L.T) ** (eta - 1)`` (Lewandowski, Kurowicka and Joe 2009); ``eta = 1`` is
+    uniform over correlation matrices. A parameter with this prior has two dims of the same
+    size (term, term); every backend samples it through Stan's transform (the tanh of the
+    canonical partial correlations, row by row below the diagonal)."""
+    return _dist("lkj_corr_cholesky", eta=eta)

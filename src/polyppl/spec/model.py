@@ -24,7 +24,7 @@ from typing import Literal, Mapping, Sequence, Union
 
 import numpy as np
 
-from polyppl.spec.expr import Binary, Call, Const, Expr, Index, Var, free_vars
+from polyppl.spec.expr import MATRIX_FUNCTIONS, Binary, Call, Concat, Const, Expr, Index, Var, free_vars
 from polyppl.spec.families import Dist, Support
 
 DType = Literal["int", "real"]
@@ -247,11 +247,13 @@ class Model:
 
     def density_model(self) -> Model:
         """The part a backend compiles: without conditionals, what depends on them, and
-        decisions (all computed from the draws afterwards)."""
+        decisions (all computed from the draws afterwards), nor the data only they use."""
         skip = set(self.post_sampling_names()) | {d.name for d in self.decisions}
         if not skip:
             return self
-        return Model(self.name, tuple(n for n in self.nodes if n.name not in skip), self.description)
+        kept = [n for n in self.nodes if n.name not in skip]
+        used = set().union(*(references(n) for n in kept))
+        return Model(self.name, tuple(n for n in kept if not isinstance(n, Data) or n.name in used), self.description)
 
 
 def references(node: Node) -> set[str]:
@@ -282,10 +284,14 @@ def _check_dims(model: Model, node: Node) -> None:
         return SpecError(f"{where}: {what} has dims {got or '()'}, expected {expected or '()'}")
 
     if isinstance(node, (Param, Observed, Conditional)):
+        event_dims = node.dist.info.event_dims
+        if event_dims and len(node.dims) != event_dims:
+            raise SpecError(f"{where}: a {node.dist.family} value has {event_dims} dims (term, term), "
+                            f"not {node.dims or '()'}")
         for arg, expr in node.dist.args:
             got = dims_of(expr)
-            if got not in ((), node.dims):
-                raise fail(f"argument {arg}", got, node.dims)
+            if got not in ((), node.dims) or (event_dims and got):
+                raise fail(f"argument {arg}", got, () if event_dims else node.dims)
     elif isinstance(node, Deterministic):
         got = dims_of(node.expr)
         if got != node.dims:
@@ -341,6 +347,21 @@ def check_dataset(model: Model, dataset: Dataset) -> None:
             n = dataset.size(node.index_of)
             if value.size and (value.min() < 0 or value.max() >= n):
                 raise SpecError(f"index {node.name!r} must lie in 0..{n - 1} (dim {node.index_of!r})")
+    for param in model.params:
+        if param.dist.info.event_dims == 2 and len(set(dataset.shape(param.dims))) != 1:
+            raise SpecError(f"{param.name!r} ({param.dist.family}) is a square matrix, but its dims "
+                            f"{param.dims} have sizes {dataset.shape(param.dims)}")
+
+
+def unconstrained_shape(param: Param, dataset: Dataset) -> tuple[int, ...]:
+    """The shape of a parameter on the unconstrained scale every sampler works on: its own
+    shape, except for the Cholesky factor of a K x K correlation matrix, which has
+    K (K - 1) / 2 free values (below the diagonal, row by row)."""
+    shape = dataset.shape(param.dims)
+    if param.support == "corr_cholesky":
+        k = shape[0]
+        return (k * (k - 1) // 2,)
+    return shape
 
 
 # --------------------------------------------------------------------------- shapes
@@ -358,17 +379,50 @@ def expr_dims(model: Model, expr: Expr) -> tuple[str, ...]:
         node = model[expr.index.name] if isinstance(expr.index, Var) else None
         if not isinstance(node, Data) or node.index_of is None:
             raise SpecError("only a Data node with index_of can index a vector")
-        if base != (node.index_of,):
-            raise SpecError(f"{node.name!r} indexes dim {node.index_of!r}, but the vector has dims {base}")
-        return index
+        if base[:1] != (node.index_of,) or len(base) > 2 or (len(base) == 2 and len(index) != 1):
+            raise SpecError(f"{node.name!r} indexes dim {node.index_of!r}, but the value indexed has dims {base} "
+                            "(a vector of that dim, or a matrix whose rows are, indexed by a vector)")
+        return index + base[1:]
     if isinstance(expr, Binary):
         return _broadcast(expr_dims(model, expr.left), expr_dims(model, expr.right))
     if isinstance(expr, Call):
+        if expr.fn in MATRIX_FUNCTIONS:
+            return _matrix_dims(expr.fn, [expr_dims(model, a) for a in expr.args])
         out: tuple[str, ...] = ()
         for arg in expr.args:
             out = _broadcast(out, expr_dims(model, arg))
         return out
+    if isinstance(expr, Concat):
+        for part in expr.parts:
+            if len(expr_dims(model, part)) not in (1, 2):
+                raise SpecError(f"concat joins vectors and matrices, not a value of dims {expr_dims(model, part) or '()'}")
+        return (expr.dim,)
     raise TypeError(expr)
+
+
+def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """Dims of the linear algebra functions, or a SpecError saying what they take."""
+    if fn == "transpose" and len(args[0]) == 2:
+        return args[0][::-1]
+    if fn == "matmul":
+        a, b = args
+        if len(a) == 2 and len(b) in (1, 2) and a[1] == b[0]:
+            return a[:1] + b[1:]
+    if fn == "diag_pre_multiply":
+        v, a = args
+        if len(v) == 1 and len(a) == 2 and v[0] == a[0]:
+            return a
+    if fn == "rows_dot":
+        a, b = args
+        if len(a) == 2 and a == b:
+            return a[:1]
+    takes = {
+        "transpose": "a matrix (i, j)",
+        "matmul": "a matrix (i, j) and a vector (j,) or a matrix (j, k)",
+        "diag_pre_multiply": "a vector (i,) and a matrix (i, j)",
+        "rows_dot": "two matrices of the same dims (i, j)",
+    }[fn]
+    raise SpecError(f"{fn} takes {takes}, not values of dims {', '.join(str(a) for a in args)}")
 
 
 def expr_dtype(model: Model, expr: Expr) -> DType:

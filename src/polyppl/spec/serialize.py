@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polyppl.spec.expr import Binary, Call, Const, Expr, Index, Var
+from polyppl.spec.expr import Binary, Call, Concat, Const, Expr, Index, Var
 from polyppl.spec.families import Dist
 from polyppl.spec.model import (
     Conditional,
@@ -55,6 +55,8 @@ def expr_to_json(expr: Expr) -> Any:
         return {"call": expr.fn, "args": [expr_to_json(a) for a in expr.args]}
     if isinstance(expr, Index):
         return {"index": expr_to_json(expr.base), "by": expr_to_json(expr.index)}
+    if isinstance(expr, Concat):
+        return {"concat": [expr_to_json(p) for p in expr.parts], "dim": expr.dim}
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -71,6 +73,8 @@ def expr_from_json(data: Any) -> Expr:
         return Call(data["call"], tuple(expr_from_json(a) for a in data["args"]))
     if "index" in data:
         return Index(expr_from_json(data["index"]), expr_from_json(data["by"]))
+    if "concat" in data:
+        return Concat(data["dim"], tuple(expr_from_json(p) for p in data["concat"]))
     raise SpecError(f"not a serialised expression: {data!r}")
 
 

@@ -13,7 +13,9 @@ from polyppl.backends.beta_binomial_math import jax_beta_binomial_logpmf
 from polyppl.errors import UserError
 from polyppl.inference.draws import Draws, LogDensity, Timings, stopwatch, tree_depth_from_steps
 from polyppl.inference.methods import SamplerSettings
-from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
+from polyppl.spec import (
+    Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate, unconstrained_shape,
+)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -66,6 +68,9 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "bernoulli": lambda shape, p: dist.BernoulliProbs(p),
     "bernoulli_logit": lambda shape, logit_p: dist.BernoulliLogits(logit_p),
     "poisson": lambda shape, rate: dist.Poisson(rate),
+    "poisson_log": lambda shape, log_rate: dist.Poisson(jnp.exp(log_rate)),
+    # The shape is (K, K): one matrix; NumPyro samples it through CorrCholeskyTransform.
+    "lkj_corr_cholesky": lambda shape, eta: dist.LKJCholesky(shape[-1], eta),
 }
 
 FUNCTIONS = {
@@ -77,14 +82,20 @@ FUNCTIONS = {
     "inv_logit": jax.nn.sigmoid,
     "logit": jax.scipy.special.logit,
     "where": jnp.where,
+    "matmul": jnp.matmul,
+    "transpose": jnp.transpose,
+    "diag_pre_multiply": lambda v, a: v[:, None] * a,
+    "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": jnp.logical_or,
+    "concat": lambda *parts: jnp.concatenate([jnp.ravel(p) for p in parts]),
 }
 
 
 def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distribution:
     args = [evaluate(e, env, FUNCTIONS) for _, e in d.args]
     out = DISTRIBUTIONS[d.family](shape, *args)
-    return out if tuple(out.batch_shape) == shape else out.expand(shape)
+    batch_shape = shape[: len(shape) - d.info.event_dims]
+    return out if tuple(out.batch_shape) == batch_shape else out.expand(batch_shape)
 
 
 def build(model: Model, dataset: Dataset) -> Callable[[], None]:
@@ -233,7 +244,7 @@ def _nuts(model_fn: Callable[[], None], model: Model, settings: SamplerSettings,
 
 
 def _log_density(numpyro_model: Callable[[], None], model: Model, dataset: Dataset) -> LogDensity:
-    shapes = {p.name: dataset.shape(p.dims) for p in model.params}
+    shapes = {p.name: unconstrained_shape(p, dataset) for p in model.params}
 
     def negative(params):
         return potential_energy(numpyro_model, (), {}, params)

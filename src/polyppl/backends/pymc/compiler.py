@@ -11,6 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from polyppl.backends.beta_binomial_math import pytensor_beta_binomial_logpmf
+from polyppl.backends.pymc.corr_cholesky import lkj_corr_cholesky
 from polyppl.inference.draws import STAT_NAMES, Draws, LogDensity, Timings, split_by_gradients, stopwatch
 from polyppl.inference.methods import SamplerSettings
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
@@ -38,7 +39,19 @@ DISTRIBUTIONS = {
     "bernoulli": (pm.Bernoulli, {"p": "p"}),
     "bernoulli_logit": (pm.Bernoulli, {"logit_p": "logit_p"}),
     "poisson": (pm.Poisson, {"rate": "mu"}),
+    "poisson_log": (pm.Poisson, {"log_rate": "mu"}),
 }
+#: Arguments PyMC takes on another scale than the spec: poisson_log's rate by its log.
+_ARGUMENT_SCALE = {("poisson_log", "log_rate"): pt.exp}
+
+def _matmul(a, b):
+    """A matrix times a vector or a matrix as a product and a sum, which PyTensor compiles to
+    C: its Dot becomes a Python Op where PyTensor links no BLAS (a pip install), measured at
+    0.13 ms a call against 5 us for the elementwise form on the seed's formula."""
+    if b.ndim == 1:
+        return (a * b).sum(axis=-1)
+    return (a[:, :, None] * b[None, :, :]).sum(axis=1)
+
 
 FUNCTIONS = {
     "neg": lambda x: -x,
@@ -49,13 +62,22 @@ FUNCTIONS = {
     "inv_logit": pm.math.invlogit,
     "logit": pm.math.logit,
     "where": pt.switch,
+    "matmul": _matmul,
+    "transpose": lambda a: a.T,
+    "diag_pre_multiply": lambda v, a: v[:, None] * a,
+    "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": pt.or_,
+    "concat": lambda *parts: pt.concatenate([pt.flatten(p) for p in parts]),
 }
 
 
 def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **kwargs):
+    if dist.family == "lkj_corr_cholesky":
+        k = len(pm.modelcontext(None).coords[dims[0]])
+        return lkj_corr_cholesky(name, evaluate(dist.kwargs["eta"], env, FUNCTIONS), k, dims)
     cls, names = DISTRIBUTIONS[dist.family]
-    args = {names[k]: evaluate(e, env, FUNCTIONS) for k, e in dist.args}
+    args = {names[k]: _ARGUMENT_SCALE.get((dist.family, k), lambda x: x)(evaluate(e, env, FUNCTIONS))
+            for k, e in dist.args}
     if dist.family == "beta_binomial":
         return _beta_binomial(name, **args, dims=dims or None, **kwargs)
     return cls(name, **args, dims=dims or None, **kwargs)

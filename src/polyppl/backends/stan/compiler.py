@@ -33,7 +33,8 @@ from polyppl.backends.stan import cmdstan_version, cxx_version
 from polyppl.backends.stan.program import stan_data, stan_program
 from polyppl.inference.draws import Draws, LogDensity, Timings, stopwatch
 from polyppl.inference.methods import SamplerSettings
-from polyppl.spec import Dataset, Model, Param
+from polyppl.inference.numpy_model import corr_cholesky_from_partial
+from polyppl.spec import Dataset, Model, Param, unconstrained_shape
 
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
@@ -86,7 +87,7 @@ class StanModel:
         )
 
     def log_density(self) -> LogDensity:
-        shapes = {p.name: self.dataset.shape(p.dims) for p in self.model.params}
+        shapes = {p.name: unconstrained_shape(p, self.dataset) for p in self.model.params}
         evaluate = self.runner.log_density_function(self.data, self.model, shapes)
 
         def function(point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
@@ -251,7 +252,8 @@ class PyStanEngine:
         posterior = self.posterior
 
         def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
-            flat = np.concatenate([np.ravel(point[p.name]) for p in model.params]).tolist()
+            # Stan's unconstrained vector holds a matrix column by column.
+            flat = np.concatenate([np.ravel(point[p.name], order="F") for p in model.params]).tolist()
             return float(posterior.log_prob(flat, adjust_transform=True)), np.asarray(posterior.grad_log_prob(flat))
 
         return evaluate
@@ -321,18 +323,20 @@ def _phase_timings(total: float, compile_seconds: float, cached: bool, warmup: f
 
 
 def _columns_by_variable(columns: Mapping[str, np.ndarray], model: Model, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """Stan's flat columns (``rates.1`` or ``rates[1]``) back into arrays (chain, draw, *shape)."""
+    """Stan's flat columns (``rates.1``, ``z.2.3`` or ``rates[1]``, ``z[2,3]``) back into arrays
+    (chain, draw, *shape)."""
     out = {}
     for name in model.output_names:
         shape = shapes[name]
         if not shape:
             out[name] = columns[name]
             continue
-        parts = []
-        for i in range(shape[0]):
-            key = f"{name}.{i + 1}" if f"{name}.{i + 1}" in columns else f"{name}[{i + 1}]"
-            parts.append(columns[key])
-        out[name] = np.stack(parts, axis=-1)
+        value = np.empty(columns[next(iter(columns))].shape + tuple(shape))
+        for index in np.ndindex(*shape):
+            dotted = ".".join(str(i + 1) for i in index)
+            key = f"{name}.{dotted}" if f"{name}.{dotted}" in columns else f"{name}[{dotted.replace('.', ',')}]"
+            value[(..., *index)] = columns[key]
+        out[name] = value
     return out
 
 
@@ -340,12 +344,15 @@ def _unflatten(flat: np.ndarray, model: Model, shapes: Mapping[str, tuple[int, .
     out, offset = {}, 0
     for p in model.params:
         size = int(np.prod(shapes[p.name], dtype=int))
-        out[p.name] = np.asarray(flat[offset : offset + size]).reshape(shapes[p.name])
+        # Stan's unconstrained vector holds a matrix column by column.
+        out[p.name] = np.asarray(flat[offset : offset + size]).reshape(shapes[p.name], order="F")
         offset += size
     return out
 
 
 def _constrain(param: Param, z: np.ndarray) -> np.ndarray:
+    if param.support == "corr_cholesky":
+        return corr_cholesky_from_partial(np.tanh(z))
     lower, upper = param.bounds
     if lower is None and upper is None:
         return z

@@ -20,11 +20,11 @@ from polyppl.models import MODELS
 from polyppl.spec import (
     Binary,
     Call,
+    Concat,
     Const,
     Data,
     Dataset,
     Deterministic,
-    Dist,
     Expr,
     Factor,
     Index,
@@ -57,6 +57,8 @@ STAN_DISTRIBUTIONS = {
     "bernoulli": "bernoulli",
     "bernoulli_logit": "bernoulli_logit",
     "poisson": "poisson",
+    "poisson_log": "poisson_log",
+    "lkj_corr_cholesky": "lkj_corr_cholesky",
 }
 #: Half families take a location of zero in Stan.
 _HALF_LOCATION = {"half_normal": 1, "half_cauchy": 1, "half_student_t": 2}
@@ -79,7 +81,10 @@ class _Code:
 
 
 _PRECEDENCE = {"||": 1, "<": 2, "<=": 2, ">": 2, ">=": 2, "+": 3, "-": 3, "*": 4, "/": 4, ".*": 4, "./": 4}
+_POSTFIX = 9  # the transpose, A'
 _ATOM = 10
+#: Integer arrays of one and two dims as real vectors and matrices.
+_TO_REAL = {1: "to_vector", 2: "to_matrix"}
 
 
 class _ExprWriter:
@@ -100,7 +105,7 @@ class _ExprWriter:
         if code.text in self._data_names and converted not in self._names:
             self.real_data[code.text] = code.dims
             return _Code(converted, code.dims, "real", _ATOM)
-        return _Code(f"to_vector({code.text})", code.dims, "real", _ATOM)
+        return _Code(f"{_TO_REAL[len(code.dims)]}({code.text})", code.dims, "real", _ATOM)
 
     def write(self, expr: Expr) -> _Code:
         model = self.model
@@ -134,8 +139,21 @@ class _ExprWriter:
             prec = _PRECEDENCE[op]
             # Left-associative: a right operand of equal precedence needs parentheses.
             return _Code(f"{_wrap(left, prec)} {op} {_wrap(right, prec + 1)}", dims, dtype, prec)
+        if isinstance(expr, Concat):
+            parts = [self._flat(part) for part in expr.parts]
+            text = parts[-1]
+            for part in reversed(parts[:-1]):
+                text = f"append_row({part}, {text})"
+            return _Code(text, dims, "real", _ATOM)
         if isinstance(expr, Call):
             args = [self.as_real(self.write(a)) for a in expr.args]
+            if expr.fn == "matmul":
+                prec = _PRECEDENCE["*"]
+                return _Code(f"{_wrap(args[0], prec)} * {_wrap(args[1], prec + 1)}", dims, "real", prec)
+            if expr.fn == "transpose":
+                return _Code(f"{_wrap(args[0], _ATOM)}'", dims, "real", _POSTFIX)
+            if expr.fn == "rows_dot":
+                return _Code(f"rows_dot_product({args[0].text}, {args[1].text})", dims, "real", _ATOM)
             if expr.fn == "neg":
                 return _Code(f"-{_wrap(args[0], 6)}", dims, dtype, 6)
             if expr.fn == "where":
@@ -145,6 +163,16 @@ class _ExprWriter:
                 return _Code(f"{_wrap(cond, 2)} ? {_wrap(args[1], 2)} : {_wrap(args[2], 2)}", (), "real", 0)
             return _Code(f"{expr.fn}({', '.join(a.text for a in args)})", dims, "real", _ATOM)
         raise TypeError(expr)
+
+
+    def _flat(self, part: Expr) -> str:
+        """A vector as it is; a matrix's elements row by row, as a vector (Stan's
+        ``to_vector`` goes column by column, so it is given the transpose)."""
+        if len(expr_dims(self.model, part)) == 1:
+            return self.as_real(self.write(part)).text
+        if isinstance(part, Call) and part.fn == "transpose":
+            return f"to_vector({self.as_real(self.write(part.args[0])).text})"
+        return f"to_vector({_wrap(self.as_real(self.write(part)), _ATOM)}')"
 
 
 def _wrap(code: _Code, precedence: int) -> str:
@@ -180,11 +208,20 @@ def _int_bounds(lower: float | None, upper: float | None | str) -> str:
 
 
 def _declare(name: str, dtype: str, dims: tuple[str, ...], bounds: str) -> str:
-    if len(dims) > 1:
-        raise SpecError(f"{name!r}: the Stan compiler supports scalars and vectors (one dim)")
+    if len(dims) > 2:
+        raise SpecError(f"{name!r}: the Stan compiler supports scalars, vectors and matrices (up to two dims)")
+    sizes = ", ".join(dim_size_name(d) for d in dims)
     if dtype == "int":
-        return f"array[{dim_size_name(dims[0])}] int{bounds} {name}" if dims else f"int{bounds} {name}"
-    return f"vector{bounds}[{dim_size_name(dims[0])}] {name}" if dims else f"real{bounds} {name}"
+        return f"array[{sizes}] int{bounds} {name}" if dims else f"int{bounds} {name}"
+    if len(dims) == 2:
+        return f"matrix{bounds}[{sizes}] {name}"
+    return f"vector{bounds}[{sizes}] {name}" if dims else f"real{bounds} {name}"
+
+
+def _param_declaration(param: Param) -> str:
+    if param.support == "corr_cholesky":
+        return f"cholesky_factor_corr[{dim_size_name(param.dims[0])}] {param.name}"
+    return _declare(param.name, "real", param.dims, _bounds(*param.bounds))
 
 
 _OBSERVED_BOUNDS = {"count": (0, None), "binary": (0, 1)}
@@ -202,9 +239,13 @@ def _data_declaration(node: Data | Observed) -> str:
     return _declare(node.name, "real", node.dims, _bounds(node.lower, node.upper))
 
 
-def _statement(writer: _ExprWriter, name: str, dist: Dist) -> str | None:
+def _statement(writer: _ExprWriter, node: Param | Observed) -> str | None:
+    dist = node.dist
     if dist.family in ("flat", "half_flat"):
         return None  # an improper flat density adds nothing to the target
+    # Stan's vectorised densities take vectors: a matrix of independent values goes through to_vector.
+    flat = len(node.dims) == 2 and not dist.info.event_dims
+    name = f"to_vector({node.name})" if flat else node.name
     kwargs = dist.kwargs
     if dist.family == "normal" and all(isinstance(kwargs[k], Const) for k in ("mu", "sigma")) \
             and (kwargs["mu"].value, kwargs["sigma"].value) == (0.0, 1.0):
@@ -213,6 +254,8 @@ def _statement(writer: _ExprWriter, name: str, dist: Dist) -> str | None:
     # Counts must stay integer arrays; everything else may be promoted to a vector.
     int_params = {"binomial": {0}, "binomial_logit": {0}, "beta_binomial": {0}}.get(dist.family, set())
     texts = [a.text if i in int_params else writer.as_real(a).text for i, a in enumerate(args)]
+    if flat:
+        texts = [f"to_vector({text})" if len(a.dims) == 2 else text for text, a in zip(texts, args)]
     if dist.family in _HALF_LOCATION:
         texts.insert(_HALF_LOCATION[dist.family] - 1, "0")
     return f"{name} ~ {STAN_DISTRIBUTIONS[dist.family]}({', '.join(texts)});"
@@ -224,22 +267,22 @@ def stan_program(model: Model) -> str:
     needed = density_dependencies(model)
     data = [f"  int<lower=1> {dim_size_name(d)};" for d in model.dims]
     data += [f"  {_data_declaration(n)};" for n in model.nodes if isinstance(n, (Data, Observed))]
-    params = [f"  {_declare(p.name, 'real', p.dims, _bounds(*p.bounds))};" for p in model.params]
+    params = [f"  {_param_declaration(p)};" for p in model.params]
     transformed, body, generated = [], [], []
     for node in model.nodes:
         if isinstance(node, Deterministic):
             line = f"  {_declare(node.name, 'real', node.dims, '')} = {writer.write(node.expr).text};"
             (transformed if node.name in needed else generated).append(line)
         elif isinstance(node, Param):
-            statement = _statement(writer, node.name, node.dist)
+            statement = _statement(writer, node)
             if statement:
                 body.append("  " + statement)
         elif isinstance(node, Factor):
             body.append(f"  target += {writer.write(node.expr).text};  // {node.name}")
         elif isinstance(node, Observed):
-            body.append("  " + _statement(writer, node.name, node.dist))
+            body.append("  " + _statement(writer, node))
 
-    transformed_data = [f"  {_declare(f'{name}_real', 'real', dims, '')} = to_vector({name});"
+    transformed_data = [f"  {_declare(f'{name}_real', 'real', dims, '')} = {_TO_REAL[len(dims)]}({name});"
                         for name, dims in writer.real_data.items()]
 
     families = {n.dist.family for n in model.nodes if isinstance(n, (Param, Observed))}

@@ -1,0 +1,167 @@
+"""The seed's model written as a formula against the built-in model, per gradient, and a
+10-million-row CSV from file to posterior.
+
+    uv run python benchmarks/formula_speed.py gradients   # PyMC, NumPyro, Stan
+    uv run python benchmarks/formula_speed.py rows [N]    # N rows (default 10,000,000)
+
+Per gradient: PyMC's ``logp_dlogp_function`` and NumPyro's potential and gradient (1000
+evaluations inside one compiled loop) near the initial point, timed in alternating blocks
+so that a change of machine load hits both models alike (medians of 11 blocks); Stan:
+Stan's own clock of the sampling phase divided by its gradient evaluations, in alternating
+runs (cmdstanpy, 4 chains x 1000 + 1000, seed 1; median of 3 rounds each). The formula is
+``success ~ treated + (1 + treated || group)`` with the built-in model's priors: the same
+model, so the same posterior (``tests/test_formula_posterior.py``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from polyppl.inference.methods import SamplerSettings
+from polyppl.models import MODELS
+from polyppl.models.formula import formula_problem
+from polyppl.models.multilevel_logistic import seed_rows
+
+SEED_FORMULA = "success ~ treated + (1 + treated || group)"
+SEED_PRIORS = ["b ~ student_t(3, 0, 1)", "sd ~ half_normal(1)"]
+SETTINGS = SamplerSettings(chains=4, draws=1000, tune=1000, seed=1)
+
+
+def seed_csv(path: Path, n_per_cell: int = 100) -> Path:
+    rows = seed_rows(n_per_cell)
+    group = np.array(["Canada", "China"])[rows.values["group_idx"]]
+    lines = ["group,treated,success"] + [f"{g},{t},{y}" for g, t, y in
+                                         zip(group, rows.values["treated"], rows.values["success"])]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def models():
+    """(built-in spec, its dataset), (formula spec, its dataset): the seed's counts."""
+    builtin = MODELS["multilevel-logistic"]
+    dataset = builtin.dataset("seed")
+    with tempfile.TemporaryDirectory() as folder:
+        problem = formula_problem(SEED_FORMULA, seed_csv(Path(folder) / "seed.csv"), "bernoulli", SEED_PRIORS)
+    return {"built-in": (builtin.spec("noncentered", dataset).density_model(), dataset),
+            "formula": (problem.model.density_model(), problem.dataset)}
+
+
+def gradient_calls(backend: str):
+    calls = {}
+    for name, (model, dataset) in models().items():
+        if backend == "pymc":
+            from polyppl.backends.pymc.compiler import build
+
+            pymc_model = build(model, dataset)
+            function = pymc_model.logp_dlogp_function(ravel_inputs=True)
+            function.set_extra_values({})
+            point = np.concatenate([np.ravel(v) for v in pymc_model.initial_point().values()])
+            calls[name] = ((lambda f=function, p=point: f(p)), 1)
+        else:
+            import jax
+            from numpyro.infer.util import initialize_model
+
+            from polyppl.backends.numpyro.compiler import build, configure_jax
+
+            configure_jax("float64")
+            init = initialize_model(jax.random.PRNGKey(0), build(model, dataset))
+            n = 1000
+            shift = jax.numpy.linspace(-0.1, 0.1, n)
+            points = jax.tree.map(lambda v: v + shift.reshape((n,) + (1,) * v.ndim), init.param_info.z)
+            loop = jax.jit(lambda zs, f=init.potential_fn: jax.lax.map(jax.value_and_grad(f), zs))
+            calls[name] = ((lambda lp=loop, zs=points: jax.block_until_ready(lp(zs))), n)
+    return calls
+
+
+def interleaved_seconds(calls, blocks: int = 11, block_seconds: float = 0.3) -> dict[str, float]:
+    per_block = {}
+    for name, (call, _) in calls.items():
+        call()
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < block_seconds:
+            call()
+            n += 1
+        per_block[name] = max(n, 1)
+    samples = {name: [] for name in calls}
+    for _ in range(blocks):
+        for name, (call, evaluations) in calls.items():
+            start = time.perf_counter()
+            for _ in range(per_block[name]):
+                call()
+            samples[name].append((time.perf_counter() - start) / (per_block[name] * evaluations))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def stan_seconds_per_gradient(rounds: int = 3) -> dict[str, float]:
+    from polyppl.backends import get_backend
+
+    compiled = {name: get_backend("stan").compile(model, dataset, engine="cmdstanpy")
+                for name, (model, dataset) in models().items()}
+    samples = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, model in compiled.items():
+            # Stan's own clock of each chain's sampling phase, summed over chains, over the
+            # sampling phase's gradient evaluations.
+            columns, _, _, sampling_seconds, _ = model.runner.nuts(model.data, SETTINGS)
+            samples[name].append(sampling_seconds / int(columns["n_leapfrog__"].sum()))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def gradients() -> None:
+    for backend in ("pymc", "numpyro"):
+        seconds = interleaved_seconds(gradient_calls(backend))
+        print(f"{backend}: built-in {seconds['built-in'] * 1e6:.2f} us, formula {seconds['formula'] * 1e6:.2f} us "
+              f"per gradient; formula / built-in = {seconds['formula'] / seconds['built-in']:.3f}", flush=True)
+    seconds = stan_seconds_per_gradient()
+    print(f"stan (cmdstanpy): built-in {seconds['built-in'] * 1e6:.2f} us, formula {seconds['formula'] * 1e6:.2f} us "
+          f"per gradient; formula / built-in = {seconds['formula'] / seconds['built-in']:.3f}", flush=True)
+
+
+def rows(n: int) -> None:
+    """Write an n-row A/B CSV (2 groups x 2 arms, random successes), then time the formula
+    front end (read, check, collapse, design) and a fit on each backend."""
+    from polyppl.execution.fit import fit
+    from polyppl.execution.request import FitRequest
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "rows.csv"
+        group = rng.integers(0, 2, n)
+        treated = rng.integers(0, 2, n)
+        success = (rng.random(n) < 0.3 + 0.1 * treated + 0.05 * group).astype(np.int64)
+        start = time.perf_counter()
+        import pandas as pd
+
+        pd.DataFrame({"group": np.array(["Canada", "China"])[group], "treated": treated,
+                      "success": success}).to_csv(path, index=False)
+        print(f"wrote {n:,} rows in {time.perf_counter() - start:.1f} s ({path.stat().st_size / 1e6:.0f} MB)", flush=True)
+        start = time.perf_counter()
+        # Centered: with millions of rows per cell the likelihood pins every group, and the
+        # non-centered form then saturates the tree depth (README, "Sufficient statistics").
+        problem = formula_problem(SEED_FORMULA, path, "bernoulli", SEED_PRIORS, parametrization="centered")
+        front = time.perf_counter() - start
+        print(f"formula front end (read, check, collapse to {len(problem.dataset.coords['cell'])} cells): "
+              f"{front:.1f} s", flush=True)
+        for backend in ("pymc", "numpyro", "stan"):
+            start = time.perf_counter()
+            result = fit(FitRequest.make(problem.model, problem.dataset, backend, None, "nuts", SETTINGS,
+                                         labels=problem.labels))
+            t = result.record.timings
+            print(f"  {backend}: fit {time.perf_counter() - start:.1f} s (compile {t.compile_seconds:.1f}, warm-up "
+                  f"{t.warmup_seconds:.1f}, sampling {t.sampling_seconds:.1f}); CSV to posterior "
+                  f"{front + time.perf_counter() - start:.1f} s; flags {result.record.diagnostics.flags or 'none'}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "gradients"
+    if what == "gradients":
+        gradients()
+    else:
+        rows(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)

@@ -1,0 +1,92 @@
+"""The Cholesky factor of an LKJ correlation matrix in PyMC, sampled as Stan and NumPyro sample
+it.
+
+PyMC's own LKJ distributions do not fit the spec: ``LKJCholeskyCov`` is a distribution over
+the Cholesky factor of a covariance matrix with the standard deviations inside it, and
+``LKJCorr`` samples the correlations through an elementwise interval transform, which does
+not keep the matrix positive definite. Here the factor ``L`` (K x K) is a distribution of
+its own, with Stan's transform (``cholesky_corr_constrain``): K (K - 1) / 2 unconstrained
+values, the tanh of each a canonical partial correlation, placed row by row below the
+diagonal and turned into rows of unit length by signed stick-breaking. NumPyro's
+``CorrCholeskyTransform`` is the same map, so the three backends share one unconstrained
+space and their log densities can be compared point by point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+from pymc.logprob.transforms import Transform
+
+
+def _stick_left(w: pt.TensorVariable) -> pt.TensorVariable:
+    """Row i, column j: prod_{l<j} (1 - w_il^2), the squared length left for column j."""
+    left = pt.cumprod(1.0 - w**2, axis=-1)
+    return pt.concatenate([pt.ones_like(left[..., :1]), left[..., :-1]], axis=-1)
+
+
+def _from_partial(partial: pt.TensorVariable, k: int) -> pt.TensorVariable:
+    """Signed stick-breaking: K (K - 1) / 2 partial correlations in (-1, 1), row by row below
+    the diagonal, to the Cholesky factor of a correlation matrix."""
+    rows, cols = np.tril_indices(k, -1)
+    w = pt.set_subtensor(pt.zeros((k, k))[rows, cols], partial)
+    return (w + pt.eye(k)) * pt.sqrt(_stick_left(w))
+
+
+class CholeskyCorrTransform(Transform):
+    """Stan's transform of the Cholesky factor of a K x K correlation matrix."""
+
+    name = "cholesky_corr"
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.rows, self.cols = np.tril_indices(k, -1)
+
+    def backward(self, value, *inputs):
+        return _from_partial(pt.tanh(value), self.k)
+
+    def forward(self, value, *inputs):
+        # Undo the stick-breaking: w_ij = L_ij / sqrt(1 - sum_{l<j} L_il^2).
+        used = pt.cumsum(value**2, axis=-1)
+        left = pt.concatenate([pt.ones_like(used[..., :1]), 1.0 - used[..., :-1]], axis=-1)
+        return pt.arctanh(value[self.rows, self.cols] / pt.sqrt(left[self.rows, self.cols]))
+
+    def log_jac_det(self, value, *inputs):
+        # Stan's: log(1 - tanh(y)^2) for each value, and 0.5 log of the stick left for every
+        # entry below the diagonal but the first column.
+        z = pt.tanh(value)
+        w = pt.set_subtensor(pt.zeros((self.k, self.k))[self.rows, self.cols], z)
+        left = _stick_left(w)[self.rows, self.cols]
+        return pt.sum(pt.log1p(-(z**2))) + 0.5 * pt.sum(pt.log(left[self.cols > 0]))
+
+
+def _logp(value, eta):
+    """Stan's ``lkj_corr_cholesky_lpdf`` without its normalising constant (which ``~`` drops
+    too): sum over rows k = 2..K of (K - k + 2 eta - 2) log L_kk."""
+    k = value.shape[-1]
+    log_diagonal = pt.log(pt.diagonal(value)[1:])
+    order = pt.arange(2, k + 1)
+    return pt.sum((k - order + 2.0 * eta - 2.0) * log_diagonal)
+
+
+def lkj_corr_cholesky(name: str, eta, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:
+    """A K x K Cholesky factor with an LKJ(eta) prior, in the current PyMC model; its initial
+    value is the identity (zero on the unconstrained scale)."""
+
+    def draw(eta, size):
+        # The C-vine: partial correlation (i, j) is 2 Beta(c, c) - 1, c = eta + (K - 2 - j) / 2
+        # (Lewandowski et al. 2009; NumPyro's LKJCholesky).
+        _, cols = np.tril_indices(k, -1)
+        concentration = eta + (k - 2 - cols) / 2
+        return _from_partial(2.0 * pm.Beta.dist(concentration, concentration) - 1.0, k)
+
+    return pm.CustomDist(
+        name, eta,
+        dist=draw,
+        logp=_logp,
+        support_point=lambda rv, size, eta: pt.eye(k),
+        signature="()->(k,k)",
+        transform=CholeskyCorrTransform(k),
+        dims=dims,
+    )

@@ -1,0 +1,31 @@
+"""``polyppl show``: a model's spec and the Stan program generated from it, without sampling."""
+
+from __future__ import annotations
+
+import argparse
+
+from polyppl.cli.common import add_model_arguments, problem_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("show", help="print a model's spec and its generated Stan program (no sampling)",
+                            description="Print the spec of a built-in model, FILE.py:NAME or a --formula with its "
+                            "data, and the Stan program generated from it: the model every backend runs.")
+    add_model_arguments(parser)
+    parser.set_defaults(func=cmd_show)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    problem = problem_from(args)
+
+    from polyppl.backends.stan.program import stan_program
+    from polyppl.render.spec_text import model_text
+
+    print(problem.describe())
+    print()
+    print(model_text(problem.model, problem.dataset))
+    print()
+    print("Stan program (what PyMC and NumPyro run too, compiled from the same spec):")
+    print()
+    print(stan_program(problem.model.density_model()), end="")
+    return 0
