@@ -495,9 +495,9 @@ def _speed_figure(records: dict[str, Any]) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.6 + 0.55 * len(backends)), width_ratios=[3, 2])
     positions = np.arange(len(backends))
     start = np.zeros(len(backends))
-    for key, label, color in phases:
+    for key, label, phase_color in phases:
         seconds = np.array([getattr(records[b].timings, key) for b in backends])
-        left.barh(positions, seconds, left=start, color=color, label=label, height=0.6)
+        left.barh(positions, seconds, left=start, color=phase_color, label=label, height=0.6)
         start += seconds
     for y, total in zip(positions, start):
         left.text(total, y, f" {total:.1f} s", va="center", fontsize=9)
