@@ -94,17 +94,20 @@ class VariationalSettings:
     Stan's rule: mean or median of the recent relative changes below it; Pathfinder: of log p
     between L-BFGS iterations). ``None`` is the method's default (``VARIATIONAL_DEFAULTS``).
     ``paths``: Pathfinder's independent single paths, each from its own uniform(-2, 2)
-    start on the unconstrained scale.
+    start on the unconstrained scale. ``gradient_draws``: ADVI's Monte Carlo draws per
+    gradient of the ELBO (Stan's ``grad_samples``, PyMC's ``obj_n_mc``, NumPyro's
+    ``num_particles``; 1 is each library's default).
     """
 
     draws: int = 1000
     iterations: int | None = None
     tolerance: float | None = None
     paths: int = 4
+    gradient_draws: int = 1
     seed: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("draws", "paths"):
+        for name in ("draws", "paths", "gradient_draws"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be a positive whole number, got {value!r}")

@@ -307,7 +307,7 @@ def _gaussian_draws(loc: np.ndarray, factor: np.ndarray, draws: int, seed: int) 
 
 
 class _Svi:
-    """SVI (Adam, ``Trace_ELBO`` with one Monte Carlo draw per step) with ``AutoNormal``
+    """SVI (Adam, ``Trace_ELBO`` with ``gradient_draws`` Monte Carlo draws per step) with ``AutoNormal``
     (``advi``) or ``AutoMultivariateNormal`` (``fullrank``), initialised at uniform(-2, 2) on
     the unconstrained scale, its loop of 100 steps compiled ahead of time (so that its
     compile time is measured apart)."""
@@ -319,7 +319,8 @@ class _Svi:
         self.flat, self.settings, self.method = flat, settings, method
         guide_class = AutoNormal if method == "advi" else AutoMultivariateNormal
         guide = guide_class(flat.model_fn, init_loc_fn=init_to_uniform(radius=2.0))
-        self.svi = SVI(flat.model_fn, guide, numpyro.optim.Adam(step_size=ADAM_STEP_SIZE), Trace_ELBO())
+        self.svi = SVI(flat.model_fn, guide, numpyro.optim.Adam(step_size=ADAM_STEP_SIZE),
+                       Trace_ELBO(num_particles=settings.gradient_draws))
         self.state = self.svi.init(jax.random.PRNGKey(settings.seed))
         steps = jax.jit(lambda state: jax.lax.scan(lambda carry, _: self.svi.update(carry), state, None,
                                                    length=ELBO_EVERY))
@@ -372,9 +373,9 @@ def _svi(flat: _FlatModel, settings: VariationalSettings, method: str, precision
         warmup_gradient_evaluations=0,
         timings=Timings(compiling(), fitting(), drawing(), split="measured", compile_cached=clock.cache_hits > 0),
         engine=f"numpyro svi {guide} ({precision})",
-        # Trace_ELBO with one particle: one gradient per step
+        # Trace_ELBO with num_particles draws: as many gradients per step
         approximation=Approximation("mean-field Gaussian" if method == "advi" else "full-rank Gaussian",
-                                    log_p[None], log_q[None], steps, steps, converged),
+                                    log_p[None], log_q[None], steps, steps * settings.gradient_draws, converged),
     )
 
 

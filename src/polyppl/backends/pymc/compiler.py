@@ -312,7 +312,7 @@ def _advi(pymc_model: pm.Model, model: Model, settings: VariationalSettings, met
     with pymc_model, stopwatch() as elapsed:
         start = time.perf_counter()
         approx = pm.fit(n=settings.iterations, method=method, random_seed=settings.seed, progressbar=False,
-                        callbacks=[first_step, *checks])
+                        obj_n_mc=settings.gradient_draws, callbacks=[first_step, *checks])
     compile_seconds = compiling() + (first_step.time or start) - start
     fit_seconds = elapsed() - ((first_step.time or start) - start)
     iterations = len(approx.hist)
@@ -339,8 +339,8 @@ def _advi(pymc_model: pm.Model, model: Model, settings: VariationalSettings, met
         warmup_gradient_evaluations=0,
         timings=Timings(compile_seconds, fit_seconds, drawing(), split="measured"),
         engine=f"pymc {'advi' if method == 'advi' else 'fullrank advi'} (pm.fit)",
-        # one Monte Carlo draw, hence one gradient, per step (pm.fit's obj_n_mc=1)
-        approximation=Approximation(family, log_p[None], log_q[None], iterations, iterations,
+        # obj_n_mc Monte Carlo draws, hence gradients, per step
+        approximation=Approximation(family, log_p[None], log_q[None], iterations, iterations * settings.gradient_draws,
                                     converged=iterations < settings.iterations),
     )
 

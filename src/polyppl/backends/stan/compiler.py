@@ -115,9 +115,10 @@ class StanModel:
             # CmdStan fits and draws in one call: all of it is reported as fitting.
             timings=Timings(self.compile_seconds, seconds, 0.0, split="none", compile_cached=self.compile_cached),
             engine=f"cmdstan {algorithm} advi",
-            # one gradient per step (grad_samples=1), eta's adaptation steps included
+            # grad_samples gradients per step, eta's adaptation steps included
             approximation=Approximation("mean-field Gaussian" if algorithm == "meanfield" else "full-rank Gaussian",
-                                        log_p, log_q, iterations, adaptation + iterations, converged,
+                                        log_p, log_q, iterations, (adaptation + iterations) * settings.gradient_draws,
+                                        converged,
                                         notes=() if converged else ("CmdStan reports no ELBO convergence",)),
         )
 
@@ -225,7 +226,8 @@ class CmdStanPyEngine:
             with stopwatch() as elapsed, captured_output():
                 fit = self.model.variational(
                     data=data, seed=settings.seed, algorithm=algorithm, iter=settings.iterations,
-                    tol_rel_obj=settings.tolerance, draws=settings.draws, require_converged=False,
+                    tol_rel_obj=settings.tolerance, grad_samples=settings.gradient_draws, draws=settings.draws,
+                    require_converged=False,
                     show_console=False, sig_figs=18, output_dir=output_dir)
             array = np.asarray(fit.variational_sample, dtype=float)
             console = _console(fit.runset.stdout_files)
