@@ -89,10 +89,13 @@ class VariationalSettings:
     ``draws``: draws from the approximation (Pathfinder: draws from each path; the paths'
     draws are pooled and as many draws resampled by Pareto-smoothed importance weights).
     ``iterations``: at most this many optimisation steps (ADVI: stochastic gradient steps;
-    Pathfinder: L-BFGS iterations per path). ``tolerance``: the relative change of the
-    objective that stops the optimisation (ADVI: of the ELBO, estimated every 100 steps,
-    Stan's rule: mean or median of the recent relative changes below it; Pathfinder: of log p
-    between L-BFGS iterations). ``None`` is the method's default (``VARIATIONAL_DEFAULTS``).
+    Pathfinder: L-BFGS iterations per path). ``tolerance``: the relative change that stops
+    the optimisation. ADVI: of the ELBO, estimated every 100 steps, by Stan's rule (the mean
+    or median of the recent relative changes below it: CmdStan's ``tol_rel_obj``, and NumPyro
+    here, which has no rule of its own); PyMC applies it to the relative and absolute change
+    of the approximation's parameters over 100 steps, the check ``pm.sample(init="advi")``
+    uses. Pathfinder: of log p between L-BFGS iterations (CmdStan takes it in units of machine
+    epsilon). ``None`` is the method's default (``VARIATIONAL_DEFAULTS``).
     ``paths``: Pathfinder's independent single paths, each from its own uniform(-2, 2)
     start on the unconstrained scale. ``gradient_draws``: ADVI's Monte Carlo draws per
     gradient of the ELBO (Stan's ``grad_samples``, PyMC's ``obj_n_mc``, NumPyro's

@@ -159,8 +159,11 @@ def agreement_table(c: Comparison, limit: int | None = 10, with_floor: bool = Fa
 
 
 def settings_table(c: Comparison) -> Table:
-    return Table.of("Sampler settings", ["setting", "value"], [[k, str(v)] for k, v in c.settings.as_dict().items()],
-                    text_columns=[1])
+    rows = [[k, str(v)] for k, v in c.settings.as_dict().items()]
+    if c.variational is not None:  # the approximations' settings, with each method's defaults filled in
+        for method in c.methods[1:]:
+            rows += [[f"{method} {k}", str(v)] for k, v in c.variational.resolved(method).as_dict().items()]
+    return Table.of("Sampler settings", ["setting", "value"], rows, text_columns=[1])
 
 
 def versions_table(c: Comparison) -> Table:
