@@ -297,3 +297,30 @@ def test_bad_methods_exit_2_before_anything_runs(tmp_path, methods, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_compare_with_methods_writes_cells_scorecards_and_report(tmp_path):
+    """End to end on the two-means model, NumPyro and PyStan (which has no VI): NUTS and
+    mean-field ADVI cells, the PyStan ADVI cell n/a, the scorecard in the JSON, the report's
+    section, and the comparison read back from disk as it was."""
+    from polyppl.render.report import write_report
+    from polyppl.studies.compare import compare, load_comparison
+
+    model, dataset, _, _ = two_means()
+    comparison = compare(model, dataset, ["numpyro", "stan:pystan"], settings=SamplerSettings(seed=2),
+                         methods=["nuts", "advi"], out=tmp_path)
+    saved = comparison.to_json()
+    cells = saved["methods"]
+    assert list(cells) == ["numpyro/nuts", "numpyro/advi", "stan:pystan/nuts", "stan:pystan/advi"]
+    assert cells["stan:pystan/advi"]["status"] == "n/a" and "offers: nuts" in cells["stan:pystan/advi"]["reason"]
+    assert cells["numpyro/nuts"]["status"] == "ok" and cells["numpyro/nuts"]["timings"]["sampling_seconds"] > 0
+    card = cells["numpyro/advi"]["scorecard"]
+    assert {"pareto_k", "max_abs_mean_z", "min_sd_ratio", "max_w1_sd", "verdict"} <= set(card)
+    # Two independent Gaussian means: mean-field contains the posterior.
+    assert card["verdict"] in ("reliable", "usable"), card["reasons"]
+    assert set(saved["backends"]) == {"numpyro", "stan:pystan"}  # NUTS's records as before
+    page = write_report(comparison, tmp_path / "report.html").read_text()
+    assert "Approximations against NUTS" in page and "numpyro/advi" in page
+    again = load_comparison(tmp_path)
+    assert again.scorecards == comparison.scorecards and again.not_applicable == comparison.not_applicable

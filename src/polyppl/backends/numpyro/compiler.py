@@ -84,19 +84,18 @@ def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distributi
 
 def build(model: Model, dataset: Dataset) -> Callable[[], None]:
     """A NumPyro model function that walks the specification in order."""
-    data = {
-        # Python's int and float: JAX gives them 64 bits when x64 is on, 32 when it is off.
-        n.name: jnp.asarray(np.asarray(dataset.values[n.name]), dtype=int if n.dtype == "int" else float)
-        for n in model.nodes
-        if isinstance(n, (Data, Observed))
-    }
+    # NumPy here, JAX arrays only when the model is traced: building the model does not start
+    # JAX's backend, so that a method can still set XLA's flags (``_single_threaded_eigen``).
+    data = {n.name: np.asarray(dataset.values[n.name]) for n in model.nodes if isinstance(n, (Data, Observed))}
+    # Python's int and float: JAX gives them 64 bits when x64 is on, 32 when it is off.
+    dtypes = {n.name: int if n.dtype == "int" else float for n in model.nodes if isinstance(n, (Data, Observed))}
     shapes = {n.name: dataset.shape(getattr(n, "dims", ())) for n in model.nodes}
 
     def numpyro_model() -> None:
         env: dict = {}
         for node in model.nodes:
             if isinstance(node, Data):
-                env[node.name] = data[node.name]
+                env[node.name] = jnp.asarray(data[node.name], dtype=dtypes[node.name])
             elif isinstance(node, Param):
                 env[node.name] = numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]))
             elif isinstance(node, Deterministic):
@@ -104,7 +103,8 @@ def build(model: Model, dataset: Dataset) -> Callable[[], None]:
             elif isinstance(node, Factor):
                 numpyro.factor(node.name, evaluate(node.expr, env, FUNCTIONS))
             elif isinstance(node, Observed):
-                numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]), obs=data[node.name])
+                observed = jnp.asarray(data[node.name], dtype=dtypes[node.name])
+                numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]), obs=observed)
 
     return numpyro_model
 
@@ -160,6 +160,8 @@ class NumPyroModel:
         """NumPyro's NUTS, warm-up and sampling as two calls, so both are timed directly;
         the time JAX spends compiling inside them is reported as compile time."""
         init_params = None
+        if settings.init == "pathfinder":
+            _single_threaded_eigen()
         if settings.init in ("advi", "pathfinder"):
             init_params = _vi_starts(self._flat(), settings)
         return _nuts(self.model_fn, self.model, settings, self.precision, init_params)
@@ -174,6 +176,7 @@ class NumPyroModel:
 
     def pathfinder(self, settings: VariationalSettings) -> Draws:
         """BlackJAX's Pathfinder on NumPyro's log density, one path after another."""
+        _single_threaded_eigen()
         return _pathfinder(self._flat(), settings.resolved("pathfinder"), self.precision)
 
     def _flat(self) -> _FlatModel:
@@ -404,6 +407,19 @@ class _GradientCounter:
 
     def _add(self) -> None:
         self.count += 1
+
+
+def _single_threaded_eigen() -> None:
+    """XLA's CPU thread pool can wedge on the batched QR factorisations of BlackJAX's Pathfinder
+    (jaxlib 0.10.2, seen on 2 cores: every pool thread waiting in LAPACK's ParallelBatchMap,
+    the process asleep for good); with Eigen single-threaded it does not. The flag only takes
+    effect before JAX starts its backend, which in a fit's own process (``compare``, ``run``)
+    is still to come here."""
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if not xla_bridge.backends_are_initialized() and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 class _Pathfinder:
