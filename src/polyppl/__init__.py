@@ -19,6 +19,7 @@ _API = {
     "FitRequest": "polyppl.execution.request",
     "FitRecord": "polyppl.execution.record",
     "SamplerSettings": "polyppl.inference.methods",
+    "VariationalSettings": "polyppl.inference.methods",
     "Problem": "polyppl.models",
     "resolve": "polyppl.models",
     "formula": "polyppl.models.formula",

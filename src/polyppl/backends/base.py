@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Protocol
 
 from polyppl.errors import UserError
 from polyppl.inference.draws import Draws, LogDensity
-from polyppl.inference.methods import SamplerSettings, get_method
+from polyppl.inference.methods import SamplerSettings, VariationalSettings, get_method
 from polyppl.spec import Dataset, Model
 
 
@@ -50,7 +50,7 @@ class CompiledModel(Protocol):
     compile_seconds: float
     compile_cached: bool
 
-    def run(self, method: str, settings: SamplerSettings) -> Draws: ...
+    def run(self, method: str, settings: SamplerSettings | VariationalSettings) -> Draws: ...
 
     def log_density(self) -> LogDensity: ...
 
@@ -82,7 +82,7 @@ class Backend:
                 return engine
         raise UserError(f"backend {self.name!r} has no engine {name!r}; it offers: {', '.join(self.engine_names)}")
 
-    def check(self, engine: str | None, method: str, settings: SamplerSettings,
+    def check(self, engine: str | None, method: str, settings: SamplerSettings | VariationalSettings,
               options: Mapping[str, str] | None = None) -> Engine:
         """Refuse what this backend cannot do, naming what it offers; the resolved engine."""
         chosen = self.engine(engine)
@@ -90,11 +90,13 @@ class Backend:
         where = f"{self.name} (engine {chosen.name})"
         if method not in chosen.methods:
             raise UserError(f"{where} has no method {method!r}; it offers: {', '.join(chosen.methods)}")
-        if settings.chain_method not in chosen.chain_methods:
-            raise UserError(f"{where} cannot run chains {settings.chain_method!r}; "
-                            f"it offers: {', '.join(chosen.chain_methods)}")
-        if settings.init not in chosen.inits:
-            raise UserError(f"{where} cannot initialise with init={settings.init!r}; it offers: {', '.join(chosen.inits)}")
+        if isinstance(settings, SamplerSettings):
+            if settings.chain_method not in chosen.chain_methods:
+                raise UserError(f"{where} cannot run chains {settings.chain_method!r}; "
+                                f"it offers: {', '.join(chosen.chain_methods)}")
+            if settings.init not in chosen.inits:
+                raise UserError(f"{where} cannot initialise with init={settings.init!r}; "
+                                f"it offers: {', '.join(chosen.inits)}")
         for key, value in (options or {}).items():
             if key not in self.options:
                 raise UserError(f"backend {self.name!r} has no option {key!r}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from polyppl.backends import BACKENDS, Column, get_backend, parse_columns
 from polyppl.errors import UserError
-from polyppl.inference.methods import CHAIN_METHODS, SamplerSettings
+from polyppl.inference.methods import CHAIN_METHODS, METHODS, SamplerSettings, VariationalSettings
 from polyppl.models import MODELS, Problem, resolve
 
 DEFAULT_OUT = Path("polyppl-results")
@@ -103,6 +103,44 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc", help="the NUTS that runs PyMC models")
 
 
+def method_list(text: str) -> list[str]:
+    """``--methods nuts,advi,pathfinder``: comma-separated method names, checked."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if name not in METHODS:
+            raise argparse.ArgumentTypeError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)}")
+    return names
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def add_variational_arguments(parser: argparse.ArgumentParser) -> None:
+    """The approximations' settings (``advi``, ``fullrank``, ``pathfinder``), named the same for
+    every backend; the seed is ``--seed``."""
+    group = parser.add_argument_group("approximations (advi, fullrank, pathfinder)")
+    group.add_argument("--vi-draws", type=positive_int, default=1000,
+                       help="draws from the approximation (Pathfinder: per path, then resampled to this many)")
+    group.add_argument("--vi-iterations", type=positive_int,
+                       help="optimisation steps at most (default: ADVI 10000, Pathfinder 1000 L-BFGS iterations per path)")
+    group.add_argument("--vi-tolerance", type=positive_float,
+                       help="relative change of the objective that stops the optimisation "
+                       "(default: ADVI 0.01, Pathfinder 1e-5)")
+    group.add_argument("--vi-paths", type=positive_int, default=4, help="Pathfinder's independent paths (default 4)")
+
+
+def variational_from(args: argparse.Namespace) -> VariationalSettings:
+    return VariationalSettings(draws=args.vi_draws, iterations=args.vi_iterations, tolerance=args.vi_tolerance,
+                               paths=args.vi_paths, seed=args.seed)
+
+
 def settings_from(args: argparse.Namespace) -> SamplerSettings:
     return SamplerSettings(chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed,
                            target_accept=args.target_accept, chain_method=args.chain_method)
@@ -124,5 +162,6 @@ def progress(line: str) -> None:
     print(f"polyppl: {line}", file=sys.stderr, flush=True)
 
 
-__all__ = ["BACKENDS", "DEFAULT_OUT", "add_engine_arguments", "add_model_arguments", "add_settings_arguments", "column",
-           "column_list", "engines_from", "labels_with_engines", "problem_from", "progress", "settings_from"]
+__all__ = ["BACKENDS", "DEFAULT_OUT", "add_engine_arguments", "add_model_arguments", "add_settings_arguments",
+           "add_variational_arguments", "column", "column_list", "engines_from", "labels_with_engines", "method_list",
+           "problem_from", "progress", "settings_from", "variational_from"]

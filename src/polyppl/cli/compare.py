@@ -7,7 +7,8 @@ from pathlib import Path
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_model_arguments, add_settings_arguments, column_list, engines_from, problem_from, progress, settings_from,
+    add_model_arguments, add_settings_arguments, add_variational_arguments, column_list, engines_from, method_list,
+    problem_from, progress, settings_from, variational_from,
 )
 
 VERDICT_CODES = "exit code 0 agree, 1 disagree, 3 inconclusive (a backend failed or did not converge), 2 bad input"
@@ -20,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--backends", type=column_list,
                         help=f"comma-separated columns: {','.join(BACKENDS)} (default: all), each optionally "
                         "BACKEND:ENGINE, e.g. stan:pystan,stan:cmdstanpy")
+    parser.add_argument("--methods", type=method_list, default=["nuts"],
+                        help="comma-separated: nuts (default) and approximations scored against it: advi (mean-field), "
+                        "fullrank, pathfinder; e.g. nuts,advi,pathfinder")
     parser.add_argument("--reference", choices=("exact",), help="exact: add the exact posterior (beta-binomial)")
     parser.add_argument("--timeout", type=float, help="seconds allowed per backend (default: none)")
     parser.add_argument("--force", action="store_true", help="redo fits already finished in --out")
@@ -27,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", type=Path, metavar="FILE.html",
                         help="HTML report to write (default OUT/<model>-<scenario>-report.html)")
     add_settings_arguments(parser)
+    add_variational_arguments(parser)
     parser.set_defaults(func=cmd_compare)
 
 
@@ -41,7 +46,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparison = compare(
         problem, backends=[c.label for c in args.backends] if args.backends else None,
         settings=settings_from(args), engines=engines_from(args), reference=args.reference, out=args.out,
-        timeout=args.timeout, force=args.force, family_alpha=args.family_alpha, progress=progress,
+        timeout=args.timeout, force=args.force, family_alpha=args.family_alpha, methods=args.methods,
+        variational=variational_from(args), progress=progress,
     )
     print(comparison_text(comparison))
     print(f"\nsaved: {comparison_path(args.out, comparison.problem.labels)} (and one .nc/.json per backend in {args.out})")

@@ -6,9 +6,11 @@ import argparse
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_model_arguments, add_settings_arguments, column, engines_from, problem_from, progress, settings_from,
+    add_model_arguments, add_settings_arguments, add_variational_arguments, column, engines_from, problem_from,
+    progress, settings_from, variational_from,
 )
 from polyppl.execution.request import FitRequest
+from polyppl.inference.methods import METHODS
 from polyppl.render.text import plus_minus, table
 
 
@@ -17,15 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--backend", required=True, type=column,
                         help=f"one of {', '.join(BACKENDS)} (or BACKEND:ENGINE, e.g. stan:pystan)")
+    parser.add_argument("--method", choices=METHODS, default="nuts",
+                        help="nuts (default), or an approximation: advi (mean-field), fullrank, pathfinder")
     add_settings_arguments(parser)
+    add_variational_arguments(parser)
     parser.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     problem = problem_from(args)
     engine = args.backend.engine or engines_from(args).get(args.backend.backend)
-    request = FitRequest.make(problem.model, problem.dataset, args.backend.backend, engine, "nuts",
-                              settings_from(args), labels=problem.labels)  # checked before anything is written
+    settings = settings_from(args) if args.method == "nuts" else variational_from(args)
+    request = FitRequest.make(problem.model, problem.dataset, args.backend.backend, engine, args.method,
+                              settings, labels=problem.labels)  # checked before anything is written
 
     from polyppl.execution.fit import fit, result_stem
     from polyppl.inference.diagnostics import FLAG_MEANINGS
@@ -44,14 +50,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(table([titles.get(group, group), "estimate ± MCSE"],
                     [[label, plus_minus(v.estimate, v.mcse)] for label, v in values.items()]))
     print()
-    print(f"R-hat max {d.rhat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, tail ESS min {d.ess_tail_min:.0f}, "
-          f"divergences {d.divergences}, E-BFMI min {d.ebfmi_min:.2f}")
-    for flag in d.flags:
-        print(f"  warning: {FLAG_MEANINGS[flag]}")
-    print(f"time: compile {t.compile_seconds:.2f} s{' (cached)' if t.compile_cached else ''}, "
-          f"warm-up {t.warmup_seconds:.2f} s, sampling {t.sampling_seconds:.2f} s; "
-          f"{d.gradient_evaluations} gradient evaluations")
-    stem = result_stem(args.out, problem.labels, args.backend.label, "nuts")
+    if d is None:  # an approximation: no chains to diagnose
+        a = record.approximation
+        print(f"{a.family}: {a.iterations} iterations, "
+              f"{'converged' if a.converged else 'stopped at the iteration limit'}; {a.raw_draws} raw draws"
+              + "".join(f"; {note}" for note in a.notes))
+        print(f"time: compile {t.compile_seconds:.2f} s{' (cached)' if t.compile_cached else ''}, "
+              f"fitting {t.warmup_seconds:.2f} s, drawing {t.sampling_seconds:.2f} s; "
+              f"{a.gradient_evaluations if a.gradient_evaluations is not None else 'unreported'} gradient evaluations")
+        print("(`polyppl compare MODEL --methods nuts," + args.method + "` scores it against NUTS)")
+    else:
+        print(f"R-hat max {d.rhat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, tail ESS min {d.ess_tail_min:.0f}, "
+              f"divergences {d.divergences}, E-BFMI min {d.ebfmi_min:.2f}")
+        for flag in d.flags:
+            print(f"  warning: {FLAG_MEANINGS[flag]}")
+        print(f"time: compile {t.compile_seconds:.2f} s{' (cached)' if t.compile_cached else ''}, "
+              f"warm-up {t.warmup_seconds:.2f} s, sampling {t.sampling_seconds:.2f} s; "
+              f"{d.gradient_evaluations} gradient evaluations")
+    stem = result_stem(args.out, problem.labels, args.backend.label, args.method)
     result.save(stem)
     print(f"saved: {stem}.nc (InferenceData), {stem}.json (record)")
     if args.json:

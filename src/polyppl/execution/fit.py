@@ -14,12 +14,12 @@ from typing import Callable, Mapping
 import arviz as az
 
 from polyppl.backends import CompiledModel, get_backend
-from polyppl.execution.record import FitRecord
+from polyppl.execution.record import ApproximationSummary, FitRecord
 from polyppl.execution.request import FitRequest
 from polyppl.inference.diagnostics import Estimate, RunDiagnostics, Summary, flatten, probability, run_diagnostics, scalar_summary
 from polyppl.inference.draws import Timings
 from polyppl.inference.idata import load_netcdf, run_attrs, save_json, save_netcdf, stem_path, to_inference_data
-from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.methods import SamplerSettings, VariationalSettings, is_approximation
 from polyppl.inference.posterior import complete, decision_draws
 from polyppl.models import Labels, Problem, resolve
 from polyppl.spec import Dataset, Model
@@ -60,9 +60,11 @@ def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
     labels = request.labels
     if progress:
         s = request.settings
-        progress(f"sampling {labels.model} ({labels.parametrization or 'as declared'}, {labels.scenario}) on "
-                 f"{request.backend} ({request.engine}): {s.chains} chains x {s.tune} warm-up + {s.draws} draws, "
-                 f"seed {s.seed}")
+        what = (f"{request.method}, {s.draws} draws" if isinstance(s, VariationalSettings)
+                else f"{s.chains} chains x {s.tune} warm-up + {s.draws} draws")
+        progress(f"{'fitting' if is_approximation(request.method) else 'sampling'} {labels.model} "
+                 f"({labels.parametrization or 'as declared'}, {labels.scenario}) on {request.backend} "
+                 f"({request.engine}): {what}, seed {s.seed}")
     if compiled is None:
         compiled = get_backend(request.backend).compile(request.model, request.dataset, request.engine,
                                                         dict(request.options))
@@ -100,15 +102,19 @@ def summarize(idata: az.InferenceData, request: FitRequest) -> FitRecord:
     attrs = run_attrs(idata)
     summaries = {k: scalar_summary(v) for k, v in flatten(idata.posterior).items()}
     timings = _timings(attrs)
-    diagnostics = run_diagnostics(summaries, idata.sample_stats, request.settings.max_tree_depth,
-                                  timings.sampling_seconds, int(attrs.get("warmup_gradient_evaluations", 0)))
+    diagnostics, approximation = None, None
+    if is_approximation(request.method):
+        approximation = ApproximationSummary.from_dict({**attrs["approximation"], "raw_draws": int(idata.approximation.log_p.size)})
+    else:
+        diagnostics = run_diagnostics(summaries, idata.sample_stats, request.settings.max_tree_depth,
+                                      timings.sampling_seconds, int(attrs.get("warmup_gradient_evaluations", 0)))
     posterior = {name: idata.posterior[name].values for name in request.model.output_names}
     decisions = {
         group: {label: probability(indicator) for label, indicator in values.items()}
         for group, values in decision_draws(request.model, request.dataset, posterior).items()
     }
     return replace(base_record(request), engine=attrs["engine"], timings=timings, diagnostics=diagnostics,
-                   posterior=summaries, decisions=decisions)
+                   approximation=approximation, posterior=summaries, decisions=decisions)
 
 
 def _timings(attrs: dict) -> Timings:
@@ -121,7 +127,7 @@ def load_result(stem: Path) -> FitResult:
     return FitResult(load_netcdf(stem_path(stem, ".nc")), FitRecord.load(stem_path(stem, ".json")))
 
 
-def sample(model: Model, dataset: Dataset, backend: str, settings: SamplerSettings | None = None, *,
+def sample(model: Model, dataset: Dataset, backend: str, settings: SamplerSettings | VariationalSettings | None = None, *,
            engine: str | None = None, method: str = "nuts", options: Mapping[str, str] | None = None,
            labels: Labels | None = None) -> az.InferenceData:
     """Compile ``model`` for ``backend``, run ``method``, return normalised InferenceData:
@@ -130,7 +136,8 @@ def sample(model: Model, dataset: Dataset, backend: str, settings: SamplerSettin
 
 
 def run(model: str | Problem, backend: str, *, scenario: str | None = None, data: str | Path | None = None,
-        parametrization: str | None = None, settings: SamplerSettings | None = None, engine: str | None = None,
+        parametrization: str | None = None, settings: SamplerSettings | VariationalSettings | None = None,
+        engine: str | None = None,
         method: str = "nuts", out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> FitResult:
     """Run a built-in model (by name), a user's model (``FILE.py:NAME``) or a problem on one
     backend, in this process. With ``out``, the InferenceData and the record are saved as

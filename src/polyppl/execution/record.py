@@ -8,7 +8,7 @@ re-run reads it back to decide whether the finished fit can be reused (``request
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,27 @@ from polyppl.inference.diagnostics import Estimate, RunDiagnostics, Summary
 from polyppl.inference.draws import Timings
 
 STATUSES = ("ok", "error", "crashed", "timeout")
+
+
+@dataclass(frozen=True)
+class ApproximationSummary:
+    """An approximation's fit (ADVI, Pathfinder): its family, the optimisation's iterations
+    and gradient evaluations (None where the library does not say), whether it met its
+    stopping rule, and the number of raw draws from it behind the posterior draws."""
+
+    family: str
+    iterations: int
+    gradient_evaluations: int | None
+    converged: bool
+    raw_draws: int
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ApproximationSummary:
+        return cls(**{**values, "notes": tuple(values.get("notes", ()))})
 
 
 @dataclass(frozen=True)
@@ -35,7 +56,10 @@ class FitRecord:
     request_parts: dict[str, str] = field(default_factory=dict)
     data_source: str = ""
     timings: Timings | None = None
+    #: NUTS's convergence and cost; None for an approximation, which has no chains to judge.
     diagnostics: RunDiagnostics | None = None
+    #: What an approximation's fit reports; None for NUTS.
+    approximation: ApproximationSummary | None = None
     #: Every scalar quantity, keyed ``rates[A]``, ``a[China]``, ``mu_a``.
     posterior: dict[str, Summary] = field(default_factory=dict)
     #: Decision probabilities: {"prob_beats": {"B>C": Estimate}}.
@@ -53,7 +77,7 @@ class FitRecord:
     def failed(self, status: str, error: str, output_tail: str | None = None, wall_seconds: float | None = None) -> FitRecord:
         """This request's record for a run that ended in ``status`` (error, crashed, timeout)."""
         return replace(self, status=status, error=error, output_tail=output_tail, wall_seconds=wall_seconds,
-                       timings=None, diagnostics=None, posterior={}, decisions={})
+                       timings=None, diagnostics=None, approximation=None, posterior={}, decisions={})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -63,7 +87,7 @@ class FitRecord:
                 value = {"compile_seconds": value.compile_seconds, "compile_cached": bool(value.compile_cached),
                          "warmup_seconds": value.warmup_seconds, "sampling_seconds": value.sampling_seconds,
                          "phase_split": value.split}
-            elif f.name == "diagnostics" and value is not None:
+            elif f.name in ("diagnostics", "approximation") and value is not None:
                 value = value.as_dict()
             elif f.name == "posterior":
                 value = {k: s.as_dict() for k, s in value.items()}
@@ -83,6 +107,8 @@ class FitRecord:
                                         t.get("phase_split", ""), bool(t.get("compile_cached", False)))
         if values.get("diagnostics"):
             values["diagnostics"] = RunDiagnostics.from_dict(values["diagnostics"])
+        if values.get("approximation"):
+            values["approximation"] = ApproximationSummary.from_dict(values["approximation"])
         values["posterior"] = {k: Summary(**s) for k, s in values.get("posterior", {}).items()}
         values["decisions"] = {g: {label: Estimate(**e) for label, e in items.items()}
                                for g, items in values.get("decisions", {}).items()}

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 from polyppl import __version__
 from polyppl.backends import get_backend
-from polyppl.inference.methods import SamplerSettings
+from polyppl.errors import UserError
+from polyppl.inference.methods import SamplerSettings, VariationalSettings, get_method
 from polyppl.models.base import Labels
 from polyppl.spec import Dataset, Model, check_dataset
 from polyppl.spec.serialize import (
@@ -37,7 +38,9 @@ class FitRequest:
     backend: str
     engine: str  # resolved: never "auto"
     method: str = "nuts"
-    settings: SamplerSettings = field(default_factory=SamplerSettings)
+    #: The method's own settings class (``SamplerSettings`` for nuts, ``VariationalSettings``
+    #: for the approximations).
+    settings: SamplerSettings | VariationalSettings = field(default_factory=SamplerSettings)
     options: tuple[tuple[str, str], ...] = ()
     labels: Labels | None = None
     #: Versions of polyppl, Python and the engine's packages, read when the request is made.
@@ -45,11 +48,15 @@ class FitRequest:
 
     @classmethod
     def make(cls, model: Model, dataset: Dataset, backend: str, engine: str | None = None, method: str = "nuts",
-             settings: SamplerSettings | None = None, options: Mapping[str, str] | None = None,
+             settings: SamplerSettings | VariationalSettings | None = None, options: Mapping[str, str] | None = None,
              labels: Labels | None = None) -> FitRequest:
         """Check everything a run would need (model against data, the backend's engine,
-        method, settings and options) and resolve the engine, before anything runs."""
-        settings = settings or SamplerSettings()
+        method, settings of the method's own class, and options) and resolve the engine,
+        before anything runs."""
+        expected = get_method(method).settings
+        settings = settings if settings is not None else expected()
+        if not isinstance(settings, expected):
+            raise UserError(f"method {method!r} takes {expected.__name__}, not {type(settings).__name__}")
         check_dataset(model, dataset)
         spec = get_backend(backend)
         chosen = spec.check(engine, method, settings, options)
@@ -96,7 +103,7 @@ class FitRequest:
             backend=data["backend"],
             engine=data["engine"],
             method=data["method"],
-            settings=SamplerSettings.from_dict(data["settings"]),
+            settings=get_method(data["method"]).settings.from_dict(data["settings"]),
             options=tuple(sorted(data.get("options", {}).items())),
             labels=Labels(**data["labels"]),
             versions=tuple(sorted(data.get("versions", {}).items())),

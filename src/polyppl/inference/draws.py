@@ -21,6 +21,8 @@ class Timings:
     ``split`` says how warm-up and sampling were told apart: ``measured`` (separate
     calls), ``engine`` (the engine's own per-chain report) or ``gradients`` (the
     engine reports only the total, split in proportion to gradient evaluations).
+    For an approximation, warm-up is the optimisation (fitting the approximation) and
+    sampling is drawing from it, with the target's log density at each draw.
     """
 
     compile_seconds: float
@@ -30,10 +32,34 @@ class Timings:
     compile_cached: bool = False
 
 
+@dataclass(frozen=True)
+class Approximation:
+    """What an approximation (ADVI, Pathfinder) reports beside its draws.
+
+    ``log_p`` and ``log_q``: the target's log density (unconstrained scale, Jacobian
+    included, up to a constant) and the approximation's, at each raw draw from the
+    approximation, (path, draw) (ADVI: one path). Pathfinder's posterior draws are resampled
+    from these; PSIS's Pareto k is computed from ``log_p - log_q``. ``gradient_evaluations``:
+    gradients of the target the optimisation spent, where the library tells (None where it
+    does not). ``converged``: whether the optimisation met its stopping rule before the
+    iteration limit.
+    """
+
+    family: str
+    log_p: np.ndarray
+    log_q: np.ndarray
+    iterations: int
+    gradient_evaluations: int | None
+    converged: bool
+    notes: tuple[str, ...] = ()
+
+
 @dataclass
 class Draws:
     """Draws of one run: ``posterior`` name -> (chain, draw, *shape); ``stats``
-    STAT_NAMES -> (chain, draw)."""
+    STAT_NAMES -> (chain, draw) for NUTS, only what exists for other methods (an
+    approximation: ``lp`` and ``log_q``, the log densities of the target and of the
+    approximation at each draw; its ``approximation`` holds the rest)."""
 
     posterior: dict[str, np.ndarray]
     stats: dict[str, np.ndarray]
@@ -41,6 +67,7 @@ class Draws:
     timings: Timings
     engine: str
     messages: list[str] = field(default_factory=list)
+    approximation: Approximation | None = None
 
 
 @dataclass

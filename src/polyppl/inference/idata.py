@@ -28,7 +28,8 @@ def _dataset(arrays: dict[str, tuple[tuple[str, ...], np.ndarray]], coords: dict
 def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_arrays: dict[str, np.ndarray],
                       attrs: dict[str, Any]) -> az.InferenceData:
     """``posterior_arrays``: the draws' posterior completed with what is computed after
-    sampling (``polyppl.inference.posterior.complete``)."""
+    sampling (``polyppl.inference.posterior.complete``). An approximation's raw draws' log
+    densities (for PSIS) go to a group of their own, ``approximation``, over (path, q_draw)."""
     label_coords = {d: list(dataset.coords[d]) for d in model.dims}
     first = next(iter(posterior_arrays.values()))
     chains, n_draws = first.shape[:2]
@@ -45,6 +46,8 @@ def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_ar
         label_coords,
     )
     t = draws.timings
+    approximation = draws.approximation
+    gradients = int(np.asarray(draws.stats["n_steps"]).sum()) if approximation is None else approximation.gradient_evaluations
     posterior.attrs.update(
         {
             **{k: v for k, v in attrs.items() if v is not None and not isinstance(v, dict)},
@@ -56,11 +59,22 @@ def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_ar
             "timing_split": t.split,
             "compile_cached": int(t.compile_cached),
             "warmup_gradient_evaluations": int(draws.warmup_gradient_evaluations),
-            "gradient_evaluations": int(np.asarray(draws.stats["n_steps"]).sum()),
         }
     )
+    if gradients is not None:  # None: the library does not say (Pathfinder in pymc-extras)
+        posterior.attrs["gradient_evaluations"] = int(gradients)
+    groups = {}
+    if approximation is not None:
+        posterior.attrs["approximation"] = json.dumps(
+            {"family": approximation.family, "iterations": int(approximation.iterations),
+             "gradient_evaluations": approximation.gradient_evaluations, "converged": bool(approximation.converged),
+             "notes": list(approximation.notes)}, sort_keys=True)
+        groups["approximation"] = xr.Dataset(
+            {"log_p": (("path", "q_draw"), np.asarray(approximation.log_p, dtype=float)),
+             "log_q": (("path", "q_draw"), np.asarray(approximation.log_q, dtype=float))})
     sample_stats.attrs.update(posterior.attrs)
-    return az.InferenceData(posterior=posterior, sample_stats=sample_stats, observed_data=observed, constant_data=constant)
+    return az.InferenceData(posterior=posterior, sample_stats=sample_stats, observed_data=observed, constant_data=constant,
+                            **groups)
 
 
 def run_attrs(idata: az.InferenceData) -> dict[str, Any]:

@@ -12,3 +12,11 @@ def color(source: str) -> str:
     if source in SOURCE_COLORS:
         return SOURCE_COLORS[source]
     return FALLBACK_COLORS[sum(map(ord, source)) % len(FALLBACK_COLORS)]
+
+
+#: One colour per approximation method, for the report's scorecard figure.
+METHOD_COLORS = {"advi": "#1b7837", "fullrank": "#762a83", "pathfinder": "#e08214"}
+
+
+def method_color(method: str) -> str:
+    return METHOD_COLORS.get(method, FALLBACK_COLORS[sum(map(ord, method)) % len(FALLBACK_COLORS)])

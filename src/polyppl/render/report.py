@@ -25,13 +25,14 @@ from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures
 from polyppl.inference.idata import atomic_write, load_netcdf
 from polyppl.models import Problem
 from polyppl.models.base import ShrinkagePanel, stack_draws
-from polyppl.render.colors import color
+from polyppl.render.colors import color, method_color
 from polyppl.render.tables import (
     agreement_table,
     decision_groups,
     decision_label,
     decisions_table,
     diagnostics_table,
+    scorecard_table,
     settings_table,
     speed_table,
     versions_table,
@@ -121,6 +122,7 @@ def _page(inputs: ReportInputs) -> str:
         ("traces", "Trace and rank plots", _drawn(_trace_section, inputs)),
         ("speed", "Speed", _speed_section(inputs)),
         ("agreement", "Agreement", _agreement_section(c)),
+        ("approximations", "Approximations against NUTS", _approximations_section(c)),
         ("provenance", "Provenance", _provenance_section(c)),
     ]
     nav = " · ".join(f'<a href="#{key}">{_e(name)}</a>' for key, name, content in sections if content)
@@ -549,6 +551,70 @@ def _agreement_section(c: Comparison) -> str:
         parts.append(f"<details><summary>all {len(c.tests)} tests</summary>"
                      + agreement_table(c, None, with_floor=True).html() + "</details>")
     return "\n".join(parts)
+
+
+def _approximations_section(c: Comparison) -> str:
+    """Each approximation's marginals against NUTS, its scorecard, and its verdict in words."""
+    table = scorecard_table(c)
+    if table is None:
+        return ""
+    parts = [f'<p class="note">Each approximation is scored against {_e(c.reference_column or "no NUTS run")}, the '
+             "best-converged NUTS column: mean shift and 1-Wasserstein distance in NUTS posterior sds, the sd ratio "
+             "(below 1: intervals too narrow), z (the shift over its Monte Carlo error) and Pareto k of importance "
+             "sampling from the approximation. Seconds exclude compiling.</p>", table.html()]
+    notes = "".join(f"<li>{_e(n.strip())}</li>" for n in table.notes)
+    parts.append(f'<ul class="note">{notes}</ul>')
+    verdicts = "".join(f"<li><strong>{_e(cell)}: {_e(verdict)}</strong>. {_e('; '.join(why))}.</li>"
+                       for cell, verdict, why in ((cell, card.verdict, card.reasons) for cell, card in c.scorecards.items()))
+    if verdicts:
+        parts.append(f"<h3>Verdicts in words</h3><ul>{verdicts}</ul>")
+    if c.scorecards and c.reference_column:
+        parts.append(_marginals_figure(c))
+    return "\n".join(parts)
+
+
+def _marginals_figure(c: Comparison) -> str:
+    """One panel per column: every quantity's 5%-95% interval and mean for NUTS (grey band)
+    and for each approximation, on NUTS's standardised scale ((x - mean) / sd)."""
+    import matplotlib.pyplot as plt
+
+    reference = c.sources[c.reference_column]
+    columns = list(dict.fromkeys(cell.rpartition("/")[0] for cell in c.scorecards))
+    names = [q.quantity for q in next(iter(c.scorecards.values())).quantities]
+    methods = [m for m in c.methods if m != "nuts"]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.4 * len(columns) + 1.5, 0.32 * len(names) + 1.3),
+                             sharey=True, squeeze=False)
+    positions = np.arange(len(names))
+    step = 0.6 / max(len(methods), 1)
+    for ax, column in zip(axes[0], columns):
+        for y, name in zip(positions, names):
+            n = reference[name].summary
+            ax.fill_betweenx([y - 0.4, y + 0.4], (n.q05 - n.mean) / n.sd, (n.q95 - n.mean) / n.sd, color="#d9d9d9", lw=0)
+        ax.axvline(0, color="#555", lw=0.8)
+        for i, method in enumerate(methods):
+            source = c.approximation_sources.get(f"{column}/{method}")
+            if source is None:
+                continue
+            offsets = positions - 0.3 + step * (i + 0.5)
+            for y, name in zip(offsets, names):
+                n, q = reference[name].summary, source[name].summary
+                ax.plot([(q.q05 - n.mean) / n.sd, (q.q95 - n.mean) / n.sd], [y, y], color=method_color(method), lw=2)
+                ax.plot((q.mean - n.mean) / n.sd, y, "o", color=method_color(method), ms=3.5)
+        ax.set_title(column, fontsize=10, loc="left")
+        ax.set_xlabel("(x - NUTS mean) / NUTS sd", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0, 0].set_yticks(positions, names, fontsize=8.5)
+    axes[0, 0].invert_yaxis()
+    handles = [plt.Rectangle((0, 0), 1, 1, color="#d9d9d9")] + [plt.Line2D([], [], color=method_color(m), lw=2)
+                                                               for m in methods]
+    fig.legend(handles, [f"NUTS ({c.reference_column})", *methods], loc="upper right", ncol=len(methods) + 1,
+               frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _figure(fig, "Approximations' marginals against NUTS",
+                   "Each quantity's 90% interval (5% to 95%) and mean, standardised by the NUTS reference's mean "
+                   "and sd: the grey band is NUTS's own interval; a line shifted off it is a biased mean, a shorter "
+                   "one an under-dispersed approximation.")
 
 
 def _provenance_section(c: Comparison) -> str:

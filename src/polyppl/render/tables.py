@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures
 from polyppl.render.text import fmt, plus_minus, table
 from polyppl.studies.compare import Comparison
+from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, VERDICT_WORDS
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,11 @@ def agreement_table(c: Comparison, limit: int | None = 10, with_floor: bool = Fa
 
 
 def settings_table(c: Comparison) -> Table:
-    return Table.of("Sampler settings", ["setting", "value"], [[k, str(v)] for k, v in c.settings.as_dict().items()],
-                    text_columns=[1])
+    rows = [[k, str(v)] for k, v in c.settings.as_dict().items()]
+    if c.variational is not None:  # the approximations' settings, with each method's defaults filled in
+        for method in c.methods[1:]:
+            rows += [[f"{method} {k}", str(v)] for k, v in c.variational.resolved(method).as_dict().items()]
+    return Table.of("Sampler settings", ["setting", "value"], rows, text_columns=[1])
 
 
 def versions_table(c: Comparison) -> Table:
@@ -173,6 +177,51 @@ def versions_table(c: Comparison) -> Table:
     return Table.of("Engines and package versions", ["", *labels], rows, text_columns=range(1, len(labels) + 1))
 
 
+# --------------------------------------------------------------------------- approximations
+
+SCORECARD_HEADERS = ("cell", "status", "Pareto k", "max |mean shift| sd", "max |z|", "min sd ratio", "max W1/sd",
+                     "seconds", "gradients", "verdict")
+
+
+def scorecard_table(c: Comparison) -> Table | None:
+    """Every approximation cell against the NUTS reference: the scorecard and its verdict, or
+    the cell's status and why (n/a, error)."""
+    cells = [cell for cell in c.cells() if not cell.endswith("/nuts")]
+    if not cells:
+        return None
+    rows, bad = [], []
+    for cell in cells:
+        if cell in c.not_applicable:
+            rows.append([cell, "n/a", *["-"] * 7, c.not_applicable[cell]])
+            continue
+        outcome = c.approximations[cell]
+        card = c.scorecards.get(cell)
+        if not outcome.ok or card is None:
+            rows.append([cell, outcome.record.status, *["-"] * 7, (outcome.record.error or "no NUTS reference")[:80]])
+            bad.append(len(rows) - 1)
+            continue
+        rows.append([cell, "ok", card.pareto_k, card.max_abs_mean_shift_sd, card.max_abs_mean_z, card.min_sd_ratio,
+                     card.max_w1_sd, card.seconds, card.gradient_evaluations, card.verdict])
+        if card.verdict == "unreliable":
+            bad.append(len(rows) - 1)
+    reference = c.outcomes[c.reference_column].record if c.reference_column else None
+    notes = []
+    if reference is not None:
+        d, t = reference.diagnostics, reference.timings
+        notes.append(f"Scored against {c.reference_column}'s NUTS draws (the best-converged NUTS column): "
+                     f"{t.warmup_seconds + t.sampling_seconds:.2f} s and "
+                     f"{d.gradient_evaluations + d.warmup_gradient_evaluations} gradients, warm-up included.")
+    notes += [f"  {verdict}: {words}" for verdict, words in VERDICT_WORDS.items()]
+    notes.append(f"  thresholds: Pareto k {K_RELIABLE} and {K_USABLE}, mean shift {MEAN_SHIFT_MAX_SD} NUTS sd, "
+                 f"sd ratio {SD_RATIO_MIN}; seconds exclude compiling; gradients as each library counts them")
+    return Table.of("Approximations against NUTS", SCORECARD_HEADERS, rows, bad, text_columns=[1, 9], notes=notes)
+
+
+def scorecard_reasons(c: Comparison) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Each scored cell's verdict and its reasons, in words."""
+    return [(cell, card.verdict, card.reasons) for cell, card in c.scorecards.items()]
+
+
 def comparison_text(c: Comparison) -> str:
     """What ``polyppl compare`` prints: decisions first, then diagnostics, speed, agreement
     and the verdict."""
@@ -180,6 +229,10 @@ def comparison_text(c: Comparison) -> str:
     parts = [f"{c.problem.describe()}; {s.chains} chains x {s.tune} warm-up + {s.draws} draws, seed {s.seed}"]
     decisions = decisions_table(c)
     parts += [t.text() for t in (decisions, diagnostics_table(c), speed_table(c), agreement_table(c)) if t]
+    scorecards = scorecard_table(c)
+    if scorecards is not None:
+        reasons = [f"{cell}: {verdict.upper()}: " + "; ".join(why) for cell, verdict, why in scorecard_reasons(c)]
+        parts.append(scorecards.text() + ("\n\n" + "\n".join(reasons) if reasons else ""))
     verdict = f"VERDICT: {c.verdict.upper()}"
     if c.reasons:
         verdict += "\n" + "\n".join(f"  - {r}" for r in c.reasons)

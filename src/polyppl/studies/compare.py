@@ -10,6 +10,13 @@ hangs is recorded with its status and error, and the others go on.
 
 The verdict: ``agree`` (exit code 0), ``disagree`` (1), ``inconclusive`` (3, a backend
 failed or did not converge).
+
+With ``methods`` beyond ``nuts`` (``advi``, ``fullrank``, ``pathfinder``), each column also
+runs each approximation (a cell ``<column>/<method>``, in its own process like the NUTS
+fits). A cell its backend or engine cannot run is ``n/a`` with the reason, decided before
+anything runs. NUTS cells are judged as above, among themselves; each approximation is
+scored against the best-converged NUTS column (``studies.scorecard``) and does not change
+the verdict.
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ from polyppl.execution.request import FitRequest
 from polyppl.execution.runner import FitOutcome, run_fit
 from polyppl.inference.diagnostics import convergence_failures, flatten
 from polyppl.inference.idata import load_netcdf, save_json
-from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.methods import METHODS, SamplerSettings, VariationalSettings
 from polyppl.inference.posterior import decision_draws
 from polyppl.models import MODELS, Labels, Problem, get_model, resolve
 from polyppl.spec import Dataset, Model
 from polyppl.spec.serialize import dataset_from_json, dataset_to_json, model_from_json, model_to_json
 from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, QuantityDraws, holm, pair_tests
+from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, Scorecard, score
 
 REFERENCES = ("exact",)
 EXACT_DRAWS_PER_CHAIN = 25_000
@@ -57,6 +65,17 @@ class Comparison:
     reasons: list[str] = field(default_factory=list)
     #: Draws of every quantity by source (the columns, and "exact"), filled by ``assess``.
     sources: dict[str, dict[str, QuantityDraws]] = field(default_factory=dict)
+    #: The methods asked for, ``nuts`` first; the approximations' settings.
+    methods: tuple[str, ...] = ("nuts",)
+    variational: VariationalSettings | None = None
+    #: Approximation cells by ``<column>/<method>``: those that ran, and those n/a with why.
+    approximations: dict[str, FitOutcome] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    #: Each finished approximation scored against ``reference_column`` (a NUTS column).
+    scorecards: dict[str, Scorecard] = field(default_factory=dict)
+    reference_column: str | None = None
+    #: Draws of every quantity of each finished approximation, filled by ``score_approximations``.
+    approximation_sources: dict[str, dict[str, QuantityDraws]] = field(default_factory=dict)
 
     @property
     def records(self) -> dict[str, FitRecord]:
@@ -95,8 +114,45 @@ class Comparison:
                 "verdict": self.verdict,
                 "reasons": self.reasons,
             },
+            "methods": self.methods_json(),
+            "variational_settings": self.variational.as_dict() if self.variational else None,
+            "scorecard": {
+                "reference": self.reference_column,
+                "thresholds": {"pareto_k_reliable": K_RELIABLE, "pareto_k_usable": K_USABLE,
+                               "mean_shift_sd": MEAN_SHIFT_MAX_SD, "sd_ratio": SD_RATIO_MIN},
+            },
             "problem": {"model": model_to_json(self.problem.model), "dataset": dataset_to_json(self.problem.dataset)},
         }
+
+    def cells(self) -> list[str]:
+        """Every cell ``<column>/<method>``, column by column, methods in the order asked."""
+        columns = list(self.outcomes) or sorted({cell.rpartition("/")[0] for cell in self.approximations}
+                                                | {cell.rpartition("/")[0] for cell in self.not_applicable})
+        return [f"{column}/{method}" for column in columns for method in self.methods]
+
+    def methods_json(self) -> dict[str, dict[str, Any]]:
+        """The comparison JSON's ``methods``: one entry per cell with its status (``ok``,
+        ``n/a``, ``error``, ``crashed``, ``timeout``), the reason where not ok, timings, the
+        files, and for an approximation its record and scorecard."""
+        out = {}
+        for cell in self.cells():
+            column, _, method = cell.rpartition("/")
+            entry: dict[str, Any] = {"column": column, "method": method}
+            if cell in self.not_applicable:
+                out[cell] = {**entry, "status": "n/a", "reason": self.not_applicable[cell]}
+                continue
+            outcome = self.outcomes.get(column) if method == "nuts" else self.approximations.get(cell)
+            if outcome is None:
+                continue
+            record = outcome.record
+            entry.update(status=record.status, reason=None if record.ok else record.error, file=outcome.stem.name,
+                         timings=record.to_json()["timings"])
+            if method != "nuts":
+                scorecard = self.scorecards.get(cell)
+                entry.update(settings=self.variational.resolved(method).as_dict() if self.variational else None,
+                             record=record.to_json(), scorecard=scorecard.as_dict() if scorecard else None)
+            out[cell] = entry
+        return out
 
     @classmethod
     def from_json(cls, saved: dict[str, Any], out_dir: Path) -> Comparison:
@@ -120,6 +176,23 @@ class Comparison:
             reasons=list(agreement["reasons"]),
         )
         comparison.sources = load_sources(comparison)
+        cells = saved.get("methods") or {}
+        comparison.methods = tuple(dict.fromkeys(entry["method"] for entry in cells.values())) or ("nuts",)
+        if saved.get("variational_settings"):
+            comparison.variational = VariationalSettings.from_dict(saved["variational_settings"])
+        comparison.reference_column = (saved.get("scorecard") or {}).get("reference")
+        for cell, entry in cells.items():
+            if entry["method"] == "nuts":
+                continue
+            if entry["status"] == "n/a":
+                comparison.not_applicable[cell] = entry["reason"]
+                continue
+            record = FitRecord.from_json(entry["record"])
+            comparison.approximations[cell] = FitOutcome(None, out_dir / entry["file"], record, reused=True)
+            if entry.get("scorecard"):
+                comparison.scorecards[cell] = Scorecard.from_dict(entry["scorecard"])
+        comparison.approximation_sources = {cell: load_quantities(problem, o.netcdf)
+                                            for cell, o in comparison.approximations.items() if o.ok}
         return comparison
 
 
@@ -150,14 +223,18 @@ def exact_posterior(problem: Problem, seed: int) -> dict[str, np.ndarray]:
             for name, value in draws.items() if name in problem.model.output_names}
 
 
+def load_quantities(problem: Problem, netcdf: Path) -> dict[str, QuantityDraws]:
+    """Every quantity of a finished fit, from its ``.nc``."""
+    posterior = load_netcdf(netcdf).posterior
+    return quantities(problem.model, problem.dataset, {n: posterior[n].values for n in problem.model.output_names})
+
+
 def load_sources(comparison: Comparison) -> dict[str, dict[str, QuantityDraws]]:
     """Draws of every finished column (from its ``.nc``), and of the exact reference."""
     problem, sources = comparison.problem, {}
     for label, outcome in comparison.outcomes.items():
         if outcome.ok:
-            posterior = load_netcdf(outcome.netcdf).posterior
-            sources[label] = quantities(problem.model, problem.dataset,
-                                        {n: posterior[n].values for n in problem.model.output_names})
+            sources[label] = load_quantities(problem, outcome.netcdf)
     if comparison.reference == "exact":
         sources["exact"] = quantities(problem.model, problem.dataset, exact_posterior(problem, comparison.settings.seed))
     return sources
@@ -200,6 +277,56 @@ def assess(comparison: Comparison) -> Comparison:
     return comparison
 
 
+# --------------------------------------------------------------------------- approximations
+
+
+def best_nuts_column(comparison: Comparison) -> str | None:
+    """The NUTS column the approximations are scored against: finished, fewest convergence
+    failures, then fewest divergences, then the largest bulk ESS."""
+    finished = {label: o.record for label, o in comparison.outcomes.items() if o.ok}
+    if not finished:
+        return None
+    return min(finished, key=lambda label: (len(convergence_failures(finished[label].diagnostics.flags)),
+                                            finished[label].diagnostics.divergences,
+                                            -finished[label].diagnostics.ess_bulk_min))
+
+
+def score_approximations(comparison: Comparison) -> Comparison:
+    """Score each finished approximation against the best-converged NUTS column."""
+    reference = best_nuts_column(comparison)
+    comparison.reference_column = reference
+    finished = {cell: o for cell, o in comparison.approximations.items() if o.ok}
+    comparison.approximation_sources = {cell: load_quantities(comparison.problem, o.netcdf) for cell, o in finished.items()}
+    if reference is None:
+        return comparison
+    nuts = comparison.outcomes[reference].record
+    trusted = not convergence_failures(nuts.diagnostics.flags) and nuts.diagnostics.divergences == 0
+    for cell, outcome in finished.items():
+        record, raw = outcome.record, load_netcdf(outcome.netcdf).approximation
+        comparison.scorecards[cell] = score(
+            reference, comparison.sources[reference], comparison.approximation_sources[cell],
+            raw["log_p"].values, raw["log_q"].values, reference_trusted=trusted,
+            seconds=record.timings.warmup_seconds + record.timings.sampling_seconds,
+            compile_seconds=record.timings.compile_seconds,
+            gradient_evaluations=record.approximation.gradient_evaluations, converged=record.approximation.converged,
+            nuts_seconds=nuts.timings.warmup_seconds + nuts.timings.sampling_seconds,
+            nuts_gradient_evaluations=nuts.diagnostics.gradient_evaluations + nuts.diagnostics.warmup_gradient_evaluations,
+        )
+    return comparison
+
+
+def check_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
+    """The methods asked for, checked, ``nuts`` first: approximations are scored against it."""
+    methods = tuple(dict.fromkeys(methods or ("nuts",)))
+    for method in methods:
+        if method not in METHODS:
+            raise unknown("method", method, METHODS)
+    if "nuts" not in methods:
+        raise UserError(f"approximations are scored against NUTS: add nuts to the methods "
+                        f"(e.g. nuts,{','.join(methods)})")
+    return ("nuts", *(m for m in methods if m != "nuts"))
+
+
 # --------------------------------------------------------------------------- the study
 
 
@@ -234,6 +361,8 @@ def compare(
     force: bool = False,
     family_alpha: float = FAMILY_ALPHA,
     floor: float = PRACTICAL_FLOOR,
+    methods: Sequence[str] = ("nuts",),
+    variational: VariationalSettings | None = None,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Comparison:
     """Run one model on each backend (own process, optional timeout) and judge agreement.
@@ -242,6 +371,10 @@ def compare(
     backends by default); ``engines``: the engine of a backend named without one
     (``{"stan": "pystan"}``). Each fit is saved in ``out`` as it finishes, and the comparison
     (verdict and every test) as ``OUT/<model>-<scenario>-comparison.json``.
+
+    ``methods``: ``nuts`` and any approximations (``advi``, ``fullrank``, ``pathfinder``),
+    run on every column with ``variational`` settings (the seed of ``settings`` by default)
+    and scored against the best-converged NUTS column.
     """
     if reference is not None and reference not in REFERENCES:
         raise unknown("reference", reference, REFERENCES)
@@ -254,30 +387,61 @@ def compare(
         with_exact = ", ".join(name for name, m in MODELS.items() if m.exact_draws)
         raise UserError(f"--reference exact needs a model with an exact posterior ({with_exact}), not {problem.name}")
     settings = settings or SamplerSettings()
+    methods = check_methods(methods)
+    variational = (variational or VariationalSettings(seed=settings.seed)) if len(methods) > 1 else None
     columns = parse_columns(list(backends) if backends else None)
-    requests = {c.label: _request(problem, c, settings, engines or {}) for c in columns}  # all checked before any runs
+    requests, approximation_requests, not_applicable = plan(problem, columns, methods, settings, variational, engines or {})
+    for cell, reason in not_applicable.items():
+        progress(f"{cell}: n/a - {reason}")
     out = Path(out)
-    outcomes = {}
-    for i, (label, request) in enumerate(requests.items(), start=1):
+    total = len(requests) + len(approximation_requests)
+    runs = [(label, label, "nuts", request) for label, request in requests.items()]
+    runs += [(cell, cell.rpartition("/")[0], request.method, request) for cell, request in approximation_requests.items()]
+    outcomes, approximations = {}, {}
+    for i, (label, column, method, request) in enumerate(runs, start=1):
         def note(line: str, i: int = i) -> None:
-            progress(f"[{i}/{len(requests)}] {line}")
+            progress(f"[{i}/{total}] {line}")
 
-        outcome = run_fit(request, result_stem(out, problem.labels, label, "nuts"), timeout=timeout, force=force,
+        outcome = run_fit(request, result_stem(out, problem.labels, column, method), timeout=timeout, force=force,
                           progress=note, label=label)
         if outcome.reused:
             note(f"{label}: {outcome.note}")
         else:
             r = outcome.record
             note(f"{label}: {r.status} " + (f"in {r.wall_seconds:.1f} s" if r.ok else f"- {r.error}"))
-        outcomes[label] = outcome
-    comparison = assess(Comparison(problem, settings, outcomes, family_alpha, floor, reference=reference))
+        (outcomes if method == "nuts" else approximations)[label] = outcome
+    comparison = assess(Comparison(problem, settings, outcomes, family_alpha, floor, reference=reference,
+                                   methods=methods, variational=variational, approximations=approximations,
+                                   not_applicable=not_applicable))
+    if approximations:
+        score_approximations(comparison)
     save_json(comparison.to_json(), comparison_path(out, problem.labels))
     return comparison
 
 
-def _request(problem: Problem, column: Column, settings: SamplerSettings, engines: dict[str, str]) -> FitRequest:
+def plan(problem: Problem, columns: Sequence[Column], methods: Sequence[str], settings: SamplerSettings,
+         variational: VariationalSettings | None, engines: dict[str, str],
+         ) -> tuple[dict[str, FitRequest], dict[str, FitRequest], dict[str, str]]:
+    """Every request of a comparison, checked before anything runs: NUTS's by column (a
+    refusal is the user's error and stops the comparison), the approximations' by cell
+    ``<column>/<method>``, and the cells a backend or engine cannot run (n/a) with why."""
+    requests = {c.label: _request(problem, c, "nuts", settings, engines) for c in columns}
+    approximations, not_applicable = {}, {}
+    for c in columns:
+        for method in methods:
+            if method == "nuts":
+                continue
+            try:
+                approximations[f"{c.label}/{method}"] = _request(problem, c, method, variational, engines)
+            except UserError as refusal:
+                not_applicable[f"{c.label}/{method}"] = str(refusal)
+    return requests, approximations, not_applicable
+
+
+def _request(problem: Problem, column: Column, method: str, settings: SamplerSettings | VariationalSettings,
+             engines: dict[str, str]) -> FitRequest:
     engine = column.engine or engines.get(column.backend)
-    return FitRequest.make(problem.model, problem.dataset, column.backend, engine, "nuts", settings, labels=problem.labels)
+    return FitRequest.make(problem.model, problem.dataset, column.backend, engine, method, settings, labels=problem.labels)
 
 
 def comparison_path(out: str | Path, labels: Labels) -> Path:

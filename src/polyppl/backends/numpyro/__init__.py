@@ -1,12 +1,15 @@
-"""NumPyro: the spec becomes a NumPyro model function; NumPyro's NUTS runs it under JAX."""
+"""NumPyro: the spec becomes a NumPyro model function; NumPyro's NUTS and SVI (and BlackJAX's
+Pathfinder, on NumPyro's log density) run it under JAX."""
 
 from polyppl.backends.base import Backend, Engine
 
 BACKEND = Backend(
     name="numpyro",
     engines=(
-        Engine("numpyro", "NumPyro's NUTS, compiled by XLA", packages=("numpyro", "jax", "jaxlib"),
-               chain_methods=("auto", "sequential", "parallel", "vectorized")),
+        Engine("numpyro", "NumPyro's NUTS and SVI, compiled by XLA; Pathfinder from BlackJAX",
+               methods=("nuts", "advi", "fullrank", "pathfinder"), packages=("numpyro", "jax", "jaxlib", "blackjax"),
+               chain_methods=("auto", "sequential", "parallel", "vectorized"),
+               inits=("default", "advi", "pathfinder", "uniform")),
     ),
     compiler="polyppl.backends.numpyro.compiler",
     # float64 by default so that NumPyro computes the same numbers as PyMC and Stan; float32

@@ -11,8 +11,9 @@ import numpy as np
 
 from polyppl.backends.beta_binomial_math import jax_beta_binomial_logpmf
 from polyppl.errors import UserError
-from polyppl.inference.draws import Draws, LogDensity, Timings, stopwatch, tree_depth_from_steps
-from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, stopwatch, tree_depth_from_steps
+from polyppl.inference.methods import SamplerSettings, VariationalSettings
+from polyppl.inference.variational import ELBO_EVERY, ElboConvergence, psis_resample, uniform_starts
 from polyppl.spec import (
     Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate, unconstrained_shape,
 )
@@ -23,7 +24,11 @@ import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 from numpyro.distributions import constraints  # noqa: E402
 from numpyro.infer import MCMC, NUTS, init_to_uniform  # noqa: E402
-from numpyro.infer.util import potential_energy  # noqa: E402
+from numpyro.infer.util import constrain_fn, potential_energy  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+#: NumPyro has no default optimiser for SVI; Adam with this step size, as in NumPyro's examples.
+ADAM_STEP_SIZE = 0.01
 
 
 def configure_jax(precision: str) -> None:
@@ -100,19 +105,18 @@ def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distributi
 
 def build(model: Model, dataset: Dataset) -> Callable[[], None]:
     """A NumPyro model function that walks the specification in order."""
-    data = {
-        # Python's int and float: JAX gives them 64 bits when x64 is on, 32 when it is off.
-        n.name: jnp.asarray(np.asarray(dataset.values[n.name]), dtype=int if n.dtype == "int" else float)
-        for n in model.nodes
-        if isinstance(n, (Data, Observed))
-    }
+    # NumPy here, JAX arrays only when the model is traced: building the model does not start
+    # JAX's backend, so that a method can still set XLA's flags (``_single_threaded_eigen``).
+    data = {n.name: np.asarray(dataset.values[n.name]) for n in model.nodes if isinstance(n, (Data, Observed))}
+    # Python's int and float: JAX gives them 64 bits when x64 is on, 32 when it is off.
+    dtypes = {n.name: int if n.dtype == "int" else float for n in model.nodes if isinstance(n, (Data, Observed))}
     shapes = {n.name: dataset.shape(getattr(n, "dims", ())) for n in model.nodes}
 
     def numpyro_model() -> None:
         env: dict = {}
         for node in model.nodes:
             if isinstance(node, Data):
-                env[node.name] = data[node.name]
+                env[node.name] = jnp.asarray(data[node.name], dtype=dtypes[node.name])
             elif isinstance(node, Param):
                 env[node.name] = numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]))
             elif isinstance(node, Deterministic):
@@ -120,7 +124,8 @@ def build(model: Model, dataset: Dataset) -> Callable[[], None]:
             elif isinstance(node, Factor):
                 numpyro.factor(node.name, evaluate(node.expr, env, FUNCTIONS))
             elif isinstance(node, Observed):
-                numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]), obs=data[node.name])
+                observed = jnp.asarray(data[node.name], dtype=dtypes[node.name])
+                numpyro.sample(node.name, _distribution(node.dist, env, shapes[node.name]), obs=observed)
 
     return numpyro_model
 
@@ -175,10 +180,32 @@ class NumPyroModel:
     def nuts(self, settings: SamplerSettings) -> Draws:
         """NumPyro's NUTS, warm-up and sampling as two calls, so both are timed directly;
         the time JAX spends compiling inside them is reported as compile time."""
-        return _nuts(self.model_fn, self.model, settings, self.precision)
+        init_params = None
+        if settings.init == "pathfinder":
+            _single_threaded_eigen()
+        if settings.init in ("advi", "pathfinder"):
+            init_params = _vi_starts(self._flat(), settings)
+        return _nuts(self.model_fn, self.model, settings, self.precision, init_params)
+
+    def advi(self, settings: VariationalSettings) -> Draws:
+        """SVI with ``AutoNormal`` (mean-field Gaussian), stopped by Stan's rule."""
+        return _svi(self._flat(), settings.resolved("advi"), "advi", self.precision)
+
+    def fullrank(self, settings: VariationalSettings) -> Draws:
+        """SVI with ``AutoMultivariateNormal`` (full-rank Gaussian), stopped by Stan's rule."""
+        return _svi(self._flat(), settings.resolved("fullrank"), "fullrank", self.precision)
+
+    def pathfinder(self, settings: VariationalSettings) -> Draws:
+        """BlackJAX's Pathfinder on NumPyro's log density, one path after another."""
+        _single_threaded_eigen()
+        return _pathfinder(self._flat(), settings.resolved("pathfinder"), self.precision)
+
+    def _flat(self) -> _FlatModel:
+        return _FlatModel(self.model_fn, self.model, self.dataset)
 
 
-def _nuts(model_fn: Callable[[], None], model: Model, settings: SamplerSettings, precision: str) -> Draws:
+def _nuts(model_fn: Callable[[], None], model: Model, settings: SamplerSettings, precision: str,
+          init_params: dict[str, np.ndarray] | None = None) -> Draws:
     kernel = NUTS(
         model_fn,
         target_accept_prob=settings.target_accept,
@@ -207,7 +234,7 @@ def _nuts(model_fn: Callable[[], None], model: Model, settings: SamplerSettings,
     try:
         key = jax.random.PRNGKey(settings.seed)
         with stopwatch() as warmup:
-            mcmc.warmup(key, extra_fields=("num_steps",), collect_warmup=True)
+            mcmc.warmup(key, extra_fields=("num_steps",), collect_warmup=True, init_params=init_params)
             warmup_steps = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
         compile_in_warmup = clock.seconds
         with stopwatch() as sampling:
@@ -256,3 +283,238 @@ def _log_density(numpyro_model: Callable[[], None], model: Model, dataset: Datas
         return -float(value), {k: -np.asarray(g) for k, g in grad.items()}
 
     return LogDensity(shapes, function)
+
+
+# --------------------------------------------------------------------------- approximations
+
+
+class _FlatModel:
+    """The model's unconstrained parameters as one flat vector (``ravel_pytree`` of the
+    parameters by name), its log density (``-potential_energy``, Jacobian included) and the
+    named outputs (parameters on their own scale, deterministics) of a batch of vectors."""
+
+    def __init__(self, model_fn: Callable[[], None], model: Model, dataset: Dataset) -> None:
+        self.model_fn, self.names = model_fn, model.output_names
+        self.shapes = {p.name: dataset.shape(p.dims) for p in model.params}
+        flat, self.unravel = ravel_pytree({name: jnp.zeros(shape) for name, shape in self.shapes.items()})
+        self.size = flat.size
+        self.log_density = jax.jit(lambda x: -potential_energy(model_fn, (), {}, self.unravel(x)))
+        self.log_densities = jax.jit(jax.vmap(self.log_density))
+        self.outputs = jax.jit(jax.vmap(
+            lambda x: constrain_fn(model_fn, (), {}, self.unravel(x), return_deterministic=True)))
+
+    def compile(self, *batch_sizes: int) -> None:
+        """Compile the log density and the outputs for batches of these sizes (JAX compiles
+        per shape), so that drawing is timed apart from compiling."""
+        for size in batch_sizes:
+            self.log_densities(jnp.zeros((size, self.size))).block_until_ready()
+        jax.block_until_ready(self.outputs(jnp.zeros((batch_sizes[0], self.size))))
+
+    def posterior(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs of each flat vector, as (1, draws, *shape): one chain."""
+        values = self.outputs(jnp.asarray(flat))
+        return {name: np.asarray(values[name], dtype=float)[None] for name in self.names}
+
+    def unconstrained(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch of flat vectors as unconstrained parameters by name, batch axis first."""
+        return {k: np.asarray(v) for k, v in jax.vmap(self.unravel)(jnp.asarray(flat)).items()}
+
+
+def _gaussian_draws(loc: np.ndarray, factor: np.ndarray, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draws from N(loc, factor factor^T) (``factor`` a vector: a diagonal) and log q at each."""
+    noise = np.random.default_rng([seed, 1]).standard_normal((draws, loc.size))
+    if factor.ndim == 1:
+        flat, log_det = loc + noise * factor, np.log(factor).sum()
+    else:
+        flat, log_det = loc + noise @ factor.T, np.log(np.abs(np.diag(factor))).sum()
+    return flat, -0.5 * (noise**2).sum(axis=1) - log_det - 0.5 * loc.size * np.log(2 * np.pi)
+
+
+class _Svi:
+    """SVI (Adam, ``Trace_ELBO`` with ``gradient_draws`` Monte Carlo draws per step) with ``AutoNormal``
+    (``advi``) or ``AutoMultivariateNormal`` (``fullrank``), initialised at uniform(-2, 2) on
+    the unconstrained scale, its loop of 100 steps compiled ahead of time (so that its
+    compile time is measured apart)."""
+
+    def __init__(self, flat: _FlatModel, settings: VariationalSettings, method: str) -> None:
+        from numpyro.infer import SVI, Trace_ELBO
+        from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
+
+        self.flat, self.settings, self.method = flat, settings, method
+        guide_class = AutoNormal if method == "advi" else AutoMultivariateNormal
+        guide = guide_class(flat.model_fn, init_loc_fn=init_to_uniform(radius=2.0))
+        self.svi = SVI(flat.model_fn, guide, numpyro.optim.Adam(step_size=ADAM_STEP_SIZE),
+                       Trace_ELBO(num_particles=settings.gradient_draws))
+        self.state = self.svi.init(jax.random.PRNGKey(settings.seed))
+        steps = jax.jit(lambda state: jax.lax.scan(lambda carry, _: self.svi.update(carry), state, None,
+                                                   length=ELBO_EVERY))
+        self.hundred_steps = steps.lower(self.state).compile()
+
+    def fit(self) -> tuple[int, bool]:
+        """Run until Stan's rule, on the mean loss of each 100 steps, stops it or the limit
+        (rounded up to a multiple of 100) is reached: the steps taken and whether the rule
+        stopped it."""
+        rule = ElboConvergence(self.settings.tolerance, self.settings.iterations)
+        steps, converged = 0, False
+        while steps < self.settings.iterations and not converged:
+            self.state, losses = self.hundred_steps(self.state)
+            steps += ELBO_EVERY
+            losses = np.asarray(losses)
+            converged = rule.update(-float(losses[np.isfinite(losses)].mean()))
+        return steps, converged
+
+    def gaussian(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted Gaussian on the flat scale: its mean and its scales (``advi``) or
+        Cholesky factor (``fullrank``)."""
+        params = self.svi.get_params(self.state)
+        if self.method == "advi":
+            # ravel_pytree orders a dict by its keys, as it does the flat vector's parameters.
+            loc, _ = ravel_pytree({n: params[f"{n}_auto_loc"] for n in self.flat.shapes})
+            scale, _ = ravel_pytree({n: params[f"{n}_auto_scale"] for n in self.flat.shapes})
+            return np.asarray(loc), np.asarray(scale)
+        return np.asarray(params["auto_loc"]), np.asarray(params["auto_scale_tril"])
+
+
+def _svi(flat: _FlatModel, settings: VariationalSettings, method: str, precision: str) -> Draws:
+    clock = _CompileClock()  # only to tell whether the persistent cache answered
+    try:
+        with stopwatch() as compiling:
+            run = _Svi(flat, settings, method)
+            flat.compile(settings.draws)
+        with stopwatch() as fitting:
+            steps, converged = run.fit()
+        with stopwatch() as drawing:
+            loc, factor = run.gaussian()
+            draws, log_q = _gaussian_draws(loc, factor, settings.draws, settings.seed)
+            log_p = np.asarray(flat.log_densities(jnp.asarray(draws)), dtype=float)
+            posterior = flat.posterior(draws)
+    finally:
+        clock.close()
+    guide = "AutoNormal" if method == "advi" else "AutoMultivariateNormal"
+    return Draws(
+        posterior=posterior,
+        stats={"lp": log_p[None], "log_q": log_q[None]},
+        warmup_gradient_evaluations=0,
+        timings=Timings(compiling(), fitting(), drawing(), split="measured", compile_cached=clock.cache_hits > 0),
+        engine=f"numpyro svi {guide} ({precision})",
+        # Trace_ELBO with num_particles draws: as many gradients per step
+        approximation=Approximation("mean-field Gaussian" if method == "advi" else "full-rank Gaussian",
+                                    log_p[None], log_q[None], steps, steps * settings.gradient_draws, converged),
+    )
+
+
+class _GradientCounter:
+    """Counts gradient evaluations of a JAX function, also inside compiled loops: the
+    function's derivative rule reports each evaluation to the host (log densities evaluated
+    without a gradient, as for Pathfinder's ELBO, are not counted)."""
+
+    def __init__(self, function: Callable) -> None:
+        self.count = 0
+
+        @jax.custom_vjp
+        def counted(x):
+            return function(x)
+
+        def forward(x):
+            value, gradient = jax.value_and_grad(function)(x)
+            jax.debug.callback(self._add)
+            return value, gradient
+
+        def backward(gradient, cotangent):
+            return (cotangent * gradient,)
+
+        counted.defvjp(forward, backward)
+        self.function = counted
+
+    def _add(self) -> None:
+        self.count += 1
+
+
+def _single_threaded_eigen() -> None:
+    """XLA's CPU thread pool can wedge on the batched QR factorisations of BlackJAX's Pathfinder
+    (jaxlib 0.10.2, seen on 2 cores: every pool thread waiting in LAPACK's ParallelBatchMap,
+    the process asleep for good); with Eigen single-threaded it does not. The flag only takes
+    effect before JAX starts its backend, which in a fit's own process (``compare``, ``run``)
+    is still to come here."""
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if not xla_bridge.backends_are_initialized() and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+
+
+class _Pathfinder:
+    """BlackJAX's single-path Pathfinder (BlackJAX's defaults but for the iteration limit and
+    tolerance), compiled ahead of time, run from ``paths`` uniform(-2, 2) starts."""
+
+    def __init__(self, flat: _FlatModel, settings: VariationalSettings) -> None:
+        import blackjax
+
+        self.flat, self.settings = flat, settings
+        self.counter = _GradientCounter(flat.log_density)
+
+        def one_path(key, start):
+            fit_key, draw_key = jax.random.split(key)
+            state, info = blackjax.vi.pathfinder.approximate(fit_key, self.counter.function, start,
+                                                             maxiter=settings.iterations, ftol=settings.tolerance)
+            draws, log_q = blackjax.vi.pathfinder.sample(draw_key, state, settings.draws)
+            # The path's history repeats its last point after L-BFGS stops.
+            positions = info.path.position
+            return draws, log_q, jnp.any(positions[1:] != positions[:-1], axis=-1).sum()
+
+        self.starts = jnp.asarray(uniform_starts(np.random.default_rng([settings.seed, 2]), settings.paths, flat.size))
+        self.keys = jax.random.split(jax.random.PRNGKey(settings.seed), settings.paths)
+        self.one_path = jax.jit(one_path).lower(self.keys[0], self.starts[0]).compile()
+
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, bool]:
+        """The raw draws (path, draw, coordinate), log p and log q at each, the L-BFGS
+        iterations and gradient evaluations over all paths, and whether every path stopped
+        before the iteration limit."""
+        draws, log_q, iterations = [], [], []
+        for key, start in zip(self.keys, self.starts):
+            path_draws, path_log_q, moved = self.one_path(key, start)
+            draws.append(np.asarray(path_draws))
+            log_q.append(np.asarray(path_log_q))
+            iterations.append(int(moved))
+        draws_array = np.stack(draws)
+        log_p = np.asarray(self.flat.log_densities(jnp.asarray(draws_array.reshape(-1, self.flat.size))), dtype=float)
+        return (draws_array, log_p.reshape(self.settings.paths, -1), np.stack(log_q), sum(iterations),
+                self.counter.count, max(iterations) < self.settings.iterations)
+
+
+def _pathfinder(flat: _FlatModel, settings: VariationalSettings, precision: str) -> Draws:
+    clock = _CompileClock()  # only to tell whether the persistent cache answered
+    try:
+        with stopwatch() as compiling:
+            pathfinder = _Pathfinder(flat, settings)
+            flat.compile(settings.draws, settings.paths * settings.draws)
+        with stopwatch() as fitting:
+            draws, log_p, log_q, iterations, gradients, converged = pathfinder.run()
+        with stopwatch() as drawing:
+            chosen = psis_resample(log_p, log_q, settings.draws, settings.seed)
+            posterior = flat.posterior(draws.reshape(-1, flat.size)[chosen])
+    finally:
+        clock.close()
+    return Draws(
+        posterior=posterior,
+        stats={"lp": log_p.ravel()[chosen][None], "log_q": log_q.ravel()[chosen][None]},
+        warmup_gradient_evaluations=0,
+        timings=Timings(compiling(), fitting(), drawing(), split="measured", compile_cached=clock.cache_hits > 0),
+        engine=f"blackjax pathfinder on numpyro ({precision})",
+        approximation=Approximation("Gaussian per path (L-BFGS inverse Hessian)", log_p, log_q, iterations,
+                                    gradients, converged),
+    )
+
+
+def _vi_starts(flat: _FlatModel, settings: SamplerSettings) -> dict[str, np.ndarray]:
+    """One unconstrained starting point per chain, drawn from ADVI (``AutoNormal``) or from
+    Pathfinder (resampled by PSIS weights), each with default settings and the run's seed."""
+    vi = VariationalSettings(seed=settings.seed).resolved(settings.init)
+    if settings.init == "advi":
+        run = _Svi(flat, vi, "advi")
+        run.fit()
+        starts, _ = _gaussian_draws(*run.gaussian(), settings.chains, settings.seed)
+    else:
+        draws, log_p, log_q, _, _, _ = _Pathfinder(flat, vi).run()
+        starts = draws.reshape(-1, flat.size)[psis_resample(log_p, log_q, settings.chains, settings.seed)]
+    return flat.unconstrained(starts)

@@ -7,7 +7,9 @@ _PYMC = ("pymc", "pytensor")
 BACKEND = Backend(
     name="pymc",
     engines=(
-        Engine("pymc", "PyMC's own NUTS (chains in processes)", packages=_PYMC, inits=("default", "advi", "uniform")),
+        Engine("pymc", "PyMC's own NUTS (chains in processes); ADVI (pm.fit) and Pathfinder (pymc-extras)",
+               methods=("nuts", "advi", "fullrank", "pathfinder"), packages=(*_PYMC, "pymc-extras"),
+               inits=("default", "advi", "pathfinder", "uniform")),
         Engine("nutpie", "nutpie's NUTS (Rust) on the model compiled by Numba", packages=(*_PYMC, "nutpie", "numba"),
                inits=("default",)),
         Engine("numpyro", "NumPyro's NUTS on the model compiled to JAX", packages=(*_PYMC, "numpyro", "jax", "jaxlib"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from typing import Mapping
 
@@ -12,8 +13,9 @@ import numpy as np
 
 from polyppl.backends.beta_binomial_math import pytensor_beta_binomial_logpmf
 from polyppl.backends.pymc.corr_cholesky import lkj_corr_cholesky
-from polyppl.inference.draws import STAT_NAMES, Draws, LogDensity, Timings, split_by_gradients, stopwatch
-from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.draws import STAT_NAMES, Approximation, Draws, LogDensity, Timings, split_by_gradients, stopwatch
+from polyppl.inference.methods import SamplerSettings, VariationalSettings
+from polyppl.inference.variational import ELBO_EVERY, psis_resample
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
 
 import pymc as pm  # noqa: E402  (after the polyppl imports: keeps import errors readable)
@@ -148,10 +150,13 @@ class PyMCModel:
         (reported as compile time)."""
         if self.engine == "nutpie":
             return _sample_nutpie(self.pymc_model, self.model, settings)
-        init = {"default": "jitter+adapt_diag", "advi": "advi", "uniform": "adapt_diag"}[settings.init]
+        init = {"default": "jitter+adapt_diag", "advi": "advi", "pathfinder": "adapt_diag",
+                "uniform": "adapt_diag"}[settings.init]
         kwargs = _sampler_kwargs(self.engine, settings)
         if settings.init == "uniform":
             kwargs["initvals"] = _uniform_initvals(self.pymc_model, settings)
+        elif settings.init == "pathfinder":
+            kwargs["initvals"] = _pathfinder_initvals(self.pymc_model, self.model, settings)
         with self.pymc_model, stopwatch() as elapsed:
             idata = pm.sample(
                 draws=settings.draws,
@@ -185,6 +190,18 @@ class PyMCModel:
             engine=("pymc-nuts" if self.engine == "pymc" else f"{self.engine}-nuts via pymc")
             + (f" ({settings.chain_method} chains)" if settings.chain_method != "auto" else ""),
         )
+
+    def advi(self, settings: VariationalSettings) -> Draws:
+        """PyMC's mean-field ADVI (``pm.fit(method="advi")``), stopped by Stan's rule."""
+        return _advi(self.pymc_model, self.model, settings.resolved("advi"), "advi")
+
+    def fullrank(self, settings: VariationalSettings) -> Draws:
+        """PyMC's full-rank ADVI (``pm.fit(method="fullrank_advi")``), stopped by Stan's rule."""
+        return _advi(self.pymc_model, self.model, settings.resolved("fullrank"), "fullrank_advi")
+
+    def pathfinder(self, settings: VariationalSettings) -> Draws:
+        """Multi-path Pathfinder from pymc-extras, its paths run one after another."""
+        return _pathfinder(self.pymc_model, self.model, settings.resolved("pathfinder"))
 
     def log_density(self) -> LogDensity:
         return _log_density(self.pymc_model, self.model)
@@ -273,3 +290,154 @@ def _log_density(pymc_model: pm.Model, model: Model) -> LogDensity:
         return float(logp(values)), out
 
     return LogDensity(param_shapes, function)
+
+
+# --------------------------------------------------------------------------- approximations
+
+
+class _FirstStep:
+    """A ``pm.fit`` callback noting when the first step ended: PyTensor compiles inside
+    ``pm.fit``, and that is reported as compile time."""
+
+    def __init__(self) -> None:
+        self.time: float | None = None
+
+    def __call__(self, approx, losses: np.ndarray, iteration: int) -> None:
+        if self.time is None:
+            self.time = time.perf_counter()
+
+
+class _FlatPoints:
+    """PyMC's flat unconstrained vectors (the order of ``DictToArrayBijection``) turned into
+    the log density and the named outputs (parameters on their own scale, deterministics)."""
+
+    def __init__(self, pymc_model: pm.Model, model: Model) -> None:
+        import pytensor
+        from pymc.blocking import DictToArrayBijection
+
+        self.pymc_model, self.names = pymc_model, model.output_names
+        self.point = pymc_model.initial_point()
+        self.info = DictToArrayBijection.map(self.point).point_map_info
+        self.logp = pymc_model.compile_logp(jacobian=True)
+        outputs = {v.name: v for v in pymc_model.unobserved_value_vars}
+        self.outputs = pytensor.function(pymc_model.value_vars, [outputs[n] for n in self.names],
+                                         on_unused_input="ignore")
+
+    def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        from pymc.blocking import DictToArrayBijection, RaveledVars
+
+        return DictToArrayBijection.rmap(RaveledVars(np.asarray(flat, dtype=float), self.info), self.point)
+
+    def log_p(self, flat: np.ndarray) -> np.ndarray:
+        return np.array([self.logp(self.unflatten(x)) for x in flat], dtype=float)
+
+    def posterior(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs of each flat point, as (1, draws, *shape): one chain."""
+        values = [self.unflatten(x) for x in flat]
+        order = [v.name for v in self.pymc_model.value_vars]
+        columns = list(zip(*(self.outputs(*[point[name] for name in order]) for point in values)))
+        return {name: np.asarray(column, dtype=float)[None] for name, column in zip(self.names, columns)}
+
+
+def _advi(pymc_model: pm.Model, model: Model, settings: VariationalSettings, method: str) -> Draws:
+    """``pm.fit`` with PyMC's own optimiser and the convergence check ``pm.sample(init="advi")``
+    uses (parameters changing by less than the tolerance, absolutely or relatively, over 100
+    steps); then draws from the Gaussian on PyMC's flat unconstrained scale, with log q and
+    log p at each."""
+    first_step = _FirstStep()
+    checks = [pm.callbacks.CheckParametersConvergence(every=ELBO_EVERY, tolerance=settings.tolerance, diff=diff)
+              for diff in ("absolute", "relative")]
+    with stopwatch() as compiling:
+        points = _FlatPoints(pymc_model, model)
+    with pymc_model, stopwatch() as elapsed:
+        start = time.perf_counter()
+        approx = pm.fit(n=settings.iterations, method=method, random_seed=settings.seed, progressbar=False,
+                        obj_n_mc=settings.gradient_draws, callbacks=[first_step, *checks])
+    compile_seconds = compiling() + (first_step.time or start) - start
+    fit_seconds = elapsed() - ((first_step.time or start) - start)
+    iterations = len(approx.hist)
+    with stopwatch() as drawing:
+        group = approx.groups[0]
+        mean = np.asarray(group.mean.eval(), dtype=float)
+        rng = np.random.default_rng([settings.seed, 1])
+        noise = rng.standard_normal((settings.draws, mean.size))
+        if method == "advi":
+            sd = np.asarray(group.std.eval(), dtype=float)
+            flat = mean + noise * sd
+            log_q = -0.5 * (noise**2).sum(axis=1) - np.log(sd).sum()
+        else:
+            factor = np.asarray(group.L.eval(), dtype=float)
+            flat = mean + noise @ factor.T
+            log_q = -0.5 * (noise**2).sum(axis=1) - np.log(np.abs(np.diag(factor))).sum()
+        log_q = log_q - 0.5 * mean.size * np.log(2 * np.pi)
+        log_p = points.log_p(flat)
+        posterior = points.posterior(flat)
+    family = "mean-field Gaussian" if method == "advi" else "full-rank Gaussian"
+    return Draws(
+        posterior=posterior,
+        stats={"lp": log_p[None], "log_q": log_q[None]},
+        warmup_gradient_evaluations=0,
+        timings=Timings(compile_seconds, fit_seconds, drawing(), split="measured"),
+        engine=f"pymc {'advi' if method == 'advi' else 'fullrank advi'} (pm.fit)",
+        # obj_n_mc Monte Carlo draws, hence gradients, per step
+        approximation=Approximation(family, log_p[None], log_q[None], iterations, iterations * settings.gradient_draws,
+                                    converged=iterations < settings.iterations),
+    )
+
+
+def _multipath_pathfinder(pymc_model: pm.Model, settings: VariationalSettings):
+    """pymc-extras' multi-path Pathfinder, its arguments' defaults as ``fit_pathfinder``'s,
+    without importance resampling (done by polyppl, so that Pareto k sees the raw draws)."""
+    from pymc.blocking import DictToArrayBijection
+    from pymc_extras.inference.pathfinder.pathfinder import multipath_pathfinder
+
+    size = DictToArrayBijection.map(pymc_model.initial_point()).data.size
+    logging.getLogger("pymc_extras").setLevel(logging.ERROR)
+    return multipath_pathfinder(
+        pymc_model, num_paths=settings.paths, num_draws=settings.draws, num_draws_per_path=settings.draws,
+        maxcor=max(int(np.ceil(3 * np.log(size))), 5), maxiter=settings.iterations, ftol=settings.tolerance,
+        gtol=1e-8, maxls=1000, num_elbo_draws=10, jitter=2.0, epsilon=1e-12, importance_sampling=None,
+        progressbar=False, concurrent=None, random_seed=settings.seed, display_summary=False,
+    )
+
+
+def _pathfinder(pymc_model: pm.Model, model: Model, settings: VariationalSettings) -> Draws:
+    from pymc_extras.inference.pathfinder.lbfgs import LBFGSStatus
+
+    with stopwatch() as compiling:
+        points = _FlatPoints(pymc_model, model)
+    with stopwatch() as elapsed:
+        result = _multipath_pathfinder(pymc_model, settings)
+    with stopwatch() as drawing:
+        flat = np.asarray(result.samples, dtype=float).reshape(-1, np.shape(result.samples)[-1])
+        log_p, log_q = np.asarray(result.logP, dtype=float), np.asarray(result.logQ, dtype=float)
+        chosen = psis_resample(log_p, log_q, settings.draws, settings.seed)
+        posterior = points.posterior(flat[chosen])
+    compile_seconds = compiling() + float(result.compile_time or 0.0)
+    failed = settings.paths - log_p.shape[0]
+    return Draws(
+        posterior=posterior,
+        stats={"lp": log_p.ravel()[chosen][None], "log_q": log_q.ravel()[chosen][None]},
+        warmup_gradient_evaluations=0,
+        timings=Timings(compile_seconds, max(elapsed() - float(result.compile_time or 0.0), 0.0), drawing(),
+                        split="measured"),
+        engine="pymc-extras pathfinder",
+        approximation=Approximation(
+            "Gaussian per path (L-BFGS inverse Hessian)", log_p, log_q, int(np.sum(result.lbfgs_niter)), None,
+            converged=failed == 0 and LBFGSStatus.MAX_ITER_REACHED not in result.lbfgs_status,
+            notes=(f"{failed} of {settings.paths} paths failed",) if failed else (),
+        ),
+    )
+
+
+def _pathfinder_initvals(pymc_model: pm.Model, model: Model, settings: SamplerSettings) -> list[dict]:
+    """One draw per chain from Pathfinder (default settings, the run's seed), resampled by
+    PSIS weights, as ``pm.sample``'s initial values."""
+    resolved = VariationalSettings(seed=settings.seed).resolved("pathfinder")
+    result = _multipath_pathfinder(pymc_model, resolved)
+    points = _FlatPoints(pymc_model, model)
+    flat = np.asarray(result.samples, dtype=float).reshape(-1, np.shape(result.samples)[-1])
+    chosen = psis_resample(np.asarray(result.logP), np.asarray(result.logQ), settings.chains, settings.seed)
+    free = {rv.name for rv in pymc_model.free_RVs}
+    posterior = points.posterior(flat[chosen])
+    return [{name: posterior[name][0, chain] for name in free} for chain in range(settings.chains)]

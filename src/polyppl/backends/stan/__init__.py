@@ -72,8 +72,10 @@ def choose_engine() -> str:
 BACKEND = Backend(
     name="stan",
     engines=(
-        Engine("cmdstanpy", "CmdStan through cmdstanpy (draws in CSV files)", packages=("cmdstanpy",),
-               inits=("default", "advi", "uniform"), unavailable=_cmdstan_missing, tools=_cmdstan_tools),
+        Engine("cmdstanpy", "CmdStan through cmdstanpy (draws in CSV files): NUTS, ADVI, Pathfinder",
+               methods=("nuts", "advi", "fullrank", "pathfinder"), packages=("cmdstanpy",),
+               inits=("default", "advi", "pathfinder", "uniform"), unavailable=_cmdstan_missing, tools=_cmdstan_tools),
+        # PyStan 3 exposes NUTS only: httpstan has no variational or Pathfinder service.
         Engine("pystan", "PyStan 3 / httpstan (Stan inside the wheel)", packages=("pystan", "httpstan"),
                chain_methods=("auto", "parallel")),
     ),

@@ -31,9 +31,10 @@ import numpy as np
 
 from polyppl.backends.stan import cmdstan_version, cxx_version
 from polyppl.backends.stan.program import stan_data, stan_program
-from polyppl.inference.draws import Draws, LogDensity, Timings, stopwatch
-from polyppl.inference.methods import SamplerSettings
+from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, stopwatch
+from polyppl.inference.methods import SamplerSettings, VariationalSettings
 from polyppl.inference.numpy_model import corr_cholesky_from_partial
+from polyppl.inference.variational import psis_resample
 from polyppl.spec import Dataset, Model, Param, unconstrained_shape
 
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
@@ -50,6 +51,14 @@ STAT_COLUMNS = {
 }
 # Stan prints "Elapsed Time: 0.05 seconds (Warm-up)" and, on the next line, "0.04 seconds (Sampling)".
 _ELAPSED = re.compile(r"([0-9.eE+-]+) seconds \((Warm-up|Sampling)\)")
+# CmdStan's ADVI console: "Iteration: 200 / 250 [ 80%]  (Adaptation)" while it adapts eta, then one
+# row per ELBO evaluation, "   900  -32.694  0.121  0.007   MEDIAN ELBO CONVERGED".
+_ADVI_ADAPTATION = re.compile(r"Iteration:\s*(\d+)\s*/\s*\d+.*\(Adaptation\)")
+_ADVI_ROW = re.compile(r"^\s*(\d+)\s+\S+\s+\S+\s+\S+(.*)$", re.MULTILINE)
+# CmdStan's Pathfinder console, per path: a row "26  -7.9e-01 ...  651 ..." (iteration first) and
+# "Path [1] :Best Iter: [15] ELBO (-39.43) evaluations: (651)".
+_PATH_ROW = re.compile(r"^\s+(\d+)\s+[-+0-9.eE]+\s", re.MULTILINE)
+_PATH_EVALUATIONS = re.compile(r"Best Iter: \[\d+\].*evaluations: \((\d+)\)")
 
 
 def compile(model: Model, dataset: Dataset, engine: str, options: Mapping[str, str]) -> StanModel:
@@ -85,6 +94,60 @@ class StanModel:
             timings=_phase_timings(total, self.compile_seconds, self.compile_cached, warmup_s, sampling_s),
             engine=self.engine,
         )
+
+    def advi(self, settings: VariationalSettings) -> Draws:
+        """CmdStan's mean-field ADVI (its own eta adaptation and stopping rule)."""
+        return self._variational(settings.resolved("advi"), "meanfield")
+
+    def fullrank(self, settings: VariationalSettings) -> Draws:
+        """CmdStan's full-rank ADVI (its own eta adaptation and stopping rule)."""
+        return self._variational(settings.resolved("fullrank"), "fullrank")
+
+    def _variational(self, settings: VariationalSettings, algorithm: str) -> Draws:
+        columns, console, seconds = self.runner.variational(self.data, settings, algorithm)
+        adaptation = max((int(n) for n in _ADVI_ADAPTATION.findall(console)), default=0)
+        rows = _ADVI_ROW.findall(console.partition("Begin stochastic gradient ascent")[2])
+        iterations = int(rows[-1][0]) if rows else 0
+        converged = bool(rows) and "CONVERGED" in rows[-1][1]
+        log_p, log_q = columns["log_p__"][None], columns["log_g__"][None]
+        return Draws(
+            posterior=self._posterior({k: v[None] for k, v in columns.items()}),
+            stats={"lp": log_p, "log_q": log_q},
+            warmup_gradient_evaluations=0,
+            # CmdStan fits and draws in one call: all of it is reported as fitting.
+            timings=Timings(self.compile_seconds, seconds, 0.0, split="none", compile_cached=self.compile_cached),
+            engine=f"cmdstan {algorithm} advi",
+            # grad_samples gradients per step, eta's adaptation steps included
+            approximation=Approximation("mean-field Gaussian" if algorithm == "meanfield" else "full-rank Gaussian",
+                                        log_p, log_q, iterations, (adaptation + iterations) * settings.gradient_draws,
+                                        converged,
+                                        notes=() if converged else ("CmdStan reports no ELBO convergence",)),
+        )
+
+    def pathfinder(self, settings: VariationalSettings) -> Draws:
+        """CmdStan's multi-path Pathfinder, its draws pooled and resampled by polyppl (as
+        CmdStan would by default), so that Pareto k is computed from the raw draws."""
+        settings = settings.resolved("pathfinder")
+        columns, console, seconds = self.runner.pathfinder(self.data, settings)
+        log_p = columns["lp__"].reshape(settings.paths, -1)
+        log_q = columns["lp_approx__"].reshape(settings.paths, -1)
+        chosen = psis_resample(log_p, log_q, settings.draws, settings.seed)
+        iterations = [int(n) for n in _last_row_per_path(console)]
+        return Draws(
+            posterior=self._posterior({k: v[chosen][None] for k, v in columns.items()}),
+            stats={"lp": log_p.ravel()[chosen][None], "log_q": log_q.ravel()[chosen][None]},
+            warmup_gradient_evaluations=0,
+            timings=Timings(self.compile_seconds, seconds, 0.0, split="none", compile_cached=self.compile_cached),
+            engine="cmdstan pathfinder",
+            # CmdStan counts log-density evaluations, its ELBO estimates' included.
+            approximation=Approximation("Gaussian per path (L-BFGS inverse Hessian)", log_p, log_q, sum(iterations),
+                                        sum(int(n) for n in _PATH_EVALUATIONS.findall(console)),
+                                        converged=bool(iterations) and max(iterations) < settings.iterations),
+        )
+
+    def _posterior(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shapes = {n: self.dataset.shape(getattr(self.model[n], "dims", ())) for n in self.model.output_names}
+        return _columns_by_variable(columns, self.model, shapes)
 
     def log_density(self) -> LogDensity:
         shapes = {p.name: unconstrained_shape(p, self.dataset) for p in self.model.params}
@@ -128,6 +191,11 @@ class CmdStanPyEngine:
                 vb = self.model.variational(data=data, seed=settings.seed, require_converged=False,
                                             show_console=False, output_dir=output_dir)
                 inits = vb.stan_variables()
+            elif settings.init == "pathfinder":
+                with captured_output():
+                    pathfinder = self.model.pathfinder(data=data, seed=settings.seed, show_console=False,
+                                                       output_dir=output_dir)
+                inits = pathfinder.create_inits(seed=settings.seed, chains=settings.chains)
             elif settings.init == "uniform":
                 inits = 2.0  # CmdStan's own default: uniform(-2, 2) on the unconstrained scale
             with stopwatch() as elapsed:
@@ -156,6 +224,36 @@ class CmdStanPyEngine:
         sampling = sum(t.get("sampling", 0.0) for t in chain_times)
         columns = {name: np.ascontiguousarray(array[:, :, i].T) for i, name in enumerate(fit.column_names)}
         return _split_warmup(columns, settings.tune) + (warmup, sampling, total)
+
+    def variational(self, data: dict, settings: VariationalSettings,
+                    algorithm: str) -> tuple[dict[str, np.ndarray], str, float]:
+        """CmdStan's ADVI: the draws by column (without the mean's row), the console text and
+        the wall time."""
+        with tempfile.TemporaryDirectory(prefix="polyppl-cmdstan-") as output_dir:
+            with stopwatch() as elapsed, captured_output():
+                fit = self.model.variational(
+                    data=data, seed=settings.seed, algorithm=algorithm, iter=settings.iterations,
+                    tol_rel_obj=settings.tolerance, grad_samples=settings.gradient_draws, draws=settings.draws,
+                    require_converged=False,
+                    show_console=False, sig_figs=18, output_dir=output_dir)
+            array = np.asarray(fit.variational_sample, dtype=float)
+            console = _console(fit.runset.stdout_files)
+        return {name: array[:, i] for i, name in enumerate(fit.column_names)}, console, elapsed()
+
+    def pathfinder(self, data: dict, settings: VariationalSettings) -> tuple[dict[str, np.ndarray], str, float]:
+        """CmdStan's multi-path Pathfinder without resampling: every path's draws by column
+        (path after path), the console text and the wall time. CmdStan's L-BFGS tolerance on
+        the relative change of the objective is in units of machine epsilon."""
+        with tempfile.TemporaryDirectory(prefix="polyppl-cmdstan-") as output_dir:
+            with stopwatch() as elapsed, captured_output():
+                fit = self.model.pathfinder(
+                    data=data, seed=settings.seed, num_paths=settings.paths, num_single_draws=settings.draws,
+                    draws=settings.draws, max_lbfgs_iters=settings.iterations,
+                    tol_rel_obj=settings.tolerance / np.finfo(float).eps, psis_resample=False, show_console=False,
+                    sig_figs=18, output_dir=output_dir)
+            array = np.asarray(fit.draws(), dtype=float)
+            console = _console(fit._runset.stdout_files)  # cmdstanpy keeps the console files on the run set
+        return {name: array[:, i] for i, name in enumerate(fit.column_names)}, console, elapsed()
 
     def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]]):
         def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
@@ -295,6 +393,15 @@ def captured_output():
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def _console(paths: list[str]) -> str:
+    return "\n".join(Path(path).read_text(errors="replace") for path in paths if Path(path).exists())
+
+
+def _last_row_per_path(console: str) -> list[str]:
+    """The iteration number of each Pathfinder path's last table row."""
+    return [rows[-1] for block in console.split("Best Iter:")[:-1] if (rows := _PATH_ROW.findall(block))]
 
 
 def split_elapsed(text: str) -> tuple[float, float]:
