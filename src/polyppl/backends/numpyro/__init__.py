@@ -6,7 +6,7 @@ BACKEND = Backend(
     name="numpyro",
     engines=(
         Engine("numpyro", "NumPyro's NUTS, compiled by XLA", packages=("numpyro", "jax", "jaxlib"),
-               chain_methods=("auto", "sequential", "parallel", "vectorized")),
+               chain_methods=("auto", "sequential", "parallel", "vectorized"), single_core_chains="vectorized"),
     ),
     compiler="polyppl.backends.numpyro.compiler",
     # float64 by default so that NumPyro computes the same numbers as PyMC and Stan; float32

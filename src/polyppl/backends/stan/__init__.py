@@ -74,8 +74,9 @@ BACKEND = Backend(
     engines=(
         Engine("cmdstanpy", "CmdStan through cmdstanpy (draws in CSV files)", packages=("cmdstanpy",),
                inits=("default", "advi", "uniform"), unavailable=_cmdstan_missing, tools=_cmdstan_tools),
+        # httpstan always runs chains in its own process pool.
         Engine("pystan", "PyStan 3 / httpstan (Stan inside the wheel)", packages=("pystan", "httpstan"),
-               chain_methods=("auto", "parallel")),
+               chain_methods=("auto", "parallel"), single_core_chains="auto"),
     ),
     compiler="polyppl.backends.stan.compiler",
     choose_auto=choose_engine,
