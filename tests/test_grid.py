@@ -160,3 +160,34 @@ def test_worker_killed_mid_sbc_loses_nothing_and_changes_no_rank(tmp_path):
     assert len(read_ledger(distributed.ledger)) == 8
     assert distributed.L == reference.L
     assert column.ranks == reference.columns["stan"].ranks
+
+
+@pytest.mark.slow
+def test_existing_cluster_started_with_the_dask_cli(tmp_path):
+    """``dask scheduler`` and ``dask worker ADDRESS`` (daemonic workers, Dask's default), then a
+    grid given the scheduler's address: the workers are prepared as the local cluster's are."""
+    dask = Path(sys.executable).parent / "dask"
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    scheduler = subprocess.Popen([str(dask), "scheduler", "--scheduler-file", str(scheduler_file), "--port", "0",
+                                  "--dashboard-address", ":0", "--no-show"], env=env, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not scheduler_file.exists():
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--nworkers", "1"], env=env,
+                                  stderr=subprocess.DEVNULL)
+        tasks = [GridTask(FitKey("toy", "none", "nuts", i, 1), "grid_tasks:hazards", {}, "c1") for i in range(2)]
+        run = run_grid(tasks, ledger=tmp_path / "ledger.jsonl", scheduler=address)
+        assert run.where.startswith(f"the Dask cluster at {address}")
+        for entry in run.entries.values():
+            assert entry["status"] == "ok", entry.get("error")
+            assert entry["result"]["daemon"] is False and entry["result"]["child_exit_code"] == 0
+            assert entry["result"]["pool_result"] == 49 and entry["result"]["start_method"] == "forkserver"
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)

@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--scheduler", metavar="ADDRESS",
                       help="a running Dask scheduler (tcp://HOST:PORT; start one with `uv run dask scheduler` and workers "
-                      "with `uv run dask worker ADDRESS`); default: a local cluster started for this run")
+                      "with `uv run dask worker ADDRESS`), or `in-process` to run the fits here one after another "
+                      "(no Dask); default: a local cluster started for this run")
     grid.add_argument("--workers", type=positive_int, help="worker processes of the local cluster (default: one per core)")
     parser.add_argument("--timeout", type=float, help="seconds allowed per fit (default: none)")
     parser.add_argument("--retries", type=non_negative_int, default=2,
@@ -83,5 +84,6 @@ def cmd_sbc(args: argparse.Namespace) -> int:
     print(f"\nsaved: {save_json_result(run)} (ledger {run.ledger})")
     if args.json:
         print(f"saved: {save_json_result(run, args.json)}")
-    print(f"report: {write_sbc_report(run, args.report)}")
+    report, *figures = write_sbc_report(run, args.report, figures=args.out)
+    print(f"report: {report}" + (f"; figures: {', '.join(map(str, figures))}" if figures else ""))
     return run.exit_code

@@ -199,12 +199,12 @@ def compiled_for(backend: str, engine: str, model: Model, dataset: Dataset,
     shapes); every call, the first included, returns ``compiled.with_data(dataset)``, so
     that a fit runs the same code whether or not its worker was warm."""
     key = _compiled_key(backend, engine, model, dataset, options or {})
-    seconds = 0.0
-    if key not in _COMPILED:
-        with stopwatch() as elapsed:
-            _COMPILED[key] = get_backend(backend).compile(model, dataset, engine, dict(options or {}))
-        seconds = elapsed()
-    return _COMPILED[key].with_data(dataset), seconds
+    if key in _COMPILED:
+        return _COMPILED[key].with_data(dataset), 0.0
+    with stopwatch() as elapsed:
+        _COMPILED[key] = get_backend(backend).compile(model, dataset, engine, dict(options or {}))
+        bound = _COMPILED[key].with_data(dataset)  # the first builds what every dataset shares
+    return bound, elapsed()
 
 
 def forget_compiled() -> None:

@@ -9,12 +9,15 @@ report's, so the file opens anywhere, offline.
 
 from __future__ import annotations
 
+import base64
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from polyppl import __version__
 from polyppl.inference.diagnostics import FLAG_MEANINGS
 from polyppl.inference.idata import atomic_write
-from polyppl.render.report import CSS, _e, _figure
+from polyppl.render.report import CSS, DPI, _e
 from polyppl.render.sbc_plots import ecdf_difference_figure, rank_histogram_figure
 from polyppl.render.tables import Table
 from polyppl.studies import sbc_stats
@@ -113,21 +116,68 @@ def default_report_path(run: SbcRun) -> Path:
     return run.ledger.with_name(run.ledger.name.replace("-ledger.jsonl", "-report.html"))
 
 
-def write_sbc_report(run: SbcRun, path: str | Path | None = None) -> Path:
-    """The HTML page (default ``OUT/<model>-<scenario>-sbc-report.html``), written atomically."""
+@dataclass(frozen=True)
+class _Png:
+    name: str  # ``ecdf`` or ``ranks``: the file is ``<stem>-<name>.png``
+    data: bytes
+    alt: str
+    caption: str
+
+    def html(self) -> str:
+        encoded = base64.b64encode(self.data).decode("ascii")
+        return (f'<figure><img src="data:image/png;base64,{encoded}" alt="{_e(self.alt)}">'
+                f"<figcaption>{_e(self.caption)}</figcaption></figure>")
+
+
+def _render(run: SbcRun) -> dict[str, _Png]:
+    """Both figures as PNG, each drawn once (with many quantities, drawing is most of the
+    report's time); none without ranks."""
+    if not run.L or not _ranks(run):
+        return {}
+    results = {label: column.results for label, column in run.columns.items() if column.results}
+    figures = {
+        "ecdf": (ecdf_difference_figure(_ranks(run), run.L, results=results),
+                 "rank ECDF minus uniform CDF per quantity and backend",
+                 f"For each quantity, the ECDF of the fractional ranks minus the uniform CDF, per backend, and the "
+                 f"{sbc_stats.BAND_LEVEL:.0%} simultaneous band for a uniform sample (grey). Above zero: true values "
+                 "rank low, so the posterior sits too high; a ∩ shape: the posterior is too narrow; a ∪ shape: too wide."),
+        "ranks": (rank_histogram_figure(_ranks(run), run.L), "rank histograms per quantity and backend",
+                  "Ranks in equal bins; the grey band is where each bin's count lies with 99% probability under "
+                  "uniformity (pointwise)."),
+    }
+    out = {}
+    for name, (figure, alt, caption) in figures.items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+        out[name] = _Png(name, buffer.getvalue(), alt, caption)
+    return out
+
+
+def write_sbc_report(run: SbcRun, path: str | Path | None = None, figures: str | Path | None = None) -> list[Path]:
+    """The HTML page (default ``OUT/<model>-<scenario>-sbc-report.html``), written atomically,
+    and, with ``figures`` (a folder), the figures as ``<stem>-ecdf.png`` and
+    ``<stem>-ranks.png``; the paths written."""
     path = Path(path) if path is not None else default_report_path(run)
-    page = _page(run)
+    pngs = _render(run)
+    page = _page(run, pngs)
     atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    return path
+    written = [path]
+    if figures is not None:
+        stem = run.ledger.name.replace("-ledger.jsonl", "")
+        for png in pngs.values():
+            target = Path(figures) / f"{stem}-{png.name}.png"
+            atomic_write(target, lambda tmp, data=png.data: tmp.write_bytes(data))
+            written.append(target)
+    return written
 
 
-def _page(run: SbcRun) -> str:
+def _page(run: SbcRun, pngs: dict[str, _Png]) -> str:
     labels = run.problem.labels
     title = f"polyppl SBC: {labels.model} · {labels.scenario}"
     sections = [
         ("verdict", "Verdict", _verdict_section(run)),
-        ("ecdf", "Rank ECDFs", _ecdf_section(run)),
-        ("histograms", "Rank histograms", _histogram_section(run)),
+        ("ecdf", "Rank ECDFs", pngs["ecdf"].html() if "ecdf" in pngs else ""),
+        ("histograms", "Rank histograms", pngs["ranks"].html() if "ranks" in pngs else ""),
         ("quantities", "Test per quantity", quantities_table(run).html() if run.L else ""),
         ("time", "Time", timing_table(run).html()),
         ("again", "Running it again", _again_section(run)),
@@ -177,26 +227,6 @@ def _verdict_section(run: SbcRun) -> str:
 
 def _ranks(run: SbcRun) -> dict[str, dict[str, list[int]]]:
     return {label: column.ranks for label, column in run.columns.items() if column.results}
-
-
-def _ecdf_section(run: SbcRun) -> str:
-    if not run.L or not _ranks(run):
-        return ""
-    results = {label: column.results for label, column in run.columns.items() if column.results}
-    figure = ecdf_difference_figure(_ranks(run), run.L, results=results)
-    return _figure(figure, "rank ECDF minus uniform CDF per quantity and backend",
-                   f"For each quantity, the ECDF of the fractional ranks minus the uniform CDF, per backend, and the "
-                   f"{sbc_stats.BAND_LEVEL:.0%} simultaneous band for a uniform sample (grey). Above zero: true values "
-                   "rank low, so the posterior sits too high; a ∩ shape: the posterior is too narrow; a ∪ shape: too wide.")
-
-
-def _histogram_section(run: SbcRun) -> str:
-    if not run.L or not _ranks(run):
-        return ""
-    figure = rank_histogram_figure(_ranks(run), run.L)
-    return _figure(figure, "rank histograms per quantity and backend",
-                   "Ranks in equal bins; the grey band is where each bin's count lies with 99% probability under "
-                   "uniformity (pointwise).")
 
 
 def _again_section(run: SbcRun) -> str:

@@ -401,7 +401,23 @@ def sbc_stem(out: Path, problem: Problem) -> Path:
     return Path(out) / f"{problem.labels.model}-{problem.labels.scenario}-sbc"
 
 
-def run_sbc(
+@dataclass(frozen=True)
+class SbcPlan:
+    """What an SBC run will do, before anything runs: the model fitted, the columns, one
+    task per (simulation, column), and the ledger."""
+
+    problem: Problem
+    fitted: Model
+    substitutes: dict[str, Dist | None]
+    simulations: int
+    seed: int
+    settings: SamplerSettings
+    columns: list[tuple[str, FitRequest]]
+    tasks: list[GridTask]
+    ledger: Path
+
+
+def plan_sbc(
     model: str | Problem,
     backends: Sequence[str] | None = None,
     methods: Sequence[str] = ("nuts",),
@@ -415,24 +431,9 @@ def run_sbc(
     substitutes: Mapping[str, Dist | None] | None = None,
     engines: Mapping[str, str] | None = None,
     out: str | Path = DEFAULT_OUT,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    timeout: float | None = None,
-    retries: int = DEFAULT_RETRIES,
-    family_alpha: float = sbc_stats.FAMILY_ALPHA,
-    progress: Progress | None = None,
-) -> SbcRun:
-    """SBC of ``model`` (a built-in name, ``FILE.py:NAME`` or a Problem) on ``backends``
-    (columns such as ``stan:pystan``; default all) and ``methods``, ``simulations`` per
-    backend and method, on the grid (``scheduler``: None for a local Dask cluster of
-    ``workers`` processes, ``tcp://HOST:PORT`` for an existing one, ``in-process``).
-
-    Improper priors and factors are refused with a message naming each node, unless
-    ``substitutes`` states a proper prior for each such parameter and drops each factor
-    (``{"a": s.Gamma(2, 0.1), "hyperprior": None}``); the substituted model is then the one
-    simulated and fitted. ``engines`` picks the engine of a backend named without one
-    (``{"stan": "pystan"}``). The ledger, ``OUT/<model>-<scenario>-sbc-ledger.jsonl``, is
-    read first and appended to as fits finish; the JSON result is written beside it."""
+) -> SbcPlan:
+    """Check the input and lay out the tasks of :func:`run_sbc` (same arguments); bad input
+    (an improper prior, a backend that cannot run the method) fails here, naming it."""
     if not isinstance(simulations, int) or simulations < 1:
         raise UserError(f"simulations must be a positive whole number, got {simulations!r}")
     if not isinstance(seed, int) or not 0 <= seed < 2**31:
@@ -469,13 +470,51 @@ def run_sbc(
             tasks.append(GridTask(FitKey(problem.labels.model, label, request.method, simulation, seed),
                                   "polyppl.studies.sbc:run_simulation", job, config))
     stem = sbc_stem(Path(out), problem)
-    ledger = stem.with_name(stem.name + "-ledger.jsonl")
+    return SbcPlan(problem, fitted, substitutes, simulations, seed, settings, columns, tasks,
+                   stem.with_name(stem.name + "-ledger.jsonl"))
+
+
+def run_sbc(
+    model: str | Problem,
+    backends: Sequence[str] | None = None,
+    methods: Sequence[str] = ("nuts",),
+    simulations: int = DEFAULT_SIMULATIONS,
+    seed: int = 1,
+    *,
+    scenario: str | None = None,
+    data: str | Path | None = None,
+    parametrization: str | None = None,
+    settings: SamplerSettings = DEFAULT_SETTINGS,
+    substitutes: Mapping[str, Dist | None] | None = None,
+    engines: Mapping[str, str] | None = None,
+    out: str | Path = DEFAULT_OUT,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
+    family_alpha: float = sbc_stats.FAMILY_ALPHA,
+    progress: Progress | None = None,
+) -> SbcRun:
+    """SBC of ``model`` (a built-in name, ``FILE.py:NAME`` or a Problem) on ``backends``
+    (columns such as ``stan:pystan``; default all) and ``methods``, ``simulations`` per
+    backend and method, on the grid (``scheduler``: None for a local Dask cluster of
+    ``workers`` processes, ``tcp://HOST:PORT`` for an existing one, ``in-process``).
+
+    Improper priors and factors are refused with a message naming each node, unless
+    ``substitutes`` states a proper prior for each such parameter and drops each factor
+    (``{"a": s.Gamma(2, 0.1), "hyperprior": None}``); the substituted model is then the one
+    simulated and fitted. ``engines`` picks the engine of a backend named without one
+    (``{"stan": "pystan"}``). The ledger, ``OUT/<model>-<scenario>-sbc-ledger.jsonl``, is
+    read first and appended to as fits finish. A script that starts a local cluster must
+    guard its entry point (``if __name__ == "__main__":``): Dask starts workers by spawn."""
+    plan = plan_sbc(model, backends, methods, simulations, seed, scenario=scenario, data=data,
+                    parametrization=parametrization, settings=settings, substitutes=substitutes, engines=engines, out=out)
     if progress:
-        progress(f"SBC of {problem.describe()}: {simulations} simulations x {len(columns)} backends "
-                 f"({', '.join(label for label, _ in columns)}), seed {seed}; ledger {ledger}")
-    grid = run_grid(tasks, ledger=ledger, scheduler=scheduler, workers=workers, timeout=timeout, retries=retries,
-                    progress=progress)
-    return summarize(problem, fitted, substitutes, simulations, seed, settings, columns, grid, family_alpha, ledger)
+        progress(f"SBC of {plan.problem.describe()}: {simulations} simulations x {len(plan.columns)} backends "
+                 f"({', '.join(label for label, _ in plan.columns)}), seed {seed}; ledger {plan.ledger}")
+    grid = run_grid(plan.tasks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
+                    retries=retries, progress=progress)
+    return summarize(plan, grid, family_alpha)
 
 
 def choose_run_L(ess_minima: Sequence[float], ladder: Sequence[int]) -> int | None:
@@ -493,17 +532,15 @@ def choose_run_L(ess_minima: Sequence[float], ladder: Sequence[int]) -> int | No
         return min(ladder)
 
 
-def summarize(problem: Problem, fitted: Model, substitutes: Mapping[str, Dist | None], simulations: int, seed: int,
-              settings: SamplerSettings, columns: Sequence[tuple[str, FitRequest]], grid: GridRun,
-              family_alpha: float, ledger: Path) -> SbcRun:
+def summarize(plan: SbcPlan, grid: GridRun, family_alpha: float = sbc_stats.FAMILY_ALPHA) -> SbcRun:
     """Verdicts, counts and timings from the grid's entries."""
+    columns, simulations = plan.columns, plan.simulations
     by_label: dict[str, list[tuple[int, dict[str, Any]]]] = {label: [] for label, _ in columns}
-    for key, entry in grid.entries.items():
-        by_label[key.backend].append((int(key.simulation), entry))
-    ladder = [int(L) for L in next((e["result"]["ranks"] for rows in by_label.values() for _, e in rows
-                                     if e["status"] == "ok"), {})]
+    for task in plan.tasks:
+        if task.key in grid.entries:
+            by_label[task.key.backend].append((int(task.key.simulation), grid.entries[task.key]))
     ess_minima = [e["result"]["ess_bulk_min"] for rows in by_label.values() for _, e in rows if e["status"] == "ok"]
-    L = choose_run_L(ess_minima, ladder) if ladder else None
+    L = choose_run_L(ess_minima, plan.tasks[0].argument.ladder)
     out = {}
     for label, request in columns:
         rows = sorted(by_label[label], key=lambda row: row[0])
@@ -527,6 +564,7 @@ def summarize(problem: Problem, fitted: Model, substitutes: Mapping[str, Dist | 
         finished = [entry for _, entry in rows if entry["status"] == "ok"]
         out[label] = SbcColumn(label, request.backend, request.engine, request.method, counts, results, failures,
                                _timing(finished), sorted({r["engine"] for r in ok}))
+    # The grid's facts are the whole grid's (which may have run other plans' tasks too).
     ran = [entry for entry in grid.entries.values() if entry["status"] == "ok"]
     sampler = sum(e["result"]["sampler_seconds"] for e in ran)
     cpu = sum(e.get("cpu_seconds") or 0.0 for e in grid.entries.values())
@@ -543,8 +581,8 @@ def summarize(problem: Problem, fitted: Model, substitutes: Mapping[str, Dist | 
         "overhead_share": ((grid.wall_seconds * grid.workers - sampler) / sampler
                            if grid.reused == 0 and grid.ran and sampler > 0 else None),
     }
-    return SbcRun(problem, fitted, {k: _describe(v) for k, v in substitutes.items()}, simulations, seed, settings, L,
-                  family_alpha, out, grid_facts, ledger)
+    return SbcRun(plan.problem, plan.fitted, {k: _describe(v) for k, v in plan.substitutes.items()}, simulations,
+                  plan.seed, plan.settings, L, family_alpha, out, grid_facts, plan.ledger)
 
 
 def _describe(dist: Dist | None) -> str | None:
@@ -590,7 +628,7 @@ def save_json_result(run: SbcRun, path: Path | None = None) -> Path:
 
 
 __all__ = [
-    "DEFAULT_SETTINGS", "DEFAULT_SIMULATIONS", "LOG_LIKELIHOOD", "SbcColumn", "SbcJob", "SbcRun", "choose_run_L",
-    "parse_substitute", "run_sbc", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
+    "DEFAULT_SETTINGS", "DEFAULT_SIMULATIONS", "LOG_LIKELIHOOD", "SbcColumn", "SbcJob", "SbcPlan", "SbcRun",
+    "choose_run_L", "convergence", "parse_substitute", "plan_sbc", "run_sbc", "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
     "simulation_rng",
 ]
