@@ -262,7 +262,9 @@ def _sample_with_step(shared: _SharedDataModel, model: Model, settings: SamplerS
     step, compile_seconds = shared.step(settings)
     starts = shared.initial_points(settings.chains, settings.seed)
     cores = 1 if settings.chain_method == "sequential" else min(settings.chains, os.cpu_count() or 1)
-    with shared.pymc_model, stopwatch() as elapsed:
+    with shared.pymc_model, stopwatch() as elapsed, warnings.catch_warnings():
+        # The warm-up draws are kept on purpose (their gradient count is the warm-up's cost).
+        warnings.filterwarnings("ignore", message="Tuning samples will be included")
         trace = pm.sample(
             draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=cores, random_seed=settings.seed,
             step=step, initvals=starts, progressbar=False, compute_convergence_checks=False,
