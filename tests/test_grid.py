@@ -2,8 +2,9 @@
 
 Real processes, real Dask local clusters, no mocks. Task functions live in
 tests/grid_tasks.py; the last test runs real SBC fits of Stan (CmdStan, or PyStan where no
-CmdStan is installed). Measured on the shared 2-core machine (load 6-8): about 25 s for the
-fast tests, 60-90 s for the Dask cluster tests, 100-150 s for the worker-kill SBC test.
+CmdStan is installed). Measured on the shared 2-core machine (load 6-8): 8 s for the fast
+tests; the slow ones 25-30 s each for the two local-cluster tests, 65 s for the cluster
+started with the dask CLI, 76 s for the worker-kill SBC test.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ class CmdStanPyEngine:
         import cmdstanpy
 
         # cmdstanpy logs a line as each chain starts and ends; PyMC's logger is quieted alike.
-        logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+        # (Its logger is configured on first use, which would undo a level set before.)
+        cmdstanpy.utils.get_logger().setLevel(logging.WARNING)
         key = hashlib.sha256(json.dumps([program, cmdstan_version(), cxx_version()]).encode()).hexdigest()[:16]
         directory = _cache_root() / "cmdstan" / key
         directory.mkdir(parents=True, exist_ok=True)
@@ -217,6 +218,7 @@ class PyStanEngine:
             return stan.build(self.program, data=self.data, random_seed=seed)
 
     def nuts(self, data: dict, settings: SamplerSettings) -> tuple[dict[str, np.ndarray], int, float, float, float]:
+        _httpstan_pool_without_fork()  # JAX may have been loaded since this engine was made
         posterior = self._build(settings.seed)
         # httpstan stores every seeded fit (megabytes each) and answers a repeated request
         # from that store. Fits this call adds are removed afterwards; a fit answered from
