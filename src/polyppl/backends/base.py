@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 from polyppl.errors import UserError
@@ -41,6 +42,8 @@ class Engine:
     unavailable: Callable[[], str | None] = lambda: None
     #: Versions of what the engine runs that are not Python packages (CmdStan, its C++ compiler).
     tools: Callable[[], dict[str, str]] = dict
+    #: The chain method that keeps a multi-chain run on about one core (a grid runs one fit per core).
+    single_core_chains: str = "sequential"
 
 
 class CompiledModel(Protocol):
@@ -53,6 +56,11 @@ class CompiledModel(Protocol):
     def run(self, method: str, settings: SamplerSettings | VariationalSettings) -> Draws: ...
 
     def log_density(self) -> LogDensity: ...
+
+    def with_data(self, dataset: Dataset) -> CompiledModel:
+        """The same model on another dataset of the same shapes, reusing what was compiled
+        (a grid of fits compiles a model once per worker)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,10 @@ class Backend:
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Picks the engine for "auto" (default: the first engine).
     choose_auto: Callable[[], str] | None = None
+    #: Set-up of a long-lived process that runs many fits beside other such processes (a
+    #: worker of a grid), called before the library is imported, with a directory that is
+    #: the process's alone while it lives (e.g. for the library's compile cache).
+    prepare_worker: Callable[[Path], None] | None = None
 
     @property
     def engine_names(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from polyppl.backends import BACKENDS
-from polyppl.cli.common import add_engine_arguments, column_list, labels_with_engines
+from polyppl.cli.common import add_engine_arguments, column_list, labels_with_engines, positive_int
 from polyppl.errors import UserError
 from polyppl.models import MODELS
 
@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     size.add_argument("--quick", action="store_true", help="the default: 3 sizes per model, 2 chains x 300 + 300 (minutes)")
     size.add_argument("--full", action="store_true", help="2-2,048 groups, 100-100,000 rows per cell (and 100-3,000 "
                       "row-level), 4-1,024 variants, 4 chains x 1000 + 1000 (about 2 hours on 2 cores; resumable)")
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--scheduler", metavar="ADDRESS",
+                      help="run the points on this Dask scheduler's workers (tcp://HOST:PORT); points that run at once "
+                      "share their machine, so their timings are not a quiet machine's")
+    grid.add_argument("--workers", type=positive_int,
+                      help="run the points on a local Dask cluster of this many worker processes (default: one point "
+                      "after another, without Dask)")
     parser.set_defaults(func=cmd_bench)
 
 
@@ -38,7 +45,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             known = "" if model in MODELS else "no such model; "
             raise UserError(f"no scaling sweep for model {model!r} ({known}sweeps exist for: {', '.join(swept)})")
     backends = labels_with_engines(args.backends, args)
-    rows = run_sweep(args.out, FULL if args.full else QUICK, args.model or swept, backends)
+    rows = run_sweep(args.out, FULL if args.full else QUICK, args.model or swept, backends,
+                     scheduler=args.scheduler, workers=args.workers)
     plot(rows, args.out)
     print(exponents_text(growth_exponents(rows)))
     print(f"saved: {args.out / 'scaling.csv'}, {args.out / 'scaling.json'}, plots {args.out}/scaling-*.png")

@@ -121,12 +121,15 @@ def point_request(point: Point, sweep: Sweep) -> FitRequest:
                            labels=labels)
 
 
+def _base_row(point: Point) -> dict[str, Any]:
+    return {"key": point.key, "model": point.model, "backend": point.backend, **dict(point.sizes), "form": point.form}
+
+
 def run_point(point: Point, sweep: Sweep) -> dict[str, Any]:
     """One point in a child process (the fit runner); its row, or its status if it failed or
     ran too long. Fresh processes keep compile caches and peak memory of one point out of the
     next."""
-    row: dict[str, Any] = {"key": point.key, "model": point.model, "backend": point.backend, **dict(point.sizes),
-                           "form": point.form}
+    row = _base_row(point)
     with tempfile.TemporaryDirectory(prefix="polyppl-bench-") as folder:
         outcome = run_fit(point_request(point, sweep), Path(folder) / "point", timeout=sweep.timeout_seconds, force=True)
     record = outcome.record
@@ -155,15 +158,28 @@ def finished_points(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def run_point_task(argument: tuple[Point, Sweep]) -> dict[str, Any]:
+    """:func:`run_point` as a task of a grid (``execution.grid``): its row, with its status."""
+    return run_point(*argument)
+
+
 def run_sweep(
     out: Path,
     sweep: Sweep = QUICK,
     models: Sequence[str] | None = None,
     backends: Sequence[str] = tuple(BACKENDS),
     progress: bool = True,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run the points not yet in ``out/points.jsonl``, then write the tables (the plots:
-    ``polyppl.render.bench.plot``)."""
+    ``polyppl.render.bench.plot``).
+
+    By default one point after another here (each in a child process of its own). With
+    ``scheduler`` (a Dask scheduler's address) or ``workers`` (a local Dask cluster of that
+    many worker processes) the points run on a grid, each still in a child process of its own
+    on its worker; points that run at the same time share the machine, so their timings are
+    not those of a quiet one."""
     models = list(models or sweep_models())
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "points.jsonl"
@@ -172,6 +188,8 @@ def run_sweep(
         with journal.open("a") as handle:  # a line cut short: the next row starts a line of its own
             handle.write("\n")
     todo = points(sweep, models, backends)
+    if scheduler is not None or workers is not None:
+        _run_on_grid([p for p in todo if p.key not in done], sweep, journal, done, scheduler, workers, progress)
     for index, point in enumerate(todo, start=1):
         if point.key in done:
             continue
@@ -186,6 +204,29 @@ def run_sweep(
     rows = [done[p.key] for p in todo]
     write_tables(rows, out)
     return rows
+
+
+def _run_on_grid(todo: Sequence[Point], sweep: Sweep, journal: Path, done: dict[str, dict[str, Any]],
+                 scheduler: str | None, workers: int | None, progress: bool) -> None:
+    """The points on a grid; each finished point is appended to the journal as it arrives."""
+    from polyppl.execution.grid import FitKey, GridTask, run_grid
+
+    tasks = [GridTask(FitKey(p.model, p.backend, "nuts", p.key, sweep.settings().seed), "polyppl.studies.bench:run_point_task",
+                      (p, sweep), sweep.lines) for p in todo]
+    by_key = {task.key: point for task, point in zip(tasks, todo)}
+
+    def journal_row(task: GridTask, entry: dict[str, Any]) -> None:
+        row = {**_base_row(by_key[task.key]), **entry["result"], "status": entry["status"]}
+        if entry.get("error"):
+            row["error"] = entry["error"]
+        with journal.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        done[row["key"]] = row
+
+    # A point's own child process has the sweep's timeout; the grid's is a margin above it.
+    run_grid(tasks, ledger=None, scheduler=scheduler, workers=workers, timeout=sweep.timeout_seconds + 120,
+             progress=(lambda line: print(f"polyppl bench: {line}", file=sys.stderr, flush=True)) if progress else None,
+             on_result=journal_row)
 
 
 def sweep_line(rows: Iterable[dict[str, Any]], model: str, size: str, form: str = "counts") -> list[dict[str, Any]]:

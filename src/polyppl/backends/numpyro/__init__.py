@@ -8,7 +8,7 @@ BACKEND = Backend(
     engines=(
         Engine("numpyro", "NumPyro's NUTS and SVI, compiled by XLA; Pathfinder from BlackJAX",
                methods=("nuts", "advi", "fullrank", "pathfinder"), packages=("numpyro", "jax", "jaxlib", "blackjax"),
-               chain_methods=("auto", "sequential", "parallel", "vectorized"),
+               chain_methods=("auto", "sequential", "parallel", "vectorized"), single_core_chains="vectorized",
                inits=("default", "advi", "pathfinder", "uniform")),
     ),
     compiler="polyppl.backends.numpyro.compiler",

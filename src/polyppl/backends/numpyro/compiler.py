@@ -3,6 +3,7 @@ samples it, in float64 by default so that it computes the same numbers as PyMC a
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Callable, Mapping
@@ -11,7 +12,9 @@ import numpy as np
 
 from polyppl.backends.beta_binomial_math import jax_beta_binomial_logpmf
 from polyppl.errors import UserError
-from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, stopwatch, tree_depth_from_steps
+from polyppl.inference.draws import (
+    Approximation, Draws, LogDensity, Timings, split_by_gradients, stopwatch, tree_depth_from_steps,
+)
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
 from polyppl.inference.variational import ELBO_EVERY, ElboConvergence, psis_resample, uniform_starts
 from polyppl.spec import (
@@ -105,14 +108,25 @@ def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distributi
 
 def build(model: Model, dataset: Dataset) -> Callable[[], None]:
     """A NumPyro model function that walks the specification in order."""
-    # NumPy here, JAX arrays only when the model is traced: building the model does not start
-    # JAX's backend, so that a method can still set XLA's flags (``_single_threaded_eigen``).
-    data = {n.name: np.asarray(dataset.values[n.name]) for n in model.nodes if isinstance(n, (Data, Observed))}
+    return functools.partial(model_of_data(model, dataset), data_arrays(model, dataset))
+
+
+def data_arrays(model: Model, dataset: Dataset) -> dict[str, np.ndarray]:
+    """The values of the data and observed nodes, by name. NumPy here, JAX arrays only when
+    the model is traced: building a model does not start JAX's backend, so that a method can
+    still set XLA's flags (``_single_threaded_eigen``)."""
+    return {n.name: np.asarray(dataset.values[n.name]) for n in model.nodes if isinstance(n, (Data, Observed))}
+
+
+def model_of_data(model: Model, dataset: Dataset) -> Callable[[dict], None]:
+    """A NumPyro model function of one argument, the data (:func:`data_arrays`), for
+    datasets with ``dataset``'s shapes: compiled with the data as an argument, it runs on
+    another dataset without being traced or compiled again."""
     # Python's int and float: JAX gives them 64 bits when x64 is on, 32 when it is off.
     dtypes = {n.name: int if n.dtype == "int" else float for n in model.nodes if isinstance(n, (Data, Observed))}
     shapes = {n.name: dataset.shape(getattr(n, "dims", ())) for n in model.nodes}
 
-    def numpyro_model() -> None:
+    def numpyro_model(data: dict) -> None:
         env: dict = {}
         for node in model.nodes:
             if isinstance(node, Data):
@@ -168,11 +182,28 @@ class NumPyroModel:
     compile_cached = False
     engine = "numpyro"
 
-    def __init__(self, model_fn: Callable[[], None], model: Model, dataset: Dataset, precision: str) -> None:
+    def __init__(self, model_fn: Callable[[], None], model: Model, dataset: Dataset, precision: str,
+                 samplers: _ReusedSamplers | None = None, data: dict | None = None) -> None:
         self.model_fn, self.model, self.dataset, self.precision = model_fn, model, dataset, precision
+        # What every model on data of these shapes shares (made by the first with_data), and,
+        # in a model made by with_data, its dataset's arrays.
+        self._samplers, self._data = samplers, data
 
     def run(self, method: str, settings: SamplerSettings) -> Draws:
         return getattr(self, method)(settings)
+
+    def with_data(self, dataset: Dataset) -> NumPyroModel:
+        """This model on another dataset of the same shapes, reusing what was compiled: the
+        data are an argument of the model function, and NUTS with vectorized chains (``auto``)
+        is compiled once per settings as a function of the data (``_ReusedSamplers``), so a
+        new dataset is neither traced nor compiled again. Other chain methods run NumPyro's
+        ``MCMC`` on the new data."""
+        if self._samplers is None:
+            self._samplers = _ReusedSamplers(model_of_data(self.model, self.dataset), self.dataset)
+        self._samplers.check_shapes(self.model, dataset)
+        data = data_arrays(self.model, dataset)
+        return NumPyroModel(functools.partial(self._samplers.model_fn, data), self.model, dataset, self.precision,
+                            self._samplers, data)
 
     def log_density(self) -> LogDensity:
         return _log_density(self.model_fn, self.model, self.dataset)
@@ -185,7 +216,9 @@ class NumPyroModel:
             _single_threaded_eigen()
         if settings.init in ("advi", "pathfinder"):
             init_params = _vi_starts(self._flat(), settings)
-        return _nuts(self.model_fn, self.model, settings, self.precision, init_params)
+        if init_params is not None or self._data is None or settings.chain_method not in ("auto", "vectorized"):
+            return _nuts(self.model_fn, self.model, settings, self.precision, init_params)
+        return _reused_nuts(self._samplers, self.model, settings, self.precision, self._data)
 
     def advi(self, settings: VariationalSettings) -> Draws:
         """SVI with ``AutoNormal`` (mean-field Gaussian), stopped by Stan's rule."""
@@ -202,6 +235,113 @@ class NumPyroModel:
 
     def _flat(self) -> _FlatModel:
         return _FlatModel(self.model_fn, self.model, self.dataset)
+
+
+class _ReusedSamplers:
+    """NUTS compiled once per sampler settings (all but the seed) for a model function of the
+    data, shared by every dataset of one shape.
+
+    NumPyro's ``MCMC(jit_model_args=True)`` would retrace its sampling loop on every run here
+    (its loop passes a freshly jitted body as a static argument, which never matches the
+    cache), so the loop is written out with NumPyro's own kernel (``numpyro.infer.hmc.hmc``,
+    the NUTS that ``MCMC`` runs): initial points uniform(-2, 2) on the unconstrained scale
+    (``init_to_uniform(radius=2)``, without its redraws of non-finite starts), NumPyro's
+    warm-up adaptation for ``tune`` iterations, then ``draws``, all chains vectorized in one
+    compiled function of (seed, data)."""
+
+    def __init__(self, model_fn: Callable[[dict], None], dataset: Dataset) -> None:
+        self.model_fn = model_fn
+        self._shapes = {name: np.shape(value) for name, value in dataset.values.items()}
+        self._programs: dict[tuple, Callable] = {}
+
+    def check_shapes(self, model: Model, dataset: Dataset) -> None:
+        for node in model.nodes:
+            if isinstance(node, (Data, Observed)) and np.shape(dataset.values[node.name]) != self._shapes[node.name]:
+                raise ValueError(f"{node.name!r} has shape {np.shape(dataset.values[node.name])} here and "
+                                 f"{self._shapes[node.name]} in the model compiled for reuse; with_data needs datasets "
+                                 "of the same shapes")
+
+    def program(self, settings: SamplerSettings, data: dict) -> Callable:
+        """``run(rng_key, data) -> (warm-up steps per chain, HMC states of the draws, constrained
+        draws)``, jitted; the arrays are (draw, chain, ...)."""
+        key = (settings.target_accept, settings.max_tree_depth, settings.tune, settings.draws, settings.chains)
+        if key not in self._programs:
+            self._programs[key] = _vectorized_nuts(self.model_fn, data, settings)
+        return self._programs[key]
+
+
+def _vectorized_nuts(model_fn: Callable[[dict], None], data: dict, settings: SamplerSettings) -> Callable:
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import initialize_model
+
+    info, potential_fn_gen, postprocess_fn_gen, _ = initialize_model(
+        jax.random.PRNGKey(0), model_fn, model_args=(data,), dynamic_args=True, init_strategy=init_to_uniform(radius=2.0))
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+    shapes = {name: jnp.shape(value) for name, value in info[0].items()}
+    chains = settings.chains
+
+    def run(rng_key, data):
+        start_key, kernel_key = jax.random.split(rng_key)
+        start_keys = jax.random.split(start_key, len(shapes))
+        starts = {name: jax.random.uniform(k, (chains, *shape), minval=-2.0, maxval=2.0)
+                  for k, (name, shape) in zip(start_keys, sorted(shapes.items()))}
+
+        def init(z, key):
+            return init_kernel(z, settings.tune, target_accept_prob=settings.target_accept,
+                               max_tree_depth=settings.max_tree_depth, model_args=(data,), rng_key=key)
+
+        state = jax.vmap(init)(starts, jax.random.split(kernel_key, chains))
+        step = jax.vmap(lambda s: sample_kernel(s, model_args=(data,)))
+
+        def advance(carry, _):
+            carry = step(carry)
+            return carry, carry
+
+        state, warm = jax.lax.scan(advance, state, None, length=settings.tune)
+        _, states = jax.lax.scan(advance, state, None, length=settings.draws)
+        constrained = jax.vmap(jax.vmap(postprocess_fn_gen(data)))(states.z)
+        return warm.num_steps.sum(axis=0), states, constrained
+
+    return jax.jit(run)
+
+
+def _reused_nuts(samplers: _ReusedSamplers, model: Model, settings: SamplerSettings, precision: str,
+                 data: dict) -> Draws:
+    """NUTS through the program compiled once for these settings (``_ReusedSamplers``):
+    warm-up and sampling are one call, split in proportion to their gradient evaluations."""
+    clock = _CompileClock()
+    try:
+        with stopwatch() as building:  # the first run of these settings traces the model and builds the loop
+            program = samplers.program(settings, data)
+        built_by = clock.seconds
+        with stopwatch() as elapsed:
+            warm_steps, states, constrained = program(jax.random.PRNGKey(settings.seed), data)
+            states, constrained = jax.device_get((states, constrained))
+        compile_in_run = clock.seconds - built_by
+    finally:
+        clock.close()
+    compile_seconds = building() + compile_in_run
+    by_chain = lambda values: np.swapaxes(np.asarray(values), 0, 1)  # noqa: E731  (draw, chain) -> (chain, draw)
+    n_steps = by_chain(states.num_steps).astype(np.int64)
+    warmup_steps = int(np.asarray(warm_steps).sum())
+    stats = {
+        "diverging": by_chain(states.diverging).astype(bool),
+        "tree_depth": tree_depth_from_steps(n_steps),
+        "n_steps": n_steps,
+        "energy": by_chain(states.energy),
+        "step_size": by_chain(states.adapt_state.step_size),
+        "acceptance_rate": by_chain(states.accept_prob),
+        "lp": -by_chain(states.potential_energy),
+    }
+    warmup_s, sampling_s = split_by_gradients(max(elapsed() - compile_in_run, 0.0), warmup_steps, int(n_steps.sum()))
+    return Draws(
+        posterior={name: by_chain(constrained[name]) for name in model.output_names},
+        stats=stats,
+        warmup_gradient_evaluations=warmup_steps,
+        timings=Timings(compile_seconds=compile_seconds, warmup_seconds=warmup_s, sampling_seconds=sampling_s,
+                        split="gradients", compile_cached=clock.cache_hits > 0),
+        engine=f"numpyro-nuts (vectorized chains, {precision}, compiled once for every dataset)",
+    )
 
 
 def _nuts(model_fn: Callable[[], None], model: Model, settings: SamplerSettings, precision: str,
@@ -295,7 +435,7 @@ class _FlatModel:
 
     def __init__(self, model_fn: Callable[[], None], model: Model, dataset: Dataset) -> None:
         self.model_fn, self.names = model_fn, model.output_names
-        self.shapes = {p.name: dataset.shape(p.dims) for p in model.params}
+        self.shapes = {p.name: unconstrained_shape(p, dataset) for p in model.params}
         flat, self.unravel = ravel_pytree({name: jnp.zeros(shape) for name, shape in self.shapes.items()})
         self.size = flat.size
         self.log_density = jax.jit(lambda x: -potential_energy(model_fn, (), {}, self.unravel(x)))

@@ -100,15 +100,20 @@ def _beta_binomial(name: str, n, alpha, beta, **kwargs):
     )
 
 
-def build(model: Model, dataset: Dataset) -> pm.Model:
-    """Walk the specification once, in order, adding each node to a PyMC model."""
+def build(model: Model, dataset: Dataset, shared_data: bool = False) -> pm.Model:
+    """Walk the specification once, in order, adding each node to a PyMC model.
+
+    ``shared_data``: data and observed values become ``pm.Data`` containers (the observed
+    ones named by :func:`_observed_data_name`), so that ``pm.set_data`` swaps in another
+    dataset of the same shapes without building or compiling anything again."""
     coords = {d: list(dataset.coords[d]) for d in model.dims}
+    values = _data_values(model, dataset)
     with pm.Model(coords=coords) as pymc_model:
         env: dict = {}
         for node in model.nodes:
             if isinstance(node, Data):
-                dtype = "int64" if node.dtype == "int" else "float64"
-                env[node.name] = pt.as_tensor_variable(np.asarray(dataset.values[node.name], dtype=dtype))
+                env[node.name] = (pm.Data(node.name, values[node.name]) if shared_data
+                                  else pt.as_tensor_variable(values[node.name]))
             elif isinstance(node, Param):
                 env[node.name] = _random_variable(node.name, node.dist, env, node.dims)
             elif isinstance(node, Deterministic):
@@ -116,8 +121,29 @@ def build(model: Model, dataset: Dataset) -> pm.Model:
             elif isinstance(node, Factor):
                 pm.Potential(node.name, evaluate(node.expr, env, FUNCTIONS))
             elif isinstance(node, Observed):
-                _random_variable(node.name, node.dist, env, node.dims, observed=np.asarray(dataset.values[node.name]))
+                observed = values[_observed_data_name(node.name)]
+                if shared_data:
+                    observed = pm.Data(_observed_data_name(node.name), observed)
+                _random_variable(node.name, node.dist, env, node.dims, observed=observed)
     return pymc_model
+
+
+def _observed_data_name(name: str) -> str:
+    """The ``pm.Data`` container of an observed node's values (the node's own name is its
+    random variable's)."""
+    return f"{name}__observed"
+
+
+def _data_values(model: Model, dataset: Dataset) -> dict[str, np.ndarray]:
+    """Values of the data nodes (by name) and of the observed nodes (by
+    :func:`_observed_data_name`), with the dtypes the model was built with."""
+    values = {}
+    for node in model.nodes:
+        if isinstance(node, Data):
+            values[node.name] = np.asarray(dataset.values[node.name], dtype="int64" if node.dtype == "int" else "float64")
+        elif isinstance(node, Observed):
+            values[_observed_data_name(node.name)] = np.asarray(dataset.values[node.name])
+    return values
 
 
 def _quiet() -> None:
@@ -138,16 +164,41 @@ class PyMCModel:
     compile_seconds = 0.0
     compile_cached = False
 
-    def __init__(self, pymc_model: pm.Model, model: Model, engine: str) -> None:
+    def __init__(self, pymc_model: pm.Model, model: Model, engine: str, shared: _SharedDataModel | None = None,
+                 values: dict[str, np.ndarray] | None = None) -> None:
         self.pymc_model, self.model, self.engine = pymc_model, model, engine
+        # What every model on data of these shapes shares (made by the first with_data: the
+        # model built with pm.Data containers), and, in a model made by with_data, its values.
+        self._shared, self._values = shared, values
 
     def run(self, method: str, settings: SamplerSettings) -> Draws:
+        self._set_data()
         return getattr(self, method)(settings)
+
+    def with_data(self, dataset: Dataset) -> PyMCModel:
+        """This model on another dataset of the same shapes, reusing what was compiled.
+
+        On PyMC's own NUTS the data live in ``pm.Data`` containers of one ``pm.Model`` (built
+        on the first call) and one NUTS step per (target_accept, max_tree_depth) is compiled
+        once for every dataset; each run first sets its own dataset's values. nutpie and
+        NumPyro's NUTS compile inside their own calls, so for them this builds the model anew."""
+        if self.engine != "pymc":
+            return PyMCModel(build(self.model, dataset), self.model, self.engine)
+        if self._shared is None:
+            self._shared = _SharedDataModel(build(self.model, dataset, shared_data=True))
+        return PyMCModel(self._shared.pymc_model, self.model, self.engine, self._shared,
+                         self._shared.values_for(self.model, dataset))
+
+    def _set_data(self) -> None:
+        if self._values is not None:
+            pm.set_data(self._values, model=self.pymc_model)
 
     def nuts(self, settings: SamplerSettings) -> Draws:
         """PyMC's NUTS (or NumPyro's through ``pm.sample``). PyMC times only its sampling
         loop; compile, initial points and process start-up are the rest of the call
         (reported as compile time)."""
+        if self._values is not None and settings.init == "default":
+            return _sample_with_step(self._shared, self.model, settings)
         if self.engine == "nutpie":
             return _sample_nutpie(self.pymc_model, self.model, settings)
         init = {"default": "jitter+adapt_diag", "advi": "advi", "pathfinder": "adapt_diag",
@@ -204,7 +255,96 @@ class PyMCModel:
         return _pathfinder(self.pymc_model, self.model, settings.resolved("pathfinder"))
 
     def log_density(self) -> LogDensity:
+        self._set_data()
         return _log_density(self.pymc_model, self.model)
+
+
+#: PyMC's names of the NUTS step's per-draw statistics, by polyppl's (STAT_NAMES); pm.sample
+#: renames them the same way when it builds InferenceData.
+_STEP_STATS = {"diverging": "diverging", "tree_depth": "depth", "n_steps": "tree_size", "energy": "energy",
+               "step_size": "step_size", "acceptance_rate": "mean_tree_accept", "lp": "model_logp"}
+
+
+class _SharedDataModel:
+    """A ``pm.Model`` whose data are ``pm.Data`` containers, with what was compiled for it:
+    NUTS steps by (target_accept, max_tree_depth) and initial-point functions by chains."""
+
+    def __init__(self, pymc_model: pm.Model) -> None:
+        self.pymc_model = pymc_model
+        self._steps: dict[tuple[float, int], tuple[object, float]] = {}
+        self._initial_points: dict[int, list] = {}
+
+    def values_for(self, model: Model, dataset: Dataset) -> dict[str, np.ndarray]:
+        """``dataset``'s values for the containers, checked against the shapes built with."""
+        values = _data_values(model, dataset)
+        for name, value in values.items():
+            current = self.pymc_model[name].get_value()
+            if np.shape(value) != np.shape(current):
+                raise ValueError(f"{name!r} has shape {np.shape(value)} here and {np.shape(current)} in the model "
+                                 "compiled for reuse; with_data needs datasets of the same shapes")
+            values[name] = np.asarray(value, dtype=current.dtype)
+        return values
+
+    def step(self, settings: SamplerSettings) -> tuple[object, float]:
+        """The NUTS step for these settings and the seconds its compile took (0 once cached)."""
+        key = (settings.target_accept, settings.max_tree_depth)
+        if key not in self._steps:
+            with self.pymc_model, stopwatch() as elapsed:
+                step = pm.NUTS(target_accept=settings.target_accept, max_treedepth=settings.max_tree_depth)
+            self._steps[key] = (step, elapsed())
+            return self._steps[key]
+        return self._steps[key][0], 0.0
+
+    def initial_points(self, chains: int, seed: int) -> list[dict[str, np.ndarray]]:
+        """One start per chain, as pm.sample's default init makes them: the model's initial
+        point with uniform(-1, 1) jitter on the unconstrained scale (keyed by value variable)."""
+        from pymc.initial_point import make_initial_point_fns_per_chain
+
+        if chains not in self._initial_points:
+            self._initial_points[chains] = make_initial_point_fns_per_chain(
+                model=self.pymc_model, overrides=None, jitter_rvs=set(self.pymc_model.free_RVs), chains=chains)
+        seeds = np.random.SeedSequence(seed).generate_state(chains)
+        return [function(int(s)) for function, s in zip(self._initial_points[chains], seeds)]
+
+
+def _sample_with_step(shared: _SharedDataModel, model: Model, settings: SamplerSettings) -> Draws:
+    """PyMC's NUTS through ``pm.sample`` with a step compiled once for every dataset.
+
+    pm.sample resets the step's tuning (step size, mass matrix) and seeds it for each chain,
+    so a reused step samples as a new one would. Chains start, as with pm.sample's default
+    init (jitter+adapt_diag), from jittered initial points; the mass matrix adaptation starts
+    from the step's own default (mean 0, variance 1) rather than the mean of those points,
+    which only weighs the adaptation's first window. Draws come back as PyMC's own trace
+    (no InferenceData), to keep what surrounds the sampling loop short."""
+    step, compile_seconds = shared.step(settings)
+    starts = shared.initial_points(settings.chains, settings.seed)
+    cores = 1 if settings.chain_method == "sequential" else min(settings.chains, os.cpu_count() or 1)
+    with shared.pymc_model, stopwatch() as elapsed, warnings.catch_warnings():
+        # The warm-up draws are kept on purpose (their gradient count is the warm-up's cost).
+        warnings.filterwarnings("ignore", message="Tuning samples will be included")
+        trace = pm.sample(
+            draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=cores, random_seed=settings.seed,
+            step=step, initvals=starts, progressbar=False, compute_convergence_checks=False,
+            return_inferencedata=False, discard_tuned_samples=False,
+        )
+    total = elapsed()
+    loop = float(trace.report.t_sampling or total)
+    tune = settings.tune
+    posterior = {name: np.stack(trace.get_values(name, combine=False))[:, tune:] for name in model.output_names}
+    stats = {ours: np.stack(trace.get_sampler_stats(theirs, combine=False)).astype(_STAT_TYPES.get(ours, float))
+             for ours, theirs in _STEP_STATS.items()}
+    warmup_steps = int(stats["n_steps"][:, :tune].sum())
+    stats = {name: values[:, tune:] for name, values in stats.items()}
+    warmup_s, sampling_s = split_by_gradients(loop, warmup_steps, int(stats["n_steps"].sum()))
+    return Draws(
+        posterior=posterior,
+        stats=stats,
+        warmup_gradient_evaluations=warmup_steps,
+        timings=Timings(compile_seconds + max(total - loop, 0.0), warmup_s, sampling_s, split="gradients",
+                        compile_cached=compile_seconds == 0.0),
+        engine="pymc-nuts (step reused across datasets)"
+        + (f" ({settings.chain_method} chains)" if settings.chain_method != "auto" else ""),
+    )
 
 
 #: polyppl's statistic names (STAT_NAMES) -> the sampler's, in PyMC's InferenceData.

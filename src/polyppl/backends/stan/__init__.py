@@ -75,9 +75,10 @@ BACKEND = Backend(
         Engine("cmdstanpy", "CmdStan through cmdstanpy (draws in CSV files): NUTS, ADVI, Pathfinder",
                methods=("nuts", "advi", "fullrank", "pathfinder"), packages=("cmdstanpy",),
                inits=("default", "advi", "pathfinder", "uniform"), unavailable=_cmdstan_missing, tools=_cmdstan_tools),
-        # PyStan 3 exposes NUTS only: httpstan has no variational or Pathfinder service.
+        # PyStan 3 exposes NUTS only: httpstan has no variational or Pathfinder service, and it
+        # always runs chains in its own process pool.
         Engine("pystan", "PyStan 3 / httpstan (Stan inside the wheel)", packages=("pystan", "httpstan"),
-               chain_methods=("auto", "parallel")),
+               chain_methods=("auto", "parallel"), single_core_chains="auto"),
     ),
     compiler="polyppl.backends.stan.compiler",
     choose_auto=choose_engine,

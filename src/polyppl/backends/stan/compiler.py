@@ -15,6 +15,7 @@ and sampling times from Stan's own per-chain report, and gradient counts.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -79,6 +80,14 @@ class StanModel:
 
     def run(self, method: str, settings: SamplerSettings) -> Draws:
         return getattr(self, method)(settings)
+
+    def with_data(self, dataset: Dataset) -> StanModel:
+        """This program on another dataset, reusing the compiled executable (CmdStan takes the
+        data with each run; PyStan builds the program with its data from httpstan's cache)."""
+        data = stan_data(self.model, dataset)
+        reused = StanModel(self.model, dataset, self.program, data, self.runner.with_data(data))
+        reused.compile_seconds, reused.compile_cached = 0.0, True
+        return reused
 
     def nuts(self, settings: SamplerSettings) -> Draws:
         columns, warmup_steps, warmup_s, sampling_s, total = self.runner.nuts(self.data, settings)
@@ -171,18 +180,26 @@ class CmdStanPyEngine:
 
         # cmdstanpy logs every chain's start and end, and its own convergence warnings: the
         # record's diagnostics say the same for every engine, so only its errors are shown.
-        logging.getLogger("cmdstanpy").setLevel(logging.ERROR)
+        # (Its logger is configured on first use, which would undo a level set before.)
+        cmdstanpy.utils.get_logger().setLevel(logging.ERROR)
         key = hashlib.sha256(json.dumps([program, cmdstan_version(), cxx_version()]).encode()).hexdigest()[:16]
-        directory = Path(os.environ.get("POLYPPL_CACHE", Path.home() / ".cache" / "polyppl")) / "cmdstan" / key
+        directory = _cache_root() / "cmdstan" / key
         directory.mkdir(parents=True, exist_ok=True)
         stan_file = directory / "model.stan"
         if not stan_file.exists() or stan_file.read_text() != program:
             stan_file.write_text(program)
         exe = directory / "model"
-        self.compile_cached = exe.exists()
-        with stopwatch() as elapsed, captured_output():
-            self.model = cmdstanpy.CmdStanModel(stan_file=str(stan_file), exe_file=str(exe) if self.compile_cached else None)
+        # Processes that compile the same program at once (workers of a grid) take turns.
+        with exclusive(directory / "compile.lock"):
+            self.compile_cached = exe.exists()
+            with stopwatch() as elapsed, captured_output():
+                self.model = cmdstanpy.CmdStanModel(stan_file=str(stan_file),
+                                                    exe_file=str(exe) if self.compile_cached else None)
         self.compile_seconds = elapsed()
+
+    def with_data(self, data: dict) -> CmdStanPyEngine:
+        """The same executable: CmdStan reads the data with each run."""
+        return self
 
     def nuts(self, data: dict, settings: SamplerSettings) -> tuple[dict[str, np.ndarray], int, float, float, float]:
         inits = None
@@ -295,12 +312,21 @@ class PyStanEngine:
 
         _httpstan_without_fork()
         self.program, self.data = program, data
-        self.compile_cached = httpstan.models.calculate_model_name(program) in httpstan.cache.list_model_names()
+        name = httpstan.models.calculate_model_name(program)
         # PyStan builds a program with its data and seed; the first build compiles (cached
         # by httpstan afterwards), so later builds with other seeds cost milliseconds.
-        with stopwatch() as elapsed:
-            self.posterior = self._build(1)
+        # Processes that build the same program at once (workers of a grid) take turns.
+        with exclusive(_cache_root() / "httpstan-locks" / f"{name.replace('/', '-')}.lock"):
+            self.compile_cached = name in httpstan.cache.list_model_names()
+            with stopwatch() as elapsed:
+                self.posterior = self._build(1)
         self.compile_seconds = elapsed()
+
+    def with_data(self, data: dict) -> PyStanEngine:
+        """The same program with other data: built (from httpstan's cache) at each run."""
+        reused = copy.copy(self)
+        reused.data, reused.posterior, reused.compile_seconds, reused.compile_cached = data, None, 0.0, True
+        return reused
 
     def _build(self, seed: int):
         import stan
@@ -347,7 +373,7 @@ class PyStanEngine:
         return _split_warmup(columns, settings.tune) + (warmup, sampling, total)
 
     def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]]):
-        posterior = self.posterior
+        posterior = self.posterior or self._build(1)
 
         def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
             # Stan's unconstrained vector holds a matrix column by column.
@@ -355,6 +381,25 @@ class PyStanEngine:
             return float(posterior.log_prob(flat, adjust_transform=True)), np.asarray(posterior.grad_log_prob(flat))
 
         return evaluate
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("POLYPPL_CACHE", Path.home() / ".cache" / "polyppl"))
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold an exclusive lock on ``path`` (created if missing) for the block: one process at
+    a time, across processes (``flock``; released if the holder dies)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _stored_fits(model_name: str) -> set[Path]:

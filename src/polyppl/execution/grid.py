@@ -1,0 +1,474 @@
+"""A grid of many fits on Dask distributed, with a resumable ledger and warm workers.
+
+A grid is a list of tasks, each one fit (or one measurement) named by a :class:`FitKey`
+(model, backend, method, simulation, seed) and run by a function given by name
+(``module:function``), called on a worker with the task's argument and returning a
+JSON-able dict with a ``status``. Simulation-based calibration (``studies/sbc.py``) and the
+sweeps of ``polyppl bench`` run through it.
+
+Where the fits run:
+
+* by default on a local Dask cluster started for the grid: one worker process per core,
+  one thread each (``LocalCluster(n_workers=cores, threads_per_worker=1, processes=True)``);
+* with ``scheduler="tcp://HOST:PORT"`` on an existing cluster (``dask scheduler`` and
+  ``dask worker ADDRESS`` on any machines that have polyppl installed), the same tasks;
+* with ``scheduler="in-process"`` here, one after another (no Dask; for debugging and for
+  tests that change this process, e.g. a deliberately broken compiler).
+
+The ledger (JSON lines, ``ledger``) gets one line per finished task as its result arrives,
+appended with a single write and flushed to disk, so a driver that is killed loses nothing
+finished; run again with the same ledger, the grid skips every task already there (for the
+same ``config``, a hash of everything else that determines the results) and runs the rest.
+A line cut short by a kill is ignored.
+
+Failures are recorded, not dropped: a task whose function raises gets ``status: error``
+with the message and traceback's tail; one that runs past ``timeout`` seconds gets
+``status: timeout`` (its worker is then restarted, since a fit cannot be stopped inside its
+thread); one whose worker dies (killed, out of memory, a segfault) is run again on another
+worker, up to ``retries`` more times (the scheduler's ``allowed-failures``), and then gets
+``status: crashed``. Results do not depend on which worker runs a task or in what order:
+each task carries its own seeds.
+
+Known hazards, handled when a worker starts (:func:`prepare_worker_process`):
+
+* PyMC (chains in processes) and httpstan (a process pool per fit) start child processes,
+  which Python forbids in daemonic processes, and Dask's worker processes are daemonic by
+  default: the local cluster starts them non-daemonic, and a worker of an existing cluster
+  marks itself non-daemonic.
+* JAX does not survive ``fork``: worker processes are started by ``spawn`` (Dask's default,
+  set explicitly for the local cluster), and inside a worker the default start method is
+  ``forkserver`` (httpstan's own fork pool is replaced where JAX is loaded, in the Stan
+  backend).
+* PyTensor's compile cache is locked for whole compiles: each worker process gets a
+  directory of its own (``$POLYPPL_CACHE/workers/slot-N``, the first free slot, held by a
+  lock while the process lives, so a later worker reuses its compiled modules).
+* cmdstanpy fits write CSV files: each run has an output directory of its own (Stan backend),
+  and processes compiling the same program take turns on a lock.
+
+Warm workers: :func:`compiled_for` compiles a model once per worker process and hands out
+copies bound to each task's dataset (``CompiledModel.with_data``), so a worker pays the
+import and the compile once for all the simulations it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from polyppl.backends import BACKENDS, get_backend
+from polyppl.backends.base import CompiledModel
+from polyppl.errors import UserError
+from polyppl.inference.draws import stopwatch
+from polyppl.spec import Dataset, Model
+from polyppl.spec.serialize import content_hash, model_hash
+
+#: ``scheduler`` value that runs the tasks in this process, one after another.
+IN_PROCESS = "in-process"
+#: Extra runs of a task whose worker died, before it is recorded as crashed.
+DEFAULT_RETRIES = 2
+STATUSES = ("ok", "error", "timeout", "crashed")
+TRACEBACK_CHARS = 3000
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FitKey:
+    """What names one task of a grid in its ledger. ``simulation`` is the simulation's number
+    (SBC) or another label of the data a fit ran on (a sweep point's sizes)."""
+
+    model: str
+    backend: str
+    method: str
+    simulation: int | str
+    seed: int
+
+    def text(self) -> str:
+        return f"{self.model}|{self.backend}|{self.method}|{self.simulation}|{self.seed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GridTask:
+    """One task: ``function`` (``module:function``) is imported on the worker and called
+    with ``argument`` (picklable); it returns a JSON-able dict with a ``status`` of
+    :data:`STATUSES` (``ok`` where it says nothing). ``config`` is a hash of everything
+    besides the key that determines the result: a ledger entry is reused only for the same."""
+
+    key: FitKey
+    function: str
+    argument: Any
+    config: str
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """Every task's ledger entry (``status``, ``result``, ``worker``, ``seconds``), those found
+    in the ledger and those run now, and where they ran."""
+
+    entries: dict[FitKey, dict[str, Any]]
+    reused: int
+    ran: int
+    wall_seconds: float
+    workers: int
+    where: str
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def read_ledger(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Entries of ``path`` by (key text, config); the last line of a pair wins. Lines cut
+    short by an interruption are skipped."""
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    if not path.exists():
+        return entries
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            key = FitKey(**entry["key"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        entries[key.text(), str(entry.get("config"))] = entry
+    return entries
+
+
+def append_line(path: Path, entry: Mapping[str, Any]) -> None:
+    """Append one JSON line with a single write, flushed to disk; a line left unfinished by
+    a kill is first closed, so that it spoils only itself."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(entry, allow_nan=False, default=_json_default) + "\n").encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(descriptor).st_size
+        if size:
+            with open(path, "rb") as handle:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    data = b"\n" + data
+        os.write(descriptor, data)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def _clean(value: Any) -> Any:
+    """Non-finite floats as None: the ledger is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+# --------------------------------------------------------------------------- on a worker
+
+#: This process's compiled models, by :func:`_compiled_key`.
+_COMPILED: dict[str, CompiledModel] = {}
+#: The lock that makes this process's scratch directory its own, held while it lives.
+_SLOT_LOCK: Any = None
+
+
+def compiled_for(backend: str, engine: str, model: Model, dataset: Dataset,
+                 options: Mapping[str, str] | None = None) -> tuple[CompiledModel, float]:
+    """``model`` compiled for ``backend``/``engine`` and bound to ``dataset``, and the
+    seconds spent compiling it in this call (0 when this process had it already).
+
+    Compiled once per process for datasets of the same shapes (dims' sizes and values'
+    shapes); every call, the first included, returns ``compiled.with_data(dataset)``, so
+    that a fit runs the same code whether or not its worker was warm."""
+    key = _compiled_key(backend, engine, model, dataset, options or {})
+    if key in _COMPILED:
+        return _COMPILED[key].with_data(dataset), 0.0
+    with stopwatch() as elapsed:
+        _COMPILED[key] = get_backend(backend).compile(model, dataset, engine, dict(options or {}))
+        bound = _COMPILED[key].with_data(dataset)  # the first builds what every dataset shares
+    return bound, elapsed()
+
+
+def forget_compiled() -> None:
+    """Drop this process's compiled models (a timed-out fit may still be using one)."""
+    _COMPILED.clear()
+
+
+def _compiled_key(backend: str, engine: str, model: Model, dataset: Dataset, options: Mapping[str, str]) -> str:
+    import numpy as np
+
+    shapes = {name: list(np.shape(value)) for name, value in sorted(dataset.values.items())}
+    sizes = {dim: len(labels) for dim, labels in sorted(dataset.coords.items())}
+    return content_hash([backend, engine, sorted(options.items()), model_hash(model), shapes, sizes])
+
+
+def prepare_worker_process() -> str:
+    """Make this process fit to run fits beside other workers (the hazards in the module's
+    docstring); idempotent. Returns its scratch directory."""
+    global _SLOT_LOCK
+    process = multiprocessing.current_process()
+    if process.daemon:
+        # Dask starts workers as daemons unless told otherwise; PyMC and httpstan need children.
+        process.daemon = False
+    multiprocessing.set_start_method("forkserver", force=True)
+    if _SLOT_LOCK is None:
+        _SLOT_LOCK = _claim_slot()
+        for backend in BACKENDS.values():
+            if backend.prepare_worker is not None:
+                backend.prepare_worker(Path(_SLOT_LOCK.name).parent)
+    return str(Path(_SLOT_LOCK.name).parent)
+
+
+def _claim_slot():
+    """The first ``$POLYPPL_CACHE/workers/slot-N`` whose lock no live process holds; the
+    open lock file (closing it, or dying, frees the slot)."""
+    import fcntl
+
+    root = Path(os.environ.get("POLYPPL_CACHE", Path.home() / ".cache" / "polyppl")) / "workers"
+    for number in range(10_000):
+        directory = root / f"slot-{number}"
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / "owner.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return handle
+    raise RuntimeError(f"no free worker slot under {root}")
+
+
+def _call(function: str, argument: Any) -> dict[str, Any]:
+    module, _, name = function.partition(":")
+    result = getattr(importlib.import_module(module), name)(argument)
+    return {"status": "ok", **result}
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+def run_task(function: str, argument: Any, timeout: float | None) -> dict[str, Any]:
+    """One task on a worker: the function's result with ``worker``, ``pid`` and ``seconds``;
+    an exception becomes ``status: error``; past ``timeout`` seconds, ``status: timeout`` (the
+    fit's thread is left behind: the driver restarts the worker)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome.update(_call(function, argument))
+        except Exception as exc:  # a failed fit is a result to record, not a reason to stop the grid
+            outcome.update(status="error", error=f"{type(exc).__name__}: {exc}",
+                           traceback=traceback.format_exc()[-TRACEBACK_CHARS:])
+
+    cpu = _cpu_seconds()
+    with stopwatch() as elapsed:
+        if timeout is None:
+            target()
+        else:
+            thread = threading.Thread(target=target, name="polyppl-fit", daemon=True)
+            thread.start()
+            thread.join(timeout)
+            if thread.is_alive():
+                forget_compiled()
+                outcome = {"status": "timeout", "error": f"no result after {timeout:g} s"}
+    return {**outcome, "worker": _worker_name(), "pid": os.getpid(), "seconds": elapsed(),
+            "cpu_seconds": _cpu_seconds() - cpu}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (every thread) and of its finished children (CmdStan's
+    executables, PyMC's chain processes): on a loaded machine, what a quiet one's wall time
+    would be for single-threaded work."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _setup_plugin():
+    """A Dask worker plugin that prepares each worker process (existing and future ones)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class PolypplWorkerSetup(WorkerPlugin):
+        idempotent = True
+        name = "polyppl-worker-setup"
+
+        def setup(self, worker) -> None:
+            prepare_worker_process()
+
+    return PolypplWorkerSetup()
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_grid(
+    tasks: Sequence[GridTask],
+    *,
+    ledger: Path | None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
+    progress: Progress | None = None,
+    on_result: Callable[[GridTask, dict[str, Any]], None] | None = None,
+) -> GridRun:
+    """Run the tasks not yet in ``ledger`` (with their ``config``), appending each one's entry
+    as it finishes; every task's entry, old and new.
+
+    ``scheduler``: None for a local cluster of ``workers`` processes (default: one per
+    core), an address ``tcp://HOST:PORT`` of a running Dask scheduler, or
+    :data:`IN_PROCESS`. ``timeout``: seconds per task (None: no limit; not enforced
+    in-process). ``retries``: runs of a task after its worker died, before it is recorded as
+    crashed (on an existing cluster its scheduler's ``allowed-failures`` decides). With
+    ``ledger=None`` nothing is written or reused (the caller keeps its own record through
+    ``on_result``, called for each finished task in the driver)."""
+    keys = [t.key.text() for t in tasks]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two tasks of a grid have the same key")
+    if workers is not None and workers < 1:
+        raise UserError(f"workers must be at least 1, got {workers}")
+    if retries < 0:
+        raise UserError(f"retries must be at least 0, got {retries}")
+    done = read_ledger(ledger) if ledger is not None else {}
+    entries = {t.key: done[t.key.text(), t.config] for t in tasks if (t.key.text(), t.config) in done}
+    todo = [t for t in tasks if t.key not in entries]
+
+    def record(task: GridTask, outcome: dict[str, Any]) -> None:
+        outcome = dict(outcome)
+        status = outcome.pop("status", "ok")
+        meta = {name: outcome.pop(name, None) for name in ("worker", "pid", "seconds", "cpu_seconds", "error", "traceback")}
+        entry = _clean({"key": task.key.as_dict(), "config": task.config, "status": status, **meta, "result": outcome})
+        if ledger is not None:
+            append_line(ledger, entry)
+        entries[task.key] = entry
+        if on_result is not None:
+            on_result(task, entry)
+
+    tracker = _Tracker(len(todo), progress)
+    with stopwatch() as elapsed:
+        if not todo:
+            count, where = 0, "nothing to run"
+        elif scheduler == IN_PROCESS:
+            count, where = 1, "in this process"
+            for task in todo:
+                outcome = run_task(task.function, task.argument, None)
+                record(task, outcome)
+                tracker.finished(task, outcome.get("status", "ok"))
+        else:
+            count, where = _run_on_dask(todo, scheduler, workers, timeout, retries, record, tracker)
+    return GridRun(entries, reused=len(tasks) - len(todo), ran=len(todo), wall_seconds=elapsed(), workers=count,
+                   where=where)
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int | None, timeout: float | None,
+                 retries: int, record: Callable[[GridTask, dict[str, Any]], None], tracker: _Tracker) -> tuple[int, str]:
+    import dask
+    from distributed import Client, KilledWorker, LocalCluster, as_completed
+
+    cluster = None
+    settings = {
+        # Workers start their own processes (PyMC's chains, httpstan's pool): not daemons.
+        "distributed.worker.daemon": False,
+        # JAX does not survive fork.
+        "distributed.worker.multiprocessing-method": "spawn",
+        "distributed.scheduler.allowed-failures": retries,
+    }
+    with dask.config.set(settings):
+        if scheduler is None:
+            count = workers or default_workers()
+            cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
+            client = Client(cluster)
+            where = f"a local Dask cluster of {count} worker processes"
+        else:
+            if workers is not None:
+                raise UserError("--workers applies to the local cluster; an existing cluster has the workers it has")
+            try:
+                client = Client(scheduler, timeout=30)
+            except OSError as exc:
+                raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+            count = len(client.scheduler_info().get("workers", {}))
+            where = f"the Dask cluster at {scheduler} ({count} workers when the grid started)"
+    try:
+        client.register_plugin(_setup_plugin())
+        futures = {}
+        for task in todo:
+            future = client.submit(run_task, task.function, task.argument, timeout, pure=False,
+                                   key=f"polyppl-{content_hash([task.key.text(), task.function])[:20]}")
+            futures[future] = task
+        for future in as_completed(futures):
+            task = futures.pop(future)
+            try:
+                outcome = future.result()
+            except KilledWorker as exc:
+                outcome = {"status": "crashed", "error": str(exc)}
+            except Exception as exc:  # e.g. the function cannot be imported on that worker
+                outcome = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            record(task, outcome)
+            tracker.finished(task, outcome.get("status", "ok"))
+            if outcome.get("status") == "timeout":
+                # The fit's thread cannot be stopped: restart its worker (the nanny starts a new one).
+                client.restart_workers([outcome["worker"]], raise_for_error=False)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return count, where
+
+
+class _Tracker:
+    """Progress lines: at most one every 10 s, and the last."""
+
+    EVERY_SECONDS = 10.0
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.progress = total, progress
+        self.counts: dict[str, int] = {}
+        self.start = self.last = time.monotonic()
+
+    def finished(self, task: GridTask, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        done = sum(self.counts.values())
+        now = time.monotonic()
+        if self.progress is None or (now - self.last < self.EVERY_SECONDS and done < self.total):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9) * 60
+        left = (self.total - done) / rate if rate > 0 else float("inf")
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+        self.progress(f"{done}/{self.total} fits finished ({statuses}); {rate:.1f} per minute"
+                      + (f", about {left:.0f} min left" if done < self.total else ""))
+

@@ -1,0 +1,634 @@
+"""Simulation-based calibration (SBC) of every backend, on a grid of fits.
+
+For simulation i of an SBC run with seed s, parameters are drawn from the prior and data
+from the likelihood (``inference.numpy_model.simulate``), the model is fitted to those data
+on each backend, and the rank of each true value among the posterior draws is recorded
+(Talts et al. 2018). Ranks of a calibrated sampler are uniform; ``studies.sbc_stats`` turns
+them into a verdict per quantity (the Säilynoja et al. 2022 band test, Holm over each
+backend's quantities) and ``render.sbc_report`` into ECDF-difference plots and rank
+histograms.
+
+Test quantities: every scalar element of the model's parameters and deterministics (what the
+backends sample; conditional draws and decisions are left out), and the log-likelihood of
+the simulated data, summed over observations (Modrák et al. 2023: it reacts to errors no
+single parameter shows).
+
+Thinning. Every fit's ranks are computed at each L of ``sbc_stats.L_LADDER`` up to
+:data:`sbc_stats.DEFAULT_L` (and the number of draws), from one set of L draws thinned
+evenly from every chain (the same draws for every quantity). Once all fits are in, the run's
+L is the largest of these that the smallest bulk ESS of at least :data:`L_SHARE` of the
+finished fits reaches (``sbc_stats.choose_L``): ranks among draws thinned to about the ESS,
+one L for the whole run; fits whose ESS falls short of it are counted (``ess_below_L``).
+
+Reproducibility. Simulation i of seed s has its own streams of random numbers, derived from
+``numpy.random.SeedSequence(s, spawn_key=(i, k))``: k = 0 draws the parameters and data, k = 1
+the sampler's seed (the same for every backend), k = 2 thins and breaks ties (per backend
+and L). Whatever runs a simulation, and in whatever order, it gets the same numbers. Results
+are the same bit for bit when a simulation runs again on the same machine and versions.
+
+Nothing is dropped: fits that fail, time out or crash count per backend (they have no
+ranks); fits with divergences or without convergence (R-hat, ESS) keep their ranks and are
+counted too.
+
+Fits run on a grid (``execution.grid``): a local Dask cluster by default, an existing one
+with ``scheduler``; a ledger (``OUT/<model>-<scenario>-sbc-ledger.jsonl``) keeps every
+finished fit, so a run that is interrupted and started again runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from polyppl.backends import get_backend, parse_columns
+from polyppl.errors import UserError
+from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
+from polyppl.execution.request import FitRequest
+from polyppl.inference.diagnostics import EBFMI_MIN, ESS_PER_CHAIN_MIN, FLAG_MEANINGS, RHAT_MAX, convergence_failures
+from polyppl.inference.methods import SamplerSettings, get_method
+from polyppl.inference.numpy_model import log_likelihood, simulate, substitute
+from polyppl.models import Problem, resolve
+from polyppl import spec
+from polyppl.spec import FAMILIES, Dataset, Dist, Model
+from polyppl.spec.serialize import content_hash
+from polyppl.studies import sbc_stats
+
+DEFAULT_OUT = Path("polyppl-sbc")
+DEFAULT_SIMULATIONS = 200
+#: Settings of every SBC fit unless stated. 4 x 250 draws leave an ESS above L = 99 for the
+#: built-in models; 500 warm-up iterations are enough for their adaptation (Stan's windows
+#: scale down from 1000). Chain method ``auto`` means here each engine's way of keeping its
+#: chains on one core (``Engine.single_core_chains``): the grid runs one fit per core.
+DEFAULT_SETTINGS = SamplerSettings(chains=4, draws=250, tune=500)
+#: The added test quantity: the log-likelihood of the simulated data.
+LOG_LIKELIHOOD = "log_likelihood"
+#: The run's L is the largest rung that the smallest ESS of at least this share of fits reaches.
+L_SHARE = 0.9
+#: Bumped when what a fit records changes, so that older ledger lines are not reused.
+LEDGER_FORMAT = 1
+Progress = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- one simulation
+
+
+@dataclass(frozen=True)
+class SbcJob:
+    """One fit of an SBC run, sent to a worker: everything it needs, picklable."""
+
+    model: Model  # the model fitted (with its substitute priors), which the data come from
+    dataset: Dataset  # the data set whose shapes, covariates and labels every simulation keeps
+    backend: str
+    engine: str
+    method: str
+    options: tuple[tuple[str, str], ...]
+    settings: SamplerSettings  # its seed is the run's; each simulation derives its own
+    column: str  # the backend's label in the results (``stan``, ``stan:pystan``, ``numpyro/advi``)
+    simulation: int
+    seed: int
+    ladder: tuple[int, ...]  # the values of L at which ranks are computed
+
+
+def simulation_rng(seed: int, simulation: int) -> np.random.Generator:
+    """The generator that draws simulation ``simulation``'s parameters and data."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(simulation, 0)))
+
+
+def sampler_seed(seed: int, simulation: int) -> int:
+    """The sampler's seed for simulation ``simulation`` (every backend gets the same)."""
+    return int(np.random.SeedSequence(seed, spawn_key=(simulation, 1)).generate_state(1)[0] % 2**31)
+
+
+def _ranks_rng(seed: int, simulation: int, column: str, L: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(simulation, 2, zlib.crc32(column.encode()), L)))
+
+
+def scalar_values(model: Model, dataset: Dataset, values: Mapping[str, np.ndarray], lead: int) -> dict[str, np.ndarray]:
+    """Every scalar element of the parameters and deterministics, keyed ``mu``, ``theta[Choate]``
+    (``name[a,b]`` for two dims), each with the ``lead`` leading axes of ``values``."""
+    out = {}
+    for name in model.output_names:
+        dims = getattr(model[name], "dims", ())
+        value = np.asarray(values[name], dtype=float)
+        if not dims:
+            out[name] = value
+            continue
+        for index in np.ndindex(*value.shape[lead:]):
+            labels = ",".join(str(dataset.coords[dim][i]) for dim, i in zip(dims, index))
+            out[f"{name}[{labels}]"] = value[(Ellipsis, *index)]
+    return out
+
+
+# --------------------------------------------------------------------------- convergence, vectorized
+
+
+def convergence(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bulk ESS, tail ESS and rank-normalised split R-hat of every quantity of ``draws``
+    (chain, draw, quantity): ArviZ's definitions (``az.ess`` bulk and tail, ``az.rhat``
+    rank; Vehtari et al. 2021), computed for all quantities at once. ArviZ loops over
+    quantities in Python, which for a small model costs as much as the fit itself."""
+    x = np.asarray(draws, dtype=float)
+    split = _split_chains(x)
+    ess_bulk = _ess(_z_scale(split))
+    flat = x.reshape(-1, x.shape[-1])
+    ess_tail = np.minimum(*(_ess(_split_chains((x <= np.quantile(flat, prob, axis=0)).astype(float)))
+                            for prob in (0.05, 0.95)))
+    folded = np.abs(split - np.median(split.reshape(-1, x.shape[-1]), axis=0))
+    rhat = np.maximum(_rhat(_z_scale(split)), _rhat(_z_scale(folded)))
+    return ess_bulk, ess_tail, rhat
+
+
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    """(chain, draw, q) -> (2 chain, draw // 2, q): each chain's first and last halves."""
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised values: the normal quantiles of each quantity's fractional ranks."""
+    from scipy import special, stats
+
+    flat = x.reshape(-1, x.shape[-1])
+    ranks = stats.rankdata(flat, method="average", axis=0)
+    return special.ndtri((ranks - 3 / 8) / (flat.shape[0] - 2 * 3 / 8 + 1)).reshape(x.shape)
+
+
+def _rhat(x: np.ndarray) -> np.ndarray:
+    n = x.shape[1]
+    between = n * np.var(x.mean(axis=1), axis=0, ddof=1)
+    within = np.mean(np.var(x, axis=1, ddof=1), axis=0)
+    return np.sqrt((between / within + n - 1) / n)
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    """ESS of each quantity of (chain, draw, q), with Geyer's initial positive and monotone
+    sequences as ArviZ's ``_ess`` applies them."""
+    from scipy.fft import next_fast_len
+
+    chains, n, _ = x.shape
+    centered = x - x.mean(axis=1, keepdims=True)
+    spectrum = np.fft.rfft(centered, n=next_fast_len(2 * n), axis=1)
+    acov = np.fft.irfft(spectrum * np.conjugate(spectrum), n=next_fast_len(2 * n), axis=1)[:, :n] / n
+    mean_var = acov[:, 0].mean(axis=0) * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if chains > 1:
+        var_plus = var_plus + np.var(x.mean(axis=1), axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var - acov.mean(axis=0)) / var_plus  # (lag, q)
+    rho[0] = 1.0
+    # Pairs P_k = rho[2k] + rho[2k + 1]; ArviZ reads pairs k = 1, 2, ... while the previous one
+    # is positive and 2k - 1 < n - 3, so it stops at the first non-positive pair (``last``).
+    top = (n - 3) // 2
+    pairs = rho[0: 2 * top + 2: 2] + rho[1: 2 * top + 2: 2]
+    positive = pairs > 0
+    if top < 1:  # too few draws for a second pair
+        last = np.zeros(rho.shape[1], dtype=np.int64)
+    else:
+        first_bad = np.where(positive[1:].all(axis=0), top, np.argmin(positive[1:], axis=0) + 1)
+        last = np.where(positive[0], first_bad, 0)
+    # Monotone: each pair before ``last`` at most the one before it.
+    monotone = np.minimum.accumulate(pairs, axis=0)
+    before_last = np.arange(pairs.shape[0])[:, np.newaxis] < last
+    even = rho[2 * last, np.arange(rho.shape[1])]
+    last_pair = pairs[last, np.arange(rho.shape[1])]
+    tail = np.where((last == 0) | (last_pair >= 0) | (even > 0), even, 0.0)
+    tau = -1.0 + 2.0 * np.where(before_last, monotone, 0.0).sum(axis=0) + tail
+    total = chains * n
+    ess = total / np.maximum(tau, 1 / np.log10(total))
+    constant = (x.max(axis=(0, 1)) - x.min(axis=(0, 1))) < np.finfo(float).resolution
+    return np.where(constant, float(total), np.where(np.isnan(rho).any(axis=0), np.nan, ess))
+
+
+def run_simulation(job: SbcJob) -> dict[str, Any]:
+    """Simulate, fit and rank one simulation on one backend (on a worker of the grid).
+
+    Returns the ranks at each L of the job's ladder, the true values, the convergence
+    numbers (smallest bulk and tail ESS, largest R-hat, divergences, flags) and the times:
+    the sampler's own (warm-up and sampling, as the engine reports them), the compile (0 on
+    a warm worker) and the whole task's."""
+    import arviz as az
+
+    from polyppl.inference.draws import stopwatch
+
+    with stopwatch() as task_clock:
+        simulated = simulate(job.model, job.dataset, simulation_rng(job.seed, job.simulation))
+        compiled, compile_seconds = compiled_for(job.backend, job.engine, job.model, simulated.dataset, dict(job.options))
+        settings = replace(job.settings, seed=sampler_seed(job.seed, job.simulation))
+        with stopwatch() as fit_clock:
+            draws = compiled.run(job.method, settings)
+        fit_seconds = fit_clock()
+        truth = scalar_values(job.model, simulated.dataset, simulated.truth, 0)
+        posterior = scalar_values(job.model, simulated.dataset, draws.posterior, 2)
+        params = {p.name: draws.posterior[p.name] for p in job.model.params}
+        truth[LOG_LIKELIHOOD] = log_likelihood(job.model, simulated.dataset, simulated.truth)
+        posterior[LOG_LIKELIHOOD] = log_likelihood(job.model, simulated.dataset, params)
+        names = list(posterior)
+        stacked = np.stack([posterior[q] for q in names], axis=-1)
+        chains, n_draws = stacked.shape[:2]
+        ess_bulk, ess_tail, rhat = convergence(stacked)
+        constant = np.ptp(stacked.reshape(chains * n_draws, -1), axis=0) == 0
+        rhat = np.where(constant, 1.0, rhat)  # as polyppl's summaries report a constant quantity
+        flat = stacked.reshape(chains * n_draws, -1)
+        index = np.arange(chains * n_draws, dtype=float).reshape(chains, n_draws)
+        ranks: dict[str, dict[str, int]] = {}
+        for L in job.ladder:
+            if L > chains * n_draws:
+                continue
+            rng = _ranks_rng(job.seed, job.simulation, job.column, L)
+            kept = flat[sbc_stats.thin_to(index, L, rng).astype(np.int64)]
+            ranks[str(L)] = {q: sbc_stats.rank(float(truth[q]), kept[:, k], rng) for k, q in enumerate(names)}
+    diverging = np.asarray(draws.stats["diverging"], dtype=bool)
+    depth = np.asarray(draws.stats["tree_depth"])
+    flags = []
+    if not np.nanmax(rhat) <= RHAT_MAX:
+        flags.append("rhat")
+    if not np.min(ess_bulk) >= ESS_PER_CHAIN_MIN * chains:
+        flags.append("ess_bulk")
+    if not np.min(ess_tail) >= ESS_PER_CHAIN_MIN * chains:
+        flags.append("ess_tail")
+    if diverging.any():
+        flags.append("divergences")
+    if (depth >= settings.max_tree_depth).any():
+        flags.append("tree_depth")
+    if n_draws > 1 and np.min(az.bfmi(np.asarray(draws.stats["energy"], dtype=float))) < EBFMI_MIN:
+        flags.append("ebfmi")
+    timings = draws.timings
+    return {
+        "engine": draws.engine,
+        "ranks": ranks,
+        "truth": {q: float(v) for q, v in truth.items()},
+        "ess_bulk_min": float(np.min(ess_bulk)),
+        "ess_tail_min": float(np.min(ess_tail)),
+        "rhat_max": float(np.nanmax(rhat)),
+        "divergences": int(diverging.sum()),
+        "flags": flags,
+        "sampler_seconds": timings.warmup_seconds + timings.sampling_seconds,
+        "compile_seconds": compile_seconds + timings.compile_seconds,
+        "fit_seconds": fit_seconds,
+        "task_seconds": task_clock(),
+    }
+
+
+# --------------------------------------------------------------------------- substitutes
+
+_SUBSTITUTE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*~\s*([A-Za-z_]+)\s*(?:\((.*)\))?\s*$")
+
+
+def _family_key(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+def parse_substitute(text: str) -> tuple[str, Dist | None]:
+    """``NAME ~ FAMILY(ARG, ...)`` (a proper prior for parameter NAME, numbers as arguments,
+    in the family's order) or ``NAME ~ none`` (drop factor NAME), e.g. ``a ~ gamma(2, 0.1)``,
+    ``sigma ~ HalfNormal(10)``, ``hyperprior ~ none``. Family names as in the spec, in any
+    case, with or without underscores."""
+    found = _SUBSTITUTE.match(text)
+    if not found:
+        raise UserError(f"--substitute {text!r}: expected NAME ~ FAMILY(ARG, ...) or NAME ~ none, "
+                        "e.g. 'a ~ gamma(2, 0.1)' or 'hyperprior ~ none'")
+    name, family_text, args_text = found.groups()
+    if family_text.lower() == "none":
+        if args_text is not None:
+            raise UserError(f"--substitute {text!r}: 'none' (drop a factor) takes no arguments")
+        return name, None
+    families = {_family_key(f): f for f in FAMILIES}
+    family = families.get(_family_key(family_text))
+    if family is None:
+        raise UserError(f"--substitute {text!r}: unknown family {family_text!r}; expected one of: {', '.join(FAMILIES)}")
+    params = FAMILIES[family].params
+    parts = [p.strip() for p in (args_text or "").split(",") if p.strip()]
+    if len(parts) != len(params):
+        raise UserError(f"--substitute {text!r}: {family} takes {len(params)} arguments ({', '.join(params)}), "
+                        f"got {len(parts)}")
+    values = []
+    for param, part in zip(params, parts):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise UserError(f"--substitute {text!r}: argument {param} of {family} must be a number, got {part!r}") from None
+    constructor = getattr(spec, "".join(part.capitalize() for part in family.split("_")))  # half_normal: HalfNormal
+    try:
+        return name, constructor(*values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"--substitute {text!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class SbcColumn:
+    """One backend (with its engine) and method of an SBC run, and its results."""
+
+    label: str  # the key in ``backends``: the column (``stan``, ``stan:pystan``), ``/method`` unless NUTS
+    backend: str
+    engine: str
+    method: str
+    counts: dict[str, int]  # requested, ok, error, timeout, crashed, divergent, unconverged, ess_below_L
+    results: dict[str, sbc_stats.SbcQuantityResult]  # by quantity; empty without finished fits
+    failures: list[dict[str, Any]]  # simulation, status, error of each fit without ranks
+    timing: dict[str, float | int | None]
+    engines_seen: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """``calibrated``, ``miscalibrated`` (some quantity is) or ``no verdict`` (no ranks)."""
+        if not self.results:
+            return "no verdict"
+        return "miscalibrated" if any(r.verdict == "miscalibrated" for r in self.results.values()) else "calibrated"
+
+    @property
+    def ranks(self) -> dict[str, list[int]]:
+        return {q: list(r.ranks) for q, r in self.results.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "engine": self.engine, "method": self.method, "engines_seen": self.engines_seen,
+            "verdict": self.verdict, "fits": self.counts, "failures": self.failures, "timing": self.timing,
+            "parameters": {q: r.as_dict() for q, r in self.results.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SbcRun:
+    """A finished SBC run: every backend's ranks and verdicts, and how the grid ran."""
+
+    problem: Problem
+    model: Model  # the model fitted (with substitutes)
+    substitutes: dict[str, str | None]
+    simulations: int
+    seed: int
+    settings: SamplerSettings
+    L: int | None
+    family_alpha: float
+    columns: dict[str, SbcColumn]
+    grid: dict[str, Any]
+    ledger: Path
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {c.verdict for c in self.columns.values()}
+        if "miscalibrated" in verdicts:
+            return "miscalibrated"
+        return "no verdict" if "no verdict" in verdicts else "calibrated"
+
+    @property
+    def exit_code(self) -> int:
+        """0 calibrated, 1 some backend miscalibrated, 3 some backend without ranks."""
+        return {"calibrated": 0, "miscalibrated": 1}.get(self.verdict, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        labels = self.problem.labels
+        return {
+            "model": labels.model, "scenario": labels.scenario, "parametrization": labels.parametrization,
+            "data_source": self.problem.dataset.source, "simulations": self.simulations, "seed": self.seed,
+            "settings": self.settings.as_dict(), "substitutes": self.substitutes, "L": self.L,
+            "test": sbc_stats.METHOD, "family_alpha": self.family_alpha, "band_level": sbc_stats.BAND_LEVEL,
+            "verdict": self.verdict, "grid": self.grid, "ledger": str(self.ledger),
+            "backends": {label: column.to_json() for label, column in self.columns.items()},
+        }
+
+
+def sbc_stem(out: Path, problem: Problem) -> Path:
+    """``OUT/<model>-<scenario>-sbc``: the ledger, JSON and report are this plus a suffix."""
+    return Path(out) / f"{problem.labels.model}-{problem.labels.scenario}-sbc"
+
+
+@dataclass(frozen=True)
+class SbcPlan:
+    """What an SBC run will do, before anything runs: the model fitted, the columns, one
+    task per (simulation, column), and the ledger."""
+
+    problem: Problem
+    fitted: Model
+    substitutes: dict[str, Dist | None]
+    simulations: int
+    seed: int
+    settings: SamplerSettings
+    columns: list[tuple[str, FitRequest]]
+    tasks: list[GridTask]
+    ledger: Path
+
+
+def plan_sbc(
+    model: str | Problem,
+    backends: Sequence[str] | None = None,
+    methods: Sequence[str] = ("nuts",),
+    simulations: int = DEFAULT_SIMULATIONS,
+    seed: int = 1,
+    *,
+    scenario: str | None = None,
+    data: str | Path | None = None,
+    parametrization: str | None = None,
+    settings: SamplerSettings = DEFAULT_SETTINGS,
+    substitutes: Mapping[str, Dist | None] | None = None,
+    engines: Mapping[str, str] | None = None,
+    out: str | Path = DEFAULT_OUT,
+) -> SbcPlan:
+    """Check the input and lay out the tasks of :func:`run_sbc` (same arguments); bad input
+    (an improper prior, a backend that cannot run the method) fails here, naming it."""
+    if not isinstance(simulations, int) or simulations < 1:
+        raise UserError(f"simulations must be a positive whole number, got {simulations!r}")
+    if not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise UserError(f"seed must be a whole number in 0..2^31-1, got {seed!r}")
+    problem = model if isinstance(model, Problem) else resolve(model, scenario, data, parametrization)
+    substitutes = dict(substitutes or {})
+    fitted = substitute(problem.model.density_model(), substitutes)
+    simulate(fitted, problem.dataset, simulation_rng(seed, 0))  # refuses improper priors here, naming the nodes
+    settings = replace(settings, seed=seed)
+    ladder = tuple(L for L in sbc_stats.L_LADDER if L <= min(sbc_stats.DEFAULT_L, settings.chains * settings.draws))
+    if not ladder:
+        raise UserError(f"{settings.chains} chains x {settings.draws} draws leave fewer than "
+                        f"{sbc_stats.L_LADDER[0]} draws to rank a true value among; ask for more draws")
+    for method in methods:
+        get_method(method)
+    engines = dict(engines or {})
+    columns = []
+    for column in parse_columns(list(backends) if backends else None):
+        backend = get_backend(column.backend)
+        engine = backend.engine(column.engine or engines.get(column.backend))
+        chains = replace(settings, chain_method=engine.single_core_chains) if settings.chain_method == "auto" else settings
+        for method in methods:
+            request = FitRequest.make(fitted, problem.dataset, column.backend, engine.name, method, chains)
+            label = column.label if method == "nuts" else f"{column.label}/{method}"
+            columns.append((label, request))
+    if len({label for label, _ in columns}) != len(columns):
+        raise UserError("a backend or method appears twice")
+    tasks = []
+    for simulation in range(simulations):
+        for label, request in columns:
+            job = SbcJob(fitted, problem.dataset, request.backend, request.engine, request.method, request.options,
+                         request.settings, label, simulation, seed, ladder)
+            config = content_hash([LEDGER_FORMAT, request.hash_parts(), list(ladder)])
+            tasks.append(GridTask(FitKey(problem.labels.model, label, request.method, simulation, seed),
+                                  "polyppl.studies.sbc:run_simulation", job, config))
+    stem = sbc_stem(Path(out), problem)
+    return SbcPlan(problem, fitted, substitutes, simulations, seed, settings, columns, tasks,
+                   stem.with_name(stem.name + "-ledger.jsonl"))
+
+
+def run_sbc(
+    model: str | Problem,
+    backends: Sequence[str] | None = None,
+    methods: Sequence[str] = ("nuts",),
+    simulations: int = DEFAULT_SIMULATIONS,
+    seed: int = 1,
+    *,
+    scenario: str | None = None,
+    data: str | Path | None = None,
+    parametrization: str | None = None,
+    settings: SamplerSettings = DEFAULT_SETTINGS,
+    substitutes: Mapping[str, Dist | None] | None = None,
+    engines: Mapping[str, str] | None = None,
+    out: str | Path = DEFAULT_OUT,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
+    family_alpha: float = sbc_stats.FAMILY_ALPHA,
+    progress: Progress | None = None,
+) -> SbcRun:
+    """SBC of ``model`` (a built-in name, ``FILE.py:NAME`` or a Problem) on ``backends``
+    (columns such as ``stan:pystan``; default all) and ``methods``, ``simulations`` per
+    backend and method, on the grid (``scheduler``: None for a local Dask cluster of
+    ``workers`` processes, ``tcp://HOST:PORT`` for an existing one, ``in-process``).
+
+    Improper priors and factors are refused with a message naming each node, unless
+    ``substitutes`` states a proper prior for each such parameter and drops each factor
+    (``{"a": s.Gamma(2, 0.1), "hyperprior": None}``); the substituted model is then the one
+    simulated and fitted. ``engines`` picks the engine of a backend named without one
+    (``{"stan": "pystan"}``). The ledger, ``OUT/<model>-<scenario>-sbc-ledger.jsonl``, is
+    read first and appended to as fits finish. A script that starts a local cluster must
+    guard its entry point (``if __name__ == "__main__":``): Dask starts workers by spawn."""
+    plan = plan_sbc(model, backends, methods, simulations, seed, scenario=scenario, data=data,
+                    parametrization=parametrization, settings=settings, substitutes=substitutes, engines=engines, out=out)
+    if progress:
+        progress(f"SBC of {plan.problem.describe()}: {simulations} simulations x {len(plan.columns)} backends "
+                 f"({', '.join(label for label, _ in plan.columns)}), seed {seed}; ledger {plan.ledger}")
+    grid = run_grid(plan.tasks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
+                    retries=retries, progress=progress)
+    return summarize(plan, grid, family_alpha)
+
+
+def choose_run_L(ess_minima: Sequence[float], ladder: Sequence[int]) -> int | None:
+    """The run's L: the largest of ``ladder`` that the smallest bulk ESS of at least
+    :data:`L_SHARE` of the fits reaches (the ``1 - L_SHARE`` quantile of the fits' smallest
+    ESS, as ``sbc_stats.choose_L`` reads a pilot); the smallest rung if even that falls
+    short; None without fits."""
+    values = sorted(e if math.isfinite(e) else 0.0 for e in ess_minima)
+    if not values:
+        return None
+    quantile = values[int(math.floor((1 - L_SHARE) * len(values)))]
+    try:
+        return sbc_stats.choose_L([quantile], default=max(ladder))
+    except ValueError:
+        return min(ladder)
+
+
+def summarize(plan: SbcPlan, grid: GridRun, family_alpha: float = sbc_stats.FAMILY_ALPHA) -> SbcRun:
+    """Verdicts, counts and timings from the grid's entries."""
+    columns, simulations = plan.columns, plan.simulations
+    by_label: dict[str, list[tuple[int, dict[str, Any]]]] = {label: [] for label, _ in columns}
+    for task in plan.tasks:
+        if task.key in grid.entries:
+            by_label[task.key.backend].append((int(task.key.simulation), grid.entries[task.key]))
+    ess_minima = [e["result"]["ess_bulk_min"] for rows in by_label.values() for _, e in rows if e["status"] == "ok"]
+    L = choose_run_L(ess_minima, plan.tasks[0].argument.ladder)
+    out = {}
+    for label, request in columns:
+        rows = sorted(by_label[label], key=lambda row: row[0])
+        ok = [entry["result"] for _, entry in rows if entry["status"] == "ok"]
+        counts = {"requested": simulations, **{status: 0 for status in ("ok", "error", "timeout", "crashed")}}
+        for _, entry in rows:
+            counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+        # Fits with draws keep their ranks; how many of them the diagnostics flag (CONVERGENCE_FLAGS:
+        # R-hat, bulk or tail ESS), and per flag.
+        counts["divergent"] = sum(1 for r in ok if r["divergences"] > 0)
+        counts["unconverged"] = sum(1 for r in ok if convergence_failures(r["flags"]))
+        for flag in FLAG_MEANINGS:
+            counts[f"flag_{flag}"] = sum(1 for r in ok if flag in r["flags"])
+        counts["ess_below_L"] = sbc_stats.count_below([r["ess_bulk_min"] for r in ok], L) if L else 0
+        results = {}
+        if ok and L is not None:
+            quantities = list(ok[0]["ranks"][str(L)])
+            results = sbc_stats.judge({q: [r["ranks"][str(L)][q] for r in ok] for q in quantities}, L, family_alpha)
+        failures = [{"simulation": simulation, "status": entry["status"], "error": entry.get("error")}
+                    for simulation, entry in rows if entry["status"] != "ok"]
+        finished = [entry for _, entry in rows if entry["status"] == "ok"]
+        out[label] = SbcColumn(label, request.backend, request.engine, request.method, counts, results, failures,
+                               _timing(finished), sorted({r["engine"] for r in ok}))
+    # The grid's facts are the whole grid's (which may have run other plans' tasks too).
+    ran = [entry for entry in grid.entries.values() if entry["status"] == "ok"]
+    sampler = sum(e["result"]["sampler_seconds"] for e in ran)
+    cpu = sum(e.get("cpu_seconds") or 0.0 for e in grid.entries.values())
+    grid_facts = {
+        "where": grid.where, "workers": grid.workers, "fits_run": grid.ran, "fits_reused": grid.reused,
+        "wall_seconds": grid.wall_seconds,
+        "fits_per_minute": 60 * grid.ran / grid.wall_seconds if grid.ran and grid.wall_seconds > 0 else None,
+        # CPU seconds of every task (its process and finished children) over the workers: about
+        # the wall time the tasks would take on a quiet machine with that many cores.
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_worker": cpu / grid.workers if grid.workers else None,
+        # Everything the workers spent beyond sampling (start-up, imports, compiles, simulation,
+        # ranks, scheduling, idle cores), against the sampling: only for a run that ran every fit.
+        "overhead_share": ((grid.wall_seconds * grid.workers - sampler) / sampler
+                           if grid.reused == 0 and grid.ran and sampler > 0 else None),
+    }
+    return SbcRun(plan.problem, plan.fitted, {k: _describe(v) for k, v in plan.substitutes.items()}, simulations,
+                  plan.seed, plan.settings, L, family_alpha, out, grid_facts, plan.ledger)
+
+
+def _describe(dist: Dist | None) -> str | None:
+    """``gamma(alpha=2.0, beta=0.1)``; None (a dropped factor) stays None."""
+    if dist is None:
+        return None
+    args = ", ".join(f"{name}={getattr(expr, 'value', expr)}" for name, expr in dist.args)
+    return f"{dist.family}({args})"
+
+
+def _timing(entries: Sequence[Mapping[str, Any]]) -> dict[str, float | int | None]:
+    """Per-fit times of one backend's finished fits (ledger entries): the sampler's own time,
+    compiles, the rest of each task (simulation, data hand-over, the call around the sampler,
+    diagnostics, ranks), and CPU seconds."""
+    if not entries:
+        return {"fits": 0}
+    ok = [e["result"] for e in entries]
+    cpu = sum(e.get("cpu_seconds") or 0.0 for e in entries)
+    sampler = sum(r["sampler_seconds"] for r in ok)
+    compile_seconds = sum(r["compile_seconds"] for r in ok)
+    task = sum(r["task_seconds"] for r in ok)
+    overhead = task - sampler - compile_seconds
+    return {
+        "fits": len(ok),
+        "sampler_seconds_per_fit": sampler / len(ok),
+        "task_seconds_per_fit": task / len(ok),
+        "compile_seconds_total": compile_seconds,
+        "overhead_seconds_per_fit": overhead / len(ok),
+        # The per-fit overhead (compiles excluded) against the sampler's own time.
+        "overhead_share": overhead / sampler if sampler > 0 else None,
+        "fits_per_worker_minute": 60 * len(ok) / task if task > 0 else None,
+        "cpu_seconds_per_fit": cpu / len(ok),
+    }
+
+
+def save_json_result(run: SbcRun, path: Path | None = None) -> Path:
+    """The run as JSON (default ``OUT/<model>-<scenario>-sbc.json`` beside the ledger)."""
+    from polyppl.inference.idata import save_json
+
+    path = Path(path) if path is not None else run.ledger.with_name(run.ledger.name.replace("-ledger.jsonl", ".json"))
+    save_json(run.to_json(), path)
+    return path
+
+
+__all__ = [
+    "DEFAULT_SETTINGS", "DEFAULT_SIMULATIONS", "LOG_LIKELIHOOD", "SbcColumn", "SbcJob", "SbcPlan", "SbcRun",
+    "choose_run_L", "convergence", "parse_substitute", "plan_sbc", "run_sbc", "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
+    "simulation_rng",
+]
