@@ -1,5 +1,7 @@
 """The specification rejects models no compiler could build, and its rewrites keep names."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,26 @@ def test_csv_files_read_like_scenarios(tmp_path):
     rows.write_text("group,treated,success\n" + "".join(f"{g},{t},{y}\n" for g in "XY" for t in (0, 1) for y in (0, 1, 1)))
     cells = MODELS["multilevel-logistic"].read_csv(rows)
     assert cells.values["trials"].tolist() == [3, 3, 3, 3] and cells.values["successes"].tolist() == [2, 2, 2, 2]
+
+
+def test_a_model_may_ask_for_a_higher_target_acceptance():
+    """The default Beta-Binomial asks for 0.95 (a mild funnel remains); a target the user sets
+    wins, and the fit request records the target that runs."""
+    from polyppl import FitRequest, SamplerSettings
+    from polyppl.models import MODELS
+    from polyppl.spec.serialize import model_from_json, model_hash, model_to_json
+
+    builtin = MODELS["beta-binomial"]
+    dataset = builtin.dataset()
+    marginal, positive = (builtin.spec(p, dataset) for p in ("marginal", "positive"))
+    assert marginal.target_accept == 0.95 and positive.target_accept is None
+    assert marginal.density_model().target_accept == 0.95
+    assert SamplerSettings().for_model(marginal).target_accept == 0.95
+    assert SamplerSettings().for_model(positive).target_accept == 0.9
+    assert SamplerSettings(target_accept=0.8).for_model(marginal).target_accept == 0.8
+    assert FitRequest.make(marginal, dataset, "numpyro").settings.target_accept == 0.95
+    again = model_from_json(model_to_json(marginal))
+    assert again.target_accept == 0.95 and model_hash(again) == model_hash(marginal)
+    assert model_hash(marginal) != model_hash(dataclasses.replace(marginal, target_accept=None))
+    with pytest.raises(s.SpecError, match="target_accept"):
+        s.Model("m", (s.Param("x", s.Normal(0.0, 1.0)),), target_accept=1.5)

@@ -26,6 +26,7 @@ _API = {
     "compare": "polyppl.studies.compare",
     "Comparison": "polyppl.studies.compare",
     "run_repro": "polyppl.studies.repro",
+    "run_sbc": "polyppl.studies.sbc",
 }
 
 __all__ = ["__version__", *_API]

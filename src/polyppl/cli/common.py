@@ -89,7 +89,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=positive_int, default=1000, help="draws per chain after warm-up")
     parser.add_argument("--tune", type=non_negative_int, default=1000, help="warm-up iterations per chain")
     parser.add_argument("--seed", type=non_negative_int, default=1)
-    parser.add_argument("--target-accept", type=float, default=0.9, help="NUTS target acceptance, all backends (default 0.9)")
+    parser.add_argument("--target-accept", type=float,
+                        help="NUTS target acceptance, all backends (default: 0.9, or what the model asks for)")
     parser.add_argument("--chain-method", choices=CHAIN_METHODS, default="auto",
                         help="how chains share the CPU (auto: each backend's measured-fastest)")
     add_engine_arguments(parser)

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", type=method_list, default=["nuts"],
                         help="comma-separated: nuts (default) and approximations scored against it: advi (mean-field), "
                         "fullrank, pathfinder; e.g. nuts,advi,pathfinder")
-    parser.add_argument("--reference", choices=("exact",), help="exact: add the exact posterior (beta-binomial)")
+    parser.add_argument("--reference", choices=("exact",), help="exact: add the exact posterior (beta-binomial, eight-schools)")
     parser.add_argument("--timeout", type=float, help="seconds allowed per backend (default: none)")
     parser.add_argument("--force", action="store_true", help="redo fits already finished in --out")
     parser.add_argument("--family-alpha", type=float, default=0.01, help="family-wise false-alarm rate (default 0.01)")

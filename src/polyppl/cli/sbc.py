@@ -7,20 +7,13 @@ from pathlib import Path
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    PYMC_SAMPLERS, STAN_ENGINES, add_model_arguments, column_list, engines_from, non_negative_int, positive_int, progress,
+    add_engine_arguments, add_model_arguments, column_list, engines_from, method_list, non_negative_int, positive_int,
+    problem_from, progress,
 )
 from polyppl.inference.methods import METHODS
 
 DEFAULT_OUT = Path("polyppl-sbc")
 VERDICT_CODES = "exit code 0 calibrated, 1 miscalibrated, 3 a backend has no finished fits, 2 bad input"
-
-
-def method_list(text: str) -> list[str]:
-    methods = [part.strip() for part in text.split(",") if part.strip()]
-    for method in methods:
-        if method not in METHODS:
-            raise argparse.ArgumentTypeError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
-    return methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,10 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--chains", type=positive_int, default=4)
     parser.add_argument("--draws", type=positive_int, default=250, help="draws per chain after warm-up (default 250)")
     parser.add_argument("--tune", type=non_negative_int, default=500, help="warm-up iterations per chain (default 500)")
-    parser.add_argument("--target-accept", type=float, default=0.9)
-    parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto",
-                        help="auto: cmdstanpy where CmdStan is installed, else PyStan")
-    parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc", help="the NUTS that runs PyMC models")
+    parser.add_argument("--target-accept", type=float,
+                        help="NUTS target acceptance, all backends (default: 0.9, or what the model asks for)")
+    add_engine_arguments(parser)
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--scheduler", metavar="ADDRESS",
                       help="a running Dask scheduler (tcp://HOST:PORT; start one with `uv run dask scheduler` and workers "
@@ -70,13 +62,13 @@ def cmd_sbc(args: argparse.Namespace) -> int:
     from polyppl.render.sbc_report import sbc_text, write_sbc_report
     from polyppl.studies.sbc import parse_substitute, run_sbc, save_json_result
 
+    problem = problem_from(args)  # a built-in model, FILE.py:NAME or --formula, checked first
     substitutes = dict(parse_substitute(text) for text in args.substitute)
     settings = SamplerSettings(chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed,
                                target_accept=args.target_accept)
     run = run_sbc(
-        args.model, backends=[c.label for c in args.backends] if args.backends else None, methods=args.methods,
-        simulations=args.simulations, seed=args.seed, scenario=args.scenario, data=args.data,
-        parametrization=args.parametrization, settings=settings, substitutes=substitutes, engines=engines_from(args),
+        problem, backends=[c.label for c in args.backends] if args.backends else None, methods=args.methods,
+        simulations=args.simulations, seed=args.seed, settings=settings, substitutes=substitutes, engines=engines_from(args),
         out=args.out, scheduler=args.scheduler, workers=args.workers, timeout=args.timeout, retries=args.retries,
         family_alpha=args.family_alpha, progress=progress,
     )

@@ -57,6 +57,8 @@ class FitRequest:
         settings = settings if settings is not None else expected()
         if not isinstance(settings, expected):
             raise UserError(f"method {method!r} takes {expected.__name__}, not {type(settings).__name__}")
+        if isinstance(settings, SamplerSettings):
+            settings = settings.for_model(model)  # the record names the target that ran
         check_dataset(model, dataset)
         spec = get_backend(backend)
         chosen = spec.check(engine, method, settings, options)

@@ -19,7 +19,7 @@ references, and that the dims of each expression fit the node's dims.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Mapping, Sequence, Union
 
 import numpy as np
@@ -162,8 +162,14 @@ class Model:
     name: str
     nodes: tuple[Node, ...]
     description: str = ""
+    #: The NUTS target acceptance this model's geometry needs where the usual default is not
+    #: enough (None: the default); a target the user sets overrides it.
+    target_accept: float | None = None
 
     def __post_init__(self) -> None:
+        if self.target_accept is not None and not 0 < self.target_accept < 1:
+            raise SpecError(f"model {self.name!r}: target_accept must lie strictly between 0 and 1, "
+                            f"got {self.target_accept!r}")
         seen: dict[str, Node] = {}
         after_sampling: set[str] = set()  # conditionals and what depends on them
         for node in self.nodes:
@@ -253,7 +259,7 @@ class Model:
             return self
         kept = [n for n in self.nodes if n.name not in skip]
         used = set().union(*(references(n) for n in kept))
-        return Model(self.name, tuple(n for n in kept if not isinstance(n, Data) or n.name in used), self.description)
+        return replace(self, nodes=tuple(n for n in kept if not isinstance(n, Data) or n.name in used))
 
 
 def references(node: Node) -> set[str]:

@@ -121,11 +121,13 @@ def node_from_json(data: dict[str, Any]) -> Node:
 
 
 def model_to_json(model: Model) -> dict[str, Any]:
-    return {"name": model.name, "description": model.description, "nodes": [node_to_json(n) for n in model.nodes]}
+    return {"name": model.name, "description": model.description, "target_accept": model.target_accept,
+            "nodes": [node_to_json(n) for n in model.nodes]}
 
 
 def model_from_json(data: dict[str, Any]) -> Model:
-    return Model(data["name"], tuple(node_from_json(n) for n in data["nodes"]), data.get("description", ""))
+    return Model(data["name"], tuple(node_from_json(n) for n in data["nodes"]), data.get("description", ""),
+                 data.get("target_accept"))
 
 
 # --------------------------------------------------------------------------- datasets
@@ -174,8 +176,9 @@ def content_hash(value: Any) -> str:
 
 
 def model_hash(model: Model) -> str:
-    """What the model computes: its nodes. The description is prose and does not count."""
-    return content_hash([node_to_json(n) for n in model.nodes])
+    """What the model computes: its nodes (the description is prose and does not count), and
+    the sampler target it asks for."""
+    return content_hash([[node_to_json(n) for n in model.nodes], model.target_accept])
 
 
 def dataset_hash(dataset: Dataset) -> str:

@@ -386,7 +386,7 @@ def compare(
     if reference == "exact" and (problem.builtin is None or problem.builtin.exact_draws is None):
         with_exact = ", ".join(name for name, m in MODELS.items() if m.exact_draws)
         raise UserError(f"--reference exact needs a model with an exact posterior ({with_exact}), not {problem.name}")
-    settings = settings or SamplerSettings()
+    settings = (settings or SamplerSettings()).for_model(problem.model)
     methods = check_methods(methods)
     variational = (variational or VariationalSettings(seed=settings.seed)) if len(methods) > 1 else None
     columns = parse_columns(list(backends) if backends else None)

@@ -442,7 +442,7 @@ def plan_sbc(
     substitutes = dict(substitutes or {})
     fitted = substitute(problem.model.density_model(), substitutes)
     simulate(fitted, problem.dataset, simulation_rng(seed, 0))  # refuses improper priors here, naming the nodes
-    settings = replace(settings, seed=seed)
+    settings = replace(settings, seed=seed).for_model(fitted)
     ladder = tuple(L for L in sbc_stats.L_LADDER if L <= min(sbc_stats.DEFAULT_L, settings.chains * settings.draws))
     if not ladder:
         raise UserError(f"{settings.chains} chains x {settings.draws} draws leave fewer than "

@@ -190,6 +190,8 @@ class NumPyroModel:
         self._samplers, self._data = samplers, data
 
     def run(self, method: str, settings: SamplerSettings) -> Draws:
+        if isinstance(settings, SamplerSettings):  # the target the model asks for, unless the user set one
+            settings = settings.for_model(self.model)
         return getattr(self, method)(settings)
 
     def with_data(self, dataset: Dataset) -> NumPyroModel:

@@ -172,6 +172,8 @@ class PyMCModel:
         self._shared, self._values = shared, values
 
     def run(self, method: str, settings: SamplerSettings) -> Draws:
+        if isinstance(settings, SamplerSettings):  # the target the model asks for, unless the user set one
+            settings = settings.for_model(self.model)
         self._set_data()
         return getattr(self, method)(settings)
 

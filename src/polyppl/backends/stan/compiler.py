@@ -79,6 +79,8 @@ class StanModel:
         self.compile_cached = runner.compile_cached
 
     def run(self, method: str, settings: SamplerSettings) -> Draws:
+        if isinstance(settings, SamplerSettings):  # the target the model asks for, unless the user set one
+            settings = settings.for_model(self.model)
         return getattr(self, method)(settings)
 
     def with_data(self, dataset: Dataset) -> StanModel:
