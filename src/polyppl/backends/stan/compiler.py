@@ -225,10 +225,11 @@ class CmdStanPyEngine:
                     seed=settings.seed,
                     iter_warmup=settings.tune,
                     iter_sampling=settings.draws,
-                    # CmdStan refuses to adapt without warm-up iterations; PyStan just skips it.
+                    # CmdStan refuses to adapt without warm-up iterations (PyStan just skips
+                    # it), and cmdstanpy refuses a target for an adaptation that is off.
                     adapt_engaged=settings.tune > 0,
                     save_warmup=True,
-                    adapt_delta=settings.target_accept,
+                    adapt_delta=settings.target_accept if settings.tune > 0 else None,
                     max_treedepth=settings.max_tree_depth,
                     inits=inits,
                     show_progress=False,
