@@ -1,12 +1,19 @@
 """The benchmark suite: out of the default test run (testpaths = tests).
 
     uv run pytest benchmarks/ --benchmark-only
+    uv run pytest benchmarks/ --smoke -k eight-schools      # every code path once, tiny runs
 
 Each benchmark also stores its medians (compile, warm-up, sampling, gradients per draw,
 ESS per second) in its ``extra_info``; at the end the suite writes them all, with the
 generated-over-hand-written ratios, to ``benchmarks/results/latest.json`` and ``latest.md``
-(a partial run, ``-k ...``, replaces only its own rows there).
-No benchmark asserts on time: a loaded machine is slower, not wrong.
+(a partial run, ``-k ...``, replaces only its own rows there; a ``--smoke`` run writes
+nothing). No benchmark asserts on time: a loaded machine is slower, not wrong. Every
+benchmark that compares hand-written with generated code first asserts its premise
+(``harness.check_premise``): that the hand-written model is what runs, and that it defines
+the same posterior.
+
+Stan runs on the engine polyppl chooses (cmdstanpy where CmdStan is installed, else
+PyStan) unless ``--stan-engine`` names one, or ``both``.
 """
 
 from __future__ import annotations
@@ -25,12 +32,52 @@ import pytest
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import RESULTS  # noqa: E402
+from polyppl.execution.child import use_forkserver  # noqa: E402
 
-#: PyMC and httpstan fork worker processes, which is unsafe once JAX's threads run: the
-#: in-process NumPyro benchmarks go last.
+# PyMC's chain processes and httpstan's pool start from a fork server, as in polyppl's CLI:
+# never by forking this process once JAX runs in it.
+use_forkserver()
+
+#: PyMC and httpstan start worker processes; the in-process NumPyro benchmarks go last.
 BACKEND_ORDER = {"pymc": 0, "stan": 1, "numpyro": 2}
 ROWS: list[dict[str, Any]] = []
+STAN_ENGINES = ("auto", "cmdstanpy", "pystan", "both")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("polyppl benchmarks")
+    group.addoption("--smoke", action="store_true",
+                    help="a few draws, one round, tiny data: show that every code path runs (writes no results)")
+    group.addoption("--stan-engine", default="auto", choices=STAN_ENGINES,
+                    help="Stan's engine: polyppl's choice (auto), cmdstanpy, pystan, or both")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "isolated: each round runs in a fresh process")
+    if config.getoption("smoke"):
+        # Read by harness.py when it is first imported (after this), and by the fresh
+        # processes of isolated_run.py, which inherit it.
+        os.environ["POLYPPL_BENCH_SMOKE"] = "1"
+
+
+def columns(stan_engine: str) -> list[str]:
+    """The backends a benchmark runs on, Stan with its engine named (``stan:pystan``)."""
+    from polyppl.backends.stan import choose_engine
+
+    engines = {"auto": [choose_engine()], "both": ["cmdstanpy", "pystan"]}.get(stan_engine, [stan_engine])
+    return ["pymc", *(f"stan:{e}" for e in engines), "numpyro"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A benchmark with a ``backend`` argument that it does not parametrize itself runs on
+    every column (:func:`columns`)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "backend" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return
+    metafunc.parametrize("backend", columns(metafunc.config.getoption("stan_engine")))
 
 
 @pytest.fixture
@@ -39,41 +86,50 @@ def results() -> list[dict[str, Any]]:
     return ROWS
 
 
+def _param(item: pytest.Item, name: str) -> Any:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get(name) if callspec else None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stan_programs_compiled(request: pytest.FixtureRequest) -> None:
-    """Compile the Stan programs the in-process benchmarks need before any is timed, two
-    at a time (a no-op where httpstan has them cached); the generated default programs are
-    compiled by the cold-compile benchmarks."""
+    """Compile the Stan programs the selected in-process PyStan benchmarks need before any
+    is timed, two at a time (a no-op where httpstan has them cached); the generated default
+    programs are compiled by the cold-compile benchmarks. (CmdStan's executables are
+    compiled by each benchmark's premise check, before it times anything.)"""
     from harness import compile_stan_programs, suite_stan_programs
 
+    pystan = [item for item in request.session.items if _param(item, "backend") == "stan:pystan"]
+    models = sorted({_param(item, "model") for item in pystan if item.originalname == "test_sampling"})
+    rows = any(item.module.__name__ == "test_rows_vs_counts" for item in pystan)
+    if not models and not rows:
+        return
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        compile_stan_programs(suite_stan_programs(), progress=lambda line: print(line, flush=True))
+        compile_stan_programs(suite_stan_programs(models, rows), progress=lambda line: print(line, flush=True))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def key(item: pytest.Item) -> tuple[int, int]:
         in_process = 0 if "isolated" in item.keywords else 1
-        backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
+        backend = str(_param(item, "backend") or "").partition(":")[0]
         return in_process, BACKEND_ORDER.get(backend, -1)
 
     items.sort(key=key)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "isolated: each round runs in a fresh process")
-
-
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
-    packages = ("pymc", "pytensor", "numpyro", "jax", "pystan", "httpstan", "cmdstanpy", "arviz")
+    from polyppl.backends.stan import cmdstan_version
+
+    packages = ("pymc", "pytensor", "numpyro", "jax", "pystan", "httpstan", "cmdstanpy", "arviz", "nutpie")
     return {
         "date": datetime.date.today().isoformat(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
-        "versions": {p: version(p) for p in packages},
+        "versions": {**{p: version(p) for p in packages}, "cmdstan": cmdstan_version() or "none"},
     }
 
 
@@ -149,8 +205,10 @@ def merged_rows(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if not ROWS:
+    if not ROWS or session.config.getoption("smoke"):
         return
+    from harness import RESULTS
+
     RESULTS.mkdir(exist_ok=True)
     run = datetime.datetime.now().isoformat(timespec="seconds")
     rows = merged_rows(RESULTS / "latest.json", [{**r, "run": run} for r in ROWS])

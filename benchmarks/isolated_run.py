@@ -1,11 +1,16 @@
 """One benchmark run in a fresh process, for what a process can set only once.
 
-Cold compiles (empty PyTensor compile folder, a Stan program removed from httpstan's cache,
-a JAX process with an empty persistent cache), NumPyro's host device count and float32 (both
-process-global in JAX). Prints one JSON record as the last line of stdout.
+Cold compiles (empty PyTensor compile folder, an empty polyppl cache: CmdStan executables
+and JAX's persistent cache; for PyStan the program removed from httpstan's cache), NumPyro's
+host device count and float32 (both process-global in JAX). Prints one JSON record as the
+last line of stdout.
 
-    python benchmarks/isolated_run.py MODEL BACKEND [--implementation handwritten] [--cold]
-        [--chain-method M] [--pymc-sampler S] [--float32] [--host-devices N]
+    python benchmarks/isolated_run.py MODEL COLUMN [--implementation handwritten] [--cold]
+        [--chain-method M] [--engine E] [--float32] [--host-devices N]
+
+COLUMN is a backend, optionally with its engine (``stan:pystan``, ``pymc:nutpie``);
+``--engine`` names the engine too. A hand-written run checks the premise
+(``harness.check_premise``) before it runs (a cold one: before it reports).
 """
 
 from __future__ import annotations
@@ -15,18 +20,17 @@ import json
 import os
 import sys
 import tempfile
-from contextlib import nullcontext
 from pathlib import Path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
-    parser.add_argument("backend")
-    parser.add_argument("--implementation", default="generated")
+    parser.add_argument("column")
+    parser.add_argument("--implementation", default="generated", choices=("generated", "handwritten"))
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--chain-method", default="auto")
-    parser.add_argument("--pymc-sampler", default="pymc")
+    parser.add_argument("--engine", help="the backend's engine (PyMC: pymc, nutpie, numpyro; Stan: cmdstanpy, pystan)")
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--host-devices", type=int)
     args = parser.parse_args()
@@ -36,44 +40,52 @@ def main() -> None:
     compiledir = tempfile.TemporaryDirectory(prefix="polyppl-cold-") if args.cold else None
     if compiledir:
         os.environ["PYTENSOR_FLAGS"] = f"compiledir={compiledir.name}"
-        os.environ["POLYPPL_CACHE"] = compiledir.name  # NumPyro's persistent XLA cache
+        os.environ["POLYPPL_CACHE"] = compiledir.name  # CmdStan's executables, NumPyro's persistent XLA cache
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from dataclasses import replace
 
     import harness
+    from polyppl.execution.child import use_forkserver
+    from polyppl.execution.worker import peak_memory_mb
 
-    settings = replace(harness.SETTINGS, chain_method=args.chain_method, pymc_sampler=args.pymc_sampler)
-    if args.float32:
-        from polyppl.backends import numpyro_backend
-
-        numpyro_backend.jax.config.update("jax_enable_x64", False)
-    if args.cold and args.backend == "stan":
-        record = _cold_stan(args, settings)
-    else:
-        record = harness.run_once(args.model, args.backend, args.implementation, settings)
+    use_forkserver()  # as polyppl's CLI and workers run
+    column = args.column if args.engine is None else f"{args.column.partition(':')[0]}:{args.engine}"
+    settings = replace(harness.SETTINGS, chain_method=args.chain_method)
+    options = {"precision": "float32"} if args.float32 else None
+    # A hand-written run checks the premise before it runs; a cold one after (the check
+    # compiles the model), and prints no record unless it holds.
+    if args.implementation == "handwritten" and not args.cold:
+        harness.check_premise(args.model, column, options=options)
+    if args.cold and column.partition(":")[0] == "stan":
+        _forget_pystan_program(args.model, column, args.implementation, settings)
+    record = harness.run_once(args.model, column, args.implementation, settings, options=options)
+    if args.implementation == "handwritten" and args.cold:
+        harness.check_premise(args.model, column, options=options)
     record["float32"] = args.float32
-    from polyppl.bench import peak_memory_mb
-
     record["peak_rss_mb"] = peak_memory_mb()
     print(json.dumps(record))
 
 
-def _cold_stan(args: argparse.Namespace, settings) -> dict:
-    """The program is removed from httpstan's cache, so that this run compiles it from
-    scratch; the compiled model stays cached for the in-process benchmarks."""
+def _forget_pystan_program(model: str, column: str, implementation: str, settings) -> None:
+    """On PyStan, the program is removed from httpstan's cache, so that the run compiles it
+    from scratch (the compiled model stays cached for the in-process benchmarks). CmdStan's
+    executables live in the polyppl cache, which a cold run points at an empty folder."""
     import harness
+
+    request = harness.request_for(model, column, settings)
+    if request.engine != "pystan":
+        return
     import httpstan.cache
     import httpstan.models
-    from polyppl.backends import stan_backend
-    from polyppl.models import MODELS
 
-    builtin = MODELS[args.model]
-    with harness.handwritten(args.model, builtin.default_parametrization, "stan") if args.implementation == "handwritten" else nullcontext():
-        program = stan_backend.stan_program(builtin.spec(builtin.default_parametrization, builtin.dataset()))
-        name = httpstan.models.calculate_model_name(program)
-        if name in httpstan.cache.list_model_names():
-            httpstan.cache.delete_model_directory(name)
-        return harness.run_once(args.model, "stan", "generated", settings)
+    from polyppl.backends.stan.program import stan_program
+
+    labels = request.labels
+    program = (harness.handwritten_stan_program(model, labels.parametrization) if implementation == "handwritten"
+               else stan_program(request.model.density_model()))
+    name = httpstan.models.calculate_model_name(program)
+    if name in httpstan.cache.list_model_names():
+        httpstan.cache.delete_model_directory(name)
 
 
 if __name__ == "__main__":

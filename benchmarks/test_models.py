@@ -25,8 +25,7 @@ import sys
 
 import pytest
 
-from harness import HERE, IMPLEMENTATIONS, gradient_call, interleaved_seconds, medians, run_once
-from polyppl.backends import BACKENDS
+from harness import HERE, IMPLEMENTATIONS, SMOKE, check_premise, gradient_call, interleaved_seconds, medians, run_once
 from polyppl.models import MODELS
 
 #: Pairs of runs: sampling phases of a fraction of a second to 3 s swing by 20-30% from run
@@ -36,9 +35,14 @@ from polyppl.models import MODELS
 ROUNDS = {"pymc": 3, "stan": 5, "numpyro": 3}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+def rounds(backend: str) -> int:
+    return 1 if SMOKE else ROUNDS[backend.partition(":")[0]]
+
+
+# ``backend``: every column, Stan with its engine (conftest.columns).
 @pytest.mark.parametrize("model", list(MODELS))
 def test_sampling(benchmark, results, model: str, backend: str) -> None:
+    check_premise(model, backend)
     records: dict[str, list[dict]] = {impl: [] for impl in IMPLEMENTATIONS}
     orders = itertools.cycle([IMPLEMENTATIONS, IMPLEMENTATIONS[::-1]])
 
@@ -47,7 +51,7 @@ def test_sampling(benchmark, results, model: str, backend: str) -> None:
             records[implementation].append(run_once(model, backend, implementation))
 
     benchmark.group = f"sampling {model}"
-    benchmark.pedantic(pair, rounds=ROUNDS[backend], iterations=1)
+    benchmark.pedantic(pair, rounds=rounds(backend), iterations=1)
     for implementation in IMPLEMENTATIONS:
         row = medians(records[implementation])
         # Every round's times, for the ratios of the fastest rounds (conftest.ratio_rows).
@@ -61,6 +65,7 @@ def test_sampling(benchmark, results, model: str, backend: str) -> None:
 @pytest.mark.parametrize("backend", ["pymc", "numpyro"])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_gradient_cost(benchmark, results, model: str, backend: str) -> None:
+    check_premise(model, backend)
     benchmark.group = "gradient cost"
     seconds = benchmark.pedantic(
         lambda: interleaved_seconds({impl: gradient_call(model, backend, impl) for impl in IMPLEMENTATIONS}),
@@ -80,7 +85,6 @@ def isolated_run(*args: str) -> dict:
 
 
 @pytest.mark.isolated
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("model", list(MODELS))
 def test_cold_compile(benchmark, results, model: str, backend: str) -> None:
     records: list[dict] = []

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from harness import SETTINGS, medians, run_once
+from harness import SETTINGS, SMOKE, medians, run_once
 from test_models import isolated_run
 
 MODEL = "eight-schools"
@@ -25,10 +25,10 @@ CONFIGURATIONS = [
     ("numpyro", "chain_method=parallel (4 host devices)", ["--chain-method", "parallel", "--host-devices", "4"], True),
     ("numpyro", "vectorized, float32", ["--float32"], True),
     ("pymc", "chain_method=sequential (cores=1)", {"chain_method": "sequential"}, False),
-    ("pymc", "pymc_sampler=numpyro (vectorized)", ["--pymc-sampler", "numpyro"], True),
+    ("pymc", "engine=numpyro (vectorized)", ["--engine", "numpyro"], True),
     # In a fresh process, as `polyppl run` and `compare` use it: Numba compiles nutpie's
     # log density anew, which decides its end-to-end time for a model this small.
-    ("pymc", "pymc_sampler=nutpie (fresh process)", ["--pymc-sampler", "nutpie"], True),
+    ("pymc", "engine=nutpie (fresh process)", ["--engine", "nutpie"], True),
 ]
 #: NumPyro re-compiles on every run (3-10 s): one round.
 IN_PROCESS_ROUNDS = {"pymc": 2, "numpyro": 1}
@@ -43,7 +43,7 @@ def test_setting(benchmark, results, backend: str, label: str, change, isolated:
     else:
         settings = replace(SETTINGS, **change)
         benchmark.pedantic(lambda: records.append(run_once(MODEL, backend, "generated", settings)),
-                           rounds=IN_PROCESS_ROUNDS[backend], iterations=1)
+                           rounds=1 if SMOKE else IN_PROCESS_ROUNDS[backend], iterations=1)
     row = medians(records)
     benchmark.extra_info.update(row)
     results.append({"kind": "setting", "model": MODEL, "backend": backend, "implementation": label, **row})

@@ -37,7 +37,19 @@ def multilevel_logistic_model(group, treated, n_groups, noncentered, trials=None
             numpyro.sample("successes", dist.BinomialLogits(logits, total_count=trials), obs=successes)
 
 
-def beta_binomial_model(trials, successes=None) -> None:
+def beta_binomial_marginal_model(trials, successes=None) -> None:
+    """The rates integrated out, (a, b) sampled as logit_mean = log(a / b) and
+    log_concentration = log(a + b), the hyperprior's Jacobian a * b included."""
+    logit_mean = numpyro.sample("logit_mean", dist.ImproperUniform(constraints.real, (), ()))
+    log_concentration = numpyro.sample("log_concentration", dist.ImproperUniform(constraints.real, (), ()))
+    a = numpyro.deterministic("a", jnp.exp(log_concentration) * jax.nn.sigmoid(logit_mean))
+    b = numpyro.deterministic("b", jnp.exp(log_concentration) * jax.nn.sigmoid(-logit_mean))
+    numpyro.factor("hyperprior", -0.5 * log_concentration - jax.nn.softplus(-logit_mean) - jax.nn.softplus(logit_mean))
+    with numpyro.plate("variant", trials.shape[0]):
+        numpyro.sample("successes", dist.BetaBinomial(a, b, trials), obs=successes)
+
+
+def beta_binomial_positive_model(trials, successes=None) -> None:
     a = numpyro.sample("a", dist.ImproperUniform(constraints.positive, (), ()))
     b = numpyro.sample("b", dist.ImproperUniform(constraints.positive, (), ()))
     numpyro.factor("hyperprior", -2.5 * jnp.log(a + b))
@@ -67,8 +79,12 @@ def multilevel_logistic(dataset: Dataset, parametrization: str) -> Callable[[], 
                    len(dataset.coords["group"]), parametrization == "noncentered", **observed)
 
 
-def beta_binomial(dataset: Dataset) -> Callable[[], None]:
-    return partial(beta_binomial_model, _array(dataset.values, "trials"), _array(dataset.values, "successes"))
+def beta_binomial_marginal(dataset: Dataset) -> Callable[[], None]:
+    return partial(beta_binomial_marginal_model, _array(dataset.values, "trials"), _array(dataset.values, "successes"))
+
+
+def beta_binomial_positive(dataset: Dataset) -> Callable[[], None]:
+    return partial(beta_binomial_positive_model, _array(dataset.values, "trials"), _array(dataset.values, "successes"))
 
 
 def eight_schools(dataset: Dataset) -> Callable[[], None]:
@@ -79,6 +95,7 @@ def eight_schools(dataset: Dataset) -> Callable[[], None]:
 MODELS = {
     ("multilevel-logistic", "noncentered"): partial(multilevel_logistic, parametrization="noncentered"),
     ("multilevel-logistic", "centered"): partial(multilevel_logistic, parametrization="centered"),
-    ("beta-binomial", "positive"): beta_binomial,
+    ("beta-binomial", "marginal"): beta_binomial_marginal,
+    ("beta-binomial", "positive"): beta_binomial_positive,
     ("eight-schools", "noncentered"): eight_schools,
 }

@@ -37,7 +37,23 @@ def multilevel_logistic(dataset: Dataset, parametrization: str) -> pm.Model:
     return model
 
 
-def beta_binomial(dataset: Dataset) -> pm.Model:
+def beta_binomial_marginal(dataset: Dataset) -> pm.Model:
+    """The rates integrated out: successes ~ BetaBinomial(trials, a, b), with (a, b) sampled
+    as logit_mean = log(a / b) and log_concentration = log(a + b); the hyperprior
+    (a + b)^-2.5 times the Jacobian a * b of that change of variables as a Potential."""
+    v = dataset.values
+    with pm.Model(coords={"variant": list(dataset.coords["variant"])}) as model:
+        logit_mean = pm.Flat("logit_mean")
+        log_concentration = pm.Flat("log_concentration")
+        a = pm.Deterministic("a", pm.math.exp(log_concentration) * pm.math.invlogit(logit_mean))
+        b = pm.Deterministic("b", pm.math.exp(log_concentration) * pm.math.invlogit(-logit_mean))
+        # log((a + b)^-2.5 * a * b) = -log_concentration / 2 + log inv_logit(u) + log inv_logit(-u)
+        pm.Potential("hyperprior", -0.5 * log_concentration - pm.math.log1pexp(-logit_mean) - pm.math.log1pexp(logit_mean))
+        pm.BetaBinomial("successes", n=v["trials"], alpha=a, beta=b, observed=v["successes"], dims="variant")
+    return model
+
+
+def beta_binomial_positive(dataset: Dataset) -> pm.Model:
     v = dataset.values
     with pm.Model(coords={"variant": list(dataset.coords["variant"])}) as model:
         a = pm.HalfFlat("a")
@@ -63,6 +79,7 @@ def eight_schools(dataset: Dataset) -> pm.Model:
 MODELS = {
     ("multilevel-logistic", "noncentered"): partial(multilevel_logistic, parametrization="noncentered"),
     ("multilevel-logistic", "centered"): partial(multilevel_logistic, parametrization="centered"),
-    ("beta-binomial", "positive"): beta_binomial,
+    ("beta-binomial", "marginal"): beta_binomial_marginal,
+    ("beta-binomial", "positive"): beta_binomial_positive,
     ("eight-schools", "noncentered"): eight_schools,
 }
