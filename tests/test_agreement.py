@@ -10,8 +10,9 @@ Three levels:
    changed from 5 to 3.25, which moves mu by about half a posterior sd): how often the
    comparison catches it.
 
-Levels 2 and 3 are marked slow. CI runs them at a small scale (POLYPPL_STAT_REPS unset:
-4 replications per case); POLYPPL_STAT_REPS=30 gives the numbers quoted in the README.
+Levels 2 and 3 run at a small scale by default (POLYPPL_STAT_REPS unset: 4 replications
+per case; about a minute, Stan's programs cached); POLYPPL_STAT_REPS=30 gives the numbers
+quoted in the README.
 
 Every count threshold below is derived from Binomial tails at a family false-alarm rate of
 0.1% per test (tests/stat_tolerance.py), and the rate is stated where it is asserted.
@@ -97,7 +98,6 @@ def _disagrees(first, second, model, dataset) -> bool:
     return any(not t.agree for t in tests)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["multilevel-logistic", "beta-binomial", "eight-schools"])
 def test_false_alarm_rate_on_correct_samplers(name):
     """Stan against Stan with other seeds. Each comparison (Holm at 1%) has a false-alarm rate
@@ -137,7 +137,6 @@ def mu_posterior(y: np.ndarray, sigma: np.ndarray, mu_prior_sd: float, tau_scale
     return first, math.sqrt(second - first**2)
 
 
-@pytest.mark.slow
 def test_power_against_a_subtly_different_model():
     builtin = get_model("eight-schools")
     dataset = builtin.dataset()

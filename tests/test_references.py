@@ -15,7 +15,7 @@ Each test's threshold is Bonferroni over all its comparisons, across its paramet
 backends too, for a false-alarm rate of at most 0.1% per test; the thresholds are computed
 below and printed in the assertion messages. Fixed seeds make each outcome repeatable.
 
-Time: the tests without sampling take about 10 s; the six default runs (marked slow) about
+Time: the tests without sampling take about 10 s; the six default runs about
 2.5 minutes on 2 quiet cores with Stan's programs compiled cold (README's timings), 12 min
 measured on 2 cores shared with three other workloads (load average 7.5).
 """
@@ -202,7 +202,6 @@ def _converged(result, backend):
     assert d.converged, f"{backend}: {d.flags}"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_eight_schools_means_match_exact(backend, exact_summary):
     """Default settings (4 chains x 1000 + 1000, seed 1), non-centered: the posterior means of
@@ -226,7 +225,6 @@ def multilevel_reference():
     return load_reference("multilevel-logistic-seed")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_multilevel_means_match_reference(backend, multilevel_reference):
     """Default settings, non-centered, seed data: the posterior means of all 16 scalar

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from conftest import STAN_ENGINES
+from conftest import HAVE_CMDSTAN, STAN_ENGINES
 from polyppl.cli import main
 from polyppl.errors import UserError
 from polyppl.models import get_model
@@ -25,6 +25,18 @@ from stat_tolerance import FAMILY_ALPHA, t_threshold
 
 #: Every backend, and Stan through both engines.
 COLUMNS = ["pymc", "numpyro", *[pytest.param(f"stan:{p.values[0]}", id=f"stan-{p.id}", marks=p.marks) for p in STAN_ENGINES]]
+
+
+def columns_in_ci(column: str) -> list:
+    """Every column, all but ``column`` marked slow: the default run (and CI) checks each
+    scenario's claims on one backend, turn about, and ``pytest -m slow`` on the others."""
+    out = []
+    for param in COLUMNS:
+        value, marks, ident = (param, (), param) if isinstance(param, str) else (param.values[0], param.marks, param.id)
+        extra = () if value == column else (pytest.mark.slow,)
+        out.append(pytest.param(value, id=ident, marks=(*marks, *extra)))
+    return out
+
 
 #: Seeds for the seed-dependent ADVI failure (the CLI default is 20; fewer keep CI short).
 TEST_SEEDS = 8
@@ -158,7 +170,7 @@ def test_beta_binomial_funnel(column):
         assert abs(rate["mean"] - exact_mean) < z_max * rate["mcse_mean"], (scenario, rate, exact_mean)
 
 
-@pytest.mark.parametrize("column", COLUMNS)
+@pytest.mark.parametrize("column", columns_in_ci("numpyro"))
 def test_centered_funnel(column):
     backend = column.partition(":")[0]
     result = run_repro("centered-funnel", [column]).result(backend)
@@ -171,7 +183,7 @@ def test_centered_funnel(column):
     assert schools["centered"]["tau"]["q05"] > 1.3 * schools["noncentered"]["tau"]["q05"]
 
 
-@pytest.mark.parametrize("column", COLUMNS)
+@pytest.mark.parametrize("column", columns_in_ci("pymc"))
 def test_improper_flat_scale(column):
     backend = column.partition(":")[0]
     result = run_repro("improper-flat-scale", [column]).result(backend)
@@ -179,7 +191,7 @@ def test_improper_flat_scale(column):
     assert result.fix_works is True
 
 
-@pytest.mark.parametrize("column", COLUMNS)
+@pytest.mark.parametrize("column", columns_in_ci("stan:cmdstanpy" if HAVE_CMDSTAN else "stan:pystan"))
 def test_tree_depth_unscaled(column):
     backend = column.partition(":")[0]
     result = run_repro("tree-depth-unscaled", [column]).result(backend)

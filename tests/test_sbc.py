@@ -178,7 +178,6 @@ def test_a_broken_compiler_is_flagged(tmp_path, monkeypatch):
     assert column.results["tau"].verdict == "miscalibrated"
 
 
-@pytest.mark.slow
 def test_cli_writes_json_report_and_figures(tmp_path, capsys):
     """``polyppl sbc`` end to end on Stan, in this process, 3 simulations: the JSON has the
     documented shape, the report and both figures are written, and a second run reuses every
