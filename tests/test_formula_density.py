@@ -118,7 +118,13 @@ def _assert_agree(model: s.Model, dataset: s.Dataset, seed: int) -> None:
         assert np.ptp(offsets) < 1e-8 * max(1.0, np.abs(values["pymc"]).max()), (name, offsets)
 
 
-@pytest.mark.parametrize("formula,family,parametrization,structure", CASES)
+#: The default run (CI) checks the first two drawn formulas (a correlated block of three
+#: terms with nesting, and a binomial cbind); `pytest -m slow` all of them.
+IN_DEFAULT_RUN = 2
+
+
+@pytest.mark.parametrize("formula,family,parametrization,structure", [
+    pytest.param(*case, marks=() if i < IN_DEFAULT_RUN else (pytest.mark.slow,)) for i, case in enumerate(CASES)])
 def test_formula_log_densities_agree(formula, family, parametrization, structure):
     data = _data(np.random.default_rng(zlib.crc32(formula.encode())))
     compiled = compile_formula(formula, data, family, parametrization=parametrization)

@@ -86,7 +86,6 @@ SLEEPSTUDY = {"Intercept": 251.405, "Days": 10.467}
 GAP_SD = 0.25
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("formula,family,data,reference", [
     ("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", "binomial", "cbpp.csv", CBPP),
     ("Reaction ~ Days + (Days | Subject)", "gaussian", "sleepstudy.csv", SLEEPSTUDY),

@@ -23,8 +23,10 @@ the mean and 1.1% on the sd; the rest is the optimiser's. Measured over seeds 1-
 three backends, both models and all three methods (54 fits): largest |shift| 0.18 sd
 (NumPyro mean-field, seed 3), sd ratios 0.90 to 1.04.
 
-Run time (2 cores, quiet): about 6 minutes, most of it compiling (Stan's two programs on a
-first run, JAX per guide); the Stan cases need CmdStan (marked ``cmdstan``).
+Run time (2 cores, quiet): about 6 minutes for all, most of it compiling (Stan's two
+programs on a first run, JAX per guide); the Stan cases need CmdStan (marked ``cmdstan``).
+The default run (CI) takes group 1, the two-means cases of group 2, group 4 and the
+end-to-end ``compare --methods``; ``pytest -m slow`` the line and group 3.
 """
 
 import logging
@@ -194,8 +196,7 @@ def approximate(model_name: str, backend: str, method: str):
     return fit(FitRequest.make(model, dataset, backend, None, method, RECOVERY))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("model_name", ["two-means", pytest.param("line", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_recovers_gaussian_posterior(backend, method, model_name):
@@ -299,7 +300,6 @@ def test_bad_methods_exit_2_before_anything_runs(tmp_path, methods, message):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.slow
 def test_compare_with_methods_writes_cells_scorecards_and_report(tmp_path):
     """End to end on the two-means model, NumPyro and PyStan (which has no VI): NUTS and
     mean-field ADVI cells, the PyStan ADVI cell n/a, the scorecard in the JSON, the report's
