@@ -71,6 +71,7 @@ def test_rate_means_match_exact_posterior(column, four_variants):
     _check_rates(result, exact.rate_means(four_variants), column)
 
 
+@pytest.mark.slow
 def test_joint_form_also_matches_exact_posterior(four_variants):
     """The hand-written form, rates sampled jointly: right means despite its funnel (about 1%
     of transitions diverge; 2000 draws per chain keep R-hat under 1.01)."""
