@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,14 +178,23 @@ def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
     args = [sys.executable, "-m", "polyppl.cli", "compare", "eight-schools", "--backends", "stan,pymc",
             *SMALL, "--out", str(out)]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     first = out / "eight-schools-classic-stan-nuts.nc"
     deadline = time.monotonic() + 900
-    while not first.exists() and time.monotonic() < deadline and proc.poll() is None:
+    # Interrupt once the second backend's worker runs (its progress line is out): the first
+    # fit is on disk by then.
+    while not any("[2/2] pymc: sampling" in line for line in lines) and time.monotonic() < deadline \
+            and proc.poll() is None:
         time.sleep(0.2)
     assert first.exists(), "the first backend never finished"
-    time.sleep(1.0)  # the second backend's worker is running now
+    time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    err = "".join(lines)
+    proc.stdout.close()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted; finished results are kept" in err
     assert first.exists() and not (out / "eight-schools-classic-pymc-nuts.nc").exists()
