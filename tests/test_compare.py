@@ -200,7 +200,9 @@ def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
     assert first.exists() and not (out / "eight-schools-classic-pymc-nuts.nc").exists()
 
     again = polyppl("compare", "eight-schools", "--backends", "stan,pymc", *SMALL, "--out", out, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
+    # Both fits finish (at this small size the verdict may be agree or, on ESS flags, inconclusive).
+    assert again.returncode in (0, 3), again.stderr[-2000:]
+    assert json.loads((out / "eight-schools-classic-pymc-nuts.json").read_text())["status"] == "ok"
     assert "stan: reusing the finished run" in again.stderr
     assert (out / "eight-schools-classic-pymc-nuts.nc").exists()
 
