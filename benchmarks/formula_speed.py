@@ -28,6 +28,9 @@ from polyppl.models import MODELS
 from polyppl.models.formula import formula_problem
 from polyppl.models.multilevel_logistic import seed_rows
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import interleaved_seconds  # noqa: E402  (the benchmarks' own timing loop)
+
 SEED_FORMULA = "success ~ treated + (1 + treated || group)"
 SEED_PRIORS = ["b ~ student_t(3, 0, 1)", "sd ~ half_normal(1)"]
 SETTINGS = SamplerSettings(chains=4, draws=1000, tune=1000, seed=1)
@@ -79,25 +82,6 @@ def gradient_calls(backend: str):
     return calls
 
 
-def interleaved_seconds(calls, blocks: int = 11, block_seconds: float = 0.3) -> dict[str, float]:
-    per_block = {}
-    for name, (call, _) in calls.items():
-        call()
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < block_seconds:
-            call()
-            n += 1
-        per_block[name] = max(n, 1)
-    samples = {name: [] for name in calls}
-    for _ in range(blocks):
-        for name, (call, evaluations) in calls.items():
-            start = time.perf_counter()
-            for _ in range(per_block[name]):
-                call()
-            samples[name].append((time.perf_counter() - start) / (per_block[name] * evaluations))
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def stan_seconds_per_gradient(rounds: int = 3) -> dict[str, float]:
     from polyppl.backends import get_backend
 
@@ -115,7 +99,7 @@ def stan_seconds_per_gradient(rounds: int = 3) -> dict[str, float]:
 
 def gradients() -> None:
     for backend in ("pymc", "numpyro"):
-        seconds = interleaved_seconds(gradient_calls(backend))
+        seconds = interleaved_seconds(gradient_calls(backend), block_seconds=0.3)
         print(f"{backend}: built-in {seconds['built-in'] * 1e6:.2f} us, formula {seconds['formula'] * 1e6:.2f} us "
               f"per gradient; formula / built-in = {seconds['formula'] / seconds['built-in']:.3f}", flush=True)
     seconds = stan_seconds_per_gradient()

@@ -125,11 +125,17 @@ def _page(inputs: ReportInputs) -> str:
         ("approximations", "Approximations against NUTS", _approximations_section(c)),
         ("provenance", "Provenance", _provenance_section(c)),
     ]
-    nav = " · ".join(f'<a href="#{key}">{_e(name)}</a>' for key, name, content in sections if content)
-    body = "\n".join(f'<section id="{key}">\n<h2>{_e(name)}</h2>\n{content}\n</section>' for key, name, content in sections if content)
     s = c.settings
     subtitle = (f"{_e(c.problem.parametrization or 'declared')} parametrization · data: {_e(c.problem.dataset.source)} · "
                 f"{s.chains} chains × {s.tune} warm-up + {s.draws} draws · seed {s.seed}")
+    return html_page(title, c.problem.name, c.problem.scenario, subtitle, sections)
+
+
+def html_page(title: str, heading: str, scenario: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
+    """A self-contained page: a header with a table of contents, then one section per
+    (anchor, heading, HTML) whose HTML is not empty. ``subtitle`` is HTML."""
+    nav = " · ".join(f'<a href="#{key}">{_e(name)}</a>' for key, name, content in sections if content)
+    body = "\n".join(f'<section id="{key}">\n<h2>{_e(name)}</h2>\n{content}\n</section>' for key, name, content in sections if content)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -140,7 +146,7 @@ def _page(inputs: ReportInputs) -> str:
 </head>
 <body>
 <header>
-<h1>{_e(c.problem.name)} <span class="scenario">{_e(c.problem.scenario)}</span></h1>
+<h1>{_e(heading)} <span class="scenario">{_e(scenario)}</span></h1>
 <p class="subtitle">{subtitle}</p>
 <nav>{nav}</nav>
 </header>

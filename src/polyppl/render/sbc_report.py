@@ -14,10 +14,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from polyppl import __version__
 from polyppl.inference.diagnostics import FLAG_MEANINGS
 from polyppl.inference.idata import atomic_write
-from polyppl.render.report import CSS, DPI, _e
+from polyppl.render.report import DPI, _e, html_page
 from polyppl.render.sbc_plots import ecdf_difference_figure, rank_histogram_figure
 from polyppl.render.tables import Table
 from polyppl.studies import sbc_stats
@@ -183,33 +182,10 @@ def _page(run: SbcRun, pngs: dict[str, _Png]) -> str:
         ("again", "Running it again", _again_section(run)),
         ("provenance", "Provenance", _provenance_section(run)),
     ]
-    nav = " · ".join(f'<a href="#{key}">{_e(name)}</a>' for key, name, content in sections if content)
-    body = "\n".join(f'<section id="{key}">\n<h2>{_e(name)}</h2>\n{content}\n</section>'
-                     for key, name, content in sections if content)
     s = run.settings
     subtitle = (f"{_e(labels.parametrization or 'declared')} parametrization · data shapes of {_e(run.problem.dataset.source)} · "
                 f"{run.simulations} simulations per backend · {s.chains} chains × {s.tune} warm-up + {s.draws} draws · seed {run.seed}")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<header>
-<h1>{_e(labels.model)} <span class="scenario">simulation-based calibration</span></h1>
-<p class="subtitle">{subtitle}</p>
-<nav>{nav}</nav>
-</header>
-<main>
-{body}
-</main>
-<footer>Written by polyppl {_e(__version__)}. Every figure is embedded in this file; it needs no network.</footer>
-</body>
-</html>
-"""
+    return html_page(title, labels.model, "simulation-based calibration", subtitle, sections)
 
 
 def _verdict_section(run: SbcRun) -> str:
