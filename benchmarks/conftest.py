@@ -52,7 +52,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Stan's engine: polyppl's choice (auto), cmdstanpy, pystan, or both")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # The project's addopts ask for two xdist workers (for the tests); benchmarks run one
+    # at a time, on a machine nothing else of ours is using, and pytest-benchmark turns
+    # itself off under xdist. Undone here, before xdist and pytest-benchmark configure.
+    if getattr(config.option, "numprocesses", None):
+        config.option.numprocesses, config.option.dist, config.option.tx = 0, "no", []
     config.addinivalue_line("markers", "isolated: each round runs in a fresh process")
     if config.getoption("smoke"):
         # Read by harness.py when it is first imported (after this), and by the fresh

@@ -1,9 +1,13 @@
-"""One scaling point on Stan's two engines: the multilevel model at 2,048 groups (counts,
-100 rows per cell), 4 chains x 1000 + 1000, each engine in a fresh child process, as
-`polyppl bench --full` runs it. Memory is the whole process tree's (the worker and the
-processes it starts: CmdStan's, or httpstan's pool), sampled every 0.5 s from /proc.
+"""The groups line of `polyppl bench --full` on Stan's engines: the multilevel model at 2 to
+2,048 groups (counts, 1,000 rows per cell, the full sweep's points), 4 chains x 1000 + 1000,
+seed 1, each point in a fresh child process as `polyppl bench` runs it. Memory is the
+whole process tree's (the worker and the processes it starts: CmdStan's, or httpstan's
+pool), sampled every 0.5 s from /proc, beside the worker's own peak. One JSON line per
+point is appended to --out as it finishes (points already there are skipped), in the
+format of the sweep's points.jsonl, the column named ``stan:<engine>``.
 
-    uv run python benchmarks/stan_engines_at_scale.py [--groups 2048] [--engines cmdstanpy,pystan]
+    uv run python benchmarks/stan_engines_at_scale.py [--groups 2,8,32,128,512,2048]
+        [--engines cmdstanpy,pystan] [--out FILE.jsonl]
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from polyppl.studies.bench import FULL, Point, run_point
+from polyppl.studies.bench import FULL, Point, finished_points, run_point
 
 
 def tree_rss_mb(root: int) -> float:
@@ -41,27 +45,39 @@ def tree_rss_mb(root: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--groups", type=int, default=2048)
+    parser.add_argument("--groups", default="2048", help="comma-separated numbers of groups")
     parser.add_argument("--engines", default="cmdstanpy,pystan")
+    parser.add_argument("--out", type=Path, default=None, help="JSON lines to append each point to")
     args = parser.parse_args()
     import os
 
+    done_keys = set(finished_points(args.out)) if args.out is not None and args.out.exists() else set()
     for engine in args.engines.split(","):
-        peak, done = [0.0], threading.Event()
+        for groups in (int(g) for g in args.groups.split(",")):
+            point = Point("multilevel-logistic", f"stan:{engine}", (("groups", groups), ("rows_per_cell", ROWS_PER_CELL)))
+            if point.key in done_keys:
+                continue
+            peak, finished = [0.0], threading.Event()
 
-        def poll() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], tree_rss_mb(os.getpid()))
-                time.sleep(0.5)
+            def poll() -> None:
+                while not finished.is_set():
+                    peak[0] = max(peak[0], tree_rss_mb(os.getpid()))
+                    time.sleep(0.5)
 
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        row = run_point(Point("multilevel-logistic", f"stan:{engine}", (("groups", args.groups), ("rows_per_cell", 100))),
-                        FULL)
-        done.set()
-        poller.join()
-        row["peak_tree_memory_mb"] = round(peak[0])
-        print(json.dumps(row), flush=True)
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            row = run_point(point, FULL)
+            finished.set()
+            poller.join()
+            row["peak_tree_memory_mb"] = round(peak[0])
+            print(json.dumps(row), flush=True)
+            if args.out is not None:
+                with args.out.open("a") as journal:
+                    journal.write(json.dumps(row) + "\n")
+
+
+#: The full sweep's groups line holds 1,000 rows per cell (multilevel_logistic.MODEL.sweeps).
+ROWS_PER_CELL = 1000
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from polyppl import SamplerSettings, sample
 from polyppl import spec as s
 from polyppl.inference.diagnostics import scalar_summary
 from polyppl.models import get_model
-from polyppl.studies.agreement import QuantityDraws, holm, pair_tests
+from polyppl.studies.agreement import QuantityDraws, holm, pair_tests, studentized_kolmogorov_sf
 from polyppl.studies.compare import quantities
 from stat_tolerance import FAMILY_ALPHA, allowed_count, required_count, t_threshold
 
@@ -73,6 +73,23 @@ def test_statistics_are_calibrated_on_autocorrelated_chains():
     # its nominal scale and rejects at 5% with probability about 0.999: fewer than half of
     # 200 has probability 3e-114; the bound guards only that the contrast stays stark.
     assert rejections["plain ks"] >= reps / 2, rejections
+
+
+@pytest.mark.parametrize("degrees_of_freedom", [3, 15, 63])
+@pytest.mark.parametrize("statistic", [0.8, 1.36, 2.6, 5.0])
+def test_studentized_kolmogorov_tail_against_quadrature(statistic, degrees_of_freedom):
+    """The Gauss-Laguerre rule against adaptive quadrature of E_W[K(s sqrt(W))], W ~ chi2(df)/df."""
+    shape = degrees_of_freedom / 2
+    expected, _ = integrate.quad(
+        lambda w: stats.kstwobign.sf(statistic * math.sqrt(w)) * stats.gamma.pdf(w, shape, scale=1 / shape),
+        0, np.inf, epsabs=0, epsrel=1e-10, limit=400)
+    assert studentized_kolmogorov_sf(statistic, degrees_of_freedom) == pytest.approx(expected, rel=1e-6)
+
+
+def test_studentized_kolmogorov_tail_tends_to_kolmogorovs():
+    """Heavier than Kolmogorov's tail at few degrees of freedom, and its limit at many."""
+    assert studentized_kolmogorov_sf(2.0, 15) > 5 * stats.kstwobign.sf(2.0)
+    assert studentized_kolmogorov_sf(1.36, 199) == pytest.approx(stats.kstwobign.sf(1.36), rel=0.1)
 
 
 def test_holm_keeps_the_family_wise_rate():

@@ -25,8 +25,9 @@ three backends, both models and all three methods (54 fits): largest |shift| 0.1
 
 Run time (2 cores, quiet): about 6 minutes for all, most of it compiling (Stan's two
 programs on a first run, JAX per guide); the Stan cases need CmdStan (marked ``cmdstan``).
-The default run (CI) takes group 1, the two-means cases of group 2, group 4 and the
-end-to-end ``compare --methods``; ``pytest -m slow`` the line and group 3.
+The default run (CI) takes group 1, the two-means cases of group 2, group 3 (47 s for the
+three backends on a loaded machine), group 4 and the end-to-end ``compare --methods``;
+``pytest -m slow`` adds the line.
 """
 
 import logging
@@ -244,7 +245,6 @@ def noncentered_nuts():
     return problem, result
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_meanfield_advi_on_centered_eight_schools_is_not_reliable(backend):
     """Mean-field ADVI (default settings) on the centered funnel, scored against NUTS on the
