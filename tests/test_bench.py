@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from polyppl.backends.stan import choose_engine
 from polyppl.models import multilevel_logistic
 from polyppl.models.base import SweepLine
 from polyppl.render.bench import plot
@@ -55,6 +56,8 @@ def test_interrupted_sweep_resumes(tmp_path, capsys):
     sweep = bench.Sweep("test", chains=1, draws=100, tune=100, timeout_seconds=600,
                         lines={"beta-binomial": tuple(SweepLine({"variants": k}) for k in (3, 6, 12))})
     todo = bench.points(sweep, ["beta-binomial"], ["stan"])
+    stan = f"stan:{choose_engine()}"  # the engine is part of each point's key
+    assert {p.backend for p in todo} == {stan} and all(f"|{stan}|" in p.key for p in todo)
     # An earlier run finished the first point and was cut off while writing the second.
     first = bench.run_point(todo[0], sweep)
     assert first["status"] == "ok", first
@@ -71,7 +74,7 @@ def test_interrupted_sweep_resumes(tmp_path, capsys):
     for row in rows:
         assert row["gradients_per_draw"] >= 1 and row["seconds_per_gradient"] > 0 and row["peak_memory_mb"] > 0
     fits = json.loads((tmp_path / "scaling.json").read_text())["exponents"]
-    assert [(f["size"], f["backend"], f["points"]) for f in fits] == [("variants", "stan", 3)]
+    assert [(f["size"], f["backend"], f["points"]) for f in fits] == [("variants", stan, 3)]
     assert (tmp_path / "scaling.csv").read_text().count("\n") == 4
     assert (tmp_path / "scaling-beta-binomial-variants.png").stat().st_size > 0
 

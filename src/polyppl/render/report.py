@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -473,8 +474,11 @@ def _trace_section(inputs: ReportInputs) -> str:
 def _trace_figure(backend: str, idata: az.InferenceData, names: list[str], divergences: int) -> str:
     import arviz as az
 
-    axes = az.plot_trace(idata, var_names=names, compact=True, divergences="bottom",
-                         figsize=(10, 1.2 * len(names) + 0.3), backend_kwargs={"layout": "constrained"})
+    with warnings.catch_warnings():
+        # The fixed entries of a Cholesky factor (1 and 0) are constants, with no density to draw.
+        warnings.filterwarnings("ignore", message="Your data appears to have a single value", category=UserWarning)
+        axes = az.plot_trace(idata, var_names=names, compact=True, divergences="bottom",
+                             figsize=(10, 1.2 * len(names) + 0.3), backend_kwargs={"layout": "constrained"})
     fig = axes.ravel()[0].figure
     marked = (f"{divergences} divergent transition{'s' if divergences != 1 else ''}, marked as ticks at the bottom of each panel"
               if divergences else "no divergent transitions")

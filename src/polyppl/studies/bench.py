@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from polyppl.backends import BACKENDS, parse_column
+from polyppl.backends import BACKENDS, get_backend, parse_column
 from polyppl.execution.request import FitRequest
 from polyppl.execution.runner import run_fit
 from polyppl.inference.methods import SamplerSettings
@@ -101,7 +101,20 @@ QUICK = Sweep("quick", chains=2, draws=300, tune=300, timeout_seconds=600)
 FULL = Sweep("full", chains=4, draws=1000, tune=1000, timeout_seconds=3600)
 
 
+def engine_label(column: str) -> str:
+    """``column`` with its engine named where the backend has more than one (``stan`` ->
+    ``stan:cmdstanpy`` where CmdStan is installed, else ``stan:pystan``), so that a point's
+    key says what ran it: a sweep resumed after CmdStan was installed must not take PyStan's
+    rows for its own."""
+    parsed = parse_column(column)
+    backend = get_backend(parsed.backend)
+    if parsed.engine or len(backend.engines) == 1:
+        return column
+    return f"{parsed.backend}:{backend.engine(None).name}"
+
+
 def points(sweep: Sweep, models: Sequence[str], backends: Sequence[str]) -> list[Point]:
+    backends = [engine_label(b) for b in backends]
     out = []
     for model in models:
         sweeps = get_model(model).sweeps
