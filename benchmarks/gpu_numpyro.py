@@ -2,7 +2,7 @@
 and settings, through polyppl's NumPyro compiler (no ArviZ needed, so it runs on the lent
 GPU machine's own Python with ``PYTHONPATH=src``).
 
-    python benchmarks/gpu_numpyro.py OUT_DIR [--quick]
+    python benchmarks/gpu_numpyro.py OUT_DIR [--quick | --cases 1,2]
 
 Writes ``OUT_DIR/gpu_numpyro-<platform>.json`` (timings, gradient counts) and, per case, an
 ``.npz`` of the draws of the hyperparameters and of 64 group effects, whose ESS is computed
@@ -29,7 +29,7 @@ CASES = [
 SAVED_GROUPS = 64
 
 
-def run(out: Path, quick: bool) -> None:
+def run(out: Path, quick: bool, cases: list[int] | None = None) -> None:
     import jax
 
     from polyppl.backends import get_backend
@@ -39,7 +39,8 @@ def run(out: Path, quick: bool) -> None:
     platform = jax.default_backend()
     builtin = get_model("multilevel-logistic")
     rows = []
-    for label, sizes, form, chains in CASES[:1] if quick else CASES:
+    chosen = [CASES[i] for i in cases] if cases else CASES[:1] if quick else CASES
+    for label, sizes, form, chains in chosen:
         dataset = builtin.sweeps.synthetic(sizes, form)
         model = builtin.spec(None, dataset)
         settings = SamplerSettings(chains=chains, draws=1000, tune=1000, seed=1)
@@ -62,7 +63,8 @@ def run(out: Path, quick: bool) -> None:
                      "divergences": int(np.asarray(draws.stats["diverging"]).sum()), "draws_file": f"{stem}.npz",
                      "engine": draws.engine, "jax": jax.__version__})
         print(json.dumps(rows[-1]), flush=True)
-    (out / f"gpu_numpyro-{platform}.json").write_text(json.dumps(rows, indent=1))
+        # After each case: a run cut short by the device's time limit keeps what finished.
+        (out / f"gpu_numpyro-{platform}.json").write_text(json.dumps(rows, indent=1))
 
 
 def ess(out: Path) -> None:
@@ -89,8 +91,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", help="comma-separated indices into CASES (default: all; --quick: the first)")
     parser.add_argument("--ess", action="store_true", help="compute ESS of the saved draws (needs ArviZ)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    ess(args.out) if args.ess else run(args.out, args.quick)
+    cases = [int(i) for i in args.cases.split(",")] if args.cases else None
+    ess(args.out) if args.ess else run(args.out, args.quick, cases)
     sys.exit(0)

@@ -269,6 +269,28 @@ def test_meanfield_advi_on_centered_eight_schools_is_not_reliable(backend):
 # --------------------------------------------------------------------------- 4. capabilities, input
 
 
+def test_pathfinder_runs_numpyro_on_an_xla_pool_of_one():
+    """BlackJAX's Pathfinder wedged XLA's CPU pool (batched LAPACK fanning out into the pool
+    it runs on); a fit's process therefore starts JAX with a pool of one thread. In a fresh
+    process, as ``compare`` runs a fit: one ``tf_XLAEigen`` thread, and the process keeps the
+    CPUs it had."""
+    script = (
+        "import os\n"
+        "from polyppl.backends.numpyro.compiler import _xla_pool_of_one\n"
+        "before = os.sched_getaffinity(0)\n"
+        "_xla_pool_of_one()\n"
+        "import jax.numpy as jnp\n"
+        "x = jnp.ones((16, 4, 4)) + jnp.eye(4)\n"
+        "jnp.linalg.solve(x, jnp.ones((16, 4, 1))).block_until_ready()\n"
+        "tasks = os.listdir(f'/proc/{os.getpid()}/task')\n"
+        "names = [open(f'/proc/{os.getpid()}/task/{t}/comm').read().strip() for t in tasks]\n"
+        "print(names.count('tf_XLAEigen'), os.sched_getaffinity(0) == before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "True"], out.stdout
+
+
 def test_pystan_cells_are_not_applicable_before_anything_runs():
     model, dataset, _, _ = two_means()
     problem = Problem(model, dataset, Labels("two-means"))

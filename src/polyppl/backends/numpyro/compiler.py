@@ -114,7 +114,7 @@ def build(model: Model, dataset: Dataset) -> Callable[[], None]:
 def data_arrays(model: Model, dataset: Dataset) -> dict[str, np.ndarray]:
     """The values of the data and observed nodes, by name. NumPy here, JAX arrays only when
     the model is traced: building a model does not start JAX's backend, so that a method can
-    still set XLA's flags (``_single_threaded_eigen``)."""
+    still size XLA's thread pool (``_xla_pool_of_one``)."""
     return {n.name: np.asarray(dataset.values[n.name]) for n in model.nodes if isinstance(n, (Data, Observed))}
 
 
@@ -215,7 +215,7 @@ class NumPyroModel:
         the time JAX spends compiling inside them is reported as compile time."""
         init_params = None
         if settings.init == "pathfinder":
-            _single_threaded_eigen()
+            _xla_pool_of_one()
         if settings.init in ("advi", "pathfinder"):
             init_params = _vi_starts(self._flat(), settings)
         if init_params is not None or self._data is None or settings.chain_method not in ("auto", "vectorized"):
@@ -232,7 +232,7 @@ class NumPyroModel:
 
     def pathfinder(self, settings: VariationalSettings) -> Draws:
         """BlackJAX's Pathfinder on NumPyro's log density, one path after another."""
-        _single_threaded_eigen()
+        _xla_pool_of_one()
         return _pathfinder(self._flat(), settings.resolved("pathfinder"), self.precision)
 
     def _flat(self) -> _FlatModel:
@@ -572,17 +572,32 @@ class _GradientCounter:
         self.count += 1
 
 
-def _single_threaded_eigen() -> None:
-    """XLA's CPU thread pool can wedge on the batched QR factorisations of BlackJAX's Pathfinder
-    (jaxlib 0.10.2, seen on 2 cores: every pool thread waiting in LAPACK's ParallelBatchMap,
-    the process asleep for good); with Eigen single-threaded it does not. The flag only takes
-    effect before JAX starts its backend, which in a fit's own process (``compare``, ``run``)
-    is still to come here."""
+def _xla_pool_of_one() -> None:
+    """XLA's CPU intra-op thread pool wedges on the batched LAPACK calls of BlackJAX's
+    Pathfinder (QR and LU factorisations, vmapped over the L-BFGS history): a factorisation
+    runs on a pool worker and fans its batch out into the same pool (LAPACK's
+    ParallelBatchMap), so two at once on a pool of two wait for each other for good (seen on
+    2 cores with jaxlib 0.10.2: every thread in futex_do_wait, the process asleep; the QR
+    case first, then LU on the multilevel model with Eigen single-threaded). A pool of one
+    cannot deadlock. JAX sizes the pool from the CPU affinity when its backend starts, so
+    the backend is started here pinned to one CPU, and the affinity restored: only the
+    pool's own thread stays pinned. Effective only before JAX's backend starts, which in a
+    fit's own process (``compare``, ``run``) is still to come here."""
     from jax._src import xla_bridge
 
+    if xla_bridge.backends_are_initialized():
+        return
     flags = os.environ.get("XLA_FLAGS", "")
-    if not xla_bridge.backends_are_initialized() and "xla_cpu_multi_thread_eigen" not in flags:
+    if "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    if not hasattr(os, "sched_setaffinity"):  # not Linux: the flag alone
+        return
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        jax.devices()
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 class _Pathfinder:
