@@ -7,7 +7,7 @@ point is appended to --out as it finishes (points already there are skipped), in
 format of the sweep's points.jsonl, the column named ``stan:<engine>``.
 
     uv run python benchmarks/stan_engines_at_scale.py [--groups 2,8,32,128,512,2048]
-        [--engines cmdstanpy,pystan] [--out FILE.jsonl]
+        [--engines cmdstanpy,pystan] [--rows-per-cell 1000] [--out FILE.jsonl]
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", default="2048", help="comma-separated numbers of groups")
     parser.add_argument("--engines", default="cmdstanpy,pystan")
+    parser.add_argument("--rows-per-cell", type=int, default=ROWS_PER_CELL,
+                        help=f"rows per (group, arm) cell (default {ROWS_PER_CELL}, the sweep's)")
     parser.add_argument("--out", type=Path, default=None, help="JSON lines to append each point to")
     args = parser.parse_args()
     import os
@@ -54,7 +56,7 @@ def main() -> None:
     done_keys = set(finished_points(args.out)) if args.out is not None and args.out.exists() else set()
     for engine in args.engines.split(","):
         for groups in (int(g) for g in args.groups.split(",")):
-            point = Point("multilevel-logistic", f"stan:{engine}", (("groups", groups), ("rows_per_cell", ROWS_PER_CELL)))
+            point = Point("multilevel-logistic", f"stan:{engine}", (("groups", groups), ("rows_per_cell", args.rows_per_cell)))
             if point.key in done_keys:
                 continue
             peak, finished = [0.0], threading.Event()

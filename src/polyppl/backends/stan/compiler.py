@@ -237,11 +237,13 @@ class CmdStanPyEngine:
                     sig_figs=18,
                     output_dir=output_dir,
                 )
-                # Read here, before the folder goes, one chain at a time: the warm-up rows only
-                # for their gradient count (cmdstanpy's draws() would hold every row of every
-                # chain, warm-up included: 0.8 GB at 2,048 groups, then copied by column).
-                columns, warmup_steps = _read_sampler_csvs(fit.runset.csv_files, fit.column_names, settings.tune)
             total = elapsed()
+            # Read here, before the folder goes, but outside the clock: parsing the text is
+            # not sampling, and the phases are split in proportion of this clock. One chain
+            # at a time, the warm-up rows only for their gradient count (cmdstanpy's draws()
+            # would hold every row of every chain, warm-up included: 0.8 GB at 2,048 groups,
+            # then copied by column).
+            columns, warmup_steps = _read_sampler_csvs(fit.runset.csv_files, fit.column_names, settings.tune)
             chain_times = fit.time  # per chain: {"warmup": s, "sampling": s, "total": s}
         warmup = sum(t.get("warmup", 0.0) for t in chain_times)
         sampling = sum(t.get("sampling", 0.0) for t in chain_times)
