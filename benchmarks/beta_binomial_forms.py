@@ -42,18 +42,29 @@ def main() -> None:
     args = parser.parse_args()
     use_forkserver()  # PyMC's chains must not fork this process once JAX runs in it
     builtin = MODELS["beta-binomial"]
-    rows = []
+    # Resumable: rows already in --out are kept, each new row is written as it arrives.
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    done = {(r["scenario"], r["form"], r["backend"]) for r in rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for scenario in builtin.scenarios:
         for form in builtin.parametrizations:
             for backend in BACKENDS:
-                rows.append(measure(form, scenario, backend, args.seed))
+                if (scenario, form, backend) in done:
+                    continue
+                try:
+                    rows.append(measure(form, scenario, backend, args.seed))
+                except Exception as exc:  # a form a backend refuses is a result, recorded as such
+                    rows.append({"form": form, "scenario": scenario, "backend": backend,
+                                 "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]})
                 print(json.dumps(rows[-1]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1) + "\n")
+                args.out.write_text(json.dumps(rows, indent=1) + "\n")
     print()
     print("| scenario | form | backend (engine) | divergences | R-hat max | bulk / tail ESS min | ESS/s | gradients per draw |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['scenario']} | {r['form']} | {r['backend']} | {r['error']} | | | | |")
+            continue
         print(f"| {r['scenario']} | {r['form']} | {r['backend']} ({r['engine']}) | {r['divergences']} | {r['rhat_max']:.3f} | "
               f"{r['ess_bulk_min']:.0f} / {r['ess_tail_min']:.0f} | {r['ess_bulk_per_second']:.0f} | {r['gradients_per_draw']:.1f} |")
 

@@ -45,8 +45,8 @@ FAMILY_ALPHA = 0.01
 PRACTICAL_FLOOR = 0.1
 #: KS distance between N(0, 1) and N(d, 1) is 2 * Phi(d / 2) - 1, about 0.4 d for small d.
 KS_PER_SD = 2 * stats.norm.cdf(0.5) - 1
-#: Where the studentized Kolmogorov tail is integrated: log W on [-30, 6] covers chi2(df)/df
-#: for every df >= 1 to far below double precision's resolution of its tails.
+#: Where the studentized Kolmogorov tail is integrated: log W on [-30, 6] holds chi2(df)/df
+#: for every df >= 3 (the fewest ``_degrees_of_freedom`` gives) but a mass below 1e-19.
 _LOG_W_GRID = np.linspace(-30.0, 6.0, 4001)
 
 
