@@ -318,14 +318,14 @@ def suite_stan_programs(models: list[str] | None = None, rows: bool = True) -> d
     hand-written program, and with ``rows`` the two of the 10M-row benchmarks (generated
     centered counts, hand-written row-level). The generated default programs are left out:
     test_cold_compile compiles them."""
-    from polyppl.backends.stan.program import stan_program
+    from polyppl.backends.stan.program import engine_code, stan_program
 
     programs = {f"{name} hand-written": handwritten_stan_program(name, MODELS[name].default_parametrization)
                 for name in (MODELS if models is None else models)}
     if rows:
         multilevel = MODELS["multilevel-logistic"]
-        programs["multilevel-logistic centered, generated"] = stan_program(
-            multilevel.spec("centered", multilevel.dataset()).density_model())
+        programs["multilevel-logistic centered, generated"] = engine_code(stan_program(
+            multilevel.spec("centered", multilevel.dataset()).density_model()))
         programs["multilevel-logistic row-level, hand-written"] = handwritten_stan_program(
             "multilevel-logistic", "centered", row_level=True)
     return programs

@@ -78,11 +78,11 @@ def _forget_pystan_program(model: str, column: str, implementation: str, setting
     import httpstan.cache
     import httpstan.models
 
-    from polyppl.backends.stan.program import stan_program
+    from polyppl.backends.stan.program import engine_code, stan_program
 
     labels = request.labels
     program = (harness.handwritten_stan_program(model, labels.parametrization) if implementation == "handwritten"
-               else stan_program(request.model.density_model()))
+               else engine_code(stan_program(request.model.density_model())))
     name = httpstan.models.calculate_model_name(program)
     if name in httpstan.cache.list_model_names():
         httpstan.cache.delete_model_directory(name)

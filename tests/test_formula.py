@@ -210,7 +210,7 @@ def test_show_prints_the_spec_and_the_stan_program(tmp_path, capsys, ab):
     text = capsys.readouterr().out
     assert "param         L_country[term_country, component_country] ~ lkj_corr_cholesky(1)" in text
     assert "cholesky_factor_corr[N_term_country] L_country;" in text
-    assert "y ~ binomial_logit(trials, X * b + r[J_country_1] + Z_country_2 .* r[J_country_2]);" in text
+    assert "y ~ binomial_logit_glm(trials, X, r[J_country_1] + Z_country_2 .* r[J_country_2], b);" in text
 
 
 def test_data_dependent_transforms_use_every_row(mixed):

@@ -27,10 +27,12 @@ def _draws(model, dataset, settings: SamplerSettings) -> dict[str, np.ndarray]:
     return get_backend("numpyro").compile(model, dataset).run("nuts", settings).posterior
 
 
-def test_the_seeds_model_as_a_formula_has_the_builtin_posterior(tmp_path):
+@pytest.mark.parametrize("parametrization", ["noncentered", "centered"])
+def test_the_seeds_model_as_a_formula_has_the_builtin_posterior(tmp_path, parametrization):
     """``success ~ treated + (1 + treated || group)`` with the built-in model's priors is the
     built-in model: b[Intercept] = mu_a, b[treated] = mu_b, sd = (sigma_a, sigma_b),
-    b + r = (a[g], b[g]). Both are sampled (4 chains x 500 after 500 warm-up, different
+    b + r = (a[g], b[g]), in the formula's non-centered and (hierarchically) centered forms.
+    Both are sampled (4 chains x 500 after 500 warm-up, different
     seeds) and every matched quantity is compared with the agreement test of
     ``polyppl compare`` (means and 5%/95% quantiles by z tests on their MCSEs, referred to
     Student's t with 4 x chains - 1 = 15 degrees of freedom; ESS-adjusted KS), Holm over
@@ -41,7 +43,7 @@ def test_the_seeds_model_as_a_formula_has_the_builtin_posterior(tmp_path):
     path.write_text("group,treated,success\n" + "".join(
         f"{g},{t},{y}\n" for g, t, y in zip(group, rows.values["treated"], rows.values["success"])))
     formula = compile_formula("success ~ treated + (1 + treated || group)", path, "bernoulli",
-                              priors=["b ~ student_t(3, 0, 1)", "sd ~ half_normal(1)"])
+                              priors=["b ~ student_t(3, 0, 1)", "sd ~ half_normal(1)"], parametrization=parametrization)
     builtin = MODELS["multilevel-logistic"]
     dataset = builtin.dataset("seed")
     ours = _draws(formula.model, formula.dataset, SamplerSettings(chains=4, draws=500, tune=500, seed=11))

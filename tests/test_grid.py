@@ -94,6 +94,37 @@ def test_killed_driver_loses_no_finished_task(tmp_path):
     assert sorted(e["result"]["value"] for e in resumed.entries.values()) == list(range(40))
 
 
+def test_ctrl_c_stops_a_dask_grid_quietly_and_keeps_what_finished(tmp_path):
+    """Ctrl-C in a terminal signals the whole process group: the driver stops the grid and
+    closes its local cluster, and the workers (started with SIGINT ignored) print nothing;
+    every finished task stays in the ledger."""
+    ledger = tmp_path / "ledger.jsonl"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from pathlib import Path
+        from polyppl.execution.grid import FitKey, GridTask, run_grid
+        tasks = [GridTask(FitKey("toy", "none", "nuts", i, 1), "grid_tasks:echo", {{"value": i, "sleep": 0.5}}, "c1")
+                 for i in range(200)]
+        try:
+            run_grid(tasks, ledger=Path({str(ledger)!r}), workers=2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                              start_new_session=True,  # its own process group, as a terminal's job
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (not ledger.exists() or len(ledger.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "interrupted" in err
+    assert "Traceback" not in err, err
+    assert 3 <= len(read_ledger(ledger)) < 200
+
+
 def test_dask_records_errors_timeouts_and_crashes(tmp_path):
     """On a local cluster of two workers: a task that raises is an error, one that runs past
     the timeout is a timeout (and its worker is restarted), one whose worker dies every time

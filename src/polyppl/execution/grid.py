@@ -52,12 +52,14 @@ import and the compile once for all the simulations it runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
@@ -409,8 +411,9 @@ def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int |
     with dask.config.set(settings):
         if scheduler is None:
             count = workers or default_workers()
-            cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+            with _interrupts_ignored_by_children():
+                cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
             client = Client(cluster)
             where = f"a local Dask cluster of {count} worker processes"
         else:
@@ -447,6 +450,21 @@ def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int |
         if cluster is not None:
             cluster.close()
     return count, where
+
+
+@contextlib.contextmanager
+def _interrupts_ignored_by_children():
+    """Start the local cluster's worker processes with SIGINT ignored (a disposition they
+    keep through spawn): Ctrl-C reaches the whole process group, and the driver alone should
+    answer it, closing the cluster, rather than every worker printing its traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Tracker:

@@ -19,7 +19,14 @@ The model (names as brms prints them, one name per class):
   of each correlated block (``cor[country:Intercept,treated]``), and ``r`` over every group
   level and term (``r[country:Canada,Intercept]``): per block, ``r = (diag(sd) L z)'`` with
   ``z`` a term x level matrix of standard normals and ``L ~ LKJCholesky(eta)`` (``L`` is the
-  identity for an uncorrelated block, and left out); centered: ``r ~ Normal(0, sd)``;
+  identity for an uncorrelated block, and left out); with no correlated block, one vector
+  ``z`` over every effect and ``r = sd[its term] * z``. Centered (uncorrelated terms only),
+  hierarchically centered as the built-in models are: a group term whose column is also a
+  design column (``1`` and ``treated`` in ``treated + (1 + treated || country)``) samples
+  the level's own coefficient ``br ~ Normal(b[column], sd)``, with ``r = br - b[column]``,
+  and the column leaves ``X``; other terms ``br ~ Normal(0, sd)``, ``r = br``. (Centering
+  ``r`` at zero instead leaves the intercept and the levels' effects a ridge that big data
+  make a needle: the sampler then runs at its maximum tree depth.)
 * ``sigma`` for the Gaussian family; the likelihood ``y`` on the cells below.
 
 Rows collapse to cells. Bernoulli and binomial rows that share their covariates, group
@@ -67,7 +74,8 @@ _STATEFUL = ("center", "scale", "standardize")
 NAMESPACE: dict[str, object] = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p}
 #: Node names and dims of the model: a grouping factor's level dim is renamed around them.
 _TAKEN = {"X", "b", "sd", "r", "cor", "sigma", "y", "trials", "offsets", "b_predictor", "sd_effect",
-          "cell", "coef", "group_term", "group_effect", "group_pair", "predictor"}
+          "cell", "coef", "group_term", "group_effect", "group_pair", "predictor",
+          "br", "br_column", "br_absorbed", "b_free", "coef_free", "z"}
 
 
 # --------------------------------------------------------------------------- priors
@@ -776,6 +784,18 @@ def compile_formula(formula: str, data: object, family: str = "bernoulli",
     return _build(formula, family, parametrization, frame, cells, X_patterns, x_columns, units, given, defaults)
 
 
+def _absorbed_terms(units: list[_Unit], X_patterns: np.ndarray, x_columns: list[str]) -> dict[tuple[int, int], int]:
+    """For the centered form: the group terms (unit, term) that take over a design column,
+    the same values in every pattern (each column by the first such term)."""
+    taken: dict[tuple[int, int], int] = {}
+    for i, u in enumerate(units):
+        for t, (term, values) in enumerate(zip(u.terms, u.columns)):
+            j = x_columns.index(term) if term in x_columns else None
+            if j is not None and j not in taken.values() and np.array_equal(values, X_patterns[:, j]):
+                taken[(i, t)] = j
+    return taken
+
+
 def _check_targets(given: list[Prior], x_columns: list[str], units: list[_Unit]) -> None:
     groups = {u.factor for u in units}
     sd_elements = {f"{u.factor}:{t}" for u in units for t in u.terms}
@@ -804,16 +824,24 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
         values[node.name] = value
         return s.Var(node.name)
 
+    # The centered form's absorbed terms: (unit index, term index) -> design column.
+    absorbed = _absorbed_terms(units, X_patterns, x_columns) if parametrization == "centered" else {}
+    free = [j for j in range(len(x_columns)) if j not in absorbed.values()]
     # Population-level effects.
     if x_columns:
         coords["coef"] = tuple(x_columns)
-        X = add_data(s.Data("X", "real", ("cell", "coef")), X_patterns[cells.cell_pattern])
         resolved = [_resolve(f"b[{c}]", "b", None, given, defaults) for c in x_columns]
         dists = [d for d, _ in resolved]
         b_prior = _class_prior("b", "coef", dists, [f"b[{c}]" for c in x_columns], nodes, values)
         described.update({f"b[{c}]": (_describe_dist(d), mine) for c, (d, mine) in zip(x_columns, resolved)})
         b_node = s.Param("b", b_prior, ("coef",))
-        eta = s.matmul(X, s.Var("b"))
+        if len(free) == len(x_columns):
+            eta = s.matmul(add_data(s.Data("X", "real", ("cell", "coef")), X_patterns[cells.cell_pattern]), s.Var("b"))
+        elif free:  # the columns no group term took
+            coords["coef_free"] = tuple(x_columns[j] for j in free)
+            X = add_data(s.Data("X", "real", ("cell", "coef_free")), X_patterns[cells.cell_pattern][:, free])
+            eta = s.matmul(X, s.Var("b")[add_data(s.Data("b_free", "int", ("coef_free",), index_of="coef"),
+                                                  np.asarray(free))])
     # Group-level effects: sd over every (factor, term); r over every (factor, level, term).
     group_nodes: list = []
     if units:
@@ -826,11 +854,22 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
         group_nodes.append(s.Param("sd", sd_prior, ("group_term",)))
         r_labels = [f"{u.factor}:{level},{t}" for u in units for level in u.levels for t in u.terms]
         coords["group_effect"] = tuple(r_labels)
+        # Without a correlated block every effect is its own sd times its own standard
+        # normal: one vector each, r = sd[sd_effect] * z, fewer operations per gradient
+        # than a scaled matrix per block (Stan: about 8% less time on the seed's model).
+        elementwise = parametrization == "centered" or not any(u.correlated for u in units)
+        if elementwise:
+            sd_of_effect = np.concatenate([np.tile(np.arange(len(u.terms)), len(u.levels))
+                                           + sum(len(v.terms) for v in units[:i]) for i, u in enumerate(units)])
+            scale = s.Var("sd")[add_data(s.Data("sd_effect", "int", ("group_effect",), index_of="group_term"),
+                                         sd_of_effect)]
         position = 0
         parts, pairs = [], []
         for u in units:
             coords[u.level_dim] = tuple(u.levels)
             coords[u.term_dim] = tuple(u.terms)
+            if elementwise:
+                continue
             sd_index = add_data(s.Data(f"sd_{u.uid}", "int", (u.term_dim,), index_of="group_term"),
                                 np.arange(position, position + len(u.terms)))
             position += len(u.terms)
@@ -854,19 +893,32 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
                 first = add_data(s.Data(f"cor_{u.uid}_1", "int", (pair_dim,), index_of=u.term_dim), k)
                 second = add_data(s.Data(f"cor_{u.uid}_2", "int", (pair_dim,), index_of=u.term_dim), j)
                 pairs.append(s.rows_dot(s.Var(f"L_{u.uid}")[first], s.Var(f"L_{u.uid}")[second]))
-        if parametrization == "noncentered":
+        if parametrization == "noncentered" and elementwise:
+            group_nodes.append(s.Param("z", s.Normal(0.0, 1.0), ("group_effect",)))
+            group_nodes.append(s.Deterministic("r", scale * s.Var("z"), ("group_effect",)))
+        elif parametrization == "noncentered":
             group_nodes.append(s.Deterministic("r", s.concat("group_effect", *parts), ("group_effect",)))
         else:
-            sd_of_effect = np.concatenate([np.tile(np.arange(len(u.terms)), len(u.levels))
-                                           + sum(len(v.terms) for v in units[:i]) for i, u in enumerate(units)])
-            sd_index = add_data(s.Data("sd_effect", "int", ("group_effect",), index_of="group_term"), sd_of_effect)
-            group_nodes.append(s.Param("r", s.Normal(0.0, s.Var("sd")[sd_index]), ("group_effect",)))
+            if not absorbed:
+                group_nodes.append(s.Param("r", s.Normal(0.0, scale), ("group_effect",)))
+            else:
+                # Each effect's mean: b[its column] for an absorbed term, 0 for the others.
+                column_of_effect = np.concatenate([np.tile([absorbed.get((i, t), 0) for t in range(len(u.terms))],
+                                                           len(u.levels)) for i, u in enumerate(units)])
+                is_absorbed = np.concatenate([np.tile([float((i, t) in absorbed) for t in range(len(u.terms))],
+                                                      len(u.levels)) for i, u in enumerate(units)])
+                mean = s.Var("b")[add_data(s.Data("br_column", "int", ("group_effect",), index_of="coef"),
+                                           column_of_effect)] * add_data(
+                    s.Data("br_absorbed", "real", ("group_effect",)), is_absorbed)
+                group_nodes.append(s.Param("br", s.Normal(mean, scale), ("group_effect",)))
+                group_nodes.append(s.Deterministic("r", s.Var("br") - mean, ("group_effect",)))
+        coefficient = "br" if absorbed else "r"  # what the linear predictor adds per level
         for u in units:
             level = u.level_of_pattern[cells.cell_pattern]
             for t, (term, column) in enumerate(zip(u.terms, u.columns)):
                 index = add_data(s.Data(f"J_{u.uid}_{t + 1}", "int", ("cell",), index_of="group_effect"),
                                  u.offset + level * len(u.terms) + t)
-                effect = s.Var("r")[index]
+                effect = s.Var(coefficient)[index]
                 value = column[cells.cell_pattern]
                 if not np.all(value == 1.0):  # an intercept term needs no covariate
                     effect = add_data(s.Data(f"Z_{u.uid}_{t + 1}", "real", ("cell",)), value) * effect

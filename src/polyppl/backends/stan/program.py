@@ -239,8 +239,58 @@ def _data_declaration(node: Data | Observed) -> str:
     return _declare(node.name, "real", node.dims, _bounds(node.lower, node.upper))
 
 
+#: Likelihoods whose linear predictor may be ``X * b + alpha`` -> (Stan's GLM function,
+#: position of the linear predictor among the distribution's arguments).
+_GLM = {"bernoulli_logit": ("bernoulli_logit_glm", 0), "binomial_logit": ("binomial_logit_glm", 1),
+        "poisson_log": ("poisson_log_glm", 0), "normal": ("normal_id_glm", 0)}
+
+
+def _summands(expr: Expr) -> list[Expr]:
+    if isinstance(expr, Binary) and expr.op == "+":
+        return _summands(expr.left) + _summands(expr.right)
+    return [expr]
+
+
+def _glm_statement(writer: _ExprWriter, node: Observed) -> str | None:
+    """``y ~ family(..., X * b + alpha, ...)`` with ``X`` a data matrix as Stan's GLM
+    function of the family (``binomial_logit_glm(trials, X, alpha, b)``): one fused density
+    and gradient instead of a matrix product, a sum and the density (about a fifth less time
+    per gradient on the seed's model written as a formula), as brms writes it."""
+    dist = node.dist
+    if dist.family not in _GLM or len(node.dims) != 1:
+        return None
+    function, position = _GLM[dist.family]
+    args = [e for _, e in dist.args]
+    terms = _summands(args[position])
+    for i, term in enumerate(terms):
+        if isinstance(term, Call) and term.fn == "matmul" and isinstance(term.args[0], Var) \
+                and isinstance(writer.model[term.args[0].name], Data) and len(expr_dims(writer.model, term.args[0])) == 2 \
+                and len(expr_dims(writer.model, term.args[1])) == 1:
+            break
+    else:
+        return None
+    X, b = (writer.write(a).text for a in terms[i].args)
+    rest = terms[:i] + terms[i + 1:]
+    alpha = "0" if not rest else writer.as_real(writer.write(_sum(rest))).text
+    before = [writer.write(a).text for a in args[:position]]  # trials: an integer array
+    after = [writer.as_real(writer.write(a)).text for a in args[position + 1:]]  # sigma
+    texts = [*before, X, alpha, b, *after]
+    return f"{node.name} ~ {function}({', '.join(texts)});"
+
+
+def _sum(terms: list[Expr]) -> Expr:
+    total = terms[0]
+    for term in terms[1:]:
+        total = Binary("+", total, term)
+    return total
+
+
 def _statement(writer: _ExprWriter, node: Param | Observed) -> str | None:
     dist = node.dist
+    if isinstance(node, Observed):
+        glm = _glm_statement(writer, node)
+        if glm:
+            return glm
     if dist.family in ("flat", "half_flat"):
         return None  # an improper flat density adds nothing to the target
     # Stan's vectorised densities take vectors: a matrix of independent values goes through to_vector.
@@ -303,6 +353,15 @@ def stan_program(model: Model) -> str:
         if lines or block in ("data", "parameters", "model"):
             out += [block + " {", *lines, "}"]
     return "\n".join(out) + "\n"
+
+
+def engine_code(program: str) -> str:
+    """The program as the engines compile it: without its leading comment lines (the
+    model's name and description, which name the data file), so that the same model on
+    other data reuses the compiled executable."""
+    lines = program.splitlines(keepends=True)
+    first = next((i for i, line in enumerate(lines) if not line.startswith("//")), len(lines))
+    return "".join(lines[first:])
 
 
 def stan_data(model: Model, dataset: Dataset) -> dict:

@@ -255,9 +255,9 @@ def _stan_runs(model: s.Model, dataset: s.Dataset, opts: RunOptions) -> dict[str
     """Stan's NUTS from its random inits on the engine of this report, with the messages
     Stan printed while initialising (how many initial values it rejected, and why)."""
     from polyppl.backends.stan.compiler import CmdStanPyEngine, PyStanEngine, captured_output
-    from polyppl.backends.stan.program import stan_data, stan_program
+    from polyppl.backends.stan.program import engine_code, stan_data, stan_program
 
-    program, data = stan_program(model.density_model()), stan_data(model.density_model(), dataset)
+    program, data = engine_code(stan_program(model.density_model())), stan_data(model.density_model(), dataset)
     if opts.engine("stan") == "pystan":
         engine = PyStanEngine(program, data)
         with captured_output():
