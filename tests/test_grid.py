@@ -100,7 +100,9 @@ def test_ctrl_c_stops_a_dask_grid_quietly_and_keeps_what_finished(tmp_path):
     every finished task stays in the ledger."""
     ledger = tmp_path / "ledger.jsonl"
     script = textwrap.dedent(f"""
+        import signal
         import sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a test runner may ignore it)
         sys.path.insert(0, {str(TESTS)!r})
         from pathlib import Path
         from polyppl.execution.grid import FitKey, GridTask, run_grid
@@ -113,8 +115,7 @@ def test_ctrl_c_stops_a_dask_grid_quietly_and_keeps_what_finished(tmp_path):
             sys.exit(130)
     """)
     driver = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
-                              start_new_session=True,  # its own process group, as a terminal's job
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                              start_new_session=True)  # its own process group, as a terminal's job
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and (not ledger.exists() or len(ledger.read_text().splitlines()) < 3):
         time.sleep(0.1)

@@ -40,7 +40,7 @@ def test_integer_data_in_arithmetic_is_converted_once():
 ])
 def test_a_design_matrix_times_b_is_written_as_stans_glm_function(family, formula, glm):
     """``y ~ family(X * b + alpha)`` with X a data matrix is one fused GLM density in Stan,
-    as brms writes it (about a fifth less time per gradient on the seed's model as a formula).
+    as brms writes it.
     The log densities are the same as the other backends' (test_formula_density.py)."""
     import numpy as np
     import pandas as pd

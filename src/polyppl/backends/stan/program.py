@@ -254,8 +254,7 @@ def _summands(expr: Expr) -> list[Expr]:
 def _glm_statement(writer: _ExprWriter, node: Observed) -> str | None:
     """``y ~ family(..., X * b + alpha, ...)`` with ``X`` a data matrix as Stan's GLM
     function of the family (``binomial_logit_glm(trials, X, alpha, b)``): one fused density
-    and gradient instead of a matrix product, a sum and the density (about a fifth less time
-    per gradient on the seed's model written as a formula), as brms writes it."""
+    and gradient instead of a matrix product, a sum and the density, as brms writes it."""
     dist = node.dist
     if dist.family not in _GLM or len(node.dims) != 1:
         return None
