@@ -858,11 +858,12 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
         # normal: one vector each, r = sd[sd_effect] * z, fewer operations per gradient
         # than a scaled matrix per block.
         elementwise = parametrization == "centered" or not any(u.correlated for u in units)
+        # Each effect's (unit, term), in the order of r_labels.
+        effect_terms = [(i, t) for i, u in enumerate(units) for _ in u.levels for t in range(len(u.terms))]
         if elementwise:
-            sd_of_effect = np.concatenate([np.tile(np.arange(len(u.terms)), len(u.levels))
-                                           + sum(len(v.terms) for v in units[:i]) for i, u in enumerate(units)])
+            first_term = np.cumsum([0] + [len(u.terms) for u in units])
             scale = s.Var("sd")[add_data(s.Data("sd_effect", "int", ("group_effect",), index_of="group_term"),
-                                         sd_of_effect)]
+                                         np.array([first_term[i] + t for i, t in effect_terms]))]
         position = 0
         parts, pairs = [], []
         for u in units:
@@ -903,10 +904,8 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
                 group_nodes.append(s.Param("r", s.Normal(0.0, scale), ("group_effect",)))
             else:
                 # Each effect's mean: b[its column] for an absorbed term, 0 for the others.
-                column_of_effect = np.concatenate([np.tile([absorbed.get((i, t), 0) for t in range(len(u.terms))],
-                                                           len(u.levels)) for i, u in enumerate(units)])
-                is_absorbed = np.concatenate([np.tile([float((i, t) in absorbed) for t in range(len(u.terms))],
-                                                      len(u.levels)) for i, u in enumerate(units)])
+                column_of_effect = np.array([absorbed.get(k, 0) for k in effect_terms])
+                is_absorbed = np.array([float(k in absorbed) for k in effect_terms])
                 mean = s.Var("b")[add_data(s.Data("br_column", "int", ("group_effect",), index_of="coef"),
                                            column_of_effect)] * add_data(
                     s.Data("br_absorbed", "real", ("group_effect",)), is_absorbed)

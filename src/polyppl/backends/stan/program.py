@@ -355,12 +355,13 @@ def stan_program(model: Model) -> str:
 
 
 def engine_code(program: str) -> str:
-    """The program as the engines compile it: without its leading comment lines (the
-    model's name and description, which name the data file), so that the same model on
-    other data reuses the compiled executable."""
+    """The program as the engines compile it: its leading comment lines (the model's name
+    and description, which name the data file) emptied, so that the same model on other
+    data reuses the compiled executable, and kept as lines, so that Stan's messages give
+    the line numbers of the program ``polyppl show`` prints."""
     lines = program.splitlines(keepends=True)
     first = next((i for i, line in enumerate(lines) if not line.startswith("//")), len(lines))
-    return "".join(lines[first:])
+    return "//\n" * first + "".join(lines[first:])
 
 
 def stan_data(model: Model, dataset: Dataset) -> dict:

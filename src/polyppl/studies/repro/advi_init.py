@@ -254,12 +254,12 @@ def _advi_numpyro(opts: RunOptions) -> BackendResult:
 def _stan_runs(model: s.Model, dataset: s.Dataset, opts: RunOptions) -> dict[str, Any]:
     """Stan's NUTS from its random inits on the engine of this report, with the messages
     Stan printed while initialising (how many initial values it rejected, and why)."""
-    from polyppl.backends.stan.compiler import CmdStanPyEngine, PyStanEngine, captured_output
-    from polyppl.backends.stan.program import engine_code, stan_data, stan_program
+    from polyppl.backends.stan.compiler import captured_output
+    from polyppl.backends.stan.compiler import compile as compile_stan
 
-    program, data = engine_code(stan_program(model.density_model())), stan_data(model.density_model(), dataset)
-    if opts.engine("stan") == "pystan":
-        engine = PyStanEngine(program, data)
+    compiled = compile_stan(model.density_model(), dataset, opts.engine("stan"), {})
+    engine, data = compiled.runner, compiled.data
+    if engine.name == "pystan":
         with captured_output():
             fit = engine.posterior.sample(num_chains=opts.chains, num_samples=opts.draws, num_warmup=opts.tune)
         messages = []
@@ -270,7 +270,6 @@ def _stan_runs(model: s.Model, dataset: s.Dataset, opts: RunOptions) -> dict[str
                     messages += [str(v).split(":", 1)[-1] for v in record.get("values", [])]
         divergences = int(fit.to_frame()["divergent__"].sum())
     else:
-        engine = CmdStanPyEngine(program)
         with tempfile.TemporaryDirectory(prefix="polyppl-cmdstan-") as output_dir, captured_output():
             fit = engine.model.sample(data=data, chains=opts.chains, iter_sampling=opts.draws, iter_warmup=opts.tune,
                                       seed=1, show_progress=False, output_dir=output_dir)
