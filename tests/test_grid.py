@@ -143,6 +143,18 @@ def test_dask_records_errors_timeouts_and_crashes(tmp_path):
     assert len(read_ledger(tmp_path / "ledger.jsonl")) == len(tasks)
 
 
+def test_tasks_waiting_behind_a_dying_one_are_not_recorded_as_crashed(tmp_path):
+    """Dask charges a worker's death to every task the worker held: on one worker, the tasks
+    queued behind one that kills it are charged too. Run again alone, they finish; only the
+    task that kills its worker there as well is recorded as crashed."""
+    tasks = [GridTask(FitKey("toy", "none", "nuts", "die", 1), "grid_tasks:die", {}, "c1"), *_tasks(3, sleep=0.0)]
+    run = run_grid(tasks, ledger=tmp_path / "ledger.jsonl", workers=1, retries=0)
+    status = {t.key.simulation: run.entries[t.key]["status"] for t in tasks}
+    assert status == {"die": "crashed", 0: "ok", 1: "ok", 2: "ok"}
+    assert "run alone" in run.entries[tasks[0].key]["error"]
+    assert sorted(e["result"]["value"] for e in run.entries.values() if e["status"] == "ok") == [0, 1, 2]
+
+
 def test_dask_workers_are_fit_for_fits(tmp_path):
     """Each worker may start processes (not a daemon), uses forkserver, not fork, for them
     (JAX is loaded), and has a PyTensor cache directory of its own."""

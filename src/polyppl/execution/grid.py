@@ -26,8 +26,11 @@ with the message and traceback's tail; one that runs past ``timeout`` seconds ge
 ``status: timeout`` (its worker is then restarted, since a fit cannot be stopped inside its
 thread); one whose worker dies (killed, out of memory, a segfault) is run again on another
 worker, up to ``retries`` more times (the scheduler's ``allowed-failures``), and then gets
-``status: crashed``. Results do not depend on which worker runs a task or in what order:
-each task carries its own seeds.
+``status: crashed``. Dask charges a worker's death to every task the worker held, the one
+it ran and any waiting behind it, so a task caught in ``retries + 1`` deaths is only a
+suspect: it is run again alone, once the rest of the grid has finished, and recorded as
+crashed only if its worker dies there too. Results do not depend on which worker runs a
+task or in what order: each task carries its own seeds.
 
 Known hazards, handled when a worker starts (:func:`prepare_worker_process`):
 
@@ -425,19 +428,23 @@ def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int |
                 raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
             count = len(client.scheduler_info().get("workers", {}))
             where = f"the Dask cluster at {scheduler} ({count} workers when the grid started)"
-    try:
-        client.register_plugin(_setup_plugin())
-        futures = {}
-        for task in todo:
-            future = client.submit(run_task, task.function, task.argument, timeout, pure=False,
-                                   key=f"polyppl-{content_hash([task.key.text(), task.function])[:20]}")
-            futures[future] = task
+    def submit(tasks: Sequence[GridTask], attempt: str) -> dict[Any, GridTask]:
+        return {client.submit(run_task, task.function, task.argument, timeout, pure=False,
+                              key=f"polyppl-{content_hash([task.key.text(), task.function, attempt])[:20]}"): task
+                for task in tasks}
+
+    def finish(futures: dict[Any, GridTask], alone: bool) -> list[GridTask]:
+        """Record each task as it finishes; the suspects of a worker's death, when not alone."""
+        suspects = []
         for future in as_completed(futures):
             task = futures.pop(future)
             try:
                 outcome = future.result()
             except KilledWorker as exc:
-                outcome = {"status": "crashed", "error": str(exc)}
+                if not alone:
+                    suspects.append(task)
+                    continue
+                outcome = {"status": "crashed", "error": f"{exc} (run alone)"}
             except Exception as exc:  # e.g. the function cannot be imported on that worker
                 outcome = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
             record(task, outcome)
@@ -445,6 +452,12 @@ def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int |
             if outcome.get("status") == "timeout":
                 # The fit's thread cannot be stopped: restart its worker (the nanny starts a new one).
                 client.restart_workers([outcome["worker"]], raise_for_error=False)
+        return suspects
+
+    try:
+        client.register_plugin(_setup_plugin())
+        for suspect in finish(submit(todo, "grid"), alone=False):
+            finish(submit([suspect], "alone"), alone=True)
     finally:
         client.close()
         if cluster is not None:
