@@ -32,6 +32,24 @@ COLUMNS = [
 ]
 
 
+def stan_engines_of_a_repeat(pystan_in_default_run: bool) -> list:
+    """:data:`STAN_ENGINES` for one case of a test repeated over models or families. Both
+    engines compile the same program text, so what a second engine adds is its own path (data
+    in; draws, names and gradients out), which one case per test exercises: where CmdStan is
+    installed, PyStan runs the other cases under ``-m slow`` only (a first PyStan build of a
+    program takes about a minute); without CmdStan, PyStan is the Stan engine and runs them all."""
+    pystan, cmdstanpy = STAN_ENGINES
+    if pystan_in_default_run or not HAVE_CMDSTAN:
+        return [pystan, cmdstanpy]
+    return [pytest.param("pystan", id="pystan", marks=[pytest.mark.slow]), cmdstanpy]
+
+
+def columns_of_a_repeat(pystan_in_default_run: bool) -> list:
+    """:data:`COLUMNS`, with PyStan as in :func:`stan_engines_of_a_repeat`."""
+    return [*COLUMNS[:2], *[pytest.param(("stan", p.values[0]), id=f"stan-{p.id}", marks=p.marks)
+                            for p in stan_engines_of_a_repeat(pystan_in_default_run)]]
+
+
 @pytest.fixture
 def repo():
     return REPO

@@ -175,7 +175,11 @@ def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
     """Ctrl-C while the second backend samples: the first fit stays on disk, the running
     child is stopped, and the same command afterwards reuses the finished fit."""
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "polyppl.cli", "compare", "eight-schools", "--backends", "stan,pymc",
+    # As a terminal runs it: a test runner started in the background ignores SIGINT, and a
+    # child would inherit that.
+    as_in_a_terminal = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                        "sys.argv[0] = 'polyppl'; runpy.run_module('polyppl.cli', run_name='__main__')")
+    args = [sys.executable, "-c", as_in_a_terminal, "compare", "eight-schools", "--backends", "stan,pymc",
             *SMALL, "--out", str(out)]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from conftest import STAN_ENGINES
+from conftest import stan_engines_of_a_repeat
 from polyppl import spec as s
 from polyppl.inference.numpy_model import FUNCTIONS as NUMPY_FUNCTIONS
 from polyppl.inference.numpy_model import logpdf
@@ -131,7 +131,7 @@ def _points(shapes: dict, n: int = 5) -> list[dict]:
     return [{k: rng.uniform(-1.5, 1.5, size=shape) for k, shape in shapes.items()} for _ in range(n)]
 
 
-@pytest.mark.parametrize("stan_engine", STAN_ENGINES)
+@pytest.mark.parametrize("stan_engine", stan_engines_of_a_repeat(False))
 def test_every_family_agrees_across_backends_and_with_scipy(stan_engine):
     model = all_families_model()
     found = densities(model, DATASET, stan_engine)
@@ -143,7 +143,7 @@ def test_every_family_agrees_across_backends_and_with_scipy(stan_engine):
         assert pymc_logp == pytest.approx(expected, rel=1e-9, abs=1e-9), point
 
 
-@pytest.mark.parametrize("stan_engine", STAN_ENGINES)
+@pytest.mark.parametrize("stan_engine", stan_engines_of_a_repeat(False))
 def test_beta_binomial_is_exact_at_huge_concentration(stan_engine):
     """The Beta-Binomial at a + b up to 1e15 and counts up to 1e7, where log-beta differences
     lose every digit: all backends agree with each other (the exactness of the form itself

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import COLUMNS
+from conftest import COLUMNS, columns_of_a_repeat
 from polyppl import SamplerSettings, run
 from polyppl.inference.draws import STAT_NAMES
 from polyppl.models import MODELS
@@ -15,8 +15,9 @@ from polyppl.models import MODELS
 SMALL = SamplerSettings(chains=2, draws=200, tune=200, seed=4)
 
 
-@pytest.mark.parametrize("column", COLUMNS)
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model,column", [
+    pytest.param(model, column.values[0], id=f"{model}-{column.id}", marks=column.marks)
+    for model in MODELS for column in columns_of_a_repeat(model == "multilevel-logistic")])
 def test_same_names_dims_and_coords_on_every_backend(model, column, tmp_path):
     backend, engine = column
     result = run(model, backend, engine=engine, settings=SMALL, out=tmp_path)

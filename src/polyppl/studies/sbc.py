@@ -135,12 +135,13 @@ def convergence(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     quantities in Python, which for a small model costs as much as the fit itself."""
     x = np.asarray(draws, dtype=float)
     split = _split_chains(x)
-    ess_bulk = _ess(_z_scale(split))
+    z_split = _z_scale(split)
+    ess_bulk = _ess(z_split)
     flat = x.reshape(-1, x.shape[-1])
     ess_tail = np.minimum(*(_ess(_split_chains((x <= np.quantile(flat, prob, axis=0)).astype(float)))
                             for prob in (0.05, 0.95)))
     folded = np.abs(split - np.median(split.reshape(-1, x.shape[-1]), axis=0))
-    rhat = np.maximum(_rhat(_z_scale(split)), _rhat(_z_scale(folded)))
+    rhat = np.maximum(_rhat(z_split), _rhat(_z_scale(folded)))
     return ess_bulk, ess_tail, rhat
 
 
@@ -154,9 +155,9 @@ def _z_scale(x: np.ndarray) -> np.ndarray:
     """Rank-normalised values: the normal quantiles of each quantity's fractional ranks."""
     from scipy import special, stats
 
-    flat = x.reshape(-1, x.shape[-1])
-    ranks = stats.rankdata(flat, method="average", axis=0)
-    return special.ndtri((ranks - 3 / 8) / (flat.shape[0] - 2 * 3 / 8 + 1)).reshape(x.shape)
+    rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T)  # one row per quantity: sorts along memory
+    ranks = stats.rankdata(rows, method="average", axis=1).T
+    return special.ndtri((ranks - 3 / 8) / (rows.shape[1] - 2 * 3 / 8 + 1)).reshape(x.shape)
 
 
 def _rhat(x: np.ndarray) -> np.ndarray:
