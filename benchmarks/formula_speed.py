@@ -8,7 +8,8 @@ Per gradient: PyMC's ``logp_dlogp_function`` and NumPyro's potential and gradien
 evaluations inside one compiled loop) near the initial point, timed in alternating blocks
 so that a change of machine load hits both models alike (medians of 11 blocks); Stan:
 Stan's own clock over a fixed number of gradients (CmdStan's static HMC, no adaptation),
-alternating the two programs (median of 7 rounds). The formula is
+alternating the two programs (median of 7 rounds), and, where valgrind is installed, the
+machine instructions per gradient, which do not depend on the machine's load. The formula is
 ``success ~ treated + (1 + treated || group)`` with the built-in model's priors: the same
 model, so the same posterior (``tests/test_formula_posterior.py``).
 """
@@ -110,6 +111,38 @@ def stan_seconds_per_gradient(rounds: int = 7) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def stan_instructions_per_gradient() -> dict[str, float] | None:
+    """Machine instructions per gradient of each program, counted by valgrind (None where
+    valgrind is not installed): deterministic, so a difference of a few percent that this
+    machine's timing noise (about 10% on a 2-3 us gradient) hides is seen exactly. The
+    difference between 60 and 20 draws of 1000 leapfrog steps, so start-up cancels."""
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    from polyppl.backends import get_backend
+
+    if shutil.which("valgrind") is None:
+        return None
+    counts = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (model, dataset) in models().items():
+            compiled = get_backend("stan").compile(model, dataset, engine="cmdstanpy")
+            Path(folder, f"{name}.json").write_text(json.dumps(compiled.data, default=lambda v: v.tolist()))
+            totals = []
+            for draws in (20, 60):
+                run = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                                      compiled.runner.model.exe_file, "sample", "num_warmup=0", f"num_samples={draws}",
+                                      f"thin={draws}", "adapt", "engaged=0", "algorithm=hmc", "engine=static",
+                                      "int_time=0.5", "stepsize=0.0005", "data", f"file={folder}/{name}.json", "init=0",
+                                      "random", "seed=1", "output", f"file={folder}/{name}.csv", "refresh=0"],
+                                     check=True, capture_output=True, text=True)
+                totals.append(int(re.search(r"I\s+refs:\s+([\d,]+)", run.stderr).group(1).replace(",", "")))
+            counts[name] = (totals[1] - totals[0]) / (40 * 1000)
+    return counts
+
+
 def gradients() -> None:
     for backend in ("pymc", "numpyro"):
         seconds = interleaved_seconds(gradient_calls(backend), block_seconds=0.3)
@@ -118,6 +151,10 @@ def gradients() -> None:
     seconds = stan_seconds_per_gradient()
     print(f"stan (cmdstanpy): built-in {seconds['built-in'] * 1e6:.2f} us, formula {seconds['formula'] * 1e6:.2f} us "
           f"per gradient; formula / built-in = {seconds['formula'] / seconds['built-in']:.3f}", flush=True)
+    counts = stan_instructions_per_gradient()
+    if counts is not None:
+        print(f"stan (cmdstanpy), valgrind: built-in {counts['built-in']:.0f}, formula {counts['formula']:.0f} "
+              f"instructions per gradient; formula / built-in = {counts['formula'] / counts['built-in']:.3f}", flush=True)
 
 
 def rows(n: int) -> None:

@@ -22,6 +22,7 @@ import pytest
 from polyppl import spec as s
 from polyppl.backends import get_backend
 from polyppl.backends.stan import cmdstan_path
+from polyppl.models import formula as formula_module
 from polyppl.models.formula import compile_formula
 
 GRAD_RTOL = 1e-8
@@ -89,15 +90,15 @@ def test_the_drawn_formulas_cover_every_family_and_structure():
     assert any(p == "centered" for _, _, p, _ in CASES)
 
 
-def _densities(model: s.Model, dataset: s.Dataset) -> dict:
+def _densities(model: s.Model, dataset: s.Dataset, stan_engines: list[str] = STAN_ENGINES) -> dict:
     out = {b: get_backend(b).compile(model, dataset).log_density() for b in ("pymc", "numpyro")}
-    for engine in STAN_ENGINES:
+    for engine in stan_engines:
         out[f"stan:{engine}"] = get_backend("stan").compile(model, dataset, engine=engine).log_density()
     return out
 
 
-def _assert_agree(model: s.Model, dataset: s.Dataset, seed: int) -> None:
-    densities = _densities(model.density_model(), dataset)
+def _assert_agree(model: s.Model, dataset: s.Dataset, seed: int, stan_engines: list[str] = STAN_ENGINES) -> None:
+    densities = _densities(model.density_model(), dataset, stan_engines)
     shapes = densities["pymc"].shapes
     for name, density in densities.items():
         assert {k: tuple(v) for k, v in density.shapes.items()} == {k: tuple(v) for k, v in shapes.items()}, name
@@ -128,7 +129,20 @@ IN_DEFAULT_RUN = 1
 def test_formula_log_densities_agree(formula, family, parametrization, structure):
     data = _data(np.random.default_rng(zlib.crc32(formula.encode())))
     compiled = compile_formula(formula, data, family, parametrization=parametrization)
+    assert "XZ" in compiled.dataset.values  # these small models' group effects are design columns
     _assert_agree(compiled.model, compiled.dataset, seed=7)
+
+
+def test_gathered_group_effects_agree(monkeypatch):
+    """The first drawn formula with its group effects gathered per cell, as a model with more
+    than ``DENSE_GROUP_EFFECTS`` of them is written (Stan: the engine that builds the
+    program; the other engine's path is the same for any program)."""
+    monkeypatch.setattr(formula_module, "DENSE_GROUP_EFFECTS", 0)
+    formula, family, parametrization, _ = CASES[0]
+    data = _data(np.random.default_rng(zlib.crc32(formula.encode())))
+    compiled = compile_formula(formula, data, family, parametrization=parametrization)
+    assert "XZ" not in compiled.dataset.values and "J_g_1" in compiled.dataset.values
+    _assert_agree(compiled.model, compiled.dataset, seed=7, stan_engines=STAN_ENGINES[-1:])
 
 
 def test_matrix_functions_and_families_agree():

@@ -33,14 +33,17 @@ def test_integer_data_in_arithmetic_is_converted_once():
 
 
 @pytest.mark.parametrize("family,formula,glm", [
-    ("bernoulli", "y ~ x + (1 | g)", "y ~ bernoulli_logit_glm(X, r[J_g_1], b);"),
-    ("binomial", "k | trials(n) ~ x + (1 + x || g)", "y ~ binomial_logit_glm(trials, X, r[J_g_1] + Z_g_2 .* r[J_g_2], b);"),
+    ("bernoulli", "y ~ x + (1 | g)", "y ~ bernoulli_logit_glm(XZ, 0, append_row(b, r));"),
+    ("binomial", "k | trials(n) ~ x + (1 + x || g)", "y ~ binomial_logit_glm(trials, XZ, 0, append_row(b, r));"),
     ("poisson", "c ~ x + offset(log(e))", "y ~ poisson_log_glm(X, offsets, b);"),
-    ("gaussian", "w ~ x + (1 | g)", "y ~ normal_id_glm(X, r[J_g_1], b, sigma);"),
+    ("gaussian", "w ~ x + (1 | g)", "y ~ normal_id_glm(XZ, 0, append_row(b, r), sigma);"),
+    # Past 64 group effects, each effect is gathered for its cells.
+    ("bernoulli", "y ~ x + (1 | id)", "y ~ bernoulli_logit_glm(X, r[J_id_1], b);"),
+    ("binomial", "k | trials(n) ~ x + (1 + x || id)", "y ~ binomial_logit_glm(trials, X, r[J_id_1] + Z_id_2 .* r[J_id_2], b);"),
 ])
 def test_a_design_matrix_times_b_is_written_as_stans_glm_function(family, formula, glm):
     """``y ~ family(X * b + alpha)`` with X a data matrix is one fused GLM density in Stan,
-    as brms writes it.
+    as brms writes it; a small model's group effects are columns of that matrix (``XZ``).
     The log densities are the same as the other backends' (test_formula_density.py)."""
     import numpy as np
     import pandas as pd
@@ -49,11 +52,12 @@ def test_a_design_matrix_times_b_is_written_as_stans_glm_function(family, formul
     from polyppl.models.formula import compile_formula
 
     rng = np.random.default_rng(3)
-    rows = 40
+    rows = 140
     n = rng.integers(1, 5, rows)
     data = pd.DataFrame({"y": rng.integers(0, 2, rows), "k": rng.binomial(n, 0.5), "n": n,
                          "c": rng.poisson(2.0, rows), "w": rng.normal(size=rows), "x": rng.normal(size=rows),
-                         "e": rng.uniform(1, 2, rows), "g": rng.choice(["a", "b", "c"], rows)})
+                         "e": rng.uniform(1, 2, rows), "g": rng.choice(["a", "b", "c"], rows),
+                         "id": [f"i{k % 70}" for k in range(rows)]})
     program = stan_program(compile_formula(formula, data, family).model)
     assert glm in program.split("\nmodel {")[1], program
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -75,7 +75,7 @@ NAMESPACE: dict[str, object] = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "
 #: Node names and dims of the model: a grouping factor's level dim is renamed around them.
 _TAKEN = {"X", "b", "sd", "r", "cor", "sigma", "y", "trials", "offsets", "b_predictor", "sd_effect",
           "cell", "coef", "group_term", "group_effect", "group_pair", "predictor",
-          "br", "br_column", "br_absorbed", "b_free", "coef_free", "z"}
+          "br", "br_column", "br_absorbed", "b_free", "coef_free", "z", "XZ", "design"}
 
 
 # --------------------------------------------------------------------------- priors
@@ -810,6 +810,58 @@ def _check_targets(given: list[Prior], x_columns: list[str], units: list[_Unit])
             raise unknown("correlated grouping factor", element, sorted(correlated) or ["(none: no correlated block)"])
 
 
+#: Largest design, cells x (design columns + group effects), written as one dense matrix.
+DENSE_DESIGN_ENTRIES = 1_000_000
+#: Most group effects written as columns of the dense design.
+DENSE_GROUP_EFFECTS = 64
+
+
+def _linear_predictor(population: tuple[np.ndarray, list[str], s.Expr] | None,
+                      group_columns: list[tuple[str, np.ndarray, np.ndarray]], coords: dict[str, tuple],
+                      coefficient: str, n_cells: int, add_data: Callable[[s.Data, np.ndarray], s.Var]) -> s.Expr:
+    """The cells' linear predictor: ``X b`` plus, for each group term, its effect in each
+    cell's level times the term's covariate.
+
+    A small model (the usual A/B test: a few cells and a few dozen group effects) gets one
+    dense design of the population columns and one column per group effect, ``XZ *
+    concat(b, r)``: a product of a data matrix by a vector, whose gradient costs a few
+    floating-point operations per entry, where each gathered effect costs an operation of
+    automatic differentiation per cell (on Stan the seed's model drops from 7% above the
+    built-in model's instructions per gradient to 3% below). A larger one keeps the
+    gathers, ``X b + r[J_1] + Z_2 .* r[J_2] + ...``, whose cost grows with the cells alone."""
+    n_effects = len(coords.get("group_effect", ()))
+    n_population = population[0].shape[1] if population is not None else 0
+    if group_columns and n_effects <= DENSE_GROUP_EFFECTS \
+            and n_cells * (n_population + n_effects) <= DENSE_DESIGN_ENTRIES:
+        design = np.zeros((n_cells, n_population + n_effects))
+        labels: list[str] = []
+        parts: list[s.Expr] = []
+        if population is not None:
+            design[:, :n_population] = population[0]
+            labels += [f"b[{c}]" for c in population[1]]
+            parts.append(population[2])
+        for _, effect, value in group_columns:
+            np.add.at(design, (np.arange(n_cells), n_population + effect), value)
+        if population is None:  # the columns are the group effects themselves
+            return s.matmul(add_data(s.Data("XZ", "real", ("cell", "group_effect")), design), s.Var(coefficient))
+        labels += [f"{coefficient}[{label}]" for label in coords["group_effect"]]
+        coords["design"] = tuple(labels)
+        coefficients = s.concat("design", *parts, s.Var(coefficient))
+        return s.matmul(add_data(s.Data("XZ", "real", ("cell", "design")), design), coefficients)
+    eta = None
+    if population is not None:
+        dims = ("cell", "coef" if len(population[1]) == len(coords["coef"]) else "coef_free")
+        eta = s.matmul(add_data(s.Data("X", "real", dims), population[0]), population[2])
+    for name, effect, value in group_columns:
+        term = s.Var(coefficient)[add_data(s.Data(f"J_{name}", "int", ("cell",), index_of="group_effect"), effect)]
+        if not np.all(value == 1.0):  # an intercept term needs no covariate
+            term = add_data(s.Data(f"Z_{name}", "real", ("cell",)), value) * term
+        eta = term if eta is None else eta + term
+    if eta is None:
+        raise AssertionError("a formula has a population or a group part")
+    return eta
+
+
 def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells: _Cells, X_patterns: np.ndarray,
            x_columns: list[str], units: list[_Unit], given: list[Prior], defaults: dict[str, s.Dist]) -> FormulaModel:
     n_cells = len(cells.cell_pattern)
@@ -817,7 +869,8 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
     values: dict[str, np.ndarray] = {}
     coords: dict[str, tuple] = {"cell": tuple(range(n_cells))}
     described: dict[str, tuple[str, bool]] = {}  # element -> (prior, given by the user)
-    eta = None
+    population = None  # (design columns, their labels, the coefficients' expression)
+    group_columns: list[tuple[str, np.ndarray, np.ndarray]] = []  # per group term: (name, each cell's effect, covariate)
 
     def add_data(node: s.Data, value: np.ndarray) -> s.Var:
         nodes.append(node)
@@ -836,12 +889,11 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
         described.update({f"b[{c}]": (_describe_dist(d), mine) for c, (d, mine) in zip(x_columns, resolved)})
         b_node = s.Param("b", b_prior, ("coef",))
         if len(free) == len(x_columns):
-            eta = s.matmul(add_data(s.Data("X", "real", ("cell", "coef")), X_patterns[cells.cell_pattern]), s.Var("b"))
+            population = (X_patterns[cells.cell_pattern], list(x_columns), s.Var("b"))
         elif free:  # the columns no group term took
             coords["coef_free"] = tuple(x_columns[j] for j in free)
-            X = add_data(s.Data("X", "real", ("cell", "coef_free")), X_patterns[cells.cell_pattern][:, free])
-            eta = s.matmul(X, s.Var("b")[add_data(s.Data("b_free", "int", ("coef_free",), index_of="coef"),
-                                                  np.asarray(free))])
+            population = (X_patterns[cells.cell_pattern][:, free], [x_columns[j] for j in free],
+                          s.Var("b")[add_data(s.Data("b_free", "int", ("coef_free",), index_of="coef"), np.asarray(free))])
     # Group-level effects: sd over every (factor, term); r over every (factor, level, term).
     group_nodes: list = []
     if units:
@@ -911,21 +963,15 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
                     s.Data("br_absorbed", "real", ("group_effect",)), is_absorbed)
                 group_nodes.append(s.Param("br", s.Normal(mean, scale), ("group_effect",)))
                 group_nodes.append(s.Deterministic("r", s.Var("br") - mean, ("group_effect",)))
-        coefficient = "br" if absorbed else "r"  # what the linear predictor adds per level
         for u in units:
             level = u.level_of_pattern[cells.cell_pattern]
-            for t, (term, column) in enumerate(zip(u.terms, u.columns)):
-                index = add_data(s.Data(f"J_{u.uid}_{t + 1}", "int", ("cell",), index_of="group_effect"),
-                                 u.offset + level * len(u.terms) + t)
-                effect = s.Var(coefficient)[index]
-                value = column[cells.cell_pattern]
-                if not np.all(value == 1.0):  # an intercept term needs no covariate
-                    effect = add_data(s.Data(f"Z_{u.uid}_{t + 1}", "real", ("cell",)), value) * effect
-                eta = effect if eta is None else eta + effect
+            for t, column in enumerate(u.columns):
+                group_columns.append((f"{u.uid}_{t + 1}", u.offset + level * len(u.terms) + t, column[cells.cell_pattern]))
         if pairs:
             pair_labels = [f"{u.factor}:{label}" for u in units if u.correlated for label in coords[f"pair_{u.uid}"]]
             coords["group_pair"] = tuple(pair_labels)
             group_nodes.append(s.Deterministic("cor", s.concat("group_pair", *pairs), ("group_pair",)))
+    eta = _linear_predictor(population, group_columns, coords, "br" if absorbed else "r", n_cells, add_data)
     if cells.offset is not None:
         eta = eta + add_data(s.Data("offsets", "real", ("cell",)), cells.offset)
     # The likelihood.
