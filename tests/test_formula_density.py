@@ -135,8 +135,8 @@ def test_formula_log_densities_agree(formula, family, parametrization, structure
 
 def test_gathered_group_effects_agree(monkeypatch):
     """The first drawn formula with its group effects gathered per cell, as a model with more
-    than ``DENSE_GROUP_EFFECTS`` of them is written (Stan: the engine that builds the
-    program; the other engine's path is the same for any program)."""
+    than ``DENSE_GROUP_EFFECTS`` of them is written (Stan on one engine, cmdstanpy where
+    installed: the other engine's path is the same for any program)."""
     monkeypatch.setattr(formula_module, "DENSE_GROUP_EFFECTS", 0)
     formula, family, parametrization, _ = CASES[0]
     data = _data(np.random.default_rng(zlib.crc32(formula.encode())))
