@@ -816,7 +816,7 @@ DENSE_DESIGN_ENTRIES = 1_000_000
 DENSE_GROUP_EFFECTS = 64
 
 
-def _linear_predictor(population: tuple[np.ndarray, list[str], s.Expr] | None,
+def _linear_predictor(population: tuple[np.ndarray, str, s.Expr] | None,
                       group_columns: list[tuple[str, np.ndarray, np.ndarray]], coords: dict[str, tuple],
                       coefficient: str, n_cells: int, add_data: Callable[[s.Data, np.ndarray], s.Var]) -> s.Expr:
     """The cells' linear predictor: ``X b`` plus, for each group term, its effect in each
@@ -834,24 +834,19 @@ def _linear_predictor(population: tuple[np.ndarray, list[str], s.Expr] | None,
     if group_columns and n_effects <= DENSE_GROUP_EFFECTS \
             and n_cells * (n_population + n_effects) <= DENSE_DESIGN_ENTRIES:
         design = np.zeros((n_cells, n_population + n_effects))
-        labels: list[str] = []
-        parts: list[s.Expr] = []
-        if population is not None:
-            design[:, :n_population] = population[0]
-            labels += [f"b[{c}]" for c in population[1]]
-            parts.append(population[2])
         for _, effect, value in group_columns:
             np.add.at(design, (np.arange(n_cells), n_population + effect), value)
         if population is None:  # the columns are the group effects themselves
             return s.matmul(add_data(s.Data("XZ", "real", ("cell", "group_effect")), design), s.Var(coefficient))
-        labels += [f"{coefficient}[{label}]" for label in coords["group_effect"]]
-        coords["design"] = tuple(labels)
-        coefficients = s.concat("design", *parts, s.Var(coefficient))
-        return s.matmul(add_data(s.Data("XZ", "real", ("cell", "design")), design), coefficients)
+        values, dim, coefficients = population
+        design[:, :n_population] = values
+        coords["design"] = (*(f"b[{c}]" for c in coords[dim]), *(f"{coefficient}[{e}]" for e in coords["group_effect"]))
+        return s.matmul(add_data(s.Data("XZ", "real", ("cell", "design")), design),
+                        s.concat("design", coefficients, s.Var(coefficient)))
     eta = None
     if population is not None:
-        dims = ("cell", "coef" if len(population[1]) == len(coords["coef"]) else "coef_free")
-        eta = s.matmul(add_data(s.Data("X", "real", dims), population[0]), population[2])
+        values, dim, coefficients = population
+        eta = s.matmul(add_data(s.Data("X", "real", ("cell", dim)), values), coefficients)
     for name, effect, value in group_columns:
         term = s.Var(coefficient)[add_data(s.Data(f"J_{name}", "int", ("cell",), index_of="group_effect"), effect)]
         if not np.all(value == 1.0):  # an intercept term needs no covariate
@@ -869,7 +864,7 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
     values: dict[str, np.ndarray] = {}
     coords: dict[str, tuple] = {"cell": tuple(range(n_cells))}
     described: dict[str, tuple[str, bool]] = {}  # element -> (prior, given by the user)
-    population = None  # (design columns, their labels, the coefficients' expression)
+    population = None  # (design columns, their dim, the coefficients' expression)
     group_columns: list[tuple[str, np.ndarray, np.ndarray]] = []  # per group term: (name, each cell's effect, covariate)
 
     def add_data(node: s.Data, value: np.ndarray) -> s.Var:
@@ -889,10 +884,10 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
         described.update({f"b[{c}]": (_describe_dist(d), mine) for c, (d, mine) in zip(x_columns, resolved)})
         b_node = s.Param("b", b_prior, ("coef",))
         if len(free) == len(x_columns):
-            population = (X_patterns[cells.cell_pattern], list(x_columns), s.Var("b"))
+            population = (X_patterns[cells.cell_pattern], "coef", s.Var("b"))
         elif free:  # the columns no group term took
             coords["coef_free"] = tuple(x_columns[j] for j in free)
-            population = (X_patterns[cells.cell_pattern][:, free], [x_columns[j] for j in free],
+            population = (X_patterns[cells.cell_pattern][:, free], "coef_free",
                           s.Var("b")[add_data(s.Data("b_free", "int", ("coef_free",), index_of="coef"), np.asarray(free))])
     # Group-level effects: sd over every (factor, term); r over every (factor, level, term).
     group_nodes: list = []
