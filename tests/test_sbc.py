@@ -86,15 +86,18 @@ def test_cli_refuses_bad_input_with_exit_code_2(tmp_path, capsys):
     assert "no parameter or factor 'nope'" in capsys.readouterr().err
 
 
-def test_vectorized_convergence_equals_arviz():
+@pytest.mark.parametrize("draws_per_chain", [250, 251])
+def test_vectorized_convergence_equals_arviz(draws_per_chain):
     """Bulk ESS, tail ESS and rank R-hat of many quantities at once: ArviZ's numbers to 1e-9
-    (relative), for AR(1) chains from independent to sticky, a discrete and a stuck chain."""
+    (relative), for AR(1) chains from independent to sticky, a discrete and a stuck chain;
+    chains of even and odd length (an odd one's middle draw is left out of the split chains)."""
     import arviz as az
 
     rng = np.random.default_rng(0)
-    columns = [lfilter([1.0], [1.0, -phi], rng.normal(size=(4, 251)), axis=1) for phi in (0.0, 0.6, 0.95, -0.3)]
-    columns.append(np.round(rng.normal(size=(4, 251))))
-    stuck = rng.normal(size=(4, 251))
+    shape = (4, draws_per_chain)
+    columns = [lfilter([1.0], [1.0, -phi], rng.normal(size=shape), axis=1) for phi in (0.0, 0.6, 0.95, -0.3)]
+    columns.append(np.round(rng.normal(size=shape)))
+    stuck = rng.normal(size=shape)
     stuck[0] += 3.0
     columns.append(stuck)
     draws = np.stack(columns, axis=-1)

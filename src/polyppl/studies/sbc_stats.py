@@ -173,12 +173,19 @@ def rank(true_value: float, draws: np.ndarray, rng: np.random.Generator) -> int:
     """Rank of ``true_value`` among ``draws`` (any shape): the number of draws below it, plus
     a uniform random share of the draws equal to it, so the rank is uniform on 0..L under
     calibration even for discrete or indicator quantities with ties."""
-    values = np.asarray(draws, dtype=float).ravel()
-    if not math.isfinite(true_value) or not np.isfinite(values).all():
+    values = np.asarray(draws, dtype=float).reshape(-1, 1)
+    return int(column_ranks(np.array([true_value], dtype=float), values, rng)[0])
+
+
+def column_ranks(true_values: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`rank` of each quantity at once: ``true_values`` (q,) among the columns of
+    ``draws`` (L, q), ties broken by one uniform draw per quantity."""
+    truth, values = np.asarray(true_values, dtype=float), np.asarray(draws, dtype=float)
+    if not np.isfinite(truth).all() or not np.isfinite(values).all():
         raise ValueError("rank needs a finite true value and finite draws")
-    below = int(np.count_nonzero(values < true_value))
-    ties = int(np.count_nonzero(values == true_value))
-    return below + int(rng.integers(0, ties + 1))
+    below = np.count_nonzero(values < truth, axis=0)
+    ties = np.count_nonzero(values == truth, axis=0)
+    return below + rng.integers(0, ties + 1)
 
 
 # --------------------------------------------------------------------------- the band test
