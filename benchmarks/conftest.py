@@ -194,6 +194,13 @@ def markdown(rows: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> str:
         if r["kind"].startswith("10M"):
             lines.append(f"| {r['kind']} | {r['backend']} | {r['implementation']} | {r.get('rows', '')} | {_number(r.get('seconds'), 1)} | "
                          f"{_number(r.get('seconds_per_gradient'), 4)} | {r.get('gradients') or ''} |")
+    lines += ["", "| SBC fits, warm worker | backend | engine | fits | sampler s per fit | task s per fit | overhead s per fit | overhead / sampling | fits per worker-minute |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["kind"] == "sbc fit":
+            lines.append(f"| {r['model']} | {r['backend']} | {r['engine']} | {r['fits']} | {r['sampler_s_per_fit']:.3f} | "
+                         f"{r['task_s_per_fit']:.3f} | {r['overhead_s_per_fit']:.3f} | {100 * r['overhead_share']:.1f}% | "
+                         f"{r['fits_per_worker_minute']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
