@@ -152,10 +152,12 @@ Y = np.array([0.3, 1.4, 1.1, 2.6, 2.2, 3.5, 3.3])
 
 
 def two_means() -> tuple[s.Model, s.Dataset, dict, dict]:
-    """a ~ N(1, 3), y_a ~ N(a, 2); b ~ N(-1, 2), y_b ~ N(b, 0.5): independent Normal posteriors."""
+    """a ~ N(1, 3), y_a ~ N(a, 2); b ~ N(-1, 2), y_b ~ N(b, 0.5): independent Normal posteriors.
+    Declared b first: a library that orders its latent vector by declaration (NumPyro's
+    AutoMultivariateNormal) and one that orders it by name would otherwise agree by chance."""
     model = s.Model("two-means", (
-        s.Param("a", s.Normal(1.0, 3.0)),
         s.Param("b", s.Normal(-1.0, 2.0)),
+        s.Param("a", s.Normal(1.0, 3.0)),
         s.Observed("y_a", s.Normal(s.Var("a"), 2.0), ("obs_a",)),
         s.Observed("y_b", s.Normal(s.Var("b"), 0.5), ("obs_b",)),
     ))
@@ -174,8 +176,8 @@ def line() -> tuple[s.Model, s.Dataset, dict, dict]:
     means and sds 1 / sqrt(precision_ii), sqrt(1 - 0.5) = 0.71 of the marginal sds."""
     model = s.Model("line", (
         s.Data("x", "real", ("obs",)),
+        s.Param("beta", s.Normal(0.0, 10.0)),  # declared out of alphabetical order, as two_means
         s.Param("alpha", s.Normal(0.0, 10.0)),
-        s.Param("beta", s.Normal(0.0, 10.0)),
         s.Observed("y", s.Normal(s.Var("alpha") + s.Var("beta") * s.Var("x"), 1.0), ("obs",)),
     ))
     dataset = s.Dataset(values={"x": X, "y": Y}, coords={"obs": tuple(range(len(X)))})

@@ -463,12 +463,13 @@ class _FlatModel:
 
 
 def _gaussian_draws(loc: np.ndarray, factor: np.ndarray, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draws from N(loc, factor factor^T) (``factor`` a vector: a diagonal) and log q at each."""
+    """Draws from N(loc, factor factor^T) (``factor`` a vector: a diagonal; else any square
+    factor, not only a triangular one) and log q at each."""
     noise = np.random.default_rng([seed, 1]).standard_normal((draws, loc.size))
     if factor.ndim == 1:
         flat, log_det = loc + noise * factor, np.log(factor).sum()
     else:
-        flat, log_det = loc + noise @ factor.T, np.log(np.abs(np.diag(factor))).sum()
+        flat, log_det = loc + noise @ factor.T, np.linalg.slogdet(factor)[1]
     return flat, -0.5 * (noise**2).sum(axis=1) - log_det - 0.5 * loc.size * np.log(2 * np.pi)
 
 
@@ -506,15 +507,21 @@ class _Svi:
         return steps, converged
 
     def gaussian(self) -> tuple[np.ndarray, np.ndarray]:
-        """The fitted Gaussian on the flat scale: its mean and its scales (``advi``) or
-        Cholesky factor (``fullrank``)."""
+        """The fitted Gaussian on the flat scale: its mean and its scales (``advi``) or a
+        factor of its covariance (``fullrank``)."""
         params = self.svi.get_params(self.state)
         if self.method == "advi":
             # ravel_pytree orders a dict by its keys, as it does the flat vector's parameters.
             loc, _ = ravel_pytree({n: params[f"{n}_auto_loc"] for n in self.flat.shapes})
             scale, _ = ravel_pytree({n: params[f"{n}_auto_scale"] for n in self.flat.shapes})
             return np.asarray(loc), np.asarray(scale)
-        return np.asarray(params["auto_loc"]), np.asarray(params["auto_scale_tril"])
+        # AutoMultivariateNormal's latent vector holds the sites in the model's order, the flat
+        # vector by name (ravel_pytree sorts a dict's keys): rows put in the flat order. The
+        # factor is then a row permutation of a triangular one, which is all a factor needs.
+        loc, factor = np.asarray(params["auto_loc"]), np.asarray(params["auto_scale_tril"])
+        positions = self.svi.guide._unpack_latent(jnp.arange(loc.size, dtype=float))
+        order = np.asarray(ravel_pytree({name: positions[name] for name in self.flat.shapes})[0]).astype(int)
+        return loc[order], factor[order]
 
 
 def _svi(flat: _FlatModel, settings: VariationalSettings, method: str, precision: str) -> Draws:
