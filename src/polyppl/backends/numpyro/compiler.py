@@ -516,8 +516,9 @@ class _Svi:
             scale, _ = ravel_pytree({n: params[f"{n}_auto_scale"] for n in self.flat.shapes})
             return np.asarray(loc), np.asarray(scale)
         # AutoMultivariateNormal's latent vector holds the sites in the model's order, the flat
-        # vector by name (ravel_pytree sorts a dict's keys): rows put in the flat order. The
-        # factor is then a row permutation of a triangular one, which is all a factor needs.
+        # vector by name (ravel_pytree sorts a dict's keys): rows put in the flat order, found
+        # by unpacking positions with the guide's own unpacking. The factor is then a row
+        # permutation of a triangular one, which is all a factor needs.
         loc, factor = np.asarray(params["auto_loc"]), np.asarray(params["auto_scale_tril"])
         positions = self.svi.guide._unpack_latent(jnp.arange(loc.size, dtype=float))
         order = np.asarray(ravel_pytree({name: positions[name] for name in self.flat.shapes})[0]).astype(int)
