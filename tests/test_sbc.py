@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from scipy.signal import lfilter
 
 from polyppl.cli import main
 from polyppl.errors import UserError
@@ -44,7 +42,7 @@ from polyppl.execution.grid import IN_PROCESS, forget_compiled, run_grid
 from polyppl.inference.methods import SamplerSettings
 from polyppl.spec import SpecError
 from polyppl.studies.sbc import (
-    LOG_LIKELIHOOD, choose_run_L, convergence, parse_substitute, plan_sbc, run_sbc, run_simulation, sampler_seed,
+    LOG_LIKELIHOOD, choose_run_L, parse_substitute, plan_sbc, run_sbc, run_simulation, sampler_seed,
     simulation_rng, summarize,
 )
 
@@ -84,28 +82,6 @@ def test_cli_refuses_bad_input_with_exit_code_2(tmp_path, capsys):
     assert "unknown family 'wibble'" in capsys.readouterr().err
     assert main(["sbc", "eight-schools", "--substitute", "nope ~ normal(0, 1)", "--out", str(tmp_path)]) == 2
     assert "no parameter or factor 'nope'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("draws_per_chain", [250, 251])
-def test_vectorized_convergence_equals_arviz(draws_per_chain):
-    """Bulk ESS, tail ESS and rank R-hat of many quantities at once: ArviZ's numbers to 1e-9
-    (relative), for AR(1) chains from independent to sticky, a discrete and a stuck chain;
-    chains of even and odd length (an odd one's middle draw is left out of the split chains)."""
-    import arviz as az
-
-    rng = np.random.default_rng(0)
-    shape = (4, draws_per_chain)
-    columns = [lfilter([1.0], [1.0, -phi], rng.normal(size=shape), axis=1) for phi in (0.0, 0.6, 0.95, -0.3)]
-    columns.append(np.round(rng.normal(size=shape)))
-    stuck = rng.normal(size=shape)
-    stuck[0] += 3.0
-    columns.append(stuck)
-    draws = np.stack(columns, axis=-1)
-    bulk, tail, rhat = convergence(draws)
-    for k in range(draws.shape[-1]):
-        one = draws[..., k]
-        expected = [az.ess(one, method="bulk"), az.ess(one, method="tail"), az.rhat(one, method="rank")]
-        np.testing.assert_allclose([bulk[k], tail[k], rhat[k]], np.asarray(expected, dtype=float), rtol=1e-9)
 
 
 def test_run_L_is_the_rung_most_fits_reach():

@@ -50,6 +50,7 @@ from polyppl.backends import get_backend, parse_columns
 from polyppl.errors import UserError
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
 from polyppl.execution.request import FitRequest
+from polyppl.inference.convergence import convergence, prepare as prepare_convergence
 from polyppl.inference.diagnostics import (EBFMI_MIN, ESS_PER_CHAIN_MIN, FLAG_MEANINGS, RHAT_MAX, bfmi,
                                            convergence_failures)
 from polyppl.inference.methods import SamplerSettings, get_method
@@ -126,87 +127,6 @@ def scalar_values(model: Model, dataset: Dataset, values: Mapping[str, np.ndarra
     return out
 
 
-# --------------------------------------------------------------------------- convergence, vectorized
-
-
-def convergence(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bulk ESS, tail ESS and rank-normalised split R-hat of every quantity of ``draws``
-    (chain, draw, quantity): ArviZ's definitions (``az.ess`` bulk and tail, ``az.rhat``
-    rank; Vehtari et al. 2021), computed for all quantities at once. ArviZ loops over
-    quantities in Python, which for a small model costs as much as the fit itself."""
-    x = np.asarray(draws, dtype=float)
-    split = _split_chains(x)
-    z_split = _z_scale(split)
-    ess_bulk = _ess(z_split)
-    flat = x.reshape(-1, x.shape[-1])
-    ess_tail = np.minimum(*(_ess(_split_chains((x <= np.quantile(flat, prob, axis=0)).astype(float)))
-                            for prob in (0.05, 0.95)))
-    folded = np.abs(split - np.median(split.reshape(-1, x.shape[-1]), axis=0))
-    rhat = np.maximum(_rhat(z_split), _rhat(_z_scale(folded)))
-    return ess_bulk, ess_tail, rhat
-
-
-def _split_chains(x: np.ndarray) -> np.ndarray:
-    """(chain, draw, q) -> (2 chain, draw // 2, q): each chain's first and last halves."""
-    half = x.shape[1] // 2
-    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
-
-
-def _z_scale(x: np.ndarray) -> np.ndarray:
-    """Rank-normalised values: the normal quantiles of each quantity's fractional ranks."""
-    from scipy import special, stats
-
-    rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T)  # one row per quantity: sorts along memory
-    ranks = stats.rankdata(rows, method="average", axis=1).T
-    return special.ndtri((ranks - 3 / 8) / (rows.shape[1] - 2 * 3 / 8 + 1)).reshape(x.shape)
-
-
-def _rhat(x: np.ndarray) -> np.ndarray:
-    n = x.shape[1]
-    between = n * np.var(x.mean(axis=1), axis=0, ddof=1)
-    within = np.mean(np.var(x, axis=1, ddof=1), axis=0)
-    return np.sqrt((between / within + n - 1) / n)
-
-
-def _ess(x: np.ndarray) -> np.ndarray:
-    """ESS of each quantity of (chain, draw, q), with Geyer's initial positive and monotone
-    sequences as ArviZ's ``_ess`` applies them."""
-    from scipy.fft import next_fast_len
-
-    chains, n, _ = x.shape
-    centered = x - x.mean(axis=1, keepdims=True)
-    spectrum = np.fft.rfft(centered, n=next_fast_len(2 * n), axis=1)
-    acov = np.fft.irfft(spectrum * np.conjugate(spectrum), n=next_fast_len(2 * n), axis=1)[:, :n] / n
-    mean_var = acov[:, 0].mean(axis=0) * n / (n - 1.0)
-    var_plus = mean_var * (n - 1.0) / n
-    if chains > 1:
-        var_plus = var_plus + np.var(x.mean(axis=1), axis=0, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = 1.0 - (mean_var - acov.mean(axis=0)) / var_plus  # (lag, q)
-    rho[0] = 1.0
-    # Pairs P_k = rho[2k] + rho[2k + 1]; ArviZ reads pairs k = 1, 2, ... while the previous one
-    # is positive and 2k - 1 < n - 3, so it stops at the first non-positive pair (``last``).
-    top = (n - 3) // 2
-    pairs = rho[0: 2 * top + 2: 2] + rho[1: 2 * top + 2: 2]
-    positive = pairs > 0
-    if top < 1:  # too few draws for a second pair
-        last = np.zeros(rho.shape[1], dtype=np.int64)
-    else:
-        first_bad = np.where(positive[1:].all(axis=0), top, np.argmin(positive[1:], axis=0) + 1)
-        last = np.where(positive[0], first_bad, 0)
-    # Monotone: each pair before ``last`` at most the one before it.
-    monotone = np.minimum.accumulate(pairs, axis=0)
-    before_last = np.arange(pairs.shape[0])[:, np.newaxis] < last
-    even = rho[2 * last, np.arange(rho.shape[1])]
-    last_pair = pairs[last, np.arange(rho.shape[1])]
-    tail = np.where((last == 0) | (last_pair >= 0) | (even > 0), even, 0.0)
-    tau = -1.0 + 2.0 * np.where(before_last, monotone, 0.0).sum(axis=0) + tail
-    total = chains * n
-    ess = total / np.maximum(tau, 1 / np.log10(total))
-    constant = (x.max(axis=(0, 1)) - x.min(axis=(0, 1))) < np.finfo(float).resolution
-    return np.where(constant, float(total), np.where(np.isnan(rho).any(axis=0), np.nan, ess))
-
-
 def run_simulation(job: SbcJob) -> dict[str, Any]:
     """Simulate, fit and rank one simulation on one backend (on a worker of the grid).
 
@@ -219,6 +139,7 @@ def run_simulation(job: SbcJob) -> dict[str, Any]:
     with stopwatch() as task_clock:
         simulated = simulate(job.model, job.dataset, simulation_rng(job.seed, job.simulation))
         compiled, compile_seconds = compiled_for(job.backend, job.engine, job.model, simulated.dataset, dict(job.options))
+        compile_seconds += prepare_convergence()  # Numba's compile (or cache load), once per process
         settings = replace(job.settings, seed=sampler_seed(job.seed, job.simulation))
         with stopwatch() as fit_clock:
             draws = compiled.run(job.method, settings)
@@ -630,6 +551,6 @@ def save_json_result(run: SbcRun, path: Path | None = None) -> Path:
 
 __all__ = [
     "DEFAULT_SETTINGS", "DEFAULT_SIMULATIONS", "LOG_LIKELIHOOD", "SbcColumn", "SbcJob", "SbcPlan", "SbcRun",
-    "choose_run_L", "convergence", "parse_substitute", "plan_sbc", "run_sbc", "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
+    "choose_run_L", "parse_substitute", "plan_sbc", "run_sbc", "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
     "simulation_rng",
 ]
