@@ -418,7 +418,7 @@ def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int |
                 cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
                                        silence_logs=logging.ERROR)
             client = Client(cluster)
-            where = f"a local Dask cluster of {count} worker processes"
+            where = f"a local Dask cluster of {count} worker process" + ("es" if count != 1 else "")
         else:
             if workers is not None:
                 raise UserError("--workers applies to the local cluster; an existing cluster has the workers it has")

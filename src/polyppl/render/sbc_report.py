@@ -80,8 +80,11 @@ def timing_table(run: SbcRun) -> Table:
     g = run.grid
     notes = [f"Grid: {g['where']}; {g['fits_run']} fits run now, {g['fits_reused']} read from the ledger, in "
              f"{g['wall_seconds']:.0f} s" + (f" ({g['fits_per_minute']:.1f} fits per minute)" if g.get("fits_per_minute") else "")
-             + (f"; everything beyond sampling (start-up, imports, compiles, scheduling, idle workers) was "
-                f"{100 * g['overhead_share']:.0f}% of the sampling time." if g.get("overhead_share") is not None else "."),
+             + (f"; everything beyond sampling was {100 * g['overhead_share']:.0f}% of the sampling time: "
+                f"compiles {100 * g['compile_share']:.0f}%, per-fit overhead {100 * g['per_fit_overhead_share']:.0f}%, "
+                f"the rest (start-up, imports, scheduling, idle workers) "
+                f"{100 * (g['overhead_share'] - g['compile_share'] - g['per_fit_overhead_share']):.0f}%."
+                if g.get("overhead_share") is not None else "."),
              "overhead per fit: the task's time beyond the sampler's own time and the compiles (simulating the data, "
              "handing it over, the call around the sampler, diagnostics and ranks)."]
     return Table.of("Time per backend", ["backend", "fits", "fits per worker-minute", "sampler s per fit",

@@ -489,7 +489,10 @@ def summarize(plan: SbcPlan, grid: GridRun, family_alpha: float = sbc_stats.FAMI
     # The grid's facts are the whole grid's (which may have run other plans' tasks too).
     ran = [entry for entry in grid.entries.values() if entry["status"] == "ok"]
     sampler = sum(e["result"]["sampler_seconds"] for e in ran)
+    compiles = sum(e["result"]["compile_seconds"] for e in ran)
+    per_fit = sum(e["result"]["task_seconds"] for e in ran) - sampler - compiles
     cpu = sum(e.get("cpu_seconds") or 0.0 for e in grid.entries.values())
+    whole_run = grid.reused == 0 and grid.ran and sampler > 0
     grid_facts = {
         "where": grid.where, "workers": grid.workers, "fits_run": grid.ran, "fits_reused": grid.reused,
         "wall_seconds": grid.wall_seconds,
@@ -500,8 +503,11 @@ def summarize(plan: SbcPlan, grid: GridRun, family_alpha: float = sbc_stats.FAMI
         "cpu_seconds_per_worker": cpu / grid.workers if grid.workers else None,
         # Everything the workers spent beyond sampling (start-up, imports, compiles, simulation,
         # ranks, scheduling, idle cores), against the sampling: only for a run that ran every fit.
-        "overhead_share": ((grid.wall_seconds * grid.workers - sampler) / sampler
-                           if grid.reused == 0 and grid.ran and sampler > 0 else None),
+        "overhead_share": (grid.wall_seconds * grid.workers - sampler) / sampler if whole_run else None,
+        # ... of which each worker's compiles, and the per-fit work around the sampler (the rest is
+        # start-up, imports, scheduling and workers idle at the end).
+        "compile_share": compiles / sampler if whole_run else None,
+        "per_fit_overhead_share": per_fit / sampler if whole_run else None,
     }
     return SbcRun(plan.problem, plan.fitted, {k: _describe(v) for k, v in plan.substitutes.items()}, simulations,
                   plan.seed, plan.settings, L, family_alpha, out, grid_facts, plan.ledger)
