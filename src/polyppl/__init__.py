@@ -27,6 +27,7 @@ _API = {
     "Comparison": "polyppl.studies.compare",
     "run_repro": "polyppl.studies.repro",
     "run_sbc": "polyppl.studies.sbc",
+    "run_replications": "polyppl.studies.replications",
 }
 
 __all__ = ["__version__", *_API]

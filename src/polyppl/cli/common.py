@@ -98,6 +98,19 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="also write the JSON record to this file")
 
 
+def add_grid_arguments(parser: argparse.ArgumentParser, tasks: str) -> None:
+    """Where a grid's ``tasks`` (``fits``, ``replications``) run: ``--scheduler`` or
+    ``--workers``, and ``--retries`` after a worker died."""
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--scheduler", metavar="ADDRESS",
+                      help="a running Dask scheduler (tcp://HOST:PORT; start one with `uv run dask scheduler` and workers "
+                      f"with `uv run dask worker ADDRESS`), or `in-process` to run the {tasks} here one after another "
+                      "(no Dask); default: a local cluster started for this run")
+    grid.add_argument("--workers", type=positive_int, help="worker processes of the local cluster (default: one per core)")
+    parser.add_argument("--retries", type=non_negative_int, default=2,
+                        help=f"runs of one of the {tasks} again after its worker died, before it counts as crashed (default 2)")
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto",
                         help="auto: cmdstanpy where CmdStan is installed, else PyStan")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_model_arguments, add_settings_arguments, add_variational_arguments, column_list, engines_from, method_list,
-    problem_from, progress, settings_from, variational_from,
+    add_grid_arguments, add_model_arguments, add_settings_arguments, add_variational_arguments, column_list, engines_from,
+    method_list, positive_int, problem_from, progress, settings_from, variational_from,
 )
+from polyppl.errors import UserError
+from polyppl.models import Problem
 
 VERDICT_CODES = "exit code 0 agree, 1 disagree, 3 inconclusive (a backend failed or did not converge), 2 bad input"
 
@@ -32,11 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="HTML report to write (default OUT/<model>-<scenario>-report.html)")
     add_settings_arguments(parser)
     add_variational_arguments(parser)
+    replications = parser.add_argument_group(
+        "replications", "the same comparison again with other sampler seeds, on a Dask grid: how often it says "
+        "'disagree' (its false-alarm rate for backends that are right, its power where they differ)")
+    replications.add_argument("--replications", type=positive_int, metavar="N",
+                              help="run N replications (NUTS only; --seed seeds them all; more later runs only the new ones)")
+    add_grid_arguments(replications, "replications")
     parser.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     problem = problem_from(args)  # bad input answers before anything heavy is imported
+    if args.replications is not None:
+        return cmd_replications(args, problem)
+    if args.scheduler is not None or args.workers is not None:
+        raise UserError("--scheduler and --workers run --replications on a grid; one comparison runs here")
 
     from polyppl.inference.idata import save_json
     from polyppl.render.report import default_report_path, write_report
@@ -57,3 +69,32 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = write_report(comparison, args.report or default_report_path(args.out, comparison))
     print(f"report: {report}")
     return comparison.exit_code
+
+
+def cmd_replications(args: argparse.Namespace, problem: Problem) -> int:
+    """``compare --replications N``: the agreement test N times over, on the grid."""
+    if args.methods != ["nuts"]:
+        raise UserError(f"--replications repeats the NUTS comparison; drop --methods {','.join(args.methods)}")
+    if args.reference is not None or args.report is not None or args.force:
+        raise UserError("--replications takes none of --reference, --report, --force "
+                        "(its ledger is reused only for the same model, data, settings and versions)")
+
+    from polyppl.inference.idata import save_json
+    from polyppl.render.tables import replications_text
+    from polyppl.studies.replications import replications_path, run_replications
+
+    backends = [c.label for c in args.backends] if args.backends else None
+    run = run_replications(
+        problem, backends, args.replications, args.seed, settings=settings_from(args), engines=engines_from(args),
+        family_alpha=args.family_alpha, out=args.out, scheduler=args.scheduler, workers=args.workers,
+        # --timeout is per backend; a replication fits every backend.
+        timeout=args.timeout * len(backends or BACKENDS) if args.timeout else None, retries=args.retries,
+        progress=progress,
+    )
+    print(replications_text(run))
+    save_json(run.to_json(), replications_path(run))
+    print(f"\nsaved: {replications_path(run)} (ledger {run.ledger})")
+    if args.json:
+        save_json(run.to_json(), args.json)
+        print(f"saved: {args.json}")
+    return run.exit_code

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_engine_arguments, add_model_arguments, column_list, engines_from, method_list, non_negative_int, positive_int,
-    problem_from, progress,
+    add_engine_arguments, add_grid_arguments, add_model_arguments, column_list, engines_from, method_list,
+    non_negative_int, positive_int, problem_from, progress,
 )
 from polyppl.inference.methods import METHODS
 
@@ -39,15 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-accept", type=float,
                         help="NUTS target acceptance, all backends (default: 0.9, or what the model asks for)")
     add_engine_arguments(parser)
-    grid = parser.add_mutually_exclusive_group()
-    grid.add_argument("--scheduler", metavar="ADDRESS",
-                      help="a running Dask scheduler (tcp://HOST:PORT; start one with `uv run dask scheduler` and workers "
-                      "with `uv run dask worker ADDRESS`), or `in-process` to run the fits here one after another "
-                      "(no Dask); default: a local cluster started for this run")
-    grid.add_argument("--workers", type=positive_int, help="worker processes of the local cluster (default: one per core)")
+    add_grid_arguments(parser, "fits")
     parser.add_argument("--timeout", type=float, help="seconds allowed per fit (default: none)")
-    parser.add_argument("--retries", type=non_negative_int, default=2,
-                        help="runs of a fit again after its worker died, before it counts as crashed (default 2)")
     parser.add_argument("--family-alpha", type=float, default=0.05,
                         help="family-wise false-alarm rate per backend (default 0.05)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for the ledger and results (default {DEFAULT_OUT})")

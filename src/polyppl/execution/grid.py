@@ -500,6 +500,6 @@ class _Tracker:
         rate = done / max(now - self.start, 1e-9) * 60
         left = (self.total - done) / rate if rate > 0 else float("inf")
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
-        self.progress(f"{done}/{self.total} fits finished ({statuses}); {rate:.1f} per minute"
+        self.progress(f"{done}/{self.total} finished ({statuses}); {rate:.1f} per minute"
                       + (f", about {left:.0f} min left" if done < self.total else ""))
 

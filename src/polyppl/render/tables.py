@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures
 from polyppl.render.text import fmt, plus_minus, table
 from polyppl.studies.compare import Comparison
+from polyppl.studies.replications import REPLICATIONS_ALPHA, VERDICTS, Replications
 from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, VERDICT_WORDS
 
 
@@ -237,3 +238,29 @@ def comparison_text(c: Comparison) -> str:
     if c.reasons:
         verdict += "\n" + "\n".join(f"  - {r}" for r in c.reasons)
     return "\n\n".join(parts + [verdict])
+
+
+def replications_text(run: Replications) -> str:
+    """What ``polyppl compare --replications`` prints."""
+    c, n = run.counts, run.judged
+    lines = [f"Replications of the comparison of {run.problem.describe()}: {', '.join(run.labels)}, seed {run.seed}: "
+             f"{run.verdict.upper()}",
+             "verdicts: " + ", ".join(f"{name} {count}" for name, count in c.items() if count or name in VERDICTS)]
+    interval = run.rate_interval()
+    if interval is not None:
+        k = c["disagree"]
+        lines.append(f"disagreeing: {k} of {n} judged replications ({100 * k / n:.1f}%, 95% interval "
+                     f"{100 * interval[0]:.1f}-{100 * interval[1]:.1f}%); each comparison's family-wise false-alarm "
+                     f"rate is at most {100 * run.family_alpha:g}%" + (
+                         f": for backends that sample the same posterior, {k} or more of {n} has probability "
+                         f"{run.p_value:.2g} (the verdict is 'disagree' below {REPLICATIONS_ALPHA:g})." if k else "."))
+    if c["inconclusive"]:
+        lines.append(f"inconclusive: {c['inconclusive']} replications in which a backend did not converge (R-hat or ESS)")
+    if run.flagged:
+        lines.append("flagged most often (quantity, pair, statistic: replications):")
+        lines += [f"  {q}, {pair}, {s}: {count}" for q, pair, s, count in run.flagged[:10]]
+    lines.append("replications with a divergence: " + ", ".join(f"{label} {k}" for label, k in run.divergent.items()))
+    g = run.grid
+    lines.append(f"Grid: {g['where']}; {g['replications_run']} replications run now, {g['replications_reused']} "
+                 f"read from the ledger, in {g['wall_seconds']:.0f} s.")
+    return "\n".join(lines)
