@@ -70,7 +70,7 @@ def replication_seed(seed: int, replication: int) -> int:
 def run_replication(job: ReplicationJob) -> dict[str, Any]:
     """Fit every column with the replication's seed and test agreement as ``compare`` does
     (on a worker of the grid). Returns the verdict, the number of tests, every flagged test
-    (quantity, pair, statistic, Holm-adjusted p-value) and each column's convergence."""
+    (quantity, pair, statistic, gap, unadjusted p-value) and each column's convergence."""
     from polyppl.inference.draws import stopwatch
     from polyppl.studies.compare import quantities
 
@@ -141,7 +141,8 @@ def plan_replications(problem: Problem, backends: Sequence[str] | None = None, r
     columns = []
     for column in parse_columns(list(backends) if backends else None):
         engine = get_backend(column.backend).engine(column.engine or (engines or {}).get(column.backend))
-        # The grid runs one replication per core: each engine keeps its chains on one.
+        # The grid runs one replication per core: each engine keeps its chains on one. (Draws may
+    # then differ from `compare`'s at the same seed; each replication is as valid a comparison.)
         chains = replace(settings, chain_method=engine.single_core_chains) if settings.chain_method == "auto" else settings
         request = FitRequest.make(problem.model, problem.dataset, column.backend, engine.name, "nuts", chains)
         columns.append((column.label, request))
@@ -153,8 +154,10 @@ def plan_replications(problem: Problem, backends: Sequence[str] | None = None, r
     config = content_hash([LEDGER_FORMAT, [r.hash_parts() for _, r in columns], family_alpha, floor])
     described = tuple((label, r.backend, r.engine, r.options) for label, r in columns)
     labels = tuple(label for label, _ in columns)
-    tasks = [GridTask(FitKey(problem.labels.model, ",".join(labels), "nuts", i, seed), "polyppl.studies.replications:run_replication",
-                      ReplicationJob(problem.model, problem.dataset, described, settings, family_alpha, floor, i, seed), config)
+    tasks = [GridTask(FitKey(problem.labels.model, ",".join(labels), "nuts", i, seed),
+                      "polyppl.studies.replications:run_replication",
+                      ReplicationJob(problem.model, problem.dataset, described, settings, family_alpha, floor, i, seed),
+                      config)
              for i in range(replications)]
     ledger = Path(out) / f"{problem.labels.model}-{problem.labels.scenario}-replications-ledger.jsonl"
     return ReplicationPlan(problem, labels, settings, replications, seed, family_alpha, tasks, ledger)
