@@ -242,8 +242,8 @@ def comparison_text(c: Comparison) -> str:
 
 def replications_text(run: Replications) -> str:
     """What ``polyppl compare --replications`` prints."""
-    c, n = run.counts, run.judged
-    lines = [f"Replications of the comparison of {run.problem.describe()}: {', '.join(run.labels)}, seed {run.seed}: "
+    c, n, plan = run.counts, run.judged, run.plan
+    lines = [f"Replications of the comparison of {plan.problem.describe()}: {', '.join(plan.labels)}, seed {plan.seed}: "
              f"{run.verdict.upper()}",
              "verdicts: " + ", ".join(f"{name} {count}" for name, count in c.items() if count or name in VERDICTS)]
     interval = run.rate_interval()
@@ -251,7 +251,7 @@ def replications_text(run: Replications) -> str:
         k = c["disagree"]
         lines.append(f"disagreeing: {k} of {n} judged replications ({100 * k / n:.1f}%, 95% interval "
                      f"{100 * interval[0]:.1f}-{100 * interval[1]:.1f}%); each comparison's family-wise false-alarm "
-                     f"rate is at most {100 * run.family_alpha:g}%" + (
+                     f"rate is at most {100 * plan.family_alpha:g}%" + (
                          f": for backends that sample the same posterior, {k} or more of {n} has probability "
                          f"{run.p_value:.2g} (the verdict is 'disagree' below {REPLICATIONS_ALPHA:g})." if k else "."))
     if c["inconclusive"]:

@@ -118,6 +118,8 @@ def run_replication(job: ReplicationJob) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ReplicationPlan:
+    """A run's replications as grid tasks, and what they share."""
+
     problem: Problem
     labels: tuple[str, ...]
     settings: SamplerSettings
@@ -167,17 +169,16 @@ def plan_replications(problem: Problem, backends: Sequence[str] | None = None, r
 class Replications:
     """How often the comparison disagreed over its replications, and what it flagged."""
 
-    problem: Problem
-    labels: tuple[str, ...]
-    settings: SamplerSettings
-    seed: int
-    family_alpha: float
+    plan: ReplicationPlan
     counts: dict[str, int]  # agree, disagree, inconclusive, and the grid's error / timeout / crashed
     flagged: list[tuple[str, str, str, int]]  # (quantity, pair, statistic, replications that flagged it), most first
     divergent: dict[str, int]  # replications with a divergence, per column
     p_value: float | None  # P(Binomial(judged, family rate) >= disagreeing)
     grid: dict[str, Any]
-    ledger: Path
+
+    @property
+    def ledger(self) -> Path:
+        return self.plan.ledger
 
     @property
     def judged(self) -> int:
@@ -208,11 +209,11 @@ class Replications:
         return float(low), float(high)
 
     def to_json(self) -> dict[str, Any]:
-        interval = self.rate_interval()
+        interval, plan = self.rate_interval(), self.plan
         return {
-            "model": self.problem.labels.model, "scenario": self.problem.labels.scenario,
-            "backends": list(self.labels), "seed": self.seed, "settings": self.settings.as_dict(),
-            "family_alpha": self.family_alpha, "replications_alpha": REPLICATIONS_ALPHA,
+            "model": plan.problem.labels.model, "scenario": plan.problem.labels.scenario,
+            "backends": list(plan.labels), "seed": plan.seed, "settings": plan.settings.as_dict(),
+            "family_alpha": plan.family_alpha, "replications_alpha": REPLICATIONS_ALPHA,
             "verdict": self.verdict, "counts": self.counts, "p_value": self.p_value,
             "disagree_rate_interval": list(interval) if interval else None,
             "flagged": [{"quantity": q, "pair": pair, "statistic": s, "replications": n} for q, pair, s, n in self.flagged],
@@ -275,8 +276,7 @@ def summarize(plan: ReplicationPlan, grid: GridRun) -> Replications:
     ranked = [(q, pair, s, n) for (q, pair, s), n in sorted(flagged.items(), key=lambda item: (-item[1], item[0]))]
     facts = {"where": grid.where, "workers": grid.workers, "replications_run": grid.ran,
              "replications_reused": grid.reused, "wall_seconds": grid.wall_seconds}
-    return Replications(plan.problem, plan.labels, plan.settings, plan.seed, plan.family_alpha, counts, ranked,
-                        divergent, p_value, facts, plan.ledger)
+    return Replications(plan, counts, ranked, divergent, p_value, facts)
 
 
 def replications_path(run: Replications) -> Path:
