@@ -32,6 +32,19 @@ FLAG_MEANINGS = {
 }
 
 
+def convergence_flags(rhat_max: float, ess_bulk_min: float, ess_tail_min: float, chains: int) -> list[str]:
+    """The convergence flags (:data:`CONVERGENCE_FLAGS`) of a run's largest R-hat and
+    smallest bulk and tail ESS; NaN fails."""
+    flags = []
+    if not rhat_max <= RHAT_MAX:
+        flags.append("rhat")
+    if not ess_bulk_min >= ESS_PER_CHAIN_MIN * chains:
+        flags.append("ess_bulk")
+    if not ess_tail_min >= ESS_PER_CHAIN_MIN * chains:
+        flags.append("ess_tail")
+    return flags
+
+
 def convergence_failures(flags: Sequence[str]) -> list[str]:
     """The flags among ``flags`` that mean the chains did not converge."""
     return [f for f in flags if f in CONVERGENCE_FLAGS]
@@ -178,13 +191,7 @@ def run_diagnostics(summaries: dict[str, Summary], sample_stats: xr.Dataset, max
     depth = sample_stats["tree_depth"].values
     energy = sample_stats["energy"].values
     ebfmi = float(np.min(bfmi(energy))) if energy.shape[1] > 1 else float("nan")
-    flags = []
-    if not rhat <= RHAT_MAX:  # also catches NaN
-        flags.append("rhat")
-    if not ess_bulk >= ESS_PER_CHAIN_MIN * chains:
-        flags.append("ess_bulk")
-    if not ess_tail >= ESS_PER_CHAIN_MIN * chains:
-        flags.append("ess_tail")
+    flags = convergence_flags(rhat, ess_bulk, ess_tail, chains)
     if diverging.any():
         flags.append("divergences")
     saturation = float((depth >= max_tree_depth).mean())

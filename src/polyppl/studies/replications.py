@@ -29,7 +29,7 @@ from polyppl.backends import get_backend, parse_columns
 from polyppl.errors import UserError
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
 from polyppl.execution.request import FitRequest
-from polyppl.inference.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
+from polyppl.inference.diagnostics import convergence_flags
 from polyppl.inference.methods import SamplerSettings
 from polyppl.models import Problem
 from polyppl.spec import Dataset, Model
@@ -82,14 +82,8 @@ def run_replication(job: ReplicationJob) -> dict[str, Any]:
             draws = compiled.run("nuts", settings)
         sources[label] = quantities(job.model, job.dataset, {n: draws.posterior[n] for n in job.model.output_names})
         summaries = [q.summary for q in sources[label].values() if not q.is_probability]
-        chains = settings.chains
-        flags = []
-        if not max(s.rhat for s in summaries) <= RHAT_MAX:
-            flags.append("rhat")
-        if not min(s.ess_bulk for s in summaries) >= ESS_PER_CHAIN_MIN * chains:
-            flags.append("ess_bulk")
-        if not min(s.ess_tail for s in summaries) >= ESS_PER_CHAIN_MIN * chains:
-            flags.append("ess_tail")
+        flags = convergence_flags(max(s.rhat for s in summaries), min(s.ess_bulk for s in summaries),
+                                  min(s.ess_tail for s in summaries), settings.chains)
         if flags:
             unconverged.append(label)
         columns[label] = {

@@ -51,8 +51,8 @@ from polyppl.errors import UserError
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
 from polyppl.execution.request import FitRequest
 from polyppl.inference.convergence import convergence, prepare as prepare_convergence
-from polyppl.inference.diagnostics import (EBFMI_MIN, ESS_PER_CHAIN_MIN, FLAG_MEANINGS, RHAT_MAX, bfmi,
-                                           convergence_failures)
+from polyppl.inference.diagnostics import (EBFMI_MIN, FLAG_MEANINGS, bfmi, convergence_failures,
+                                           convergence_flags)
 from polyppl.inference.methods import SamplerSettings, get_method
 from polyppl.inference.numpy_model import log_likelihood, simulate, substitute
 from polyppl.models import Problem, resolve
@@ -167,13 +167,7 @@ def run_simulation(job: SbcJob) -> dict[str, Any]:
             ranks[str(L)] = dict(zip(names, sbc_stats.column_ranks(true_values, kept, rng).tolist()))
     diverging = np.asarray(draws.stats["diverging"], dtype=bool)
     depth = np.asarray(draws.stats["tree_depth"])
-    flags = []
-    if not np.nanmax(rhat) <= RHAT_MAX:
-        flags.append("rhat")
-    if not np.min(ess_bulk) >= ESS_PER_CHAIN_MIN * chains:
-        flags.append("ess_bulk")
-    if not np.min(ess_tail) >= ESS_PER_CHAIN_MIN * chains:
-        flags.append("ess_tail")
+    flags = convergence_flags(float(np.nanmax(rhat)), float(np.min(ess_bulk)), float(np.min(ess_tail)), chains)
     if diverging.any():
         flags.append("divergences")
     if (depth >= settings.max_tree_depth).any():
