@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-import arviz as az
+import xarray as xr
 
 from polyppl.backends import CompiledModel, get_backend
 from polyppl.execution.record import ApproximationSummary, FitRecord
@@ -30,7 +30,7 @@ class FitResult:
     """A finished fit: its draws (InferenceData) and its record (summaries, diagnostics,
     decisions, timings, versions)."""
 
-    idata: az.InferenceData
+    idata: xr.DataTree
     record: FitRecord
 
     @property
@@ -97,7 +97,7 @@ def base_record(request: FitRequest) -> FitRecord:
     )
 
 
-def summarize(idata: az.InferenceData, request: FitRequest) -> FitRecord:
+def summarize(idata: xr.DataTree, request: FitRequest) -> FitRecord:
     """Summaries, diagnostics and decisions of a finished fit, recomputed from its draws."""
     attrs = run_attrs(idata)
     summaries = {k: scalar_summary(v) for k, v in flatten(idata.posterior).items()}
@@ -129,7 +129,7 @@ def load_result(stem: Path) -> FitResult:
 
 def sample(model: Model, dataset: Dataset, backend: str, settings: SamplerSettings | VariationalSettings | None = None, *,
            engine: str | None = None, method: str = "nuts", options: Mapping[str, str] | None = None,
-           labels: Labels | None = None) -> az.InferenceData:
+           labels: Labels | None = None) -> xr.DataTree:
     """Compile ``model`` for ``backend``, run ``method``, return normalised InferenceData:
     the same variable names, dims, coords and sampler statistics on every backend."""
     return fit(FitRequest.make(model, dataset, backend, engine, method, settings, options, labels)).idata

@@ -10,6 +10,7 @@ changed when it is not.
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -62,7 +63,10 @@ class FitRequest:
         check_dataset(model, dataset)
         spec = get_backend(backend)
         chosen = spec.check(engine, method, settings, options)
-        versions = {"polyppl": __version__, "python": platform.python_version(), **spec.versions(chosen.name)}
+        # ArviZ and xarray hold and summarise every backend's draws: a result of another
+        # version is not reused.
+        versions = {"polyppl": __version__, "python": platform.python_version(), **_versions("arviz", "xarray"),
+                    **spec.versions(chosen.name)}
         return cls(model, dataset, backend, chosen.name, method, settings, tuple(sorted((options or {}).items())),
                    labels or Labels(model.name), tuple(sorted(versions.items())))
 
@@ -122,3 +126,7 @@ PART_WORDS = {
 def differences(old_parts: Mapping[str, str], new_parts: Mapping[str, str]) -> list[str]:
     """Which inputs differ between two requests, in words."""
     return [PART_WORDS.get(k, k) for k in new_parts if old_parts.get(k) != new_parts[k]]
+
+
+def _versions(*packages: str) -> dict[str, str]:
+    return {package: importlib.metadata.version(package) for package in packages}

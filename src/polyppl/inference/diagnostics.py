@@ -1,4 +1,4 @@
-"""Convergence diagnostics, recomputed from the draws with ArviZ for every backend.
+"""Convergence diagnostics, recomputed from the draws with ArviZ (arviz-stats) for every backend.
 
 One definition for all: a backend's own summary is never used. Thresholds follow
 Vehtari, Gelman, Simpson, Carpenter and Bürkner (2021), "Rank-normalization, folding, and
@@ -11,9 +11,9 @@ import itertools
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import arviz as az
 import numpy as np
 import xarray as xr
+from arviz_stats.base import array_stats
 
 RHAT_MAX = 1.01
 #: Bulk and tail ESS below 100 per chain make R-hat and MCSE themselves unreliable.
@@ -77,9 +77,27 @@ def flatten(posterior: xr.Dataset) -> dict[str, np.ndarray]:
     return out
 
 
-def _number(value) -> float:
-    """ArviZ returns some diagnostics of a (chain, draw) array as a length-1 array."""
-    return float(np.asarray(value).reshape(-1)[0])
+def _chains(draws: np.ndarray) -> np.ndarray:
+    """A (chain, draw) array; one chain's draws as one row."""
+    draws = np.asarray(draws, dtype=float)
+    return draws[None, :] if draws.ndim == 1 else draws
+
+
+def ess(draws: np.ndarray, method: str = "bulk") -> float:
+    """ArviZ's effective sample size of one (chain, draw) array: ``bulk``, ``tail`` (of the 5%
+    and 95% quantiles, the smaller), ``mean`` or any other method ArviZ names."""
+    prob = 0.05 if method == "tail" else None
+    return float(array_stats.ess(_chains(draws), method=method, prob=prob))
+
+
+def rhat(draws: np.ndarray, method: str = "rank") -> float:
+    """ArviZ's R-hat of one (chain, draw) array (rank-normalised split R-hat by default)."""
+    return float(array_stats.rhat(_chains(draws), method=method))
+
+
+def mcse(draws: np.ndarray, method: str = "mean", prob: float | None = None) -> float:
+    """ArviZ's Monte Carlo standard error of the mean, or of the quantile ``prob``."""
+    return float(array_stats.mcse(_chains(draws), method=method, prob=prob))
 
 
 @dataclass(frozen=True)
@@ -110,15 +128,15 @@ def scalar_summary(draws: np.ndarray) -> Summary:
     return Summary(
         mean=float(draws.mean()),
         sd=float(draws.std(ddof=1)) if draws.size > 1 else 0.0,
-        mcse_mean=0.0 if constant else _number(az.mcse(draws, method="mean")),
+        mcse_mean=0.0 if constant else mcse(draws),
         q05=float(np.quantile(draws, 0.05)),
         q50=float(np.quantile(draws, 0.50)),
         q95=float(np.quantile(draws, 0.95)),
-        mcse_q05=0.0 if constant else _number(az.mcse(draws, method="quantile", prob=0.05)),
-        mcse_q95=0.0 if constant else _number(az.mcse(draws, method="quantile", prob=0.95)),
-        ess_bulk=float(draws.size) if constant else _number(az.ess(draws, method="bulk")),
-        ess_tail=float(draws.size) if constant else _number(az.ess(draws, method="tail")),
-        rhat=1.0 if constant else _number(az.rhat(draws, method="rank")),
+        mcse_q05=0.0 if constant else mcse(draws, "quantile", 0.05),
+        mcse_q95=0.0 if constant else mcse(draws, "quantile", 0.95),
+        ess_bulk=float(draws.size) if constant else ess(draws, "bulk"),
+        ess_tail=float(draws.size) if constant else ess(draws, "tail"),
+        rhat=1.0 if constant else rhat(draws),
     )
 
 
@@ -134,7 +152,7 @@ def probability(indicator: np.ndarray) -> Estimate:
     """A posterior probability as the mean of a 0/1 indicator, with its Monte Carlo error."""
     indicator = np.asarray(indicator, dtype=float)
     constant = np.ptp(indicator) == 0
-    return Estimate(float(indicator.mean()), 0.0 if constant else _number(az.mcse(indicator, method="mean")))
+    return Estimate(float(indicator.mean()), 0.0 if constant else mcse(indicator))
 
 
 @dataclass(frozen=True)

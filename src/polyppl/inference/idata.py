@@ -1,8 +1,12 @@
-"""One result shape: every backend's draws become the same ArviZ InferenceData.
+"""One result shape: every backend's draws become the same xarray DataTree, ArviZ 1's
+structure, with ArviZ's group names (``posterior``, ``sample_stats``, ``observed_data``,
+``constant_data`` and, for an approximation, ``approximation``).
 
 Same variable names, dims and coordinate labels whichever backend ran, so comparisons
 never special-case a backend. Run metadata lives in the posterior group's attributes
-(netCDF-safe scalars and JSON strings).
+(netCDF-safe scalars and JSON strings), with the layout's version (``FORMAT``): a saved file
+of another version (ArviZ 0.x's InferenceData files of earlier polyppl releases included) is
+not read as a result, and the fit is run again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
 import xarray as xr
 
@@ -25,8 +28,17 @@ def _dataset(arrays: dict[str, tuple[tuple[str, ...], np.ndarray]], coords: dict
     return xr.Dataset({k: (dims, v) for k, (dims, v) in arrays.items()}, coords=coords)
 
 
+# The saved layout's version: raised whenever what a saved fit holds, or how it is read,
+# changes. 2: ArviZ 1 (DataTree); files without it were written by ArviZ 0.x.
+FORMAT = 2
+
+
+class StaleResult(Exception):
+    """A saved fit written in another layout: never read as a result."""
+
+
 def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_arrays: dict[str, np.ndarray],
-                      attrs: dict[str, Any]) -> az.InferenceData:
+                      attrs: dict[str, Any]) -> xr.DataTree:
     """``posterior_arrays``: the draws' posterior completed with what is computed after
     sampling (``polyppl.inference.posterior.complete``). An approximation's raw draws' log
     densities (for PSIS) go to a group of their own, ``approximation``, over (path, q_draw)."""
@@ -59,6 +71,7 @@ def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_ar
             "timing_split": t.split,
             "compile_cached": int(t.compile_cached),
             "warmup_gradient_evaluations": int(draws.warmup_gradient_evaluations),
+            "polyppl_format": FORMAT,
         }
     )
     if gradients is not None:  # None: the library does not say (Pathfinder in pymc-extras)
@@ -73,11 +86,11 @@ def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_ar
             {"log_p": (("path", "q_draw"), np.asarray(approximation.log_p, dtype=float)),
              "log_q": (("path", "q_draw"), np.asarray(approximation.log_q, dtype=float))})
     sample_stats.attrs.update(posterior.attrs)
-    return az.InferenceData(posterior=posterior, sample_stats=sample_stats, observed_data=observed, constant_data=constant,
-                            **groups)
+    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats, "observed_data": observed,
+                                  "constant_data": constant, **groups})
 
 
-def run_attrs(idata: az.InferenceData) -> dict[str, Any]:
+def run_attrs(idata: xr.DataTree) -> dict[str, Any]:
     """The run's attributes, with the JSON-encoded ones decoded."""
     out = {}
     for k, v in idata.posterior.attrs.items():
@@ -110,7 +123,7 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_netcdf(idata: az.InferenceData, path: Path) -> None:
+def save_netcdf(idata: xr.DataTree, path: Path) -> None:
     atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp), engine="h5netcdf"))
 
 
@@ -118,8 +131,13 @@ def save_json(record: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=_json_default) + "\n"))
 
 
-def load_netcdf(path: Path) -> az.InferenceData:
-    return az.from_netcdf(str(path), engine="h5netcdf")
+def load_netcdf(path: Path) -> xr.DataTree:
+    """A saved fit, read whole into memory (the file is closed on return, so it can be
+    replaced). Raises :class:`StaleResult` for a file of another layout."""
+    with xr.open_datatree(str(path), engine="h5netcdf") as tree:
+        if "posterior" not in tree.children or tree["posterior"].attrs.get("polyppl_format") != FORMAT:
+            raise StaleResult(f"{path} was written by an earlier polyppl (another layout of saved fits)")
+        return tree.load()
 
 
 def _json_default(value):

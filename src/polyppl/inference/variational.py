@@ -45,7 +45,7 @@ def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, float]:
     """Pareto-smoothed, normalised log weights of ``log_ratios`` (any shape, pooled) and
     Pareto k. Draws where the target has no density (log p = -inf or NaN, outside its
     support) get weight zero; k is estimated from the others."""
-    import arviz as az
+    from arviz_stats.base import array_stats
 
     ratios = np.ravel(np.asarray(log_ratios, dtype=float))
     finite = np.isfinite(ratios)
@@ -56,7 +56,9 @@ def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, float]:
         # q equals p up to a constant: equal weights, no tail (Pareto k <= 0; reported as 0).
         log_weights[finite] = -np.log(finite.sum())
         return log_weights.reshape(np.shape(log_ratios)), 0.0
-    smoothed, k = az.psislw(ratios[finite] - ratios[finite].max(), reff=1.0)
+    # arviz-stats takes log-likelihood values, as PSIS-LOO uses them (its log ratios are their
+    # negatives), so it is given the negated log ratios.
+    smoothed, k = array_stats.psislw(-(ratios[finite] - ratios[finite].max()), r_eff=1.0)
     log_weights[finite] = smoothed
     return log_weights.reshape(np.shape(log_ratios)), float(np.asarray(k).reshape(-1)[0])
 

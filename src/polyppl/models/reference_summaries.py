@@ -14,8 +14,8 @@ import json
 import math
 from pathlib import Path
 
-import arviz as az
 import numpy as np
+from arviz_stats.base import array_stats
 from scipy import stats
 
 REFERENCES = Path(__file__).with_name("references")
@@ -42,6 +42,10 @@ def _number(value) -> float:
     return float(np.asarray(value).reshape(-1)[0])
 
 
+def _ess(x: np.ndarray, method: str) -> float:
+    return _number(array_stats.ess(x, method=method, prob=0.05 if method == "tail" else None))
+
+
 def summarize(draws: np.ndarray, is_probability: bool = False) -> dict[str, float]:
     """Summary of one quantity's (chain, draw) array with ArviZ's MCSEs, ESS and rank R-hat.
     A probability (the mean of a 0/1 indicator) gets its mean, sd, the MCSE and ESS of the
@@ -50,17 +54,17 @@ def summarize(draws: np.ndarray, is_probability: bool = False) -> dict[str, floa
     out = {
         "mean": float(x.mean()),
         "sd": float(x.std(ddof=1)),
-        "mcse_mean": _number(az.mcse(x, method="mean")),
-        "rhat": _number(az.rhat(x, method="rank")),
+        "mcse_mean": _number(array_stats.mcse(x, method="mean")),
+        "rhat": _number(array_stats.rhat(x, method="rank")),
     }
     if is_probability:
-        out["ess_mean"] = _number(az.ess(x, method="mean"))
+        out["ess_mean"] = _ess(x, "mean")
         return out
-    out["ess_bulk"] = _number(az.ess(x, method="bulk"))
+    out["ess_bulk"] = _ess(x, "bulk")
     for name, prob in (("q05", 0.05), ("q50", 0.5), ("q95", 0.95)):
         out[name] = float(np.quantile(x, prob))
-        out[f"mcse_{name}"] = _number(az.mcse(x, method="quantile", prob=prob))
-    out["ess_tail"] = _number(az.ess(x, method="tail"))
+        out[f"mcse_{name}"] = _number(array_stats.mcse(x, method="quantile", prob=prob))
+    out["ess_tail"] = _ess(x, "tail")
     return out
 
 

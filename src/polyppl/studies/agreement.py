@@ -35,11 +35,10 @@ import math
 from dataclasses import asdict, dataclass
 from itertools import combinations
 
-import arviz as az
 import numpy as np
 from scipy import stats
 
-from polyppl.inference.diagnostics import scalar_summary
+from polyppl.inference.diagnostics import ess, scalar_summary
 
 FAMILY_ALPHA = 0.01
 PRACTICAL_FLOOR = 0.1
@@ -140,7 +139,7 @@ def _indicator_ess(draws: np.ndarray, threshold: float) -> float:
     indicator = (np.asarray(draws) <= threshold).astype(float)
     if np.ptp(indicator) == 0:
         return float(indicator.size)
-    return float(np.asarray(az.ess(indicator, method="mean")).reshape(-1)[0])
+    return ess(indicator, "mean")
 
 
 def pair_tests(

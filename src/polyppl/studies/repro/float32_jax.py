@@ -10,6 +10,7 @@ import numpy as np
 
 from polyppl import spec as s
 from polyppl.execution.child import call_in_child
+from polyppl.inference.diagnostics import ess, rhat
 from polyppl.studies.repro.base import NOT_REPRODUCED, REPRODUCED, BackendResult, RunOptions, Scenario, versions
 
 
@@ -29,7 +30,6 @@ def big_counts_dataset() -> s.Dataset:
 def numpyro_precision_run(precision: str) -> dict[str, Any]:
     """NumPyro's NUTS on the big-counts model in ``precision`` (the NumPyro backend's option),
     and the log density's rounding near the mode. Run in a child process."""
-    import arviz as az
     import jax.numpy as jnp
 
     from polyppl.backends import get_backend
@@ -48,8 +48,8 @@ def numpyro_precision_run(precision: str) -> dict[str, Any]:
         "dtype": str(jnp.asarray(1.0).dtype),
         "log_rate_mean": float(draws.mean()),
         "log_rate_sd": float(draws.std()),
-        "rhat": float(az.rhat(draws)),
-        "ess_bulk": float(az.ess(draws)),
+        "rhat": rhat(draws),
+        "ess_bulk": ess(draws),
         "divergences": int(np.asarray(result.stats["diverging"]).sum()),
         "step_size": float(np.mean(np.asarray(result.stats["step_size"]))),
         "exact_log_rate": mode,
