@@ -339,7 +339,6 @@ def _jax_logpmf() -> Callable[[Array, Array, Array, Array], Array]:
 
 def _pytensor_composite_class() -> type:
     """A PyTensor Composite computing a function, whose gradient is another Composite's outputs."""
-    from pytensor.graph.basic import clone as clone_graph
     from pytensor.scalar import Composite
 
     class DifferentiableComposite(Composite):
@@ -362,11 +361,9 @@ def _pytensor_composite_class() -> type:
             super().__init__(inputs, outputs, name=name)
 
         def clone(self):
-            inputs, outputs, partials = self.graph
-            inputs, both = clone_graph(inputs, [*outputs, *partials])
-            return type(self)(inputs, both[:len(outputs)], both[len(outputs):], self.wrt, self.name)
+            return self  # PyTensor 3's inner graphs are frozen: an op is immutable
 
-        def L_op(self, inputs, outputs, output_grads):
+        def pullback(self, inputs, outputs, output_grads):  # PyTensor 3's name for L_op
             partials = self.partials_op(*inputs)
             partials = dict(zip(self.wrt, partials if isinstance(partials, (list, tuple)) else [partials]))
             return [output_grads[0] * partials[i] if i in partials else x.zeros_like(dtype="float64")

@@ -533,8 +533,10 @@ def _advi(pymc_model: pm.Model, model: Model, settings: VariationalSettings, met
     uses (parameters changing by less than the tolerance, absolutely or relatively, over 100
     steps); then draws from the Gaussian on PyMC's flat unconstrained scale, with log q and
     log p at each."""
+    from pymc.variational.callbacks import CheckParametersConvergence
+
     first_step = _FirstStep()
-    checks = [pm.callbacks.CheckParametersConvergence(every=ELBO_EVERY, tolerance=settings.tolerance, diff=diff)
+    checks = [CheckParametersConvergence(every=ELBO_EVERY, tolerance=settings.tolerance, diff=diff)
               for diff in ("absolute", "relative")]
     with stopwatch() as compiling:
         points = _FlatPoints(pymc_model, model)
@@ -578,15 +580,18 @@ def _multipath_pathfinder(pymc_model: pm.Model, settings: VariationalSettings):
     """pymc-extras' multi-path Pathfinder, its arguments' defaults as ``fit_pathfinder``'s,
     without importance resampling (done by polyppl, so that Pareto k sees the raw draws)."""
     from pymc.blocking import DictToArrayBijection
-    from pymc_extras.inference.pathfinder.pathfinder import multipath_pathfinder
+    from pymc_extras.inference.pathfinder.lbfgs import LBFGSConfig
+    from pymc_extras.inference.pathfinder.multipath import multipath_pathfinder
 
     size = DictToArrayBijection.map(pymc_model.initial_point()).data.size
     logging.getLogger("pymc_extras").setLevel(logging.ERROR)
+    lbfgs = LBFGSConfig(maxiter=settings.iterations, ftol=settings.tolerance).set_default_maxcor(size)
+    # Paths one after another in this process (parallel=False): a fit uses one core, as every
+    # other engine's does, and starts no processes of its own inside a worker.
     return multipath_pathfinder(
         pymc_model, num_paths=settings.paths, num_draws=settings.draws, num_draws_per_path=settings.draws,
-        maxcor=max(int(np.ceil(3 * np.log(size))), 5), maxiter=settings.iterations, ftol=settings.tolerance,
-        gtol=1e-8, maxls=1000, num_elbo_draws=10, jitter=2.0, epsilon=1e-12, importance_sampling=None,
-        progressbar=False, concurrent=None, random_seed=settings.seed, display_summary=False,
+        num_elbo_draws=10, jitter=2.0, lbfgs_config=lbfgs, importance_sampling=None, progressbar=False,
+        parallel=False, random_seed=settings.seed,
     )
 
 
