@@ -44,6 +44,21 @@ class Engine:
     tools: Callable[[], dict[str, str]] = dict
     #: The chain method that keeps a multi-chain run on about one core (a grid runs one fit per core).
     single_core_chains: str = "sequential"
+    #: Optional packages a method (or an init of that name) needs beyond ``packages``:
+    #: method -> (distribution, why it is optional).
+    optional: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def missing_for(self, method: str, init: str | None = None) -> str | None:
+        """Why ``method`` (started from ``init``) cannot run here for want of an optional
+        package; None where it can."""
+        for wanted in (method, init):
+            if wanted in self.optional:
+                package, why = self.optional[wanted]
+                try:
+                    importlib.metadata.version(package)
+                except importlib.metadata.PackageNotFoundError:
+                    return f"{wanted} needs {package}, which is not installed ({why}): pip install {package}"
+        return None
 
 
 class CompiledModel(Protocol):
@@ -115,7 +130,8 @@ class Backend:
                                 + (f"; it has: {', '.join(self.options)}" if self.options else ""))
             if value not in self.options[key]:
                 raise UserError(f"{self.name} option {key} must be one of {', '.join(self.options[key])}, got {value!r}")
-        reason = chosen.unavailable()
+        reason = chosen.unavailable() or chosen.missing_for(
+            method, settings.init if isinstance(settings, SamplerSettings) else None)
         if reason:
             raise UserError(f"{where} cannot run here: {reason}")
         return chosen

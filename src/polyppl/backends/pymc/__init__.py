@@ -54,7 +54,10 @@ BACKEND = Backend(
     engines=(
         Engine("pymc", "PyMC's own NUTS (chains in processes); ADVI (pm.fit) and Pathfinder (pymc-extras)",
                methods=("nuts", "advi", "fullrank", "pathfinder"), packages=(*_PYMC, "pymc-extras"),
-               inits=("default", "advi", "pathfinder", "uniform")),
+               inits=("default", "advi", "pathfinder", "uniform"),
+               # Optional, so that installing polyppl never moves a user's PyMC: pymc-extras
+               # releases cap the PyMC they accept (0.15: below 6.4). uv.lock installs it.
+               optional={"pathfinder": ("pymc-extras", "its releases accept only some PyMC versions")}),
         Engine("nutpie", "nutpie's NUTS (Rust) on the model compiled by Numba", packages=(*_PYMC, "nutpie", "numba"),
                inits=("default",)),
         Engine("numpyro", "NumPyro's NUTS on the model compiled to JAX", packages=(*_PYMC, "numpyro", "jax", "jaxlib"),

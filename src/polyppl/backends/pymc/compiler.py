@@ -223,8 +223,6 @@ class PyMCModel:
                 random_seed=settings.seed,
                 nuts_sampler=self.engine,
                 init=init,
-                target_accept=settings.target_accept,
-                max_treedepth=settings.max_tree_depth,
                 progressbar=False,
                 compute_convergence_checks=False,
                 discard_tuned_samples=False,
@@ -338,6 +336,9 @@ def _sample_with_step(shared: _SharedDataModel, model: Model, settings: SamplerS
     with shared.pymc_model, stopwatch() as elapsed, warnings.catch_warnings():
         # The warm-up draws are kept on purpose (their gradient count is the warm-up's cost).
         warnings.filterwarnings("ignore", message="Tuning samples will be included")
+        # PyMC 6 deprecates the raw trace (not removed yet); building InferenceData instead
+        # costs a grid's fits more than their diagnostics.
+        warnings.filterwarnings("ignore", message="`return_inferencedata=False` is deprecated", category=FutureWarning)
         trace = pm.sample(
             draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=cores, random_seed=settings.seed,
             step=step, initvals=starts, progressbar=False, compute_convergence_checks=False,
@@ -379,8 +380,11 @@ def _sampler_kwargs(engine: str, settings: SamplerSettings) -> dict:
     combinations an engine lacks."""
     method = settings.chain_method
     if engine == "pymc":
-        return {"cores": 1 if method == "sequential" else min(settings.chains, os.cpu_count() or 1)}
-    return {"nuts_sampler_kwargs": {"chain_method": "parallel" if method == "parallel" else "vectorized"}}
+        return {"cores": 1 if method == "sequential" else min(settings.chains, os.cpu_count() or 1),
+                "nuts": {"target_accept": settings.target_accept, "max_treedepth": settings.max_tree_depth}}
+    # NumPyro's NUTS kernel takes its own argument names (PyMC passes them on unchanged).
+    return {"nuts": {"target_accept": settings.target_accept, "max_tree_depth": settings.max_tree_depth,
+                     "chain_method": "parallel" if method == "parallel" else "vectorized"}}
 
 
 def _compile_nutpie(pymc_model: pm.Model) -> tuple[object, float]:
