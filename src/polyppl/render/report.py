@@ -518,7 +518,7 @@ def _trace_figure(backend: str, idata: xr.DataTree, names: list[str], divergence
             _bottom_ticks(right, np.nonzero(diverging)[1])
         left.set_yticks([])
         left.set_ylim(bottom=0)
-        left.set_ylabel(name, fontsize=9)
+        left.set_title(name, fontsize=9, loc="left")
         for ax in (left, right):
             ax.tick_params(labelsize=7.5)
             ax.spines[["top", "right"]].set_visible(False)
