@@ -563,7 +563,7 @@ def _rank_figure(backend: str, idata: xr.DataTree, names: list[str]) -> str:
             ax.bar(edges[:-1], heights[c], width=np.diff(edges), bottom=c * gap, align="edge",
                    color=f"C{c % 10}", edgecolor="white", lw=0.5)
             ax.axhline(c * gap + 1, color="k", ls="--", lw=0.7)
-        ax.set_yticks(gap * np.arange(chains), [str(c) for c in range(chains)])
+        ax.set_yticks(gap * np.arange(chains) + 0.5, [str(c) for c in range(chains)])  # beside each chain's bars
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("rank (all chains)", fontsize=8)
         ax.set_ylabel("chain", fontsize=8)
