@@ -69,16 +69,15 @@ def run(out: Path, quick: bool, cases: list[int] | None = None) -> None:
 
 def ess(out: Path) -> None:
     """Bulk ESS min and ESS per second of sampling for each measured case (ArviZ)."""
-    import arviz as az
+    from polyppl.inference.diagnostics import ess as arviz_ess
 
     for path in sorted(out.glob("gpu_numpyro-*.json")):
         rows = json.loads(path.read_text())
         for row in rows:
             saved = np.load(out / row["draws_file"])
-            values = [float(np.min(np.asarray(az.ess(saved[k].astype(float), method="bulk")))) if saved[k].ndim == 2
-                      else min(float(np.asarray(az.ess(saved[k][..., i].astype(float), method="bulk")))
-                               for i in range(saved[k].shape[-1])) for k in saved.files]
-            row["ess_bulk_min_of_saved"] = min(values)
+            # Each saved array as (chain, draw, quantity): a scalar's has one quantity.
+            arrays = [saved[k].reshape(*saved[k].shape[:2], -1) for k in saved.files]
+            row["ess_bulk_min_of_saved"] = min(arviz_ess(a[..., i], method="bulk") for a in arrays for i in range(a.shape[-1]))
             row["ess_bulk_per_second"] = row["ess_bulk_min_of_saved"] / row["sampling_seconds"]
         path.write_text(json.dumps(rows, indent=1))
         for row in rows:

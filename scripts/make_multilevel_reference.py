@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {platform.processor() or platform.platform()}",
             "total_wall_seconds": round(time.perf_counter() - started, 1),
-            "summaries": "ArviZ: mean, sd (ddof 1), numpy.quantile (linear), az.mcse(method='mean'/'quantile'), "
-                         "az.ess(method='bulk'/'tail'/'mean'), az.rhat(method='rank'), each over (chain, draw)",
+            "summaries": "mean, sd (ddof 1), numpy.quantile (linear); ArviZ (arviz_stats.base.array_stats): "
+                         "mcse(method='mean'/'quantile'), ess(method='bulk'/'tail'/'mean'), rhat(method='rank'), "
+                         "each over (chain, draw)",
             "runs": {"reference (stan)": stan_record, "cross-check (numpyro)": numpyro_record, "default (stan)": default_record},
             "numpyro_quantities": numpyro,
         },

@@ -9,11 +9,15 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from conftest import HAVE_CMDSTAN
+from polyppl.render.report import _rank_figure, _trace_figure
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SMALL = ["--chains", "2", "--draws", "300", "--tune", "300"]
@@ -92,6 +96,7 @@ def test_report_command_rebuilds_the_report_without_sampling(seed_comparison):
     proc = polyppl("report", tmp / "out", "--output", output, cwd=tmp, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == f"report: {output}"
+    assert proc.stderr == "", "drawing the figures printed warnings:\n" + proc.stderr[-3000:]
     saved = json.loads((tmp / "out" / "multilevel-logistic-seed-comparison.json").read_text())
     page = output.read_text()
     assert f"<strong>{saved['agreement']['verdict'].upper()}</strong>" in page
@@ -149,3 +154,29 @@ def test_report_opens_in_chromium_with_every_image_and_no_errors(seed_comparison
     # Not a blank page: a good share of the pixels carry text or figures.
     inked = sum(count for value, count in enumerate(image.histogram()) if value < 200)
     assert inked > 0.02 * 1280 * 2400
+
+
+def test_trace_and_rank_figures_draw_constants_and_divergences_without_warnings():
+    """What the seed's fit may not show: a Cholesky factor's fixed entries (1 and 0, no
+    density and no ranks to compare) and divergent transitions, four chains."""
+    rng = np.random.default_rng(3)
+    chains, draws = 4, 400
+    free = rng.normal(size=(chains, draws, 2))
+    factor = np.stack([np.ones((chains, draws)), np.zeros((chains, draws)), free[..., 0], np.abs(free[..., 1])], -1)
+    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
+    posterior = xr.Dataset({"mu": (("chain", "draw"), rng.normal(size=(chains, draws))),
+                            "L": (("chain", "draw", "row", "col"), factor.reshape(chains, draws, 2, 2))},
+                           coords={**coords, "row": ["x", "y"], "col": ["x", "y"]})
+    diverging = np.zeros((chains, draws), bool)
+    diverging[1, [5, 200, 390]] = True
+    sample_stats = xr.Dataset({"diverging": (("chain", "draw"), diverging)}, coords=coords)
+    tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})
+    fixed_row = xr.DataTree.from_dict({"posterior": posterior[["L"]].sel(row=["x"]), "sample_stats": sample_stats})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = _trace_figure("pymc", tree, ["mu", "L"], divergences=3)
+        rank = _rank_figure("pymc", tree, ["mu", "L"])
+        only_constants = _rank_figure("pymc", fixed_row, ["L"])
+    assert trace.count("<img ") == 1 and "3 divergent transitions, marked as ticks" in trace
+    assert rank.count("<img ") == 1
+    assert only_constants == ""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from polyppl import __version__
-from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures
+from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures, element_keys
 from polyppl.inference.idata import atomic_write, load_netcdf
 from polyppl.models import Problem
 from polyppl.models.base import ShrinkagePanel, stack_draws
@@ -41,7 +40,6 @@ from polyppl.render.tables import (
 from polyppl.studies.compare import Comparison, exact_posterior
 
 if TYPE_CHECKING:
-    import arviz as az
     import xarray as xr
     from matplotlib.figure import Figure
 
@@ -61,7 +59,7 @@ class ReportInputs:
     """A comparison with every posterior it needs loaded once, keyed by source name."""
 
     comparison: Comparison
-    idatas: dict[str, az.InferenceData]  # columns that finished
+    idatas: dict[str, xr.DataTree]  # columns that finished
     posteriors: dict[str, xr.Dataset]  # the columns, and "exact" when it is the reference
 
     @property
@@ -98,7 +96,7 @@ def _load_inputs(comparison: Comparison) -> ReportInputs:
     import xarray as xr
 
     idatas = {b: load_netcdf(o.netcdf) for b, o in comparison.outcomes.items() if o.ok}
-    posteriors = {b: idata.posterior for b, idata in idatas.items()}
+    posteriors = {b: idata.posterior.to_dataset() for b, idata in idatas.items()}
     if comparison.reference == "exact":
         problem = comparison.problem
         exact = exact_posterior(problem, comparison.settings.seed)
@@ -296,8 +294,11 @@ def _parameter_groups(inputs: ReportInputs) -> list[list[str]]:
 
 
 def _forest_figure(inputs: ReportInputs, groups: list[list[str]]) -> str:
-    """One ArviZ forest plot per parameter group, two to a row, the backends overlaid."""
-    import arviz as az
+    """One forest panel per parameter group, two to a row, the sources overlaid: per element
+    the median (dot), the 50% (thick) and 90% (thin) equal-tailed intervals of the chains
+    combined. Drawn with matplotlib, not arviz-plots: its ``plot_forest`` builds a figure of
+    its own (a label column beside each forest) per call, where this page puts every group,
+    each with its own x scale, in one figure with one legend."""
     import matplotlib.pyplot as plt
 
     columns = 2 if len(groups) > 1 else 1
@@ -311,24 +312,34 @@ def _forest_figure(inputs: ReportInputs, groups: list[list[str]]) -> str:
     for i, names in enumerate(groups):
         ax = fig.add_subplot(grid[i // columns, i % columns])
         sources = [s for s in inputs.sources if all(n in inputs.posteriors[s] for n in names)]
-        datasets = [inputs.posteriors[s][names] for s in sources]
-        # A single source gets no legend from ArviZ, and its name before every label.
-        az.plot_forest(datasets, model_names=sources if len(sources) > 1 else None, var_names=names, combined=True, hdi_prob=0.9,
-                       colors=[color(s) for s in sources], textsize=9, legend=True, ax=ax)
-        if ax.get_legend() is not None:  # asked for, as without it ArviZ prefixes every label; one per figure suffices
-            ax.get_legend().remove()
-        ax.set_title("")  # ArviZ's "90.0% HDI", said once in the caption
-        low = min(float(d[n].quantile(0.05)) for d in datasets for n in names)
-        high = max(float(d[n].quantile(0.95)) for d in datasets for n in names)
+        labels = [key for n in names for key in _chain_draws(first, n)[0]]
+        offsets = np.linspace(-0.25, 0.25, len(sources)) if len(sources) > 1 else np.zeros(1)
+        low, high = np.inf, -np.inf
+        for j, source in enumerate(sources):
+            draws = np.concatenate([_chain_draws(inputs.posteriors[source], n)[1] for n in names], axis=2)
+            q05, q25, q50, q75, q95 = np.quantile(draws, [0.05, 0.25, 0.5, 0.75, 0.95], axis=(0, 1))
+            low, high = min(low, q05.min()), max(high, q95.max())
+            y = np.arange(len(labels)) + offsets[j]
+            ax.hlines(y, q05, q95, color=color(source), lw=1)
+            ax.hlines(y, q25, q75, color=color(source), lw=3)
+            ax.plot(q50, y, "o", ms=4, mfc="white", mec=color(source), mew=1.2)
+        for k in range(0, len(labels), 2):  # bands tell the elements apart
+            ax.axhspan(k - 0.5, k + 0.5, color="#f0f0f0", zorder=0, lw=0)
+        ax.set_yticks(np.arange(len(labels)), labels, fontsize=9)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        ax.tick_params(axis="x", labelsize=9)
         if low > 0 and high / low > 100:  # e.g. the Beta-Binomial's a and b, with tails to infinity
             ax.set_xscale("log")
+        ax.grid(axis="x", alpha=0.3)
+        ax.spines[["top", "right", "left"]].set_visible(False)
+        ax.tick_params(axis="y", length=0)
         ax.set_title(", ".join(names), fontsize=10, loc="left")
     handles = [plt.Line2D([], [], color=color(s), lw=2.5) for s in inputs.sources]
     fig.legend(handles, inputs.sources, loc="outside upper right", ncol=n_sources, frameon=False, fontsize=9)
     exact = " and the exact posterior" if "exact" in inputs.sources else ""
     return _figure(fig, "Forest plots of every parameter group",
                    f"Every parameter for each backend{exact}, chains combined: median (dot), quartiles (thick line) "
-                   "and 90% highest-density interval (thin line).")
+                   "and 5% to 95% (thin line).")
 
 
 def _shrinkage_section(inputs: ReportInputs) -> str:
@@ -471,37 +482,96 @@ def _trace_section(inputs: ReportInputs) -> str:
     return intro + "\n".join(parts)
 
 
-def _trace_figure(backend: str, idata: az.InferenceData, names: list[str], divergences: int) -> str:
-    import arviz as az
+# The trace and rank figures are drawn with matplotlib, like every other figure of the page,
+# not with arviz-plots: its plot_trace_dist warns on the constant entries of a Cholesky factor
+# (no density to draw), and its plot_rank draws rank ECDFs with a uniformity test that fails
+# such a constant, not the rank histograms read here. A few lines of matplotlib draw exactly
+# what the captions say.
 
-    with warnings.catch_warnings():
-        # The fixed entries of a Cholesky factor (1 and 0) are constants, with no density to draw.
-        warnings.filterwarnings("ignore", message="Your data appears to have a single value", category=UserWarning)
-        axes = az.plot_trace(idata, var_names=names, compact=True, divergences="bottom",
-                             figsize=(10, 1.2 * len(names) + 0.3), backend_kwargs={"layout": "constrained"})
-    fig = axes.ravel()[0].figure
+#: Line styles of the chains (a colour tells a variable's elements apart, as ArviZ does).
+CHAIN_STYLES = ("-", "--", ":", "-.")
+
+
+def _trace_figure(backend: str, idata: xr.DataTree, names: list[str], divergences: int) -> str:
+    """Per variable, a row: each chain's density (left) and draws in sampling order (right),
+    the elements of a vector overlaid; divergent transitions as ticks at the bottom."""
+    import matplotlib.pyplot as plt
+    from arviz_stats.base import array_stats
+
+    posterior = idata.posterior.to_dataset()
+    diverging = idata.sample_stats["diverging"].transpose("chain", "draw").values.astype(bool)
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 1.2 * len(names) + 0.3), squeeze=False, layout="constrained")
+    for (left, right), name in zip(axes, names):
+        labels, draws = _chain_draws(posterior, name)
+        for k in range(draws.shape[2]):
+            shade = f"C{k % 10}"
+            for c in range(draws.shape[0]):
+                style = CHAIN_STYLES[c % len(CHAIN_STYLES)]
+                one = draws[c, :, k]
+                if np.ptp(one) > 0:  # a constant (a Cholesky factor's fixed 1 and 0) has no density
+                    grid, pdf, _ = array_stats.kde(one)
+                    left.plot(grid, pdf, color=shade, ls=style, lw=1)
+                right.plot(one, color=shade, ls=style, lw=0.6)
+            if divergences:
+                _bottom_ticks(left, draws[..., k][diverging])
+        if divergences:
+            _bottom_ticks(right, np.nonzero(diverging)[1])
+        left.set_yticks([])
+        left.set_ylim(bottom=0)
+        left.set_title(name, fontsize=9, loc="left")
+        for ax in (left, right):
+            ax.tick_params(labelsize=7.5)
+            ax.spines[["top", "right"]].set_visible(False)
+    axes[-1, 1].set_xlabel("draw", fontsize=8)
     marked = (f"{divergences} divergent transition{'s' if divergences != 1 else ''}, marked as ticks at the bottom of each panel"
               if divergences else "no divergent transitions")
     return _figure(fig, f"Trace plots, {backend}",
-                   f"{backend}: density per chain (left) and draws in sampling order (right); {marked}.")
+                   f"{backend}: density per chain (left) and draws in sampling order (right); one line style per chain, "
+                   f"one colour per element of a vector; {marked}.")
 
 
-def _rank_figure(backend: str, idata: az.InferenceData, names: list[str]) -> str:
-    import arviz as az
+def _bottom_ticks(ax, x: np.ndarray) -> None:
+    """Black ticks at ``x`` on the bottom edge of ``ax`` (divergent transitions)."""
+    ax.plot(x, np.zeros(len(x)), "|", color="k", ms=8, transform=ax.get_xaxis_transform(), clip_on=False)
 
-    panels = sum(int(np.prod(idata.posterior[n].shape[2:])) for n in names)
-    columns = min(4, panels)
-    rows = -(-panels // columns)
-    axes = az.plot_rank(idata, var_names=names, figsize=(10, 1.7 * rows), grid=(rows, columns))
-    for ax in np.ravel(axes):  # ArviZ scales text with the figure, too large for a grid
-        ax.title.set_fontsize(9)
+
+def _rank_figure(backend: str, idata: xr.DataTree, names: list[str]) -> str:
+    """One panel per element: each chain's histogram of its draws' ranks among all chains,
+    one chain above the other, against the height a uniform histogram has (dashed)."""
+    import matplotlib.pyplot as plt
+    from scipy.stats import rankdata
+
+    posterior = idata.posterior.to_dataset()
+    panels = [(label, draws[..., k]) for name in names for labels, draws in [_chain_draws(posterior, name)]
+              for k, label in enumerate(labels) if np.ptp(draws[..., k]) > 0]  # a constant has no ranks to compare
+    if not panels:
+        return ""
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(10, 1.7 * rows), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[len(panels):]:
+        ax.remove()
+    for ax, (label, draws) in zip(axes.ravel(), panels):
+        chains, n = draws.shape
+        bins = int(np.ceil(2 * np.log2(draws.size))) + 1  # ArviZ's rule of thumb: about 20 bins for 600 draws
+        ranks = rankdata(draws, axis=None).reshape(draws.shape)
+        counts = np.stack([np.histogram(r, bins=bins, range=(0.5, draws.size + 0.5))[0] for r in ranks])
+        heights = counts / (n / bins)  # 1 where a chain's ranks are uniform
+        gap = 1.1 * max(heights.max(), 1.5)
+        edges = np.linspace(0.5, draws.size + 0.5, bins + 1)
+        for c in range(chains):
+            ax.bar(edges[:-1], heights[c], width=np.diff(edges), bottom=c * gap, align="edge",
+                   color=f"C{c % 10}", edgecolor="white", lw=0.5)
+            ax.axhline(c * gap + 1, color="k", ls="--", lw=0.7)
+        ax.set_yticks(gap * np.arange(chains) + 0.5, [str(c) for c in range(chains)])  # beside each chain's bars
+        ax.set_title(label, fontsize=9)
         ax.set_xlabel("rank (all chains)", fontsize=8)
         ax.set_ylabel("chain", fontsize=8)
         ax.tick_params(labelsize=7.5)
-    fig = np.ravel(axes)[0].figure
-    fig.set_layout_engine("constrained")
+        ax.spines[["top", "right"]].set_visible(False)
     return _figure(fig, f"Rank plots, {backend}",
-                   f"{backend}: histograms of each chain's draws ranked among all chains; flat when the chains agree.")
+                   f"{backend}: histograms of each chain's draws ranked among all chains; flat, at the dashed line, "
+                   "when the chains agree.")
 
 
 def _speed_section(inputs: ReportInputs) -> str:
@@ -636,6 +706,13 @@ def _provenance_section(c: Comparison) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _chain_draws(posterior: xr.Dataset, name: str) -> tuple[list[str], np.ndarray]:
+    """A variable's element labels (``a_z[Canada]``) and its draws as (chain, draw, element)."""
+    values = posterior[name]
+    array = values.transpose("chain", "draw", ...).values
+    return element_keys(values), array.reshape(array.shape[:2] + (-1,))
 
 
 def _figure(fig: Figure, alt: str, caption: str) -> str:
