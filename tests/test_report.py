@@ -89,7 +89,7 @@ def test_compare_writes_a_self_contained_report_by_default(seed_comparison):
 def test_report_command_rebuilds_the_report_without_sampling(seed_comparison):
     tmp, _ = seed_comparison
     output = tmp / "rebuilt.html"
-    proc = polyppl("report", tmp / "out", "--output", output, cwd=tmp, timeout=300)
+    proc = polyppl("report", "--out", tmp / "out", "--report", output, cwd=tmp, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == f"report: {output}"
     saved = json.loads((tmp / "out" / "multilevel-logistic-seed-comparison.json").read_text())
