@@ -15,6 +15,7 @@ from typing import Sequence
 from polyppl import __version__
 from polyppl.cli import bench, compare, models, repro, report, run, sbc, show
 from polyppl.cli.parser import Parser
+from polyppl.cli.terminal import quiet_libraries
 from polyppl.errors import UserError
 from polyppl.execution.child import use_forkserver
 from polyppl.spec import SpecError
@@ -42,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     use_forkserver()
     try:
-        return args.func(args)
+        with quiet_libraries():  # what matters to a result, polyppl says in its own words
+            return args.func(args)
     except (UserError, SpecError) as exc:
         print(f"polyppl {args.command}: error: {exc}", file=sys.stderr)
         return 2

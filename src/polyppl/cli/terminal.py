@@ -1,0 +1,35 @@
+"""A quiet terminal: the libraries polyppl drives (ArviZ, PyMC, JAX, Stan, Dask) warn and
+log about their own affairs (deprecations, dashboards, shape checks) in words a user of
+polyppl cannot act on. What matters to a result polyppl says itself, from the draws: the
+diagnostics, their flags in words, a backend's error. So the commands silence the
+libraries' warnings and their log records below ERROR in this process; ``-W`` or
+``PYTHONWARNINGS`` (any value, e.g. ``default``) turns this off. Fits that run in child
+processes keep their output in a file (its tail is shown when one fails), so it does not
+reach the terminal; and they keep their warnings, which some reproductions read as
+evidence (``pytensor-no-compiler``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Warnings ignored and log records below ERROR dropped while a command runs; restored
+    afterwards, so that calling ``main`` in a test leaves the process as it was."""
+    if sys.warnoptions or "PYTHONWARNINGS" in os.environ:  # the user asked to see warnings
+        yield
+        return
+    previous_disable = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous_disable)
