@@ -34,7 +34,9 @@ def test_quiet_libraries_silences_warnings_and_logs_then_restores(monkeypatch):
             warnings.warn("deprecated", FutureWarning)
             library.warning("shape validation failed")
             library.error("this one matters")
+            assert os.environ["PYTHONWARNINGS"] == "ignore"  # for the processes a command starts
         assert shown == []
+        assert "PYTHONWARNINGS" not in os.environ
         assert collect.messages == ["this one matters"]
         warnings.warn("after", UserWarning)  # restored on the way out
         assert [str(w.message) for w in shown] == ["after"]
