@@ -64,3 +64,30 @@ def test_a_run_prints_only_polyppl_lines_on_stderr(tmp_path):
     assert proc.returncode == 0, proc.stderr
     foreign = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("polyppl")]
     assert not foreign, f"lines on stderr that are not polyppl's: {foreign}"
+
+
+LIBRARY_LIKE = '''
+import logging, warnings
+from polyppl import spec as s
+
+def tiny():
+    # What libraries do on import and on use: a FutureWarning, a WARNING log record.
+    warnings.warn("this argument is deprecated", FutureWarning)
+    logging.getLogger("arviz").warning("Shape validation failed")
+    model = s.Model("tiny", (s.Param("mu", s.Normal(0.0, 1.0)), s.Observed("y", s.Normal(s.Var("mu"), 1.0), ("i",))))
+    return model, s.Dataset(values={"y": [0.1, -0.3]}, coords={"i": (0, 1)})
+'''
+
+
+def test_library_warnings_stay_off_the_terminal_unless_asked_for(tmp_path):
+    """Through the real CLI in a subprocess; PYTHONWARNINGS brings them back."""
+    (tmp_path / "mine.py").write_text(LIBRARY_LIKE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    argv = [sys.executable, "-m", "polyppl.cli", "show", "mine.py:tiny"]
+    quiet = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    loud = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env={**env, "PYTHONWARNINGS": "default"},
+                          timeout=300)
+    assert "FutureWarning: this argument is deprecated" in loud.stderr
+    assert "Shape validation failed" in loud.stderr
