@@ -115,7 +115,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto",
                         help="auto: cmdstanpy where CmdStan is installed, else PyStan")
     parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc",
-                        help="the NUTS that runs PyMC models: pymc (its own) or nutpie")
+                        help="the NUTS that runs PyMC models (pymc: PyMC's own)")
 
 
 def method_list(text: str) -> list[str]:
