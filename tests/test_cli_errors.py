@@ -52,21 +52,21 @@ def assert_clean_error(proc, fragments, out_dir):
 def test_bad_csv(tmp_path, model, text, fragments):
     path = tmp_path / "data.csv"
     path.write_text(text)
-    proc = polyppl("run", model, "--backend", "numpyro", "--data", str(path), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    proc = polyppl("run", model, "--backends", "numpyro", "--data", str(path), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert_clean_error(proc, [str(path), *fragments], tmp_path / "out")
 
 
 @pytest.mark.parametrize(
     "args,fragments",
     [
-        (["run", "no-such-model", "--backend", "stan"], ["unknown model 'no-such-model'", "beta-binomial"]),
-        (["run", "beta-binomial", "--backend", "jags"], ["unknown backend 'jags'", "pymc, numpyro, stan"]),
-        (["run", "beta-binomial", "--backend", "stan", "--scenario", "five"], ["unknown scenario", "four-variants"]),
-        (["run", "beta-binomial", "--backend", "stan", "--parametrization", "odd"], ["unknown parametrization", "positive"]),
-        (["run", "beta-binomial", "--backend", "stan", "--chains", "0"], ["--chains", "at least 1"]),
-        (["run", "beta-binomial", "--backend", "stan", "--draws", "-5"], ["--draws", "at least 1"]),
-        (["run", "beta-binomial", "--backend", "stan", "--data", "missing.csv"], ["missing.csv", "no such file"]),
-        (["run", "eight-schools", "--backend", "pymc", "--pymc-sampler", "nutpie", "--chain-method", "vectorized"],
+        (["run", "no-such-model", "--backends", "stan"], ["unknown model 'no-such-model'", "beta-binomial"]),
+        (["run", "beta-binomial", "--backends", "jags"], ["unknown backend 'jags'", "pymc, numpyro, stan"]),
+        (["run", "beta-binomial", "--backends", "stan", "--scenario", "five"], ["unknown scenario", "four-variants"]),
+        (["run", "beta-binomial", "--backends", "stan", "--parametrization", "odd"], ["unknown parametrization", "positive"]),
+        (["run", "beta-binomial", "--backends", "stan", "--chains", "0"], ["--chains", "at least 1"]),
+        (["run", "beta-binomial", "--backends", "stan", "--draws", "-5"], ["--draws", "at least 1"]),
+        (["run", "beta-binomial", "--backends", "stan", "--data", "missing.csv"], ["missing.csv", "no such file"]),
+        (["run", "eight-schools", "--backends", "pymc", "--pymc-sampler", "nutpie", "--chain-method", "vectorized"],
          ["nutpie", "cannot run chains 'vectorized'"]),
     ],
 )

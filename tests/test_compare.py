@@ -7,7 +7,7 @@ is reused only when its whole request is unchanged: editing the data or the mode
 two runs gives the new answer.
 
 Correct backends are compared at a family-wise false-alarm rate of 0.1%
-(``--family-alpha 0.001``): each ``agree`` assertion here fails by chance with probability
+(``--alpha 0.001``): each ``agree`` assertion here fails by chance with probability
 at most 0.1% (Holm over every test of the comparison; measured calibration in
 test_agreement.py).
 """
@@ -30,7 +30,7 @@ from conftest import HAVE_CMDSTAN, STAN_ENGINES
 #: the verdicts' false-alarm rates do not depend on the run length (they use the MCSEs).
 FAST = ["--chains", "4", "--draws", "500", "--tune", "500"]
 SMALL = ["--chains", "2", "--draws", "300", "--tune", "300"]
-STRICT = ["--family-alpha", "0.001"]
+STRICT = ["--alpha", "0.001"]
 TESTS = Path(__file__).resolve().parent
 
 

@@ -193,7 +193,7 @@ def test_cli_bad_input_exits_2_without_traceback_or_files(tmp_path, capsys, ab):
     path = tmp_path / "ab.csv"
     ab.to_csv(path, index=False)
     out = tmp_path / "results"
-    code = main(["run", "--formula", "success ~ treated + (1 | county)", "--data", str(path), "--backend", "numpyro",
+    code = main(["run", "--formula", "success ~ treated + (1 | county)", "--data", str(path), "--backends", "numpyro",
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "no column 'county'" in err and "Traceback" not in err
@@ -201,7 +201,7 @@ def test_cli_bad_input_exits_2_without_traceback_or_files(tmp_path, capsys, ab):
     assert main(["compare", "--formula", "success ~ treated", "--data", str(path), "--family", "gaussian",
                  "--prior", "tau ~ normal(0, 1)", "--out", str(out)]) == 2
     assert "unknown prior class 'tau'" in capsys.readouterr().err
-    assert main(["run", "multilevel-logistic", "--formula", "y ~ x", "--backend", "stan"]) == 2
+    assert main(["run", "multilevel-logistic", "--formula", "y ~ x", "--backends", "stan"]) == 2
 
 
 def test_show_prints_the_spec_and_the_stan_program(tmp_path, capsys, ab):

@@ -93,7 +93,7 @@ def test_compare_writes_a_self_contained_report_by_default(seed_comparison):
 def test_report_command_rebuilds_the_report_without_sampling(seed_comparison):
     tmp, _ = seed_comparison
     output = tmp / "rebuilt.html"
-    proc = polyppl("report", tmp / "out", "--output", output, cwd=tmp, timeout=300)
+    proc = polyppl("report", "--out", tmp / "out", "--report", output, cwd=tmp, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == f"report: {output}"
     assert proc.stderr == "", "drawing the figures printed warnings:\n" + proc.stderr[-3000:]
@@ -109,11 +109,11 @@ def test_report_command_asks_which_comparison_when_there_are_several(seed_compar
     other = json.loads((tmp_path / "out" / "multilevel-logistic-seed-comparison.json").read_text())
     other["scenario"] = "seed-rows"
     (tmp_path / "out" / "multilevel-logistic-seed-rows-comparison.json").write_text(json.dumps(other))
-    proc = polyppl("report", tmp_path / "out", cwd=tmp_path, timeout=120)
+    proc = polyppl("report", "--out", tmp_path / "out", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "--model multilevel-logistic --scenario seed" in proc.stderr
     assert "--scenario seed-rows" in proc.stderr
-    empty = polyppl("report", tmp_path, cwd=tmp_path, timeout=120)
+    empty = polyppl("report", "--out", tmp_path, cwd=tmp_path, timeout=120)
     assert empty.returncode == 2 and "no comparison" in empty.stderr
 
 

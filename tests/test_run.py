@@ -82,7 +82,7 @@ def test_conditional_draws_are_reproducible_and_the_same_for_every_backend():
 def test_cli_run_writes_the_json_record(tmp_path):
     out, record_path = tmp_path / "out", tmp_path / "record.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "polyppl.cli", "run", "multilevel-logistic", "--backend", "stan",
+        [sys.executable, "-m", "polyppl.cli", "run", "multilevel-logistic", "--backends", "stan",
          "--draws", "300", "--tune", "300", "--seed", "2", "--out", str(out), "--json", str(record_path)],
         capture_output=True, text=True, timeout=600,
     )

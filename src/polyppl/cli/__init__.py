@@ -12,7 +12,10 @@ import os
 import sys
 from typing import Sequence
 
+from polyppl import __version__
 from polyppl.cli import bench, compare, models, repro, report, run, sbc, show
+from polyppl.cli.parser import Parser
+from polyppl.cli.terminal import quiet_libraries
 from polyppl.errors import UserError
 from polyppl.execution.child import use_forkserver
 from polyppl.spec import SpecError
@@ -23,8 +26,10 @@ COMMANDS = (models, run, compare, show, repro, bench, report, sbc)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="polyppl", description="One Bayesian model on PyMC, NumPyro and Stan.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="polyppl", description="One Bayesian model on PyMC, NumPyro and Stan: compare their "
+                    "posteriors, diagnostics and speed. `polyppl COMMAND --help` describes each command.")
+    parser.add_argument("--version", action="version", version=f"polyppl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
     return parser
@@ -38,9 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     use_forkserver()
     try:
-        return args.func(args)
+        with quiet_libraries():  # what matters to a result, polyppl says in its own words
+            return args.func(args)
     except (UserError, SpecError) as exc:
-        print(f"polyppl: error: {exc}", file=sys.stderr)
+        print(f"polyppl {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("polyppl: interrupted; finished results are kept", file=sys.stderr)

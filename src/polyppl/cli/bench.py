@@ -15,8 +15,12 @@ DEFAULT_OUT = Path("polyppl-bench")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("bench", help="scaling sweep: cost per backend as the data grow (CSV, JSON, PNG)")
-    parser.add_argument("--model", action="append", help="sweep only this built-in model (repeatable)")
+    parser = sub.add_parser("bench", help="scaling sweep: cost per backend as the data grow (CSV, JSON, PNG)",
+                            description="Time every backend on built-in models as their data grow (groups, rows, "
+                            "variants); write a CSV/JSON table, log-log plots and fitted growth exponents. Resumable: "
+                            "each finished point is kept in --out.")
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help="built-in models to sweep (default: every model that has a sweep)")
     parser.add_argument("--backends", type=column_list, help=f"comma-separated subset of {','.join(BACKENDS)} (default: "
                         "all), each optionally BACKEND:ENGINE, e.g. stan:pystan,stan:cmdstanpy")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for points and results (default {DEFAULT_OUT})")
@@ -40,12 +44,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from polyppl.studies.bench import FULL, QUICK, growth_exponents, run_sweep, sweep_models
 
     swept = sweep_models()
-    for model in args.model or ():
+    for model in args.models:
         if model not in swept:
             known = "" if model in MODELS else "no such model; "
             raise UserError(f"no scaling sweep for model {model!r} ({known}sweeps exist for: {', '.join(swept)})")
     backends = labels_with_engines(args.backends, args)
-    rows = run_sweep(args.out, FULL if args.full else QUICK, args.model or swept, backends,
+    rows = run_sweep(args.out, FULL if args.full else QUICK, args.models or swept, backends,
                      scheduler=args.scheduler, workers=args.workers)
     plot(rows, args.out)
     print(exponents_text(growth_exponents(rows)))

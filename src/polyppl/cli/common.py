@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from polyppl.backends import BACKENDS, Column, get_backend, parse_columns
-from polyppl.errors import UserError
+from polyppl.errors import UserError, unknown
 from polyppl.inference.methods import CHAIN_METHODS, METHODS, SamplerSettings, VariationalSettings
 from polyppl.models import MODELS, Problem, resolve
 
@@ -85,10 +85,10 @@ def problem_from(args: argparse.Namespace) -> Problem:
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--chains", type=positive_int, default=4)
+    parser.add_argument("--chains", type=positive_int, default=4, help="chains per backend")
     parser.add_argument("--draws", type=positive_int, default=1000, help="draws per chain after warm-up")
     parser.add_argument("--tune", type=non_negative_int, default=1000, help="warm-up iterations per chain")
-    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--seed", type=non_negative_int, default=1, help="sampler seed (the same seed gives the same draws)")
     parser.add_argument("--target-accept", type=float,
                         help="NUTS target acceptance, all backends (default: 0.9, or what the model asks for)")
     parser.add_argument("--chain-method", choices=CHAIN_METHODS, default="auto",
@@ -114,7 +114,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser, tasks: str) -> None:
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stan-engine", choices=STAN_ENGINES, default="auto",
                         help="auto: cmdstanpy where CmdStan is installed, else PyStan")
-    parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc", help="the NUTS that runs PyMC models")
+    parser.add_argument("--pymc-sampler", choices=PYMC_SAMPLERS, default="pymc",
+                        help="the NUTS that runs PyMC models (pymc: PyMC's own)")
 
 
 def method_list(text: str) -> list[str]:
@@ -122,7 +123,7 @@ def method_list(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     for name in names:
         if name not in METHODS:
-            raise argparse.ArgumentTypeError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)}")
+            raise argparse.ArgumentTypeError(str(unknown("method", name, METHODS)))
     return names
 
 

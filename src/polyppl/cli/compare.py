@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", choices=("exact",), help="exact: add the exact posterior (beta-binomial, eight-schools)")
     parser.add_argument("--timeout", type=float, help="seconds allowed per backend (default: none)")
     parser.add_argument("--force", action="store_true", help="redo fits already finished in --out")
-    parser.add_argument("--family-alpha", type=float, default=0.01, help="family-wise false-alarm rate (default 0.01)")
+    parser.add_argument("--alpha", type=float, default=0.01, help="family-wise false-alarm rate of the agreement tests")
     parser.add_argument("--report", type=Path, metavar="FILE.html",
                         help="HTML report to write (default OUT/<model>-<scenario>-report.html)")
     add_settings_arguments(parser)
@@ -58,7 +58,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparison = compare(
         problem, backends=[c.label for c in args.backends] if args.backends else None,
         settings=settings_from(args), engines=engines_from(args), reference=args.reference, out=args.out,
-        timeout=args.timeout, force=args.force, family_alpha=args.family_alpha, methods=args.methods,
+        timeout=args.timeout, force=args.force, family_alpha=args.alpha, methods=args.methods,
         variational=variational_from(args), progress=progress,
     )
     print(comparison_text(comparison))
@@ -86,7 +86,7 @@ def cmd_replications(args: argparse.Namespace, problem: Problem) -> int:
     backends = [c.label for c in args.backends] if args.backends else None
     run = run_replications(
         problem, backends, args.replications, args.seed, settings=settings_from(args), engines=engines_from(args),
-        family_alpha=args.family_alpha, out=args.out, scheduler=args.scheduler, workers=args.workers,
+        family_alpha=args.alpha, out=args.out, scheduler=args.scheduler, workers=args.workers,
         # --timeout is per backend; a replication fits every backend.
         timeout=args.timeout * len(backends or BACKENDS) if args.timeout else None, retries=args.retries,
         progress=progress,

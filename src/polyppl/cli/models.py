@@ -9,8 +9,12 @@ from polyppl.models import MODELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("models", help="list built-in models, scenarios and CSV layouts").set_defaults(func=cmd_models)
-    parser = sub.add_parser("stan-programs", help="print (or --write) the Stan programs of the built-in models")
+    sub.add_parser("models", help="list built-in models, scenarios and CSV layouts",
+                   description="List the built-in models with their parametrizations, scenarios (built-in data "
+                   "sets) and the CSV columns that --data FILE.csv takes.").set_defaults(func=cmd_models)
+    parser = sub.add_parser("stan-programs", help="print (or --write) the Stan programs of the built-in models",
+                            description="Print the Stan programs generated for the built-in models, or write them "
+                            "to a folder (the repository keeps them in stan_models/; a test compares).")
     parser.add_argument("--write", type=Path, metavar="DIR", help="write them to DIR (the repo keeps them in stan_models/)")
     parser.set_defaults(func=cmd_stan_programs)
 

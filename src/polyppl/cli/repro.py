@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from polyppl.backends import BACKENDS
-from polyppl.cli.common import column_list, progress
+from polyppl.cli.common import column_list, positive_int, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("name", nargs="?", help="scenario to run (omit to list them)")
     parser.add_argument("--backends", type=column_list,
                         help=f"comma-separated subset of {','.join(BACKENDS)}, each optionally BACKEND:ENGINE")
-    parser.add_argument("--seeds", type=int, default=20, help="seeds for seed-dependent failures (default 20)")
+    parser.add_argument("--seed-count", type=positive_int, default=20, metavar="N",
+                        help="how many seeds a seed-dependent failure is tried on")
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     parser.set_defaults(func=cmd_repro)
 
@@ -32,7 +33,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
         return 0
     if args.name not in SCENARIOS:
         raise unknown("scenario", args.name, SCENARIOS)
-    report = run_repro(args.name, [c.label for c in args.backends] if args.backends else None, seeds=args.seeds,
+    report = run_repro(args.name, [c.label for c in args.backends] if args.backends else None, seeds=args.seed_count,
                        progress=progress)
     print(report.text())
     if args.json:

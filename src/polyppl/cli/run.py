@@ -6,19 +6,24 @@ import argparse
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_model_arguments, add_settings_arguments, add_variational_arguments, column, engines_from, problem_from,
+    add_model_arguments, add_settings_arguments, add_variational_arguments, column_list, engines_from, problem_from,
     progress, settings_from, variational_from,
 )
+from polyppl.errors import UserError
 from polyppl.execution.request import FitRequest
 from polyppl.inference.methods import METHODS
 from polyppl.render.text import plus_minus, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("run", help="sample one model on one backend")
+    parser = sub.add_parser("run", help="sample one model on one backend",
+                            description="Sample one model on one backend, in this process, and print its posterior, "
+                            "decisions, diagnostics and timings.")
     add_model_arguments(parser)
-    parser.add_argument("--backend", required=True, type=column,
-                        help=f"one of {', '.join(BACKENDS)} (or BACKEND:ENGINE, e.g. stan:pystan)")
+    parser.add_argument("--backends", type=column_list, metavar="BACKEND",
+                        help=f"the backend: one of {', '.join(BACKENDS)} (or BACKEND:ENGINE, e.g. stan:pystan)")
+    # The spelling of earlier versions, kept working; `--backends` is the name in every command.
+    parser.add_argument("--backend", dest="backends", type=column_list, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=METHODS, default="nuts",
                         help="nuts (default), or an approximation: advi (mean-field), fullrank, pathfinder")
     add_settings_arguments(parser)
@@ -27,10 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if not args.backends:
+        raise UserError(f"name the backend: --backends {'|'.join(BACKENDS)}")
+    if len(args.backends) > 1:
+        labels = ",".join(c.label for c in args.backends)
+        raise UserError(f"run fits one backend; `polyppl compare MODEL --backends {labels}` runs several")
+    backend = args.backends[0]
     problem = problem_from(args)
-    engine = args.backend.engine or engines_from(args).get(args.backend.backend)
+    engine = backend.engine or engines_from(args).get(backend.backend)
     settings = settings_from(args) if args.method == "nuts" else variational_from(args)
-    request = FitRequest.make(problem.model, problem.dataset, args.backend.backend, engine, args.method,
+    request = FitRequest.make(problem.model, problem.dataset, backend.backend, engine, args.method,
                               settings, labels=problem.labels)  # checked before anything is written
 
     from polyppl.execution.fit import fit, result_stem
@@ -67,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"time: compile {t.compile_seconds:.2f} s{' (cached)' if t.compile_cached else ''}, "
               f"warm-up {t.warmup_seconds:.2f} s, sampling {t.sampling_seconds:.2f} s; "
               f"{d.gradient_evaluations} gradient evaluations")
-    stem = result_stem(args.out, problem.labels, args.backend.label, args.method)
+    stem = result_stem(args.out, problem.labels, backend.label, args.method)
     result.save(stem)
     print(f"saved: {stem}.nc (InferenceData), {stem}.json (record)")
     if args.json:

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--substitute", action="append", default=[], metavar="'NAME ~ FAMILY(ARGS)'",
                         help="a proper prior in place of an improper one (e.g. 'a ~ gamma(2, 0.1)'), or "
                         "'NAME ~ none' to drop a factor; repeatable. The model with substitutes is simulated and fitted")
-    parser.add_argument("--chains", type=positive_int, default=4)
+    parser.add_argument("--chains", type=positive_int, default=4, help="chains per fit")
     parser.add_argument("--draws", type=positive_int, default=250, help="draws per chain after warm-up (default 250)")
     parser.add_argument("--tune", type=non_negative_int, default=500, help="warm-up iterations per chain (default 500)")
     parser.add_argument("--target-accept", type=float,
@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_arguments(parser)
     add_grid_arguments(parser, "fits")
     parser.add_argument("--timeout", type=float, help="seconds allowed per fit (default: none)")
-    parser.add_argument("--family-alpha", type=float, default=0.05,
-                        help="family-wise false-alarm rate per backend (default 0.05)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="family-wise false-alarm rate of the calibration tests, per backend")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for the ledger and results (default {DEFAULT_OUT})")
     parser.add_argument("--json", type=Path, help="also write the JSON result to this file")
     parser.add_argument("--report", type=Path, metavar="FILE.html",
@@ -63,7 +63,7 @@ def cmd_sbc(args: argparse.Namespace) -> int:
         problem, backends=[c.label for c in args.backends] if args.backends else None, methods=args.methods,
         simulations=args.simulations, seed=args.seed, settings=settings, substitutes=substitutes, engines=engines_from(args),
         out=args.out, scheduler=args.scheduler, workers=args.workers, timeout=args.timeout, retries=args.retries,
-        family_alpha=args.family_alpha, progress=progress,
+        family_alpha=args.alpha, progress=progress,
     )
     print(sbc_text(run))
     print(f"\nsaved: {save_json_result(run)} (ledger {run.ledger})")

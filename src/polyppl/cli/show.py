@@ -10,7 +10,7 @@ from polyppl.cli.common import add_model_arguments, problem_from
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("show", help="print a model's spec and its generated Stan program (no sampling)",
                             description="Print the spec of a built-in model, FILE.py:NAME or a --formula with its "
-                            "data, and the Stan program generated from it: the model every backend runs.")
+                            "data, and the Stan program generated from it.")
     add_model_arguments(parser)
     parser.set_defaults(func=cmd_show)
 
@@ -25,7 +25,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print()
     print(model_text(problem.model, problem.dataset))
     print()
-    print("Stan program (what PyMC and NumPyro run too, compiled from the same spec):")
+    print("Stan program (generated from this spec; PyMC and NumPyro compile the same spec their own way):")
     print()
     print(stan_program(problem.model.density_model()), end="")
     return 0

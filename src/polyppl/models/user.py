@@ -14,31 +14,39 @@ The file is imported as a module of its own; what it raises is reported with its
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from polyppl.errors import UserError
+from polyppl.errors import UserError, did_you_mean
 from polyppl.models import csvdata
 from polyppl.models.base import Labels, Problem
 from polyppl.spec import Data, Dataset, Model, Observed, SpecError, check_dataset
 
 
 def is_user_model(text: str) -> bool:
+    """``FILE.py:NAME``, or ``FILE.py`` alone (answered with the file's candidates for NAME)."""
     path, sep, name = text.rpartition(":")
-    return bool(sep) and path.endswith(".py") and bool(name)
+    return (bool(sep) and path.endswith(".py") and bool(name)) or text.endswith(".py")
 
 
 def load_user_model(text: str, data: Path | None = None) -> Problem:
-    path_text, _, name = text.rpartition(":")
+    path_text, sep, name = text.rpartition(":") if not text.endswith(".py") else (text, "", "")
     path = Path(path_text)
     if not path.is_file():
         raise UserError(f"{path}: no such file (expected FILE.py:NAME, e.g. models.py:hierarchical_poisson)")
-    target = getattr(_import(path), name, None)
+    module = _import(path)
+    target = getattr(module, name, None) if name else None
     if target is None:
-        raise UserError(f"{path} defines no {name!r}; expected a function returning (Model, Dataset), or a Model")
+        candidates = model_candidates(module)
+        what = f"{path} defines no {name!r}{did_you_mean(name, candidates)}" if name else f"{path}: name the model, FILE.py:NAME"
+        if not candidates:
+            raise UserError(f"{what}; the file defines no function and no Model "
+                            "(NAME: a function returning (Model, Dataset), or a Model)")
+        raise UserError(f"{what}; NAME can be: {', '.join(candidates)} (e.g. {path}:{candidates[0]})")
     if isinstance(target, Model):
         if data is None:
             raise UserError(f"{text} is a Model without data: give its data with --data FILE.csv "
@@ -56,6 +64,13 @@ def load_user_model(text: str, data: Path | None = None) -> Problem:
     except SpecError as exc:
         raise UserError(f"{text}: {exc}") from None
     return Problem(model, dataset, Labels(model.name, scenario), None)
+
+
+def model_candidates(module) -> list[str]:
+    """What ``NAME`` can be in ``module``: its own public functions and its Model objects
+    (not called here: a function may be expensive)."""
+    return [name for name, value in vars(module).items() if not name.startswith("_")
+            and (isinstance(value, Model) or (inspect.isfunction(value) and value.__module__ == module.__name__))]
 
 
 def _import(path: Path):

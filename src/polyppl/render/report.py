@@ -5,7 +5,7 @@ then shows the posterior (forest and shrinkage plots), convergence (diagnostics,
 rank plots), speed, agreement and provenance. Figures are matplotlib PNGs embedded as
 base64 data URIs and the CSS is inline, so the file opens anywhere, offline, and prints.
 
-``polyppl compare`` writes one by default; ``polyppl report OUT_DIR`` rebuilds one from the
+``polyppl compare`` writes one by default; ``polyppl report --out OUT`` rebuilds one from the
 comparison JSON and the per-backend ``.nc`` files in OUT_DIR without sampling again.
 """
 

@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from polyppl.backends import get_backend, parse_columns
-from polyppl.errors import UserError
+from polyppl.errors import UserError, did_you_mean
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
 from polyppl.execution.request import FitRequest
 from polyppl.inference.convergence import convergence, prepare as prepare_convergence
@@ -217,7 +217,8 @@ def parse_substitute(text: str) -> tuple[str, Dist | None]:
     families = {_family_key(f): f for f in FAMILIES}
     family = families.get(_family_key(family_text))
     if family is None:
-        raise UserError(f"--substitute {text!r}: unknown family {family_text!r}; expected one of: {', '.join(FAMILIES)}")
+        raise UserError(f"--substitute {text!r}: unknown family {family_text!r}{did_you_mean(family_text, FAMILIES)}; "
+                        f"expected one of: {', '.join(FAMILIES)}")
     params = FAMILIES[family].params
     parts = [p.strip() for p in (args_text or "").split(",") if p.strip()]
     if len(parts) != len(params):
