@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{d.gradient_evaluations} gradient evaluations")
     stem = result_stem(args.out, problem.labels, backend.label, args.method)
     result.save(stem)
-    print(f"saved: {stem}.nc (InferenceData), {stem}.json (record)")
+    print(f"saved: {stem}.nc (ArviZ DataTree), {stem}.json (record)")
     if args.json:
         save_json(record.to_json(), args.json)
         print(f"saved: {args.json}")

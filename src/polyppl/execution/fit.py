@@ -27,7 +27,7 @@ from polyppl.spec import Dataset, Model
 
 @dataclass(frozen=True)
 class FitResult:
-    """A finished fit: its draws (InferenceData) and its record (summaries, diagnostics,
+    """A finished fit: its draws (an ArviZ DataTree) and its record (summaries, diagnostics,
     decisions, timings, versions)."""
 
     idata: xr.DataTree
@@ -47,7 +47,7 @@ class FitResult:
         return self.record.decisions
 
     def save(self, stem: Path) -> None:
-        """``STEM.nc`` (InferenceData) and ``STEM.json`` (record), each written atomically."""
+        """``STEM.nc`` (ArviZ DataTree) and ``STEM.json`` (record), each written atomically."""
         save_netcdf(self.idata, stem_path(stem, ".nc"))
         save_json(self.record.to_json(), stem_path(stem, ".json"))
 
@@ -130,7 +130,7 @@ def load_result(stem: Path) -> FitResult:
 def sample(model: Model, dataset: Dataset, backend: str, settings: SamplerSettings | VariationalSettings | None = None, *,
            engine: str | None = None, method: str = "nuts", options: Mapping[str, str] | None = None,
            labels: Labels | None = None) -> xr.DataTree:
-    """Compile ``model`` for ``backend``, run ``method``, return normalised InferenceData:
+    """Compile ``model`` for ``backend``, run ``method``, return a normalised DataTree (ArviZ 1):
     the same variable names, dims, coords and sampler statistics on every backend."""
     return fit(FitRequest.make(model, dataset, backend, engine, method, settings, options, labels)).idata
 
@@ -140,7 +140,7 @@ def run(model: str | Problem, backend: str, *, scenario: str | None = None, data
         engine: str | None = None,
         method: str = "nuts", out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> FitResult:
     """Run a built-in model (by name), a user's model (``FILE.py:NAME``) or a problem on one
-    backend, in this process. With ``out``, the InferenceData and the record are saved as
+    backend, in this process. With ``out``, the DataTree and the record are saved as
     ``OUT/<model>-<scenario>-<backend>-<method>.nc`` and ``.json``."""
     problem = model if isinstance(model, Problem) else resolve(model, scenario, data, parametrization)
     request = FitRequest.make(problem.model, problem.dataset, backend, engine, method, settings, labels=problem.labels)

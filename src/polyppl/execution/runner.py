@@ -3,7 +3,7 @@
 Each fit runs in its own process (``python -m polyppl.execution.worker``), so a crash (a
 segfault, a killed process) or a hang of one backend cannot take the caller down; a
 timeout or Ctrl-C kills the child's whole process group, and everything finished stays on
-disk. A fit's InferenceData (``STEM.nc``) and record (``STEM.json``) are written atomically
+disk. A fit's DataTree (``STEM.nc``) and record (``STEM.json``) are written atomically
 by the child the moment it ends; a failed, crashed or timed-out fit gets a record with its
 status, error and output tail.
 

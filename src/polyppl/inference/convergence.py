@@ -1,5 +1,5 @@
 """Bulk ESS, tail ESS and rank-normalised split R-hat of many quantities at once, compiled
-by Numba: ArviZ's definitions (``az.ess`` bulk and tail, ``az.rhat`` rank; Vehtari et al.
+by Numba: ArviZ's definitions (arviz-stats' ``ess`` bulk and tail, ``rhat`` rank; Vehtari et al.
 2021), to the last few bits.
 
 Simulation-based calibration computes them for every quantity of every fit, hundreds of
