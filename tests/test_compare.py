@@ -29,7 +29,9 @@ from conftest import HAVE_CMDSTAN, STAN_ENGINES
 #: Enough for the convergence checks (bulk and tail ESS of 100 a chain) on every model here;
 #: the verdicts' false-alarm rates do not depend on the run length (they use the MCSEs).
 FAST = ["--chains", "4", "--draws", "500", "--tune", "500"]
-SMALL = ["--chains", "2", "--draws", "300", "--tune", "300"]
+#: Short runs for what is not about convergence; the remedies ladder, which would lengthen
+#: their chains, is tested in test_remedies.py.
+SMALL = ["--chains", "2", "--draws", "300", "--tune", "300", "--remedies", "none"]
 STRICT = ["--alpha", "0.001"]
 TESTS = Path(__file__).resolve().parent
 
@@ -131,9 +133,10 @@ def test_a_subtly_different_backend_is_called_a_disagreement(tmp_path):
 
 def test_unconverged_backends_make_the_comparison_inconclusive(tmp_path):
     """Centered eight schools without warm-up does not converge (R-hat and ESS flags): no
-    evidence either way, exit 3."""
+    evidence either way, exit 3 (without remedies: they are tested in test_remedies.py)."""
     proc = polyppl("compare", "eight-schools", "--parametrization", "centered", "--backends", "stan",
-                   "--chains", "4", "--tune", "0", "--draws", "100", "--out", tmp_path / "out", cwd=tmp_path)
+                   "--chains", "4", "--tune", "0", "--draws", "100", "--remedies", "none", "--out", tmp_path / "out",
+                   cwd=tmp_path)
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "VERDICT: INCONCLUSIVE" in proc.stdout and "did not converge" in proc.stdout
 

@@ -20,7 +20,9 @@ from conftest import HAVE_CMDSTAN
 from polyppl.render.report import _rank_figure, _trace_figure
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-SMALL = ["--chains", "2", "--draws", "300", "--tune", "300"]
+#: Short runs for what is not about convergence; the remedies ladder, which would lengthen
+#: their chains, is tested in test_remedies.py.
+SMALL = ["--chains", "2", "--draws", "300", "--tune", "300", "--remedies", "none"]
 REPORT_NAME = "multilevel-logistic-seed-report.html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

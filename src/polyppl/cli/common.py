@@ -118,6 +118,27 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the NUTS that runs PyMC models (pymc: PyMC's own)")
 
 
+def add_remedies_argument(parser: argparse.ArgumentParser) -> None:
+    """``--remedies``: the rungs of the ladder climbed when a NUTS fit is flagged (all by default)."""
+    from polyppl.studies.remedies import REMEDIES
+
+    rungs = "; ".join(f"{name}: {what}" for name, what in REMEDIES.items())
+    parser.add_argument("--remedies", type=remedy_list, metavar="RUNGS",
+                        help=f"what to try, in this order, when a NUTS fit diverges or does not converge "
+                        f"(default: all; 'none' turns the ladder off): {rungs}. Each rung's fits are kept in --out "
+                        "and reused; a clean run climbs none")
+
+
+def remedy_list(text: str) -> tuple[str, ...]:
+    """``--remedies target,draws`` or ``none``: the rungs, checked."""
+    from polyppl.studies.remedies import check_remedies
+
+    try:
+        return check_remedies(text.split(","))
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def method_list(text: str) -> list[str]:
     """``--methods nuts,advi,pathfinder``: comma-separated method names, checked."""
     names = [part.strip() for part in text.split(",") if part.strip()]
@@ -177,6 +198,7 @@ def progress(line: str) -> None:
     print(f"polyppl: {line}", file=sys.stderr, flush=True)
 
 
-__all__ = ["BACKENDS", "DEFAULT_OUT", "add_engine_arguments", "add_model_arguments", "add_settings_arguments",
+__all__ = ["BACKENDS", "DEFAULT_OUT", "add_engine_arguments", "add_model_arguments", "add_remedies_argument",
+           "add_settings_arguments",
            "add_variational_arguments", "column", "column_list", "engines_from", "labels_with_engines", "method_list",
            "problem_from", "progress", "settings_from", "variational_from"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_grid_arguments, add_model_arguments, add_settings_arguments, add_variational_arguments, column_list, engines_from,
+    add_grid_arguments, add_model_arguments, add_remedies_argument, add_settings_arguments, add_variational_arguments, column_list, engines_from,
     method_list, positive_int, problem_from, progress, settings_from, variational_from,
 )
 from polyppl.errors import UserError
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", type=Path, metavar="FILE.html",
                         help="HTML report to write (default OUT/<model>-<scenario>-report.html)")
     add_settings_arguments(parser)
+    add_remedies_argument(parser)
     add_variational_arguments(parser)
     replications = parser.add_argument_group(
         "replications", "the same comparison again with other sampler seeds, on a Dask grid: how often it says "
@@ -59,7 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         problem, backends=[c.label for c in args.backends] if args.backends else None,
         settings=settings_from(args), engines=engines_from(args), reference=args.reference, out=args.out,
         timeout=args.timeout, force=args.force, family_alpha=args.alpha, methods=args.methods,
-        variational=variational_from(args), progress=progress,
+        variational=variational_from(args), remedies=args.remedies, progress=progress,
     )
     print(comparison_text(comparison))
     print(f"\nsaved: {comparison_path(args.out, comparison.problem.labels)} (and one .nc/.json per backend in {args.out})")
@@ -75,8 +76,8 @@ def cmd_replications(args: argparse.Namespace, problem: Problem) -> int:
     """``compare --replications N``: the agreement test N times over, on the grid."""
     if args.methods != ["nuts"]:
         raise UserError(f"--replications repeats the NUTS comparison; drop --methods {','.join(args.methods)}")
-    if args.reference is not None or args.report is not None or args.force:
-        raise UserError("--replications takes none of --reference, --report, --force "
+    if args.reference is not None or args.report is not None or args.force or args.remedies is not None:
+        raise UserError("--replications takes none of --reference, --report, --force, --remedies "
                         "(its ledger is reused only for the same model, data, settings and versions)")
 
     from polyppl.inference.idata import save_json

@@ -6,13 +6,13 @@ import argparse
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_model_arguments, add_settings_arguments, add_variational_arguments, column_list, engines_from, problem_from,
+    add_model_arguments, add_remedies_argument, add_settings_arguments, add_variational_arguments, column_list, engines_from, problem_from,
     progress, settings_from, variational_from,
 )
 from polyppl.errors import UserError
 from polyppl.execution.request import FitRequest
 from polyppl.inference.methods import METHODS
-from polyppl.render.text import plus_minus, table
+from polyppl.render.text import fmt, plus_minus, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", choices=METHODS, default="nuts",
                         help="nuts (default), or an approximation: advi (mean-field), fullrank, pathfinder")
     add_settings_arguments(parser)
+    add_remedies_argument(parser)
     add_variational_arguments(parser)
     parser.set_defaults(func=cmd_run)
 
@@ -47,8 +48,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from polyppl.execution.fit import fit, result_stem
     from polyppl.inference.diagnostics import FLAG_MEANINGS
     from polyppl.inference.idata import save_json
+    from polyppl.render.tables import flagged_cells, remedies_lines
+    from polyppl.studies.remedies import climb
 
-    result = fit(request, progress)
+    stem = result_stem(args.out, problem.labels, backend.label, args.method)
+    if args.method != "nuts":  # an approximation: no chains to diagnose, no ladder
+        result, ladder = fit(request, progress), None
+        result.save(stem)
+    else:
+        def attempt(rung):
+            rung_request = request if rung.is_first else FitRequest.make(
+                rung.problem.model, rung.problem.dataset, request.backend, request.engine, "nuts", rung.settings,
+                labels=rung.problem.labels)
+            done = fit(rung_request, progress)
+            done.save(stem.with_name(stem.name + rung.suffix))  # every rung's fit stays on disk
+            return done
+
+        ladder = climb(problem, settings, attempt, lambda r: {backend.label: r.record},
+                       lambda r: "clean" if r.record.diagnostics.converged and not r.record.diagnostics.divergences
+                       else "flagged", args.remedies, progress)
+        result, problem = ladder.final.result, ladder.final.rung.problem
+        stem = stem.with_name(stem.name + ladder.final.rung.suffix)
     record = result.record
     d, t = record.diagnostics, record.timings
     print(f"{problem.describe()}, backend {record.backend} via {record.engine}")
@@ -71,15 +91,18 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{a.gradient_evaluations if a.gradient_evaluations is not None else 'unreported'} gradient evaluations")
         print("(`polyppl compare MODEL --methods nuts," + args.method + "` scores it against NUTS)")
     else:
-        print(f"R-hat max {d.rhat_max:.3f}, bulk ESS min {d.ess_bulk_min:.0f}, tail ESS min {d.ess_tail_min:.0f}, "
+        rhat, bulk, tail = flagged_cells(d, record.settings["chains"])
+        print(f"R-hat max {fmt(rhat)}, bulk ESS min {fmt(bulk)}, tail ESS min {fmt(tail)}, "
               f"divergences {d.divergences}, E-BFMI min {d.ebfmi_min:.2f}")
         for flag in d.flags:
             print(f"  warning: {FLAG_MEANINGS[flag]}")
         print(f"time: compile {t.compile_seconds:.2f} s{' (cached)' if t.compile_cached else ''}, "
               f"warm-up {t.warmup_seconds:.2f} s, sampling {t.sampling_seconds:.2f} s; "
               f"{d.gradient_evaluations} gradient evaluations")
-    stem = result_stem(args.out, problem.labels, backend.label, args.method)
-    result.save(stem)
+    lines = remedies_lines(ladder.summary() if ladder else None, again="again ")
+    if lines:
+        print()
+        print("\n".join(lines))
     print(f"saved: {stem}.nc (ArviZ DataTree), {stem}.json (record)")
     if args.json:
         save_json(record.to_json(), args.json)

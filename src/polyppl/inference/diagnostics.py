@@ -45,6 +45,34 @@ def convergence_flags(rhat_max: float, ess_bulk_min: float, ess_tail_min: float,
     return flags
 
 
+def beside_threshold(value: float, threshold: float, decimals: int = 3) -> str:
+    """``value`` with as many decimals as it takes not to print as ``threshold`` (R-hat
+    1.0103 against 1.01 prints ``1.0103``, not ``1.010``; bulk ESS 399.6 against 400 prints
+    ``399.6``); ``decimals`` is the fewest shown."""
+    if not np.isfinite(value):
+        return str(value)
+    for places in range(decimals, 12):
+        text = f"{value:.{places}f}"
+        if text != f"{threshold:.{places}f}":
+            return text
+    return repr(value)
+
+
+def convergence_details(rhat_max: float, ess_bulk_min: float, ess_tail_min: float, chains: int) -> list[str]:
+    """Each convergence flag of a run in words, the flagged value beside its threshold:
+    ``R-hat 1.0140 > 1.01``, ``bulk ESS 287 < 400 (100 per chain)``."""
+    minimum = ESS_PER_CHAIN_MIN * chains
+    details = []
+    for flag in convergence_flags(rhat_max, ess_bulk_min, ess_tail_min, chains):
+        if flag == "rhat":
+            details.append(f"R-hat {beside_threshold(rhat_max, RHAT_MAX)} > {RHAT_MAX}")
+        else:
+            value = ess_bulk_min if flag == "ess_bulk" else ess_tail_min
+            details.append(f"{'bulk' if flag == 'ess_bulk' else 'tail'} ESS {beside_threshold(value, minimum, 0)} "
+                           f"< {minimum} ({ESS_PER_CHAIN_MIN} per chain)")
+    return details
+
+
 def convergence_failures(flags: Sequence[str]) -> list[str]:
     """The flags among ``flags`` that mean the chains did not converge."""
     return [f for f in flags if f in CONVERGENCE_FLAGS]

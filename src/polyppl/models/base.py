@@ -4,17 +4,21 @@ scenarios, a CSV reader, an exact reference, a shrinkage panel, synthetic data f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from polyppl.errors import UserError, unknown
-from polyppl.spec import Dataset, Model
+from polyppl.spec import Dataset, Model, rewrites
 
 if TYPE_CHECKING:
     import xarray as xr
+
+
+#: A parametrization and its counterpart: what the remedies try when one diverges.
+COUNTERPARTS = {"centered": "noncentered", "noncentered": "centered"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,9 @@ class Problem:
     dataset: Dataset
     labels: Labels
     builtin: BuiltinModel | None = field(default=None, compare=False)
+    #: The same model and data in another parametrization, by name (a formula's; a built-in
+    #: model's come from ``builtin``); None where the model has one form only.
+    rebuild: Callable[[str], Problem] | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -139,6 +146,32 @@ class Problem:
     @property
     def parametrization(self) -> str | None:
         return self.labels.parametrization
+
+    def counterpart(self) -> Problem | None:
+        """The same model and data in the other of its centered and non-centered forms, where
+        it offers one: a built-in model's or a formula's other form; for a user's model, its
+        non-centered effects centered, else its group-level Normal effects non-centered
+        (``spec.rewrites.counterpart``). None otherwise."""
+        if self.builtin is None and self.rebuild is None:  # a user's model: rewritten, once
+            found = None if self.parametrization else rewrites.counterpart(self.model)
+            if found is None:
+                return None
+            model, form = found
+            return replace(self, model=model, labels=replace(self.labels, parametrization=form))
+        other = COUNTERPARTS.get(self.parametrization or "")
+        if other is None:
+            return None
+        if self.builtin is not None:
+            if other not in self.builtin.parametrizations:
+                return None
+            return replace(self, model=self.builtin.spec(other, self.dataset),
+                           labels=replace(self.labels, parametrization=other))
+        if self.rebuild is None:
+            return None
+        try:
+            return self.rebuild(other)
+        except UserError:  # e.g. a formula's centered form, offered for uncorrelated terms only
+            return None
 
     def describe(self) -> str:
         form = f" ({self.parametrization})" if self.parametrization else ""

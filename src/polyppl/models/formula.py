@@ -1069,7 +1069,8 @@ def formula_problem(formula: str, data: object, family: str = "bernoulli",
     labelled ``formula`` with the data file's name as its scenario."""
     compiled = compile_formula(formula, data, family, priors, parametrization or "noncentered")
     scenario = Path(data).stem if isinstance(data, (str, Path)) else "data"
-    return Problem(compiled.model, compiled.dataset, Labels("formula", scenario, compiled.parametrization))
+    return Problem(compiled.model, compiled.dataset, Labels("formula", scenario, compiled.parametrization),
+                   rebuild=lambda other: formula_problem(formula, data, family, priors, other))
 
 
 __all__ = ["FAMILIES", "PARAMETRIZATIONS", "PRIOR_CLASSES", "FormulaModel", "Prior", "compile_formula",

@@ -228,8 +228,27 @@ def _verdict_section(c: Comparison) -> str:
     reasons = "".join(f"<li>{_e(r)}</li>" for r in c.reasons)
     return (f'<div class="verdict verdict-{_e(c.verdict)}"><p><strong>{_e(c.verdict.upper())}</strong>: '
             f"{_e(VERDICT_WORDS.get(c.verdict, ''))}.</p>{f'<ul>{reasons}</ul>' if reasons else ''}</div>"
+            + _remedies_html(c) +
             f'<p class="note">{len(c.tests)} agreement tests at a family-wise false-alarm rate of {100 * c.family_alpha:g}% '
             f"(Holm); gaps under {c.floor} posterior sd are ignored.</p>")
+
+
+def _remedies_html(c: Comparison) -> str:
+    """The remedies ladder, rung by rung, where it climbed or its last rung is still flagged."""
+    ladder = c.remedies
+    if ladder is None or not (ladder.climbed or ladder.stopped):
+        return ""
+    chosen = ladder.chosen % len(ladder.rungs)
+    rungs = "".join(f"<li>{'all backends ' if i else ''}{_e(r.rung)}: {_e(r.findings)} &rarr; {_e(r.verdict.upper())}"
+                    f"{' (the verdict&#x27;s rung: the fewest flags)' if i == chosen != len(ladder.rungs) - 1 else ''}</li>"
+                    for i, r in enumerate(ladder.rungs))
+    failed = (" No rung rescued the fit: the last rung's flags are a finding about the backend that failed it "
+              "(see the reasons above), not evidence about the model's posterior." if ladder.unrescued else "")
+    stopped = f"Stopped: {ladder.stopped}." if ladder.stopped else "The last rung is clean."
+    return (f"<h3>Remedies</h3><ol>{rungs}</ol><p class=\"note\">{_e(stopped + failed)} The verdict is the last "
+            "rung's, or where none rescued the fit the rung's with the fewest flags; every rung's fits are kept in "
+            "the results folder (<code>--remedies none</code> turns the "
+            "ladder off).</p>")
 
 
 def _decisions_section(inputs: ReportInputs) -> str:

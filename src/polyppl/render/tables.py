@@ -11,9 +11,12 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures
+from polyppl.inference.diagnostics import (
+    ESS_PER_CHAIN_MIN, FLAG_MEANINGS, RHAT_MAX, RunDiagnostics, beside_threshold, convergence_failures,
+)
 from polyppl.render.text import fmt, plus_minus, table
 from polyppl.studies.compare import Comparison
+from polyppl.studies.remedies import LadderSummary
 from polyppl.studies.replications import REPLICATIONS_ALPHA, VERDICTS, Replications
 from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, VERDICT_WORDS
 
@@ -116,7 +119,8 @@ def diagnostics_table(c: Comparison) -> Table:
             bad.append(len(rows) - 1)
             continue
         d = record.diagnostics
-        rows.append([label, "ok", d.rhat_max, round(d.ess_bulk_min), round(d.ess_tail_min), d.divergences,
+        rhat, bulk, tail = flagged_cells(d, record.settings["chains"])
+        rows.append([label, "ok", rhat, bulk, tail, d.divergences,
                      f"{100 * d.tree_depth_saturation:.1f}%", d.ebfmi_min, ", ".join(d.flags) or "none"])
         if convergence_failures(d.flags):  # unconverged: its draws are no evidence
             bad.append(len(rows) - 1)
@@ -125,6 +129,32 @@ def diagnostics_table(c: Comparison) -> Table:
                     ["backend", "status", "R-hat max", "bulk ESS min", "tail ESS min", "divergences", "max depth",
                      "E-BFMI min", "flags"], rows, bad, text_columns=[8],
                     notes=[f"  {f}: {FLAG_MEANINGS[f]}" for f in flags])
+
+
+def flagged_cells(d: RunDiagnostics, chains: int) -> tuple[Any, Any, Any]:
+    """R-hat max, bulk and tail ESS min as cells: a flagged value with its threshold beside
+    it and enough digits never to print as the threshold (``1.0103 > 1.01``)."""
+    minimum = ESS_PER_CHAIN_MIN * chains
+    rhat = f"{beside_threshold(d.rhat_max, RHAT_MAX)} > {RHAT_MAX}" if "rhat" in d.flags else d.rhat_max
+    bulk, tail = ([f"{beside_threshold(value, minimum, 0)} < {minimum}" if flag in d.flags else round(value)]
+                  for flag, value in (("ess_bulk", d.ess_bulk_min), ("ess_tail", d.ess_tail_min)))
+    return rhat, bulk[0], tail[0]
+
+
+def remedies_lines(ladder: LadderSummary | None, again: str = "all backends ") -> list[str]:
+    """The remedies ladder rung by rung, when it climbed or when its last rung is still
+    flagged (nothing for a clean run); ``again`` introduces each rung after the first."""
+    if ladder is None or not (ladder.climbed or ladder.stopped):
+        return []
+    title = "Remedies (a ladder climbed when a fit is flagged; --remedies none turns it off)"
+    lines = [title, "=" * len(title)]
+    chosen = ladder.chosen % len(ladder.rungs)
+    for i, r in enumerate(ladder.rungs):
+        mark = " (the verdict's rung: the fewest flags)" if i == chosen and i != len(ladder.rungs) - 1 else ""
+        lines.append(f"{i + 1}. {again if i else ''}{r.rung}: {r.findings} -> {r.verdict.upper()}{mark}")
+    if ladder.stopped:
+        lines.append(f"stopped: {ladder.stopped}")
+    return lines
 
 
 SPEED_HEADERS = ("backend", "engine", "compile s", "warm-up s", "sampling s", "bulk ESS min", "ESS/s", "gradients",
@@ -234,9 +264,15 @@ def comparison_text(c: Comparison) -> str:
     if scorecards is not None:
         reasons = [f"{cell}: {verdict.upper()}: " + "; ".join(why) for cell, verdict, why in scorecard_reasons(c)]
         parts.append(scorecards.text() + ("\n\n" + "\n".join(reasons) if reasons else ""))
+    remedies = remedies_lines(c.remedies)
+    if remedies:
+        parts.append("\n".join(remedies))
     verdict = f"VERDICT: {c.verdict.upper()}"
-    if c.reasons:
-        verdict += "\n" + "\n".join(f"  - {r}" for r in c.reasons)
+    reasons = list(c.reasons)
+    if c.remedies is not None and c.remedies.climbed:
+        reasons.insert(0, f"after remedies: {c.remedies.line(c.verdict)}")
+    if reasons:
+        verdict += "\n" + "\n".join(f"  - {r}" for r in reasons)
     return "\n\n".join(parts + [verdict])
 
 

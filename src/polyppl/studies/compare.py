@@ -42,6 +42,7 @@ from polyppl.models import MODELS, Labels, Problem, get_model, resolve
 from polyppl.spec import Dataset, Model
 from polyppl.spec.serialize import dataset_from_json, dataset_to_json, model_from_json, model_to_json
 from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, QuantityDraws, holm, pair_tests
+from polyppl.studies.remedies import Ladder, LadderSummary, Rung, check_remedies, climb
 from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, Scorecard, score
 
 REFERENCES = ("exact",)
@@ -76,6 +77,8 @@ class Comparison:
     reference_column: str | None = None
     #: Draws of every quantity of each finished approximation, filled by ``score_approximations``.
     approximation_sources: dict[str, dict[str, QuantityDraws]] = field(default_factory=dict)
+    #: The remedies ladder that led to this comparison (its last rung); None without one.
+    remedies: LadderSummary | None = None
 
     @property
     def records(self) -> dict[str, FitRecord]:
@@ -122,6 +125,7 @@ class Comparison:
                                "mean_shift_sd": MEAN_SHIFT_MAX_SD, "sd_ratio": SD_RATIO_MIN},
             },
             "problem": {"model": model_to_json(self.problem.model), "dataset": dataset_to_json(self.problem.dataset)},
+            **(self.remedies.to_json() if self.remedies else {}),
         }
 
     def cells(self) -> list[str]:
@@ -175,6 +179,7 @@ class Comparison:
             tests=[PairTest.from_dict(p) for p in agreement["pairs"]], verdict=agreement["verdict"],
             reasons=list(agreement["reasons"]),
         )
+        comparison.remedies = LadderSummary.from_json(saved)
         comparison.sources = load_sources(comparison)
         cells = saved.get("methods") or {}
         comparison.methods = tuple(dict.fromkeys(entry["method"] for entry in cells.values())) or ("nuts",)
@@ -363,6 +368,7 @@ def compare(
     floor: float = PRACTICAL_FLOOR,
     methods: Sequence[str] = ("nuts",),
     variational: VariationalSettings | None = None,
+    remedies: Sequence[str] | None = None,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Comparison:
     """Run one model on each backend (own process, optional timeout) and judge agreement.
@@ -372,9 +378,15 @@ def compare(
     (``{"stan": "pystan"}``). Each fit is saved in ``out`` as it finishes, and the comparison
     (verdict and every test) as ``OUT/<model>-<scenario>-comparison.json``.
 
+    ``remedies``: the rungs of the remedies ladder (``studies.remedies``) to climb when a
+    NUTS fit diverges or does not converge: every backend again at a higher target
+    acceptance, in the other parametrization, with longer chains. ``None`` is all of them,
+    ``()`` or ``["none"]`` none. The comparison returned is the last rung's, with the ladder
+    in ``remedies``.
+
     ``methods``: ``nuts`` and any approximations (``advi``, ``fullrank``, ``pathfinder``),
     run on every column with ``variational`` settings (the seed of ``settings`` by default)
-    and scored against the best-converged NUTS column.
+    and scored against the best-converged NUTS column of the last rung.
     """
     if reference is not None and reference not in REFERENCES:
         raise unknown("reference", reference, REFERENCES)
@@ -388,34 +400,73 @@ def compare(
         raise UserError(f"--reference exact needs a model with an exact posterior ({with_exact}), not {problem.name}")
     settings = (settings or SamplerSettings()).for_model(problem.model)
     methods = check_methods(methods)
+    remedies = check_remedies(remedies)
     variational = (variational or VariationalSettings(seed=settings.seed)) if len(methods) > 1 else None
     columns = parse_columns(list(backends) if backends else None)
     requests, approximation_requests, not_applicable = plan(problem, columns, methods, settings, variational, engines or {})
     for cell, reason in not_applicable.items():
         progress(f"{cell}: n/a - {reason}")
     out = Path(out)
-    total = len(requests) + len(approximation_requests)
-    runs = [(label, label, "nuts", request) for label, request in requests.items()]
-    runs += [(cell, cell.rpartition("/")[0], request.method, request) for cell, request in approximation_requests.items()]
-    outcomes, approximations = {}, {}
-    for i, (label, column, method, request) in enumerate(runs, start=1):
-        def note(line: str, i: int = i) -> None:
-            progress(f"[{i}/{total}] {line}")
 
-        outcome = run_fit(request, result_stem(out, problem.labels, column, method), timeout=timeout, force=force,
-                          progress=note, label=label)
-        if outcome.reused:
-            note(f"{label}: {outcome.note}")
-        else:
-            r = outcome.record
-            note(f"{label}: {r.status} " + (f"in {r.wall_seconds:.1f} s" if r.ok else f"- {r.error}"))
-        (outcomes if method == "nuts" else approximations)[label] = outcome
-    comparison = assess(Comparison(problem, settings, outcomes, family_alpha, floor, reference=reference,
-                                   methods=methods, variational=variational, approximations=approximations,
-                                   not_applicable=not_applicable))
-    if approximations:
+    def run(runs: list[tuple[str, str, FitRequest]], suffix: str) -> dict[str, FitOutcome]:
+        """Each (label, column, request), reused or run, as the progress lines count them."""
+        outcomes = {}
+        for i, (label, column, request) in enumerate(runs, start=1):
+            def note(line: str, i: int = i) -> None:
+                progress(f"[{i}/{len(runs)}] {line}")
+
+            stem = result_stem(out, problem.labels, column, request.method)
+            outcome = run_fit(request, stem.with_name(stem.name + suffix), timeout=timeout, force=force,
+                              progress=note, label=label)
+            if outcome.reused:
+                note(f"{label}: {outcome.note}")
+            else:
+                r = outcome.record
+                note(f"{label}: {r.status} " + (f"in {r.wall_seconds:.1f} s" if r.ok else f"- {r.error}"))
+            outcomes[label] = outcome
+        return outcomes
+
+    def attempt(rung: Rung) -> Comparison:
+        rung_requests = requests if rung.is_first else nuts_requests(rung.problem, columns, rung.settings, engines or {})
+        outcomes = run([(label, label, request) for label, request in rung_requests.items()], rung.suffix)
+        return assess(Comparison(rung.problem, rung.settings, outcomes, family_alpha, floor, reference=reference,
+                                 methods=methods, variational=variational, not_applicable=not_applicable))
+
+    ladder = climb(problem, settings, attempt, lambda c: c.records, lambda c: c.verdict, remedies, progress)
+    comparison = conclude(ladder)
+    if approximation_requests:
+        final = ladder.final.rung
+        if final.problem is not problem:  # the other parametrization: its own requests and files
+            approximation_requests, comparison.not_applicable = plan(final.problem, columns, methods, final.settings,
+                                                                     variational, engines or {})[1:]
+        form = f"-{final.problem.parametrization}" if final.problem is not problem else ""
+        comparison.approximations = run([(cell, cell.rpartition("/")[0], request)
+                                         for cell, request in approximation_requests.items()], form)
         score_approximations(comparison)
     save_json(comparison.to_json(), comparison_path(out, problem.labels))
+    return comparison
+
+
+def conclude(ladder: Ladder[Comparison]) -> Comparison:
+    """The chosen rung's comparison (the last, or where no rung rescued it the one with the
+    fewest flags: ``Ladder.chosen``) with its ladder. Where no rung rescued it (remedies on,
+    the last rung still flagged), a reason names the last rung tried and the backends that
+    failed it. The verdict is judged as on any rung: inconclusive where R-hat or ESS are
+    flagged; divergences alone leave agree or disagree standing, with that reason beside it."""
+    comparison = ladder.final.result
+    comparison.remedies = summary = ladder.summary()
+    if not summary.unrescued:
+        return comparison
+    last, chosen = ladder.last, ladder.final
+    note = (f"no remedy rescued it: the last rung tried ({last.rung.describe()}) left {last.findings.text()} "
+            f"({summary.stopped}); a finding about {' and '.join(last.findings.flagged())} on this model")
+    if chosen is not last:
+        note += (f". The verdict is that of the rung with the fewest flags ({chosen.rung.describe()}: "
+                 f"{chosen.findings.text()})")
+    if comparison.verdict != "inconclusive":
+        note += ("; it stands on converged chains (R-hat and ESS), but divergent transitions can mean "
+                 "a biased posterior")
+    comparison.reasons.append(note)
     return comparison
 
 
@@ -425,7 +476,7 @@ def plan(problem: Problem, columns: Sequence[Column], methods: Sequence[str], se
     """Every request of a comparison, checked before anything runs: NUTS's by column (a
     refusal is the user's error and stops the comparison), the approximations' by cell
     ``<column>/<method>``, and the cells a backend or engine cannot run (n/a) with why."""
-    requests = {c.label: _request(problem, c, "nuts", settings, engines) for c in columns}
+    requests = nuts_requests(problem, columns, settings, engines)
     approximations, not_applicable = {}, {}
     for c in columns:
         for method in methods:
@@ -436,6 +487,12 @@ def plan(problem: Problem, columns: Sequence[Column], methods: Sequence[str], se
             except UserError as refusal:
                 not_applicable[f"{c.label}/{method}"] = str(refusal)
     return requests, approximations, not_applicable
+
+
+def nuts_requests(problem: Problem, columns: Sequence[Column], settings: SamplerSettings,
+                  engines: dict[str, str]) -> dict[str, FitRequest]:
+    """The NUTS request of every column (a refusal is the user's error)."""
+    return {c.label: _request(problem, c, "nuts", settings, engines) for c in columns}
 
 
 def _request(problem: Problem, column: Column, method: str, settings: SamplerSettings | VariationalSettings,
