@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+import flakiness_budget
 from polyppl.backends.stan import cmdstan_path
 from polyppl.execution.child import use_forkserver
 
@@ -62,3 +63,41 @@ def no_fork_after_jax(recwarn):
     yield
     forks = [str(w.message) for w in recwarn if "os.fork() was called" in str(w.message)]
     assert not forks, forks[0]
+
+
+# --------------------------------------------------------------------------- flakiness budget
+
+
+def pytest_configure(config):
+    for line in flakiness_budget.MARKERS.values():
+        config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(config, items):
+    # The declared rates travel with each report as user properties, so that under xdist the
+    # controller, which prints the summary, sees the cases its workers ran.
+    for item in items:
+        declared = flakiness_budget.declaration(item)
+        if declared.false_alarm is not None or declared.miss is not None:
+            item.user_properties.append(("flakiness", (declared.false_alarm, declared.miss)))
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call" or report.outcome == "skipped":
+        return
+    for key, value in report.user_properties:
+        if key == "flakiness":
+            _RAN.append(flakiness_budget.Declaration(report.nodeid, *value))
+
+
+#: The declarations of the statistical cases that ran (on xdist's controller: its workers' too).
+_RAN: list[flakiness_budget.Declaration] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The budget of the statistical cases this run ran (the whole suite's:
+    ``uv run python scripts/flakiness_budget.py``)."""
+    if _RAN:
+        terminalreporter.section("flakiness budget")
+        for line in flakiness_budget.budget_lines(_RAN, "the cases this run ran", detail=5):
+            terminalreporter.write_line(line)

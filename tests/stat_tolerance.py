@@ -15,16 +15,32 @@ be copied from a run. The references:
 
 Several comparisons in one test are combined with Bonferroni's bound: the chance that any
 fails is at most the sum of their chances, whatever their dependence.
+
+Every statistical test declares the chance that it fails although the code is right, with
+the marker ``@pytest.mark.false_alarm(rate)`` (per case of a parametrised test), and
+derives its thresholds from that same rate (usually :data:`FAMILY_ALPHA`). A test that
+asserts power (a deliberately broken implementation is caught) declares the chance that the
+break escapes with ``@pytest.mark.power(miss)``. ``tests/flakiness_budget.py`` sums the
+declared false-alarm rates of the cases that ran (printed at the end of every run, and by
+``scripts/flakiness_budget.py`` for the whole suite): the sum, Bonferroni's bound on the
+chance that a correct change fails the suite by chance, must stay within :data:`SUITE_BUDGET`.
+To keep it there, lower :data:`FAMILY_ALPHA`: every threshold derived from it widens.
 """
 
 from __future__ import annotations
 
 from scipy import stats
 
-#: The family-wise false-alarm rate of one test (one test function or parametrised case):
-#: with about twenty statistical tests in the suite, a correct implementation fails one of
-#: them by chance with probability about 2% per change of seeds or library versions.
-FAMILY_ALPHA = 1e-3
+#: The most that the whole suite (every case, ``-m slow`` and CmdStan's included) may fail by
+#: chance when the code is right, per change of seeds or library versions: Bonferroni's bound,
+#: the sum of the declared rates (``scripts/flakiness_budget.py``).
+SUITE_BUDGET = 0.02
+
+#: The family-wise false-alarm rate of one test case (one test function or parametrised
+#: case), the rate most statistical tests declare and derive their thresholds from. About 70
+#: cases declare it; with the other declared rates the suite's sum is about 1.6%
+#: (``scripts/flakiness_budget.py`` prints the exact sum).
+FAMILY_ALPHA = 2e-4
 
 
 def degrees_of_freedom(chains: int) -> int:

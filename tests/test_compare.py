@@ -6,10 +6,11 @@ correct backends, ``disagree`` (1) for a backend given a subtly different model,
 is reused only when its whole request is unchanged: editing the data or the model between
 two runs gives the new answer.
 
-Correct backends are compared at a family-wise false-alarm rate of 0.1%
-(``--alpha 0.001``): each ``agree`` assertion here fails by chance with probability
-at most 0.1% (Holm over every test of the comparison; measured calibration in
-test_agreement.py).
+Correct backends are compared at the family-wise false-alarm rate that each such test
+declares (``--alpha`` FAMILY_ALPHA, tests/stat_tolerance.py): each ``agree``
+assertion here fails by chance with probability at most that (Holm over every test of the
+comparison; measured calibration in test_agreement.py). Every exit code asserted is the
+one expected, never a choice of two.
 """
 
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HAVE_CMDSTAN, STAN_ENGINES
+from stat_tolerance import FAMILY_ALPHA
 
 #: Enough for the convergence checks (bulk and tail ESS of 100 a chain) on every model here;
 #: the verdicts' false-alarm rates do not depend on the run length (they use the MCSEs).
@@ -32,7 +34,7 @@ FAST = ["--chains", "4", "--draws", "500", "--tune", "500"]
 #: Short runs for what is not about convergence; the remedies ladder, which would lengthen
 #: their chains, is tested in test_remedies.py.
 SMALL = ["--chains", "2", "--draws", "300", "--tune", "300", "--remedies", "none"]
-STRICT = ["--alpha", "0.001"]
+STRICT = ["--alpha", repr(FAMILY_ALPHA)]
 TESTS = Path(__file__).resolve().parent
 
 
@@ -49,6 +51,7 @@ def exact_comparison(tmp_path_factory):
     return tmp, proc
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_correct_backends_agree_with_each_other_and_the_exact_posterior(exact_comparison):
     tmp, proc = exact_comparison
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -59,7 +62,7 @@ def test_correct_backends_agree_with_each_other_and_the_exact_posterior(exact_co
     assert set(report) >= {"model", "scenario", "settings", "backends", "agreement", "problem"}
     assert set(report["backends"]) == {"pymc", "numpyro", "stan"}
     agreement = report["agreement"]
-    assert agreement["family_alpha"] == 0.001 and agreement["verdict"] == "agree", agreement["reasons"]
+    assert agreement["family_alpha"] == FAMILY_ALPHA and agreement["verdict"] == "agree", agreement["reasons"]
     judged = {tuple(p["backends"]) for p in agreement["pairs"]}
     assert {("pymc", "exact"), ("numpyro", "exact"), ("stan", "exact")} <= judged
     for backend in ("pymc", "numpyro", "stan"):
@@ -72,6 +75,8 @@ def test_correct_backends_agree_with_each_other_and_the_exact_posterior(exact_co
     assert report["backends"]["stan"]["engine"] == ("cmdstanpy" if HAVE_CMDSTAN else "pystan")
 
 
+# The verdict is the previous test's, recomputed from the same fits: no chance of its own.
+@pytest.mark.false_alarm(0)
 def test_second_run_reuses_finished_fits(exact_comparison):
     tmp, _ = exact_comparison
     proc = polyppl("compare", "beta-binomial", "--scenario", "four-variants", "--reference", "exact",
@@ -83,16 +88,17 @@ def test_second_run_reuses_finished_fits(exact_comparison):
 
 def test_edited_data_is_never_answered_from_an_old_run(tmp_path):
     """The user's report: edit the CSV between two runs, get the old posterior. Now the
-    second run says the data changed and answers from the new data."""
+    second run says the data changed and answers from the new data. One column, so there is
+    nothing to disagree with: exit 0 says both fits converged (at 4 x 500 draws)."""
     data, out = tmp_path / "ab.csv", tmp_path / "out"
     data.write_text("variant,trials,successes\nA,100,30\nB,100,50\n")
-    first = polyppl("compare", "beta-binomial", "--data", data, "--backends", "stan", *SMALL, "--out", out,
+    first = polyppl("compare", "beta-binomial", "--data", data, "--backends", "stan", *FAST, "--out", out,
                     "--json", tmp_path / "first.json", cwd=tmp_path)
-    assert first.returncode in (0, 3), first.stderr[-2000:]
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     data.write_text("variant,trials,successes\nA,100,90\nB,100,10\n")
-    second = polyppl("compare", "beta-binomial", "--data", data, "--backends", "stan", *SMALL, "--out", out,
+    second = polyppl("compare", "beta-binomial", "--data", data, "--backends", "stan", *FAST, "--out", out,
                      "--json", tmp_path / "second.json", cwd=tmp_path)
-    assert second.returncode in (0, 3), second.stderr[-2000:]
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "reusing" not in second.stderr
     assert "running again: the data changed since the earlier run" in second.stderr
     rates = {name: json.loads((tmp_path / f"{name}.json").read_text())["backends"]["stan"]["posterior"]["rates[A]"]["mean"]
@@ -103,6 +109,7 @@ def test_edited_data_is_never_answered_from_an_old_run(tmp_path):
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hierarchical_poisson.py"
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_a_user_model_from_a_file_goes_through_compare_and_a_changed_prior_reruns(tmp_path):
     """The README's hierarchical Poisson (examples/hierarchical_poisson.py) on all three
     backends with a report; then its prior edited: the backend runs again."""
@@ -118,6 +125,9 @@ def test_a_user_model_from_a_file_goes_through_compare_and_a_changed_prior_rerun
     assert "running again: the model changed since the earlier run" in again.stderr, again.stderr[-2000:]
 
 
+# Missed when mu's gap of about 10 MCSEs falls under its Holm threshold (about 5): P(t_15 <
+# 5 - 10) = 8e-5.
+@pytest.mark.power(1e-4)
 def test_a_subtly_different_backend_is_called_a_disagreement(tmp_path):
     """A backend whose compiler moves mu by about half a posterior sd (tests/skewed_backend.py),
     loaded as a plugin, against PyMC: compare says disagree, names mu, exits 1. Power at
@@ -143,6 +153,7 @@ def test_unconverged_backends_make_the_comparison_inconclusive(tmp_path):
 
 @pytest.mark.skipif(not HAVE_CMDSTAN, reason="needs CmdStan for the cmdstanpy engine")
 @pytest.mark.cmdstan
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_the_two_stan_engines_agree(tmp_path):
     """The same program run by PyStan and by CmdStan with the same seed: a check of the
     harness itself, which must say agree."""
@@ -174,6 +185,7 @@ def test_crashed_and_hung_backends_are_recorded_and_others_kept(tmp_path, stan_e
     assert (out / "eight-schools-classic-stan-nuts.nc").exists(), "other backends' results stay on disk"
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
     """Ctrl-C while the second backend samples: the first fit stays on disk, the running
     child is stopped, and the same command afterwards reuses the finished fit."""
@@ -183,7 +195,7 @@ def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
     as_in_a_terminal = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
                         "sys.argv[0] = 'polyppl'; runpy.run_module('polyppl.cli', run_name='__main__')")
     args = [sys.executable, "-c", as_in_a_terminal, "compare", "eight-schools", "--backends", "stan,pymc",
-            *SMALL, "--out", str(out)]
+            *FAST, "--out", str(out)]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
@@ -206,9 +218,9 @@ def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
     assert "interrupted; finished results are kept" in err
     assert first.exists() and not (out / "eight-schools-classic-pymc-nuts.nc").exists()
 
-    again = polyppl("compare", "eight-schools", "--backends", "stan,pymc", *SMALL, "--out", out, cwd=tmp_path)
-    # Both fits finish (at this small size the verdict may be agree or, on ESS flags, inconclusive).
-    assert again.returncode in (0, 3), again.stderr[-2000:]
+    again = polyppl("compare", "eight-schools", "--backends", "stan,pymc", *FAST, *STRICT, "--out", out, cwd=tmp_path)
+    # Both fits finish and converge at 4 x 500 draws; correct backends agree.
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert json.loads((out / "eight-schools-classic-pymc-nuts.json").read_text())["status"] == "ok"
     assert "stan: reusing the finished run" in again.stderr
     assert (out / "eight-schools-classic-pymc-nuts.nc").exists()

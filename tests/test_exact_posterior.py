@@ -3,7 +3,7 @@
 Tolerance: z = (mean - exact) / MCSE for each of the 4 rates, per sampler. The MCSE is
 estimated, so under a correct sampler z is referred to Student's t with 4 x chains - 1 = 15
 degrees of freedom (as in the agreement study), not N(0, 1): the threshold is the Bonferroni
-one for 4 comparisons at a family false-alarm rate of 0.1% per sampler, |z| < 4.77. Fixed
+one for 4 comparisons at the family false-alarm rate each case declares (FAMILY_ALPHA). Fixed
 seeds make the outcome repeatable.
 """
 
@@ -61,6 +61,7 @@ def _check_rates(result, truth, label):
         assert abs(z) < z_max, f"{label} rates[{variant}]: mean {s.mean:.4f}, exact {truth[k]:.4f}, z = {z:.2f}"
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 @pytest.mark.parametrize("column", SAMPLERS)
 def test_rate_means_match_exact_posterior(column, four_variants):
     """The default (marginal) form on every backend and engine, at the defaults of
@@ -72,6 +73,7 @@ def test_rate_means_match_exact_posterior(column, four_variants):
 
 
 @pytest.mark.slow
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_joint_form_also_matches_exact_posterior(four_variants):
     """The hand-written form, rates sampled jointly: right means despite its funnel (about 1%
     of transitions diverge; 2000 draws per chain keep R-hat under 1.01)."""

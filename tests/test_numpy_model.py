@@ -133,6 +133,7 @@ def _chi_square_pvalue(draws: np.ndarray, ref) -> float:
     return stats.chisquare(cells_obs, cells_exp).pvalue
 
 
+@pytest.mark.false_alarm(ALPHA)
 @pytest.mark.parametrize("family", PROPER)
 def test_draws_follow_scipy(family):
     """20,000 draws: KS (continuous) or chi-square (discrete) against the reference, each at
@@ -150,6 +151,7 @@ def test_draws_follow_scipy(family):
     assert p > ALPHA, (family, p)
 
 
+@pytest.mark.false_alarm(ALPHA)
 def test_draws_with_a_leading_axis_of_posterior_draws():
     """A conditional draw in one call: rates[k] | a, b, y ~ Beta(a + y_k, b + n_k - y_k) for
     each of 5000 (a, b). Each draw's PIT under its own Beta is Uniform(0, 1): KS at 1e-4."""
@@ -187,6 +189,7 @@ def test_draw_refuses_arguments_outside_their_domain():
 N_SIM = 4000
 
 
+@pytest.mark.false_alarm(5 * ALPHA)
 @pytest.mark.parametrize("parametrization", ["noncentered", "centered"])
 def test_eight_schools_prior_predictive(parametrization):
     """4000 simulations from the prior of eight schools. Exact references: mu ~ Normal(0, 5)
@@ -256,6 +259,7 @@ def test_bad_substitutes_are_refused(substitutes, message):
         nm.simulate(builtin.spec("positive", dataset), dataset, np.random.default_rng(0), substitutes)
 
 
+@pytest.mark.false_alarm(3 * ALPHA)
 @pytest.mark.parametrize("parametrization", ["positive", "seed"])
 def test_beta_binomial_with_substitutes(parametrization):
     """With a, b ~ Gamma(2, rate 0.1) and the factor dropped: 2000 simulations. KS at 1e-4
@@ -402,6 +406,7 @@ def test_lkj_density_for_three_terms_integrates_to_one():
         assert np.sum(np.exp(log_density)) * (u[1] - u[0]) ** 3 == pytest.approx(1.0, abs=1e-9), eta
 
 
+@pytest.mark.false_alarm(ALPHA)
 def test_lkj_draws_have_the_marginal_correlations():
     """Every correlation of an LKJ(eta) matrix of size K has (r + 1) / 2 ~ Beta(b, b) with
     b = eta - 1 + K / 2 (Lewandowski et al. 2009): KS of each of the K (K - 1) / 2
@@ -413,7 +418,7 @@ def test_lkj_draws_have_the_marginal_correlations():
     R = L @ np.swapaxes(L, -1, -2)
     b = eta - 1 + k / 2
     for i, j in zip(*np.tril_indices(k, -1)):
-        assert stats.kstest((R[:, i, j] + 1) / 2, stats.beta(b, b).cdf).pvalue > 1e-4 / 3
+        assert stats.kstest((R[:, i, j] + 1) / 2, stats.beta(b, b).cdf).pvalue > ALPHA / 3
 
 
 def test_batched_matrix_functions_equal_one_draw_at_a_time():

@@ -34,8 +34,8 @@ from polyppl import SamplerSettings, run
 from polyppl.models import MODELS
 from polyppl.models import eight_schools, eight_schools_exact as exact
 from polyppl.models.reference_summaries import bonferroni_threshold, degrees_of_freedom, load_reference, z_score
+from stat_tolerance import FAMILY_ALPHA
 
-FAMILY_ALPHA = 0.001
 BACKENDS = ("pymc", "numpyro", "stan")
 POSTERIORDB = Path(__file__).parent / "data" / "posteriordb_eight_schools_noncentered.json"
 
@@ -120,6 +120,7 @@ def test_quadrature_has_converged_in_grid_size(classic):
         np.testing.assert_allclose(coarse[key], fine[key], rtol=1e-10, atol=0)
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_exact_draws_match_exact_moments_and_quantiles(classic, exact_summary):
     """Independent draws from ``draws``: the sample mean of each of the 18 quantities is within
     the threshold of the exact mean in units of sd / sqrt(n) (known exactly, so N(0, 1)), and
@@ -143,6 +144,7 @@ def test_exact_draws_match_exact_moments_and_quantiles(classic, exact_summary):
             assert abs(z) < threshold, f"{key} {stat}: share below the exact quantile z = {z:.2f} (|z| < {threshold:.2f})"
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_exact_posterior_matches_posteriordb_reference(classic, exact_summary):
     """posteriordb's reference posterior (Stan, 10 chains x 1000 thinned draws, summarized in
     tests/data) has the same model and data; each of its means and 5%/50%/95% quantiles of
@@ -164,6 +166,8 @@ def test_exact_posterior_matches_posteriordb_reference(classic, exact_summary):
 
 # --- the multilevel reference itself ----------------------------------------------------
 
+# Re-reads what scripts/make_multilevel_reference.py wrote: no chance of its own.
+@pytest.mark.false_alarm(0)
 def test_multilevel_reference_is_complete_and_cross_checked():
     """The checked-in reference covers every quantity with its MCSEs, converged (R-hat below
     1.001, no divergences), and its two long runs (Stan, NumPyro) agreed: every |z| below the
@@ -202,6 +206,8 @@ def _converged(result, backend):
     assert d.converged, f"{backend}: {d.flags}"
 
 
+# The threshold is Bonferroni over the three backends: each case has a third of the rate.
+@pytest.mark.false_alarm(FAMILY_ALPHA / len(BACKENDS))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_eight_schools_means_match_exact(backend, exact_summary):
     """Default settings (4 chains x 1000 + 1000, seed 1), non-centered: the posterior means of
@@ -225,6 +231,7 @@ def multilevel_reference():
     return load_reference("multilevel-logistic-seed")
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA / len(BACKENDS))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_multilevel_means_match_reference(backend, multilevel_reference):
     """Default settings, non-centered, seed data: the posterior means of all 16 scalar

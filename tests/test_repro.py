@@ -158,6 +158,7 @@ def test_advi_scenario_on_stan(engine):
 # --------------------------------------------------------------------------- per-backend scenarios
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 @pytest.mark.parametrize("column", columns_in_ci(STAN_IN_CI))
 def test_beta_binomial_funnel(column):
     """The joint form diverges on every backend; the marginal form has no divergence and
@@ -170,7 +171,7 @@ def test_beta_binomial_funnel(column):
         marginal = result.measurements[scenario]["marginal"]
         assert marginal["divergences"] == 0
         # And the clean run is right: rates[A] against the exact posterior mean, z referred to
-        # Student's t with 15 df (4 chains), Bonferroni over the 2 scenarios at 0.1% per test.
+        # Student's t with 15 df (4 chains), Bonferroni over the 2 scenarios at the declared rate.
         exact_mean = rate_means(get_model("beta-binomial").dataset(scenario))[0]
         rate = marginal["rates[A]"]
         z_max = t_threshold(FAMILY_ALPHA, 2, 4)

@@ -11,6 +11,7 @@ from conftest import COLUMNS, columns_of_a_repeat
 from polyppl import SamplerSettings, run
 from polyppl.inference.draws import STAT_NAMES
 from polyppl.models import MODELS
+from stat_tolerance import FAMILY_ALPHA
 
 SMALL = SamplerSettings(chains=2, draws=200, tune=200, seed=4)
 
@@ -60,6 +61,7 @@ def test_the_same_request_gives_the_same_draws(column):
     assert not np.array_equal(first.idata.posterior["mu"].values, other.idata.posterior["mu"].values)
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_conditional_draws_are_reproducible_and_the_same_for_every_backend():
     """The Beta-Binomial's rates are drawn after sampling from their exact conditional:
     the same seed gives the same rates; draws follow Beta(a + y, b + n - y) given each (a, b)."""
@@ -73,10 +75,10 @@ def test_conditional_draws_are_reproducible_and_the_same_for_every_backend():
     n, y = data.values["trials"], data.values["successes"]
     rates = post["rates"].values.reshape(-1, len(n))
     # Probability integral transform of each rate under its conditional Beta: uniform on
-    # (0, 1) if the draws follow it. KS at 1e-4 per variant (4 variants: 4e-4 in all).
+    # (0, 1) if the draws follow it. KS at the declared rate shared among the variants.
     for k in range(len(n)):
         pit = stats.beta.cdf(rates[:, k], a + y[k], b + n[k] - y[k])
-        assert stats.kstest(pit, "uniform").pvalue > 1e-4, k
+        assert stats.kstest(pit, "uniform").pvalue > FAMILY_ALPHA / len(n), k
 
 
 def test_cli_run_writes_the_json_record(tmp_path):

@@ -4,10 +4,11 @@ Real backends, real Dask local clusters, fixed seeds; no mocks. The one delibera
 is a broken NumPyro compiler (theta_z's prior scale doubled), patched in this process.
 
 CI size. The calibration tests run S = 20 simulations per backend, 2 chains x (200 warm-up
-+ 100 draws), on a local cluster of two workers, and judge at a family-wise level of 1% per
-backend (Holm over its quantities; sbc_stats.judge): each (model, backend) pair is a false
-alarm with probability at most 1% if the sampler is calibrated, so at most 7% for the seven
-pairs (eight schools also runs on nutpie's NUTS, whose Numba-compiled model each worker
++ 100 draws), on a local cluster of two workers, and judge at a family-wise level of
+FAMILY_ALPHA per backend (Holm over its quantities; sbc_stats.judge; tests/stat_tolerance.py):
+each (model, backend) pair is a false alarm with probability at most FAMILY_ALPHA if the
+sampler is calibrated, so at most 7 x FAMILY_ALPHA for the seven pairs, the rate the test
+declares (eight schools also runs on nutpie's NUTS, whose Numba-compiled model each worker
 binds to every simulation's data). Ranks are deterministic given the seeds, so the test passes or fails the same way on
 every run on one machine and set of versions.
 
@@ -45,10 +46,17 @@ from polyppl.studies.sbc import (
     LOG_LIKELIHOOD, choose_run_L, parse_substitute, plan_sbc, run_sbc, run_simulation, sampler_seed,
     simulation_rng, summarize,
 )
+from stat_tolerance import FAMILY_ALPHA
 
 SIMULATIONS = 20
 CI_SETTINGS = SamplerSettings(chains=2, draws=100, tune=200)
-CI_FAMILY_ALPHA = 0.01
+#: The backends whose calibration the default run checks, per model: seven (model, backend) pairs.
+CALIBRATION_COLUMNS = {"eight-schools": ["pymc", "pymc:nutpie", "numpyro", "stan"],
+                       "multilevel-logistic": ["pymc", "numpyro", "stan"]}
+CALIBRATION_PAIRS = sum(len(columns) for columns in CALIBRATION_COLUMNS.values())
+#: The level at which the broken compiler is measured to be caught (the module's docstring):
+#: a power test, so its level is the measured one, not the suite's false-alarm rate.
+BROKEN_FAMILY_ALPHA = 0.01
 BROKEN_SIMULATIONS = 40
 
 
@@ -110,23 +118,23 @@ def _check_json_shape(run) -> None:
         assert LOG_LIKELIHOOD in backend["parameters"]
 
 
+@pytest.mark.false_alarm(CALIBRATION_PAIRS * FAMILY_ALPHA)
 def test_sbc_passes_on_every_backend(tmp_path):
     """Eight schools and the seed's multilevel model, every backend, on one local Dask
     cluster of two workers (one grid for both models: one start-up and one import per
-    worker): every fit finishes and every backend is judged calibrated (family level 1% per
-    backend); eight schools also on nutpie's NUTS, whose compiled model a worker binds to
+    worker): every fit finishes and every backend is judged calibrated (family level
+    FAMILY_ALPHA per backend); eight schools also on nutpie's NUTS, whose compiled model a worker binds to
     each simulation's data. Then one simulation of each backend is run again here, in a
     process that ran no other, and gives the ranks its Dask worker gave after other
     simulations."""
     from polyppl.render.sbc_report import write_sbc_report
 
-    backends = {"eight-schools": ["pymc", "pymc:nutpie", "numpyro", "stan"],
-                "multilevel-logistic": ["pymc", "numpyro", "stan"]}
+    backends = CALIBRATION_COLUMNS
     plans = [plan_sbc(model, backends, simulations=SIMULATIONS, seed=2024, settings=CI_SETTINGS, out=tmp_path)
              for model, backends in backends.items()]
     grid = run_grid([task for plan in plans for task in plan.tasks], ledger=plans[0].ledger, workers=2)
     for plan in plans:
-        run = summarize(plan, grid, CI_FAMILY_ALPHA)
+        run = summarize(plan, grid, FAMILY_ALPHA)
         assert list(run.columns) == backends[plan.problem.name]
         for label, column in run.columns.items():
             assert column.counts["ok"] == SIMULATIONS, (plan.problem.name, label, column.failures)
@@ -140,6 +148,9 @@ def test_sbc_passes_on_every_backend(tmp_path):
             assert run_simulation(task.argument)["ranks"] == grid.entries[task.key]["result"]["ranks"], task.key
 
 
+# Caught in 10 of 10 runs of 40 simulations (seeds 2000-2009): the miss rate's 95% upper
+# bound is 0.26, the most that can honestly be declared until selftest measures more runs.
+@pytest.mark.power(0.26)
 def test_a_broken_compiler_is_flagged(tmp_path, monkeypatch):
     """NumPyro's compiler made to build eight schools with theta_z ~ Normal(0, 2) instead of
     Normal(0, 1) (a test-only break of one backend: a prior scale doubled). SBC with 40
@@ -155,7 +166,7 @@ def test_a_broken_compiler_is_flagged(tmp_path, monkeypatch):
     forget_compiled()
     try:
         run = run_sbc("eight-schools", ["numpyro"], simulations=BROKEN_SIMULATIONS, seed=2000, out=tmp_path,
-                      scheduler=IN_PROCESS, family_alpha=CI_FAMILY_ALPHA)
+                      scheduler=IN_PROCESS, family_alpha=BROKEN_FAMILY_ALPHA)
     finally:
         forget_compiled()  # no broken model stays cached for later tests
     column = run.columns["numpyro"]
@@ -163,13 +174,16 @@ def test_a_broken_compiler_is_flagged(tmp_path, monkeypatch):
     assert column.results["tau"].verdict == "miscalibrated"
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_cli_writes_json_report_and_figures(tmp_path, capsys):
     """``polyppl sbc`` end to end on Stan, in this process, 3 simulations: the JSON has the
     documented shape, the report and both figures are written, and a second run reuses every
-    fit from the ledger."""
+    fit from the ledger. Stan is calibrated: exit 0 (calibrated), judged at the declared
+    rate (with 3 simulations the band test can barely reject at all)."""
     argv = ["sbc", "eight-schools", "--backends", "stan", "--simulations", "3", "--chains", "2", "--draws", "50",
-            "--tune", "100", "--scheduler", IN_PROCESS, "--out", str(tmp_path), "--json", str(tmp_path / "sbc.json")]
-    assert main(argv) in (0, 1)
+            "--tune", "100", "--scheduler", IN_PROCESS, "--alpha", repr(FAMILY_ALPHA), "--out", str(tmp_path),
+            "--json", str(tmp_path / "sbc.json")]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     data = json.loads((tmp_path / "sbc.json").read_text())
     assert data["backends"]["stan"]["fits"]["ok"] == 3 and data["simulations"] == 3
@@ -177,7 +191,7 @@ def test_cli_writes_json_report_and_figures(tmp_path, capsys):
     for name in ("eight-schools-classic-sbc-report.html", "eight-schools-classic-sbc-ecdf.png",
                  "eight-schools-classic-sbc-ranks.png", "eight-schools-classic-sbc-ledger.jsonl"):
         assert (tmp_path / name).exists(), printed
-    assert main(argv) in (0, 1)
+    assert main(argv) == 0
     again = json.loads((tmp_path / "sbc.json").read_text())
     assert again["grid"]["fits_reused"] == 3 and again["grid"]["fits_run"] == 0
     assert again["backends"]["stan"]["parameters"] == data["backends"]["stan"]["parameters"]

@@ -28,8 +28,10 @@ from polyppl.studies import sbc_stats as sbc
 L = 99
 S = 200
 ALPHA = 0.05
-#: Central probability of the acceptance interval of every rate check (false alarm 1e-4).
-RATE_CHECK = 1 - 1e-4
+#: The false-alarm rate of each rate check, and of each uniformity check of ranks.
+CHECK_ALARM = 1e-4
+#: Central probability of the acceptance interval of every rate check.
+RATE_CHECK = 1 - CHECK_ALARM
 
 
 def _binomial_ok(count: int, trials: int, rate: float) -> bool:
@@ -70,6 +72,7 @@ def _compositions(n: int, cells: int):
             yield (first, *rest)
 
 
+@pytest.mark.false_alarm(0)
 @pytest.mark.parametrize("n, L_small", [(8, 3), (6, 5), (10, 1)])
 def test_p_value_is_exact_by_enumeration(n, L_small):
     """For tiny S and L, every possible rank histogram is enumerated with its multinomial
@@ -89,6 +92,7 @@ def test_p_value_is_exact_by_enumeration(n, L_small):
         assert p_value == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
+@pytest.mark.false_alarm(0)
 def test_band_matches_the_papers_binomial_recursion():
     """The band's exact size, recomputed with the recursion of Säilynoja et al. (2022) as
     written in the paper (given X_{j-1} = x, X_j - x ~ Bin(S - x, (z_j - z_{j-1}) / (1 - z_{j-1}))),
@@ -114,6 +118,7 @@ def null_ranks() -> np.ndarray:
     return np.random.default_rng(20240601).integers(0, L + 1, size=(20_000, S))
 
 
+@pytest.mark.false_alarm(2 * CHECK_ALARM)  # two levels checked
 def test_false_alarm_rate_per_quantity(null_ranks):
     """20,000 rank sets from the discrete uniform: the band test rejects as often as its exact
     size (at most alpha, a little less because counts are discrete). The fast route (gamma <=
@@ -131,6 +136,7 @@ def test_false_alarm_rate_per_quantity(null_ranks):
         assert (p_value <= ALPHA) == (statistic <= band.gamma)
 
 
+@pytest.mark.false_alarm(CHECK_ALARM)
 def test_holm_keeps_the_family_wise_rate(null_ranks):
     """2,000 families of 10 calibrated quantities (independent here; Holm needs no independence):
     Holm rejects anything in a family exactly when its smallest p-value is <= alpha / 10, so the
@@ -148,6 +154,7 @@ def test_holm_keeps_the_family_wise_rate(null_ranks):
         assert any(v.verdict == "miscalibrated" for v in verdicts.values()) == any_flag
 
 
+@pytest.mark.false_alarm(0)
 def test_holm_adjustment():
     assert sbc.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert sbc.holm([0.3, 0.3]) == pytest.approx([0.6, 0.6])
@@ -174,6 +181,8 @@ def _flagged_among_ten(gamma_bad: np.ndarray, gamma_good: np.ndarray, family_alp
     ("20% too narrow", 0.8, 0.0, 0.75, 0.35),
     ("shifted by 0.3 sd", 1.0, 0.3, 0.85, 0.6),
 ])
+# Each floor sits more than 5 binomial sd under its measured rate: under 3e-7 each.
+@pytest.mark.false_alarm(1e-6)
 def test_power_at_200_simulations(name, scale, shift, floor_single, floor_family, null_ranks):
     """A posterior 20% too narrow, or shifted by 0.3 posterior sd, in the conjugate toy with S =
     200 simulations and L = 99: the share of 600 SBC runs flagged, alone at alpha = 5% and as the
@@ -199,10 +208,11 @@ def test_power_at_200_simulations(name, scale, shift, floor_single, floor_family
 # --------------------------------------------------------------------------- (c) ranks and thinning on the toy
 
 
+@pytest.mark.false_alarm(CHECK_ALARM)
 def test_exact_posterior_ranks_are_uniform():
     """Exact posterior draws (iid from the conjugate posterior), 2,000 simulations: ``rank``
-    gives ranks that pass the band test and the chi-square test. Under calibration each check
-    fails for 1% of seeds (level 0.01)."""
+    gives ranks that pass the band test and the chi-square test. Under calibration the two
+    checks fail for CHECK_ALARM of seeds (each at half of it)."""
     rng = np.random.default_rng(11)
     mu, draws = _normal_toy(rng, 2_000, L)
     ranks = [sbc.rank(t, d, rng) for t, d in zip(mu, draws)]
@@ -210,19 +220,20 @@ def test_exact_posterior_ranks_are_uniform():
     _, p_value = sbc.band_p_value(ranks, L)
     _, chi2_p, bins = sbc.chi_square(ranks, L)
     assert bins == 20
-    assert p_value > 0.01 and chi2_p > 0.01
+    assert p_value > CHECK_ALARM / 2 and chi2_p > CHECK_ALARM / 2
 
 
+@pytest.mark.false_alarm(CHECK_ALARM)
 def test_ties_are_broken_at_random():
     """An indicator quantity, 1{mu > 0}: the true value ties with about half the draws. With
-    random tie-breaking its ranks are uniform (band test at 1%, fails for 1% of seeds); counting
+    random tie-breaking its ranks are uniform (band test at CHECK_ALARM); counting
     only draws strictly below puts every rank at 0 or near L/2, and the band test sees it."""
     rng = np.random.default_rng(12)
     mu, draws = _normal_toy(rng, 1_000, L)
     truth, indicator = (mu > 0).astype(float), (draws > 0).astype(float)
     ranks = [sbc.rank(t, d, rng) for t, d in zip(truth, indicator)]
     strict = [int(np.count_nonzero(d < t)) for t, d in zip(truth, indicator)]
-    assert sbc.band_p_value(ranks, L)[1] > 0.01
+    assert sbc.band_p_value(ranks, L)[1] > CHECK_ALARM
     assert sbc.band_p_value(strict, L)[1] < 1e-6
     assert sbc.rank(1.0, np.ones(5), np.random.default_rng(0)) in range(6)
     with pytest.raises(ValueError):
@@ -236,6 +247,7 @@ def _ar1_chains(rng: np.random.Generator, mean: np.ndarray, sd: float, rho: floa
     return mean[:, None, None] + sd * lfilter([math.sqrt(1 - rho**2)], [1, -rho], noise, axis=-1)
 
 
+@pytest.mark.false_alarm(CHECK_ALARM + 7e-6)
 def test_thinning_to_the_ess_restores_uniform_ranks():
     """4 AR(1) chains of 250 draws (rho = 0.97, ESS = 1000 (1 - rho) / (1 + rho) = 15) whose
     stationary law is the exact posterior. Ranks among all 1,000 draws are overdispersed: of
@@ -264,6 +276,7 @@ def test_thinning_to_the_ess_restores_uniform_ranks():
     assert _binomial_ok(thinned_flags, 100, band.size), thinned_flags
 
 
+@pytest.mark.false_alarm(10 * CHECK_ALARM)  # ten positions checked
 def test_thin_to_keeps_evenly_spaced_draws_without_favouring_any():
     draws = np.arange(4 * 1000, dtype=float).reshape(4, 1000)  # a draw's value is its position
     rng = np.random.default_rng(14)
@@ -298,6 +311,7 @@ def test_choosing_L_and_counting_short_ess():
     assert sbc.thin_to_ess(draws, 0.3, np.random.default_rng(2)).size == 1
 
 
+@pytest.mark.false_alarm(0)
 def test_judge_output_shape():
     rng = np.random.default_rng(15)
     ranks = {"mu": list(rng.integers(0, L + 1, S)), "log_lik": list(rng.integers(0, 30, 150))}
@@ -317,6 +331,7 @@ def test_judge_output_shape():
 # --------------------------------------------------------------------------- (d) figures
 
 
+@pytest.mark.false_alarm(0)
 def test_figures_build_for_three_backends_and_six_quantities():
     rng = np.random.default_rng(16)
     quantities = ["mu", "tau", "theta[0]", "theta[1]", "p_positive", "log_lik"]

@@ -42,6 +42,7 @@ def test_log_densities_differ_by_a_constant(parametrization):
     np.testing.assert_allclose(differences, differences[0], rtol=0, atol=1e-8)
 
 
+@pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_posteriors_agree_within_monte_carlo_error():
     rows, counts = _rows_and_counts()
     settings = SamplerSettings(chains=4, draws=1000, tune=1000, seed=11)
