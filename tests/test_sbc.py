@@ -39,7 +39,7 @@ import pytest
 
 from polyppl.cli import main
 from polyppl.errors import UserError
-from polyppl.execution.grid import IN_PROCESS, forget_compiled, run_grid
+from polyppl.execution.grid import IN_PROCESS, GridRun, forget_compiled, run_grid
 from polyppl.inference.methods import SamplerSettings
 from polyppl.spec import SpecError
 from polyppl.studies.sbc import (
@@ -104,6 +104,18 @@ def test_streams_of_a_simulation_depend_only_on_seed_and_simulation():
     assert simulation_rng(3, 7).normal() == simulation_rng(3, 7).normal() != simulation_rng(3, 8).normal()
     assert sampler_seed(3, 7) == sampler_seed(3, 7) != sampler_seed(4, 7)
     assert 0 <= sampler_seed(2**31 - 1, 10**6) < 2**31
+
+
+def test_a_backend_without_finished_fits_has_no_verdict_and_exit_code_3(tmp_path):
+    """Every fit of a backend failed (a hand-made ledger of errors: no sampling): no ranks,
+    so no verdict either way, and exit code 3, which ``polyppl sbc`` returns as it is."""
+    plan = plan_sbc("eight-schools", ["stan"], simulations=3, out=tmp_path)
+    grid = GridRun({task.key: {"status": "error", "error": "boom"} for task in plan.tasks}, reused=0,
+                   ran=len(plan.tasks), wall_seconds=1.0, workers=1, where=IN_PROCESS)
+    run = summarize(plan, grid, FAMILY_ALPHA)
+    column = run.columns["stan"]
+    assert column.counts["error"] == 3 and column.counts["ok"] == 0 and column.results == {}
+    assert column.verdict == "no verdict" and run.verdict == "no verdict" and run.exit_code == 3
 
 
 # --------------------------------------------------------------------------- calibration

@@ -265,7 +265,7 @@ def test_meanfield_advi_on_centered_eight_schools_is_not_reliable(backend):
     card = score("numpyro", {k: v for k, v in nuts.items() if k.partition("[")[0] in shared},
                  {k: v for k, v in mine.items() if k.partition("[")[0] in shared},
                  raw["log_p"].values, raw["log_q"].values)
-    assert card.verdict != "reliable", card.reasons
+    assert card.verdict == "unreliable", (card.verdict, card.reasons)
 
 
 # --------------------------------------------------------------------------- 4. capabilities, input
