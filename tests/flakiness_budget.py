@@ -99,12 +99,12 @@ def budget_lines(declarations: list[Declaration], scope: str, detail: int = 0) -
 #: helper, constant or fixture of its file: the tolerance helpers (every name imported from
 #: stat_tolerance), the agreement and SBC tests, goodness-of-fit tests and p-values, Monte
 #: Carlo standard errors, the skewed backend of power tests, and a stated false-alarm level (a
-#: name with ALPHA in it, ``family_alpha``, the CLI's level option ``--alpha``).
+#: name with ALPHA in it, ``family_alpha``). The CLI's ``--alpha`` is not on the list: tests of
+#: the parser name it without any statistics; a test that passes a level passes a constant.
 STATISTICAL_NAMES = {"holm", "pair_tests", "bonferroni_threshold", "kstest", "ks_2samp", "chisquare",
                      "simultaneous_band", "judge", "family_alpha", "_binomial_ok", "_disagrees", "pvalue", "p_value",
                      "mcse", "mcse_mean", "skewed_backend"}
 STATISTICAL_PATTERN = re.compile(r"ALPHA")
-STATISTICAL_STRINGS = {"--alpha"}
 
 
 def _referenced(nodes: Iterable[ast.AST]) -> set[str]:
@@ -119,14 +119,11 @@ def _referenced(nodes: Iterable[ast.AST]) -> set[str]:
                 names.add(sub.arg)  # a fixture, by its parameter name
             elif isinstance(sub, ast.keyword) and sub.arg:
                 names.add(sub.arg)
-            elif isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value in STATISTICAL_STRINGS:
-                names.add(sub.value)
     return names
 
 
 def _is_seed(name: str, imported: set[str]) -> bool:
-    return (name in imported or name in STATISTICAL_NAMES or name in STATISTICAL_STRINGS
-            or bool(STATISTICAL_PATTERN.search(name)))
+    return name in imported or name in STATISTICAL_NAMES or bool(STATISTICAL_PATTERN.search(name))
 
 
 def _declares(function: ast.FunctionDef, module_marks: set[str]) -> bool:
