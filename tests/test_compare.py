@@ -88,21 +88,25 @@ def test_second_run_reuses_finished_fits(exact_comparison):
 
 def test_edited_data_is_never_answered_from_an_old_run(tmp_path):
     """The user's report: edit the CSV between two runs, get the old posterior. Now the
-    second run says the data changed and answers from the new data. One column, so there is
-    nothing to disagree with: exit 0 says both fits converged (at 4 x 500 draws)."""
+    second run says the data changed and answers from the new data. One column and no
+    reference: nothing to compare, so each run's verdict is inconclusive (exit 3) for that
+    reason alone (at 4 x 500 draws the fit converges: no other reason), and its fit finished."""
     data, out = tmp_path / "ab.csv", tmp_path / "out"
     data.write_text("variant,trials,successes\nA,100,30\nB,100,50\n")
     first = polyppl("compare", "beta-binomial", "--data", data, "--backends", "stan", *FAST, "--out", out,
                     "--json", tmp_path / "first.json", cwd=tmp_path)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert first.returncode == 3 and "fewer than two finished sources" in first.stdout, \
+        first.stdout[-2000:] + first.stderr[-2000:]
     data.write_text("variant,trials,successes\nA,100,90\nB,100,10\n")
     second = polyppl("compare", "beta-binomial", "--data", data, "--backends", "stan", *FAST, "--out", out,
                      "--json", tmp_path / "second.json", cwd=tmp_path)
-    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert second.returncode == 3 and "fewer than two finished sources" in second.stdout, \
+        second.stdout[-2000:] + second.stderr[-2000:]
     assert "reusing" not in second.stderr
     assert "running again: the data changed since the earlier run" in second.stderr
-    rates = {name: json.loads((tmp_path / f"{name}.json").read_text())["backends"]["stan"]["posterior"]["rates[A]"]["mean"]
-             for name in ("first", "second")}
+    reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("first", "second")}
+    assert all(r["backends"]["stan"]["status"] == "ok" for r in reports.values())
+    rates = {name: r["backends"]["stan"]["posterior"]["rates[A]"]["mean"] for name, r in reports.items()}
     assert rates["first"] < 0.45 and rates["second"] > 0.8, rates
 
 
