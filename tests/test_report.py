@@ -21,8 +21,12 @@ from polyppl.render.report import _rank_figure, _trace_figure
 from stat_tolerance import FAMILY_ALPHA
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-#: Short runs for what is not about convergence; the remedies ladder, which would lengthen
-#: their chains, is tested in test_remedies.py.
+#: Short runs for what is not about convergence (the remedies ladder, which would lengthen
+#: their chains, is tested in test_remedies.py): the report needs a finished comparison, not
+#: a converged one. Whether all four columns converge at a given size changes with library
+#: versions (2026-12-07, PyMC 6.3: NumPyro's R-hat flagged at 4 x 500 draws, PyMC's R-hat
+#: and ESS at 4 x 1000, seed 1), so the verdict is agree (0) or inconclusive (3); disagree
+#: (1) fails the test, by chance with probability at most the declared rate (``--alpha``).
 SMALL = ["--chains", "2", "--draws", "300", "--tune", "300", "--remedies", "none"]
 STRICT = ["--alpha", repr(FAMILY_ALPHA)]
 REPORT_NAME = "multilevel-logistic-seed-report.html"
@@ -67,9 +71,9 @@ def seed_comparison(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     # Both Stan engines as columns of their own: the report shows every engine.
     columns = "pymc,numpyro,stan:pystan" + (",stan:cmdstanpy" if HAVE_CMDSTAN else "")
-    proc = polyppl("compare", "multilevel-logistic", "--backends", columns, *FAST, *STRICT, "--out", tmp / "out",
+    proc = polyppl("compare", "multilevel-logistic", "--backends", columns, *SMALL, *STRICT, "--out", tmp / "out",
                    cwd=tmp)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-3000:]
     return tmp, proc
 
 
