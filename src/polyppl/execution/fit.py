@@ -16,6 +16,7 @@ import xarray as xr
 from polyppl.backends import CompiledModel, get_backend
 from polyppl.execution.record import ApproximationSummary, FitRecord
 from polyppl.execution.request import FitRequest
+from polyppl.execution.store import file_sha256
 from polyppl.inference.diagnostics import Estimate, RunDiagnostics, Summary, flatten, probability, run_diagnostics, scalar_summary
 from polyppl.inference.draws import Timings
 from polyppl.inference.idata import load_netcdf, run_attrs, save_json, save_netcdf, stem_path, to_inference_data
@@ -46,10 +47,14 @@ class FitResult:
     def decisions(self) -> dict[str, dict[str, Estimate]]:
         return self.record.decisions
 
-    def save(self, stem: Path) -> None:
-        """``STEM.nc`` (ArviZ DataTree) and ``STEM.json`` (record), each written atomically."""
-        save_netcdf(self.idata, stem_path(stem, ".nc"))
-        save_json(self.record.to_json(), stem_path(stem, ".json"))
+    def save(self, stem: Path) -> FitRecord:
+        """``STEM.nc`` (ArviZ DataTree) and ``STEM.json`` (record), each written atomically, the
+        record last, with the checksum of the ``.nc`` file; the record as saved."""
+        netcdf = stem_path(stem, ".nc")
+        save_netcdf(self.idata, netcdf)
+        record = replace(self.record, netcdf_sha256=file_sha256(netcdf))
+        save_json(record.to_json(), stem_path(stem, ".json"))
+        return record
 
 
 def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
