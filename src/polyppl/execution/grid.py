@@ -77,7 +77,7 @@ from typing import Any, Callable, Mapping, Sequence
 from polyppl.backends import BACKENDS, get_backend
 from polyppl.backends.base import CompiledModel
 from polyppl.errors import UserError
-from polyppl.execution.reaper import adopting_descendants, end_with_parent
+from polyppl.execution.reaper import adopting_descendants, end_group_with_this_process
 from polyppl.execution.store import folder_lock
 from polyppl.inference.draws import stopwatch
 from polyppl.spec import Dataset, Model
@@ -366,8 +366,8 @@ def _cpu_seconds() -> float:
 
 def _setup_plugin(local: bool):
     """A Dask worker plugin that prepares each worker process (existing and future ones);
-    on a ``local`` cluster, each worker also ends itself and its descendants once the driver
-    is gone (``kill -9`` of the driver leaves no worker running)."""
+    on a ``local`` cluster, what each worker starts also ends with it (``kill -9`` of the
+    driver leaves nothing running)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class PolypplWorkerSetup(WorkerPlugin):
@@ -380,7 +380,7 @@ def _setup_plugin(local: bool):
         def setup(self, worker) -> None:
             prepare_worker_process()
             if self.local:
-                end_with_parent()
+                end_group_with_this_process()
 
     return PolypplWorkerSetup(local)
 

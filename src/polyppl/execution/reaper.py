@@ -7,9 +7,10 @@ and these outlive the worker that started them: they are reparented to PID 1 and
 Here the driver declares itself a *child subreaper* (``PR_SET_CHILD_SUBREAPER``) while the
 grid runs, so every orphaned descendant becomes its child instead, and ends every child
 that the grid left behind when the grid ends, however it ends (normal end, an exception,
-Ctrl-C, SIGTERM turned into an exception by the CLI). A worker does the same for its own
-descendants, and ends them and itself when its parent (the driver) is gone, so that
-``kill -9`` of the driver leaves nothing either.
+Ctrl-C, SIGTERM turned into an exception by the CLI). Each worker of a local cluster leads a
+process group of its own, guarded by a small process that kills the group once the worker
+is gone, so that ``kill -9`` of the driver (after which Dask ends its workers at once)
+leaves nothing either.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import contextlib
 import ctypes
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -98,23 +100,44 @@ def adopting_descendants() -> Iterator[None]:
                 _prctl(_PR_SET_CHILD_SUBREAPER, 0)
 
 
-def end_with_parent(every: float = 0.5) -> None:
-    """In a worker process: adopt its orphaned descendants, and once its parent is gone,
-    end them and exit. Idempotent within a process."""
-    global _WATCHING
-    if _WATCHING:
+#: The guard of a worker's process group: waits for the end of a pipe that only the worker
+#: holds, then kills the group (what the worker started and left behind).
+_GUARD = """
+import os, signal, sys
+descriptor, group = int(sys.argv[1]), int(sys.argv[2])
+while True:
+    try:
+        if os.read(descriptor, 1) == b"":
+            break
+    except InterruptedError:
+        continue
+    except OSError:
+        break
+try:
+    os.killpg(group, signal.SIGKILL)
+except (ProcessLookupError, PermissionError):
+    pass
+"""
+
+
+def end_group_with_this_process() -> None:
+    """In a worker process: make it the leader of a process group of its own, which what it
+    starts joins, and start a guard that kills that group once the worker is gone, however it
+    ends (Dask ends a worker whose driver died with ``os._exit``, which runs no clean-up).
+    Idempotent within a process.
+
+    A guard process is needed: a fork server's children hold the server's "alive" pipe, so
+    neither they nor the server notice that the process that started them is gone."""
+    global _GUARDED
+    if _GUARDED is not None:
         return
-    _WATCHING = True
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        end_children(grace=0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="polyppl-end-with-parent", daemon=True).start()
+    os.setpgid(0, 0)
+    watched, held = os.pipe()
+    subprocess.Popen([sys.executable, "-c", _GUARD, str(watched), str(os.getpgrp())], pass_fds=(watched,),
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    os.close(watched)
+    _GUARDED = held  # open until this process ends; never inherited (os.pipe's are not)
 
 
-_WATCHING = False
+_GUARDED: int | None = None
