@@ -258,34 +258,56 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def test_two_compare_runs_on_one_out_take_turns(tmp_path):
-    """Two runs with different settings on one ``--out`` at once, then two with the same:
-    each finishes with a verdict (no crash), the second waits for the first, each record and
-    draws file agree with each other, and identical runs sample once."""
-    def start(draws: int, name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "polyppl.cli", "compare", "eight-schools", "--backends",
-                                 "numpyro", "--chains", "2", "--draws", str(draws), "--tune", "100", "--out", "out"],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / name, "w"))
+_COMPARE_SCRIPT = """
+import sys
+from polyppl.execution.child import use_forkserver
+from polyppl.inference.methods import SamplerSettings
+from polyppl.studies.compare import compare
 
-    runs = [start(100, "a.txt"), start(150, "b.txt")]
-    codes = [r.wait(timeout=600) for r in runs]
-    errors = [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")]
-    assert all(code in (0, 1, 3) for code in codes), errors
-    assert any("waiting for another polyppl run" in e for e in errors), errors
+def note(line):
+    print(line, file=sys.stderr, flush=True)
+
+if __name__ == "__main__":
+    use_forkserver()
+    comparison = compare("eight-schools", backends=["numpyro"], settings=SamplerSettings(chains=2, draws={draws}, tune=100),
+                         out="out", progress=note)
+    posterior = comparison.sources["numpyro"]
+    print("draws used", {{q.draws.size for q in posterior.values()}}, flush=True)
+"""
+
+
+def test_two_compare_runs_on_one_out_take_turns(tmp_path):
+    """Two comparisons with different settings on one ``--out`` at once, then two with the
+    same: each finishes (no crash), the second waits for the first, each judges its own
+    draws (never the other run's), the files on disk agree with each other, and identical
+    runs sample once."""
+    def start(draws: int, name: str) -> subprocess.Popen:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(_COMPARE_SCRIPT.format(draws=draws)))
+        return subprocess.Popen([sys.executable, f"{name}.py"], cwd=tmp_path, stdout=open(tmp_path / f"{name}.out", "w"),
+                                stderr=open(tmp_path / f"{name}.err", "w"))
+
+    def outputs(names):
+        return [(tmp_path / f"{n}.out").read_text() for n in names], [(tmp_path / f"{n}.err").read_text() for n in names]
+
+    runs = {"a": (start(100, "a"), 100), "b": (start(150, "b"), 150)}
+    codes = [process.wait(timeout=900) for process, _ in runs.values()]
+    out, err = outputs(runs)
+    assert codes == [0, 0], err
+    for text, (_, draws) in zip(out, runs.values()):
+        assert f"draws used {{{2 * draws}}}" in text, (out, err)
+    assert any("waiting for another polyppl run" in e for e in err), err
     record = json.loads((tmp_path / "out" / "eight-schools-classic-numpyro-nuts.json").read_text())
     from polyppl.inference.idata import load_netcdf
 
     draws = load_netcdf(tmp_path / "out" / "eight-schools-classic-numpyro-nuts.nc")["posterior"].sizes["draw"]
-    assert draws == record["settings"]["draws"]
     saved = json.loads((tmp_path / "out" / "eight-schools-classic-comparison.json").read_text())
-    assert saved["settings"]["draws"] == record["settings"]["draws"]
+    assert draws == record["settings"]["draws"] == saved["settings"]["draws"]
 
-    same = [start(record["settings"]["draws"], "c.txt"), start(record["settings"]["draws"], "d.txt")]
-    codes = [r.wait(timeout=600) for r in same]
-    errors = [(tmp_path / n).read_text() for n in ("c.txt", "d.txt")]
-    assert all(code in (0, 1, 3) for code in codes), errors
-    assert sum(e.count("numpyro: sampling") + e.count("numpyro: running again") for e in errors) == 0, errors
-    assert all("reusing the finished run" in e for e in errors), errors
+    same = [start(draws, "c"), start(draws, "d")]
+    codes = [process.wait(timeout=900) for process in same]
+    out, err = outputs(["c", "d"])
+    assert codes == [0, 0], err
+    assert all("reusing the finished run" in e and "sampling" not in e for e in err), err
 
 
 # --------------------------------------------------------------------------- exit codes

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -36,9 +37,19 @@ def file_sha256(path: Path) -> str:
 def folder_lock(folder: Path, name: str, *, shared: bool = False,
                 waiting: Callable[[str], None] = lambda line: None) -> Iterator[None]:
     """Hold the lock ``folder/.NAME.lock`` (exclusive, or ``shared`` among readers) while the
-    block runs; ``waiting`` is told once when another process holds it."""
+    block runs; ``waiting`` is told once when another process (or thread) holds it. Within a
+    thread that holds it already, the block just runs (a command holds the lock around a study
+    that takes it too)."""
     folder = Path(folder)
     path = folder / f".{name}.lock"
+    key = (threading.get_ident(), str(path.absolute()))
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     try:
         if not shared:
             folder.mkdir(parents=True, exist_ok=True)
@@ -60,9 +71,15 @@ def folder_lock(folder: Path, name: str, *, shared: bool = False,
         if not shared:
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+        _HELD[key] = 1
         yield
     finally:
+        _HELD.pop(key, None)
         os.close(descriptor)  # closing frees the lock
+
+
+#: The locks this process holds, by thread and path, with how many blocks hold each.
+_HELD: dict[tuple[int, str], int] = {}
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:
