@@ -355,3 +355,32 @@ def test_a_scheduler_address_is_checked_and_a_refusal_reported_at_once(tmp_path,
     assert result.returncode == 2, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert time.monotonic() - start < 30
+
+
+# --------------------------------------------------------------------------- a plain script
+
+_PLAIN_SCRIPT = """
+from polyppl import spec as s, sample, SamplerSettings
+
+mu, sigma = s.Var("mu"), s.Var("sigma")
+model = s.Model("hierarchical-poisson", (
+    s.Data("exposure", "real", ("site",), lower=0),
+    s.Param("mu", s.Normal(0.0, 2.0)),
+    s.Param("sigma", s.HalfStudentT(3.0, 1.0)),
+    s.Param("z", s.Normal(0.0, 1.0), ("site",)),
+    s.Deterministic("rates", s.exp(mu + sigma * s.Var("z")), ("site",)),
+    s.Observed("y", s.Poisson(s.Var("exposure") * s.Var("rates")), ("site",)),
+))
+data = s.Dataset(values={"exposure": [1.0, 2.0, 0.5], "y": [3, 11, 0]}, coords={"site": ("north", "south", "east")})
+idata = sample(model, data, "stan", SamplerSettings(chains=2, draws=100, tune=100, seed=1), engine="pystan")
+print("draws", dict(idata["posterior"].sizes))
+"""
+
+
+def test_sample_on_pystan_from_a_plain_script_without_a_main_guard(tmp_path):
+    """The README's Python example with "stan", in a script with no ``if __name__ ==
+    "__main__":``: PyStan's chains run in processes that must not import the script again."""
+    (tmp_path / "plain.py").write_text(_PLAIN_SCRIPT)
+    result = subprocess.run([sys.executable, "plain.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "draws {'chain': 2, 'draw': 100}" in result.stdout, result.stdout

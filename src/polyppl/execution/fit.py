@@ -7,6 +7,7 @@ worker of a grid, the benchmarks) ends here.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -14,6 +15,7 @@ from typing import Callable, Mapping
 import xarray as xr
 
 from polyppl.backends import CompiledModel, get_backend
+from polyppl.errors import UserError
 from polyppl.execution.record import ApproximationSummary, FitRecord
 from polyppl.execution.request import FitRequest
 from polyppl.execution.store import file_sha256
@@ -62,6 +64,7 @@ def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
     """Run ``request`` here and now. ``compiled``: run on this compiled model instead of
     compiling the request's (the benchmarks time a hand-written model through the same
     path, from sampler call to record)."""
+    _refuse_while_bootstrapping()
     labels = request.labels
     if progress:
         s = request.settings
@@ -89,6 +92,18 @@ def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
     }
     idata = to_inference_data(request.model, request.dataset, draws, posterior, attrs)
     return FitResult(idata, summarize(idata, request))
+
+
+def _refuse_while_bootstrapping() -> None:
+    """A process started by spawn or a fork server imports the ``__main__`` script of its
+    parent again; a fit called at that script's top level would run again in every such
+    process (and multiprocessing refuses to start more). Say what to do instead."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        main = getattr(sys.modules.get("__mp_main__") or sys.modules.get("__main__"), "__file__", "your script")
+        raise UserError(f"{main} runs a fit at its top level, and a process started for the sampler imports that "
+                        f"script again: put the code that samples under `if __name__ == \"__main__\":`")
 
 
 def base_record(request: FitRequest) -> FitRecord:
