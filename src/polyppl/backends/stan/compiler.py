@@ -370,6 +370,11 @@ class PyStanEngine:
             save_warmup=True,
             delta=settings.target_accept,
             max_depth=settings.max_tree_depth,
+            # No progress messages: httpstan parses each chunk of 8192 bytes of the log that
+            # holds "info:Iteration" with a regular expression and fails (IndexError 'pop from
+            # empty list', httpstan 4.13 views.py) when the chunk cuts the message short, as a
+            # burst of rejection messages does (lme4's sleepstudy). polyppl shows no progress bar.
+            refresh=0,
         )
         with captured_output(), stopwatch() as elapsed:
             try:
