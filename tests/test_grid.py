@@ -137,8 +137,12 @@ def test_dask_records_errors_timeouts_and_crashes(tmp_path):
         GridTask(FitKey("toy", "none", "nuts", "hang", 1), "grid_tasks:hang", {"sleep": 120}, "c1"),
         GridTask(FitKey("toy", "none", "nuts", "die", 1), "grid_tasks:die", {}, "c1"),
     ]
-    run = run_grid(tasks, ledger=tmp_path / "ledger.jsonl", workers=2, timeout=8, retries=1)
+    notes: list[str] = []
+    run = run_grid(tasks, ledger=tmp_path / "ledger.jsonl", workers=2, timeout=8, retries=1, progress=notes.append)
     status = {t.key.simulation: run.entries[t.key]["status"] for t in tasks}
+    # Each death of the "die" task's worker is reported as it happens and in the summary; the
+    # worker restarted on purpose after the timeout is not.
+    assert len(run.workers_lost) == 2 and sum("lost mid-grid" in n for n in notes) == 2, notes
     assert status == {0: "ok", 1: "ok", 2: "ok", 3: "ok", "fail": "error", "hang": "timeout", "die": "crashed"}
     assert "2 different workers" in run.entries[tasks[-1].key]["error"]  # retries=1: two attempts
     assert len(read_ledger(tmp_path / "ledger.jsonl").entries) == len(tasks)
