@@ -384,3 +384,18 @@ def test_sample_on_pystan_from_a_plain_script_without_a_main_guard(tmp_path):
     result = subprocess.run([sys.executable, "plain.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "draws {'chain': 2, 'draw': 100," in result.stdout, result.stdout
+
+
+# --------------------------------------------------------------------------- PyStan on lme4
+
+
+@pytest.mark.slow
+def test_sleepstudy_runs_on_pystan(tmp_path):
+    """lme4's sleepstudy with correlated random slopes on PyStan: httpstan 4.13 failed every
+    run ("pop from empty list" in its progress parser) while polyppl asked for progress
+    messages; without them it samples."""
+    result = polyppl("compare", "--formula", "Reaction ~ Days + (Days | Subject)", "--family", "gaussian",
+                     "--data", str(TESTS / "data" / "lme4" / "sleepstudy.csv"), "--backends", "stan:pystan",
+                     *SMALL, "--out", "out", cwd=tmp_path, timeout=1800)
+    record = json.loads((tmp_path / "out" / "formula-sleepstudy-stan-pystan-nuts.json").read_text())
+    assert record["status"] == "ok", (record.get("error"), result.stderr[-2000:])
