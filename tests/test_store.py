@@ -391,11 +391,11 @@ def test_sample_on_pystan_from_a_plain_script_without_a_main_guard(tmp_path):
 
 @pytest.mark.slow
 def test_sleepstudy_runs_on_pystan(tmp_path):
-    """lme4's sleepstudy with correlated random slopes on PyStan: httpstan 4.13 failed every
-    run ("pop from empty list" in its progress parser) while polyppl asked for progress
-    messages; without them it samples."""
+    """lme4's sleepstudy with correlated random slopes on PyStan at the default settings
+    (4 chains x 1000 + 1000): httpstan 4.13 failed every run ("pop from empty list" in its
+    progress parser) while polyppl asked for progress messages; without them it samples."""
     result = polyppl("compare", "--formula", "Reaction ~ Days + (Days | Subject)", "--family", "gaussian",
                      "--data", str(TESTS / "data" / "lme4" / "sleepstudy.csv"), "--backends", "stan:pystan",
-                     *SMALL, "--out", "out", cwd=tmp_path, timeout=1800)
+                     "--out", "out", cwd=tmp_path, timeout=1800)
     record = json.loads((tmp_path / "out" / "formula-sleepstudy-stan-pystan-nuts.json").read_text())
     assert record["status"] == "ok", (record.get("error"), result.stderr[-2000:])
