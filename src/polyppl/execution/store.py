@@ -50,6 +50,7 @@ def folder_lock(folder: Path, name: str, *, shared: bool = False,
         finally:
             _HELD[key] -= 1
         return
+    created = not folder.exists()
     try:
         if not shared:
             folder.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,12 @@ def folder_lock(folder: Path, name: str, *, shared: bool = False,
             os.pwrite(descriptor, str(os.getpid()).encode(), 0)
         _HELD[key] = 1
         yield
+    except BaseException:
+        if created:  # bad input found inside the block: leave no folder behind
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         _HELD.pop(key, None)
         os.close(descriptor)  # closing frees the lock
