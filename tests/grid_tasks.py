@@ -57,3 +57,18 @@ def hazards(argument: dict) -> dict:
         "pytensor_flags": os.environ.get("PYTENSOR_FLAGS", ""),
         "pytensor_imported": "pytensor" in sys.modules,
     }
+
+
+#: A process pool kept for the life of the worker, as httpstan keeps its own.
+_KEPT_POOL = None
+
+
+def keep_a_pool(argument: dict) -> dict:
+    """Start a process pool from the fork server and keep it, as PyStan's httpstan does:
+    processes that outlive the task, and, unless the grid ends them, the worker."""
+    global _KEPT_POOL
+    if _KEPT_POOL is None:
+        _KEPT_POOL = concurrent.futures.ProcessPoolExecutor(max_workers=2)
+    pids = set(_KEPT_POOL.submit(os.getpid).result() for _ in range(4))
+    time.sleep(argument.get("sleep", 0.0))
+    return {"pool_pids": sorted(pids)}

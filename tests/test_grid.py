@@ -46,7 +46,8 @@ def test_ledger_skips_a_line_cut_short_and_closes_it(tmp_path):
     append_line(ledger, {**entry, "key": FitKey("m", "b", "nuts", 1, 1).as_dict()})
     lines = ledger.read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[2])["key"]["simulation"] == 1
-    assert sorted(key for key, _ in read_ledger(ledger)) == ["m|b|nuts|0|1", "m|b|nuts|1|1"]
+    read = read_ledger(ledger)
+    assert sorted(key for key, _ in read.entries) == ["m|b|nuts|0|1", "m|b|nuts|1|1"] and read.unreadable == 1
 
 
 def test_in_process_grid_resumes_and_reruns_a_changed_config(tmp_path):
@@ -87,7 +88,7 @@ def test_killed_driver_loses_no_finished_task(tmp_path):
         time.sleep(0.1)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    finished = len(read_ledger(ledger))
+    finished = len(read_ledger(ledger).entries)
     assert 4 <= finished < 40
     resumed = run_grid(_tasks(40, sleep=0.0), ledger=ledger, scheduler=IN_PROCESS)
     assert (resumed.reused, resumed.ran) == (finished, 40 - finished)
@@ -123,7 +124,7 @@ def test_ctrl_c_stops_a_dask_grid_quietly_and_keeps_what_finished(tmp_path):
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == 130 and "interrupted" in err
     assert "Traceback" not in err, err
-    assert 3 <= len(read_ledger(ledger)) < 200
+    assert 3 <= len(read_ledger(ledger).entries) < 200
 
 
 def test_dask_records_errors_timeouts_and_crashes(tmp_path):
@@ -136,11 +137,15 @@ def test_dask_records_errors_timeouts_and_crashes(tmp_path):
         GridTask(FitKey("toy", "none", "nuts", "hang", 1), "grid_tasks:hang", {"sleep": 120}, "c1"),
         GridTask(FitKey("toy", "none", "nuts", "die", 1), "grid_tasks:die", {}, "c1"),
     ]
-    run = run_grid(tasks, ledger=tmp_path / "ledger.jsonl", workers=2, timeout=8, retries=1)
+    notes: list[str] = []
+    run = run_grid(tasks, ledger=tmp_path / "ledger.jsonl", workers=2, timeout=8, retries=1, progress=notes.append)
     status = {t.key.simulation: run.entries[t.key]["status"] for t in tasks}
+    # Each death of the "die" task's worker is reported as it happens and in the summary; the
+    # worker restarted on purpose after the timeout is not.
+    assert len(run.workers_lost) == 2 and sum("lost mid-grid" in n for n in notes) == 2, notes
     assert status == {0: "ok", 1: "ok", 2: "ok", 3: "ok", "fail": "error", "hang": "timeout", "die": "crashed"}
     assert "2 different workers" in run.entries[tasks[-1].key]["error"]  # retries=1: two attempts
-    assert len(read_ledger(tmp_path / "ledger.jsonl")) == len(tasks)
+    assert len(read_ledger(tmp_path / "ledger.jsonl").entries) == len(tasks)
 
 
 def test_tasks_waiting_behind_a_dying_one_are_not_recorded_as_crashed(tmp_path):
@@ -200,7 +205,7 @@ def test_worker_killed_mid_sbc_loses_nothing_and_changes_no_rank(tmp_path):
     assert killed
     column = distributed.columns["stan"]
     assert column.counts["ok"] == 8 and column.counts["crashed"] == 0
-    assert len(read_ledger(distributed.ledger)) == 8
+    assert len(read_ledger(distributed.ledger).entries) == 8
     assert distributed.L == reference.L
     assert column.ranks == reference.columns["stan"].ranks
 

@@ -51,24 +51,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.scheduler is not None or args.workers is not None:
         raise UserError("--scheduler and --workers run --replications on a grid; one comparison runs here")
 
+    from polyppl.execution.store import folder_lock
     from polyppl.inference.idata import save_json
     from polyppl.render.report import default_report_path, write_report
     from polyppl.render.tables import comparison_text
-    from polyppl.studies.compare import compare, comparison_path
+    from polyppl.studies.compare import compare, comparison_path, lock_name
 
-    comparison = compare(
-        problem, backends=[c.label for c in args.backends] if args.backends else None,
-        settings=settings_from(args), engines=engines_from(args), reference=args.reference, out=args.out,
-        timeout=args.timeout, force=args.force, family_alpha=args.alpha, methods=args.methods,
-        variational=variational_from(args), remedies=args.remedies, progress=progress,
-    )
-    print(comparison_text(comparison))
-    print(f"\nsaved: {comparison_path(args.out, comparison.problem.labels)} (and one .nc/.json per backend in {args.out})")
-    if args.json:
-        save_json(comparison.to_json(), args.json)
-        print(f"saved: {args.json}")
-    report = write_report(comparison, args.report or default_report_path(args.out, comparison))
-    print(f"report: {report}")
+    # The lock of these fits in --out, held until the report has read them (another run takes turns).
+    with folder_lock(args.out, lock_name(problem.labels), waiting=progress):
+        comparison = compare(
+            problem, backends=[c.label for c in args.backends] if args.backends else None,
+            settings=settings_from(args), engines=engines_from(args), reference=args.reference, out=args.out,
+            timeout=args.timeout, force=args.force, family_alpha=args.alpha, methods=args.methods,
+            variational=variational_from(args), remedies=args.remedies, progress=progress,
+        )
+        print(comparison_text(comparison))
+        print(f"\nsaved: {comparison_path(args.out, comparison.problem.labels)} (and one .nc/.json per backend in {args.out})")
+        if args.json:
+            save_json(comparison.to_json(), args.json)
+            print(f"saved: {args.json}")
+        report = write_report(comparison, args.report or default_report_path(args.out, comparison))
+        print(f"report: {report}")
     return comparison.exit_code
 
 

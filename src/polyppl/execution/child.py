@@ -2,6 +2,12 @@
 the whole process group (PyMC's chain processes, CmdStan's executables, httpstan's pool);
 their output is kept in a file and its tail returned.
 
+A child dies with the process that started it, however that one ends (``kill -9``
+included): it holds the read end of a pipe whose only writer is its parent, and a thread
+of the child (:func:`die_with_parent`) kills the child's process group when the pipe
+closes. A parent-death signal (``PR_SET_PDEATHSIG``) would kill the child alone and leave
+its own children running.
+
 Two uses: a fit in a child (``runner``), and a function called in a child with its own
 environment (``call_in_child``), for measurements that change process-wide state (JAX's
 precision, a PATH without a C++ compiler).
@@ -17,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -48,16 +55,32 @@ class ChildResult:
     error: str | None = None
 
 
+#: The environment variable that gives a child the descriptor of its parent's pipe.
+PARENT_PIPE_VARIABLE = "POLYPPL_PARENT_PIPE"
+
+
 def run_child(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None,
-              progress: Callable[[float], None] | None = None) -> ChildResult:
-    """Run ``argv`` to the end (or ``timeout`` seconds), keeping its output's tail.
+              progress: Callable[[float], None] | None = None, stdin: bytes = b"") -> ChildResult:
+    """Run ``argv`` to the end (or ``timeout`` seconds), keeping its output's tail; ``stdin``
+    is its standard input (from an unnamed file: nothing is left on disk).
 
     ``progress(elapsed)`` is called every 15 s while it runs. On Ctrl-C (or any exception
-    here) the child's process group is killed and the exception goes on."""
+    here) the child's process group is killed and the exception goes on; if this process is
+    killed outright, the child kills its group itself (:func:`die_with_parent`)."""
     start = time.monotonic()
-    with tempfile.TemporaryFile("w+b") as log:
-        process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **(env or {})})
+    with tempfile.TemporaryFile("w+b") as log, tempfile.TemporaryFile("w+b") as given:
+        given.write(stdin)
+        given.seek(0)
+        watched, held = os.pipe()  # the child reads ``watched``; only this process holds ``held``
+        try:
+            process = subprocess.Popen(list(argv), stdin=given, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, pass_fds=(watched,),
+                                       env={**os.environ, **(env or {}), PARENT_PIPE_VARIABLE: str(watched)})
+        except BaseException:
+            os.close(held)
+            raise
+        finally:
+            os.close(watched)
         timed_out = False
         try:
             next_note = PROGRESS_EVERY_SECONDS
@@ -74,6 +97,8 @@ def run_child(argv: Sequence[str], *, env: Mapping[str, str] | None = None, time
         except BaseException:
             _kill(process)
             raise
+        finally:
+            os.close(held)
         wall = time.monotonic() - start
         log.seek(0, os.SEEK_END)
         log.seek(max(0, log.tell() - 4 * OUTPUT_TAIL_CHARS))
@@ -94,6 +119,29 @@ def _kill(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+
+
+def die_with_parent() -> None:
+    """In a child started by :func:`run_child`: kill this process's group (this process and
+    every process it started) once its parent is gone, however the parent ended."""
+    descriptor = os.environ.pop(PARENT_PIPE_VARIABLE, None)
+    if descriptor is None:
+        return
+    descriptor = int(descriptor)
+    os.set_inheritable(descriptor, False)
+
+    def watch() -> None:
+        while True:
+            try:
+                if os.read(descriptor, 1) == b"":
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="polyppl-die-with-parent", daemon=True).start()
 
 
 _RESULT_MARK = "POLYPPL-RESULT "
@@ -119,5 +167,6 @@ def _main(function: str, kwargs: str) -> None:
 
 
 if __name__ == "__main__":
+    die_with_parent()
     use_forkserver()
     _main(*sys.argv[1:3])

@@ -7,6 +7,7 @@ worker of a grid, the benchmarks) ends here.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -14,8 +15,10 @@ from typing import Callable, Mapping
 import xarray as xr
 
 from polyppl.backends import CompiledModel, get_backend
+from polyppl.errors import UserError
 from polyppl.execution.record import ApproximationSummary, FitRecord
 from polyppl.execution.request import FitRequest
+from polyppl.execution.store import file_sha256
 from polyppl.inference.diagnostics import Estimate, RunDiagnostics, Summary, flatten, probability, run_diagnostics, scalar_summary
 from polyppl.inference.draws import Timings
 from polyppl.inference.idata import load_netcdf, run_attrs, save_json, save_netcdf, stem_path, to_inference_data
@@ -46,10 +49,14 @@ class FitResult:
     def decisions(self) -> dict[str, dict[str, Estimate]]:
         return self.record.decisions
 
-    def save(self, stem: Path) -> None:
-        """``STEM.nc`` (ArviZ DataTree) and ``STEM.json`` (record), each written atomically."""
-        save_netcdf(self.idata, stem_path(stem, ".nc"))
-        save_json(self.record.to_json(), stem_path(stem, ".json"))
+    def save(self, stem: Path) -> FitRecord:
+        """``STEM.nc`` (ArviZ DataTree) and ``STEM.json`` (record), each written atomically, the
+        record last, with the checksum of the ``.nc`` file; the record as saved."""
+        netcdf = stem_path(stem, ".nc")
+        save_netcdf(self.idata, netcdf)
+        record = replace(self.record, netcdf_sha256=file_sha256(netcdf))
+        save_json(record.to_json(), stem_path(stem, ".json"))
+        return record
 
 
 def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
@@ -57,6 +64,7 @@ def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
     """Run ``request`` here and now. ``compiled``: run on this compiled model instead of
     compiling the request's (the benchmarks time a hand-written model through the same
     path, from sampler call to record)."""
+    _refuse_while_bootstrapping()
     labels = request.labels
     if progress:
         s = request.settings
@@ -84,6 +92,18 @@ def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
     }
     idata = to_inference_data(request.model, request.dataset, draws, posterior, attrs)
     return FitResult(idata, summarize(idata, request))
+
+
+def _refuse_while_bootstrapping() -> None:
+    """A process started by spawn or a fork server imports the ``__main__`` script of its
+    parent again; a fit called at that script's top level would run again in every such
+    process (and multiprocessing refuses to start more). Say what to do instead."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        main = getattr(sys.modules.get("__mp_main__") or sys.modules.get("__main__"), "__file__", "your script")
+        raise UserError(f"{main} runs a fit at its top level, and a process started for the sampler imports that "
+                        f"script again: put the code that samples under `if __name__ == \"__main__\":`")
 
 
 def base_record(request: FitRequest) -> FitRecord:

@@ -19,7 +19,10 @@ The ledger (JSON lines, ``ledger``) gets one line per finished task as its resul
 appended with a single write and flushed to disk, so a driver that is killed loses nothing
 finished; run again with the same ledger, the grid skips every task already there (for the
 same ``config``, a hash of everything else that determines the results) and runs the rest.
-A line cut short by a kill is ignored.
+Each line carries the checksum of its own bytes and the ledger is read as bytes: a line cut
+short by a kill, two lines run together, or bytes changed on disk make that line unreadable;
+its task is run again and the unreadable lines are counted in the progress and the summary.
+Two runs on one ledger take turns (a lock beside it, ``store.folder_lock``).
 
 Failures are recorded, not dropped: a task whose function raises gets ``status: error``
 with the message and traceback's tail; one that runs past ``timeout`` seconds gets
@@ -56,6 +59,7 @@ import and the compile once for all the simulations it runs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import json
 import logging
@@ -73,6 +77,8 @@ from typing import Any, Callable, Mapping, Sequence
 from polyppl.backends import BACKENDS, get_backend
 from polyppl.backends.base import CompiledModel
 from polyppl.errors import UserError
+from polyppl.execution.reaper import adopting_descendants, end_group_with_this_process
+from polyppl.execution.store import folder_lock
 from polyppl.inference.draws import stopwatch
 from polyppl.spec import Dataset, Model
 from polyppl.spec.serialize import content_hash, model_hash
@@ -128,33 +134,77 @@ class GridRun:
     wall_seconds: float
     workers: int
     where: str
+    #: Ledger lines that failed their checksum (their tasks were run again).
+    unreadable_lines: int = 0
+    #: Workers that left the cluster while the grid ran (their tasks were run again elsewhere).
+    workers_lost: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- ledger
 
 
-def read_ledger(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Entries of ``path`` by (key text, config); the last line of a pair wins. Lines cut
-    short by an interruption are skipped."""
+#: Every ledger line ends with the SHA-256 of the line without it: ``...,"sha256":"HEX"}``.
+_CHECKSUM_KEY = b',"sha256":"'
+_CHECKSUM_END = len(_CHECKSUM_KEY) + 64 + 2
+
+
+def ledger_line(entry: Mapping[str, Any]) -> bytes:
+    """One ledger line: the entry as compact JSON with its own checksum as its last member."""
+    payload = json.dumps(entry, allow_nan=False, default=_json_default, sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    return payload[:-1] + _CHECKSUM_KEY + digest + b'"}\n'
+
+
+def parse_ledger_line(line: bytes) -> dict[str, Any] | None:
+    """The entry of one ledger line (without its newline), or None where the line is not
+    exactly as written: cut short, two lines run together, bytes changed (a zeroed block,
+    invalid UTF-8), or no checksum."""
+    if len(line) <= _CHECKSUM_END or line[-_CHECKSUM_END:-66] != _CHECKSUM_KEY or line[-2:] != b'"}':
+        return None
+    payload = line[:-_CHECKSUM_END] + b"}"
+    if hashlib.sha256(payload).hexdigest().encode() != line[-66:-2]:
+        return None
+    try:
+        entry = json.loads(payload.decode("utf-8"))
+        FitKey(**entry["key"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A ledger as read: entries by (key text, config), the last line of a pair winning, and
+    how many lines were unreadable (their tasks are run again)."""
+
+    entries: dict[tuple[str, str], dict[str, Any]]
+    unreadable: int = 0
+
+
+def read_ledger(path: Path) -> Ledger:
+    """The entries of the ledger at ``path``, read as bytes, each line checked against its
+    checksum; unreadable lines are counted and skipped."""
     entries: dict[tuple[str, str], dict[str, Any]] = {}
+    unreadable = 0
     if not path.exists():
-        return entries
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-            key = FitKey(**entry["key"])
-        except (json.JSONDecodeError, KeyError, TypeError):
+        return Ledger(entries)
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip(b" \r\t"):
             continue
-        entries[key.text(), str(entry.get("config"))] = entry
-    return entries
+        entry = parse_ledger_line(line.rstrip(b"\r"))
+        if entry is None:
+            unreadable += 1
+            continue
+        entries[FitKey(**entry["key"]).text(), str(entry.get("config"))] = entry
+    return Ledger(entries, unreadable)
 
 
 def append_line(path: Path, entry: Mapping[str, Any]) -> None:
-    """Append one JSON line with a single write, flushed to disk; a line left unfinished by
+    """Append one ledger line with a single write, flushed to disk; a line left unfinished by
     a kill is first closed, so that it spoils only itself."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(entry, allow_nan=False, default=_json_default) + "\n").encode()
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = ledger_line(entry)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         size = os.fstat(descriptor).st_size
         if size:
@@ -314,18 +364,25 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _setup_plugin():
-    """A Dask worker plugin that prepares each worker process (existing and future ones)."""
+def _setup_plugin(local: bool):
+    """A Dask worker plugin that prepares each worker process (existing and future ones);
+    on a ``local`` cluster, what each worker starts also ends with it (``kill -9`` of the
+    driver leaves nothing running)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class PolypplWorkerSetup(WorkerPlugin):
         idempotent = True
         name = "polyppl-worker-setup"
 
+        def __init__(self, local: bool) -> None:
+            self.local = local
+
         def setup(self, worker) -> None:
             prepare_worker_process()
+            if self.local:
+                end_group_with_this_process()
 
-    return PolypplWorkerSetup()
+    return PolypplWorkerSetup(local)
 
 
 # --------------------------------------------------------------------------- driver
@@ -359,8 +416,22 @@ def run_grid(
         raise UserError(f"workers must be at least 1, got {workers}")
     if retries < 0:
         raise UserError(f"retries must be at least 0, got {retries}")
-    done = read_ledger(ledger) if ledger is not None else {}
-    entries = {t.key: done[t.key.text(), t.config] for t in tasks if (t.key.text(), t.config) in done}
+    if scheduler not in (None, IN_PROCESS):
+        scheduler = check_scheduler_address(scheduler)
+    with contextlib.ExitStack() as held:
+        if ledger is not None:  # another run on this ledger: take turns, then reuse what it finished
+            held.enter_context(folder_lock(ledger.parent, ledger.name, waiting=progress or (lambda line: None)))
+        return _run_grid(tasks, ledger, scheduler, workers, timeout, retries, progress, on_result)
+
+
+def _run_grid(tasks: Sequence[GridTask], ledger: Path | None, scheduler: str | None, workers: int | None,
+              timeout: float | None, retries: int, progress: Progress | None,
+              on_result: Callable[[GridTask, dict[str, Any]], None] | None) -> GridRun:
+    done = read_ledger(ledger) if ledger is not None else Ledger({})
+    if done.unreadable and progress is not None:
+        progress(f"{done.unreadable} ledger line{'s' if done.unreadable != 1 else ''} unreadable "
+                 "(cut short, run together or changed on disk): re-run")
+    entries = {t.key: done.entries[t.key.text(), t.config] for t in tasks if (t.key.text(), t.config) in done.entries}
     todo = [t for t in tasks if t.key not in entries]
 
     def record(task: GridTask, outcome: dict[str, Any]) -> None:
@@ -376,6 +447,7 @@ def run_grid(
 
     tracker = _Tracker(len(todo), progress)
     with stopwatch() as elapsed:
+        lost: tuple[str, ...] = ()
         if not todo:
             count, where = 0, "nothing to run"
         elif scheduler == IN_PROCESS:
@@ -385,9 +457,45 @@ def run_grid(
                 record(task, outcome)
                 tracker.finished(task, outcome.get("status", "ok"))
         else:
-            count, where = _run_on_dask(todo, scheduler, workers, timeout, retries, record, tracker)
+            count, where, lost = _run_on_dask(todo, scheduler, workers, timeout, retries, record, tracker)
     return GridRun(entries, reused=len(tasks) - len(todo), ran=len(todo), wall_seconds=elapsed(), workers=count,
-                   where=where)
+                   where=where, unreadable_lines=done.unreadable, workers_lost=lost)
+
+
+#: Address schemes of a Dask scheduler that polyppl connects to.
+SCHEDULER_SCHEMES = ("tcp", "tls")
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` as ``SCHEME://HOST:PORT`` (``HOST:PORT`` means tcp), or a UserError that
+    says what is expected, before any connection is tried."""
+    expected = (f"expected tcp://HOST:PORT (the address `dask scheduler` prints) or {IN_PROCESS!r}")
+    scheme, sep, rest = address.strip().partition("://")
+    if not sep:
+        scheme, rest = "tcp", address.strip()
+    host, colon, port = rest.rpartition(":")
+    if scheme not in SCHEDULER_SCHEMES or not colon or not host or "/" in rest or not port.isdigit() \
+            or not 0 < int(port) < 65536:
+        raise UserError(f"--scheduler {address!r} is not a Dask scheduler address; {expected}")
+    return f"{scheme}://{host}:{port}"
+
+
+def _reachable(address: str, seconds: float = 5.0) -> None:
+    """A UserError at once when nothing listens at ``address`` (Dask would retry for 30 s and
+    then say only that it timed out)."""
+    import socket
+
+    host, _, port = address.partition("://")[2].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except ConnectionRefusedError:
+        raise UserError(f"cannot reach the Dask scheduler at {address}: connection refused (nothing listens there; "
+                        "start one with `uv run dask scheduler`)") from None
+    except socket.gaierror as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address}: unknown host ({exc.strerror})") from None
+    except OSError as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address}: "
+                        f"{exc.strerror or type(exc).__name__} (no answer within {seconds:g} s)") from None
 
 
 def default_workers() -> int:
@@ -399,11 +507,11 @@ def default_workers() -> int:
 
 
 def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int | None, timeout: float | None,
-                 retries: int, record: Callable[[GridTask, dict[str, Any]], None], tracker: _Tracker) -> tuple[int, str]:
+                 retries: int, record: Callable[[GridTask, dict[str, Any]], None],
+                 tracker: _Tracker) -> tuple[int, str, tuple[str, ...]]:
     import dask
     from distributed import Client, KilledWorker, LocalCluster, as_completed
 
-    cluster = None
     settings = {
         # Workers start their own processes (PyMC's chains, httpstan's pool): not daemons.
         "distributed.worker.daemon": False,
@@ -411,58 +519,104 @@ def _run_on_dask(todo: Sequence[GridTask], scheduler: str | None, workers: int |
         "distributed.worker.multiprocessing-method": "spawn",
         "distributed.scheduler.allowed-failures": retries,
     }
-    with dask.config.set(settings):
+    # Closed in reverse order on every way out: the watch, the client, the cluster, and then
+    # every process the local cluster left behind.
+    with contextlib.ExitStack() as stack, dask.config.set(settings):
         if scheduler is None:
+            stack.enter_context(adopting_descendants())
             count = workers or default_workers()
             with _interrupts_ignored_by_children():
                 cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
                                        silence_logs=logging.ERROR)
+            stack.callback(cluster.close)
             client = Client(cluster)
             where = f"a local Dask cluster of {count} worker process" + ("es" if count != 1 else "")
         else:
             if workers is not None:
                 raise UserError("--workers applies to the local cluster; an existing cluster has the workers it has")
+            _reachable(scheduler)
             try:
                 client = Client(scheduler, timeout=30)
             except OSError as exc:
                 raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
             count = len(client.scheduler_info().get("workers", {}))
             where = f"the Dask cluster at {scheduler} ({count} workers when the grid started)"
-    def submit(tasks: Sequence[GridTask], attempt: str) -> dict[Any, GridTask]:
-        return {client.submit(run_task, task.function, task.argument, timeout, pure=False,
-                              key=f"polyppl-{content_hash([task.key.text(), task.function, attempt])[:20]}"): task
-                for task in tasks}
+        stack.callback(client.close)
+        client.register_plugin(_setup_plugin(local=scheduler is None))
+        watch = _WorkerWatch(client, tracker)
+        stack.callback(watch.stop)
 
-    def finish(futures: dict[Any, GridTask], alone: bool) -> list[GridTask]:
-        """Record each task as it finishes; the suspects of a worker's death, when not alone."""
-        suspects = []
-        for future in as_completed(futures):
-            task = futures.pop(future)
-            try:
-                outcome = future.result()
-            except KilledWorker as exc:
-                if not alone:
-                    suspects.append(task)
-                    continue
-                outcome = {"status": "crashed", "error": f"{exc} (run alone)"}
-            except Exception as exc:  # e.g. the function cannot be imported on that worker
-                outcome = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-            record(task, outcome)
-            tracker.finished(task, outcome.get("status", "ok"))
-            if outcome.get("status") == "timeout":
-                # The fit's thread cannot be stopped: restart its worker (the nanny starts a new one).
-                client.restart_workers([outcome["worker"]], raise_for_error=False)
-        return suspects
+        def submit(tasks: Sequence[GridTask], attempt: str) -> dict[Any, GridTask]:
+            return {client.submit(run_task, task.function, task.argument, timeout, pure=False,
+                                  key=f"polyppl-{content_hash([task.key.text(), task.function, attempt])[:20]}"): task
+                    for task in tasks}
 
-    try:
-        client.register_plugin(_setup_plugin())
+        def finish(futures: dict[Any, GridTask], alone: bool) -> list[GridTask]:
+            """Record each task as it finishes; the suspects of a worker's death, when not alone."""
+            suspects = []
+            for future in as_completed(futures):
+                task = futures.pop(future)
+                try:
+                    outcome = future.result()
+                except KilledWorker as exc:
+                    if not alone:
+                        suspects.append(task)
+                        continue
+                    outcome = {"status": "crashed", "error": f"{exc} (run alone)"}
+                except Exception as exc:  # e.g. the function cannot be imported on that worker
+                    outcome = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+                record(task, outcome)
+                tracker.finished(task, outcome.get("status", "ok"))
+                if outcome.get("status") == "timeout":
+                    # The fit's thread cannot be stopped: restart its worker (the nanny starts a new one).
+                    watch.expect_gone(outcome["worker"])
+                    client.restart_workers([outcome["worker"]], raise_for_error=False)
+            return suspects
+
         for suspect in finish(submit(todo, "grid"), alone=False):
             finish(submit([suspect], "alone"), alone=True)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return count, where
+        watch.stop()
+        return count, where, tuple(watch.lost)
+
+
+class _WorkerWatch:
+    """Notices a worker that leaves the cluster while the grid runs (killed, out of memory,
+    a segfault; not one restarted on purpose) and says so in the progress."""
+
+    EVERY_SECONDS = 1.0
+
+    def __init__(self, client, tracker: _Tracker) -> None:
+        self.client, self.tracker = client, tracker
+        self.lost: list[str] = []
+        self.expected: set[str] = set()
+        self.known = self._workers() or set()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="polyppl-worker-watch", daemon=True)
+        self.thread.start()
+
+    def _workers(self) -> set[str] | None:
+        try:
+            return set(self.client.scheduler_info().get("workers", {}))
+        except Exception:  # the client is closing: nothing more to watch
+            return None
+
+    def expect_gone(self, address: str) -> None:
+        self.expected.add(address)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.EVERY_SECONDS):
+            now = self._workers()
+            if now is None or self.done.is_set():
+                return
+            for address in sorted(self.known - now - self.expected):
+                self.lost.append(address)
+                self.tracker.worker_lost(address)
+            self.known = now
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -481,7 +635,7 @@ def _interrupts_ignored_by_children():
 
 
 class _Tracker:
-    """Progress lines: at most one every 10 s, and the last."""
+    """Progress lines: at most one every 10 s, and the last; a lost worker at once."""
 
     EVERY_SECONDS = 10.0
 
@@ -489,6 +643,11 @@ class _Tracker:
         self.total, self.progress = total, progress
         self.counts: dict[str, int] = {}
         self.start = self.last = time.monotonic()
+
+    def worker_lost(self, address: str) -> None:
+        if self.progress is not None:
+            self.progress(f"worker {address} lost mid-grid (killed, out of memory or crashed); "
+                          "the tasks it held run again on other workers")
 
     def finished(self, task: GridTask, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1

@@ -69,6 +69,8 @@ class FitRecord:
     output_tail: str | None = None
     wall_seconds: float | None = None
     peak_memory_mb: float | None = None
+    #: SHA-256 of the fit's draws file (``STEM.nc``), written after it; checked before reuse.
+    netcdf_sha256: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,7 +79,7 @@ class FitRecord:
     def failed(self, status: str, error: str, output_tail: str | None = None, wall_seconds: float | None = None) -> FitRecord:
         """This request's record for a run that ended in ``status`` (error, crashed, timeout)."""
         return replace(self, status=status, error=error, output_tail=output_tail, wall_seconds=wall_seconds,
-                       timings=None, diagnostics=None, approximation=None, posterior={}, decisions={})
+                       netcdf_sha256=None, timings=None, diagnostics=None, approximation=None, posterior={}, decisions={})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -7,16 +7,18 @@ disk. A fit's DataTree (``STEM.nc``) and record (``STEM.json``) are written atom
 by the child the moment it ends; a failed, crashed or timed-out fit gets a record with its
 status, error and output tail.
 
-A finished fit is reused only when its record's content hash equals the request's: same
-model, data, backend and engine, method, settings and package versions. Otherwise it is
-run again, and the progress line says which input changed.
+A finished fit is reused only when its record's content hash equals the request's (same
+model, data, backend and engine, method, settings and package versions) and its ``.nc``
+file matches the checksum in its record. Otherwise it is run again, and the progress line
+says which input changed or that the file was damaged. Callers that share a results folder
+with other runs hold its lock (``store.folder_lock``) around ``run_fit`` and the reading of
+its files.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +27,7 @@ from polyppl.execution.child import run_child
 from polyppl.execution.fit import base_record
 from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest, differences
+from polyppl.execution.store import file_sha256, remove_stale_parts
 from polyppl.inference.idata import save_json, stem_path
 
 Progress = Callable[[str], None]
@@ -67,6 +70,10 @@ def finished(request: FitRequest, stem: Path) -> tuple[FitRecord | None, str]:
     if record.request_hash != request.content_hash():
         changed = differences(record.request_parts, request.hash_parts())
         return None, f"{' and '.join(changed) or 'the request'} changed since the earlier run"
+    if not record.netcdf_sha256:
+        return None, f"the record of {netcdf.name} has no checksum of it (written by an older polyppl)"
+    if file_sha256(netcdf) != record.netcdf_sha256:
+        return None, f"{netcdf.name} does not match the checksum in its record (damaged or cut short)"
     return record, f"reusing the finished run in {netcdf} (same model, data, settings and versions)"
 
 
@@ -78,16 +85,13 @@ def run_fit(request: FitRequest, stem: Path, *, timeout: float | None = None, fo
     if record is not None:
         return FitOutcome(request, stem, record, reused=True, note=why)
     progress(f"{label}: sampling" if why == "no earlier run" else f"{label}: running again: {why}")
-    for suffix in (".nc", ".json"):
+    for suffix in (".json", ".nc"):  # the record first: never a record without its draws
         stem_path(stem, suffix).unlink(missing_ok=True)  # never a stale result beside a new failure
     stem.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="polyppl-request-", delete=False) as handle:
-        json.dump(request.to_json(), handle)
-    try:
-        result = run_child([sys.executable, "-m", "polyppl.execution.worker", handle.name, str(stem)],
-                           timeout=timeout, progress=lambda s: progress(f"{label}: still running ({s:.0f} s)"))
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
+    remove_stale_parts(stem.parent)
+    result = run_child([sys.executable, "-m", "polyppl.execution.worker", str(stem)],
+                       stdin=json.dumps(request.to_json()).encode(), timeout=timeout,
+                       progress=lambda s: progress(f"{label}: still running ({s:.0f} s)"))
     record_path = stem_path(stem, ".json")
     if result.status == "ok" or (result.status == "failed" and record_path.exists()):
         record = FitRecord.load(record_path)

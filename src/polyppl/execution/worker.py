@@ -1,6 +1,7 @@
-"""One fit in its own process: ``python -m polyppl.execution.worker REQUEST.json STEM``.
+"""One fit in its own process: ``python -m polyppl.execution.worker STEM`` with the request's
+JSON on standard input (so that no request file is left behind by a killed run).
 
-Writes ``STEM.nc`` and ``STEM.json`` atomically. On an exception it writes a record with
+Writes ``STEM.nc`` and then ``STEM.json`` (with the ``.nc`` file's checksum) atomically. On an exception it writes a record with
 ``status: error``, the error text and the traceback's tail, and exits 1.
 """
 
@@ -13,7 +14,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from polyppl.execution.child import use_forkserver
+from polyppl.execution.child import die_with_parent, use_forkserver
 from polyppl.execution.fit import base_record, fit
 from polyppl.execution.request import FitRequest
 from polyppl.inference.idata import save_json, stem_path
@@ -31,8 +32,8 @@ def peak_memory_mb() -> float | None:
     return None
 
 
-def main(request_path: str, stem: str) -> int:
-    request = FitRequest.from_json(json.loads(Path(request_path).read_text()))
+def main(request_json: bytes, stem: str) -> int:
+    request = FitRequest.from_json(json.loads(request_json))
     start = time.perf_counter()
     try:
         result = fit(request)
@@ -47,5 +48,6 @@ def main(request_path: str, stem: str) -> int:
 
 
 if __name__ == "__main__":
+    die_with_parent()
     use_forkserver()
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.stdin.buffer.read(), sys.argv[1]))

@@ -82,6 +82,9 @@ def _import(path: Path):
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:  # sys.exit() in their file: their input's error, not polyppl's exit
+        raise UserError(f"{path}: importing it called sys.exit({exc.code!r}); a model file must not exit "
+                        "(put script code under `if __name__ == \"__main__\":`)") from None
     except Exception as exc:  # the user's code: report it as their input's error
         raise UserError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from None
     return module
@@ -90,6 +93,8 @@ def _import(path: Path):
 def _call(function, text: str) -> tuple[Model, Dataset]:
     try:
         value = function()
+    except SystemExit as exc:
+        raise UserError(f"{text}() called sys.exit({exc.code!r}); it must return (Model, Dataset)") from None
     except Exception as exc:  # the user's code
         raise UserError(f"{text}() raised {type(exc).__name__}: {exc}") from None
     if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], Model) and isinstance(value[1], Dataset)):

@@ -18,7 +18,7 @@ from polyppl.inference.diagnostics import FLAG_MEANINGS
 from polyppl.inference.idata import atomic_write
 from polyppl.render.report import DPI, _e, html_page
 from polyppl.render.sbc_plots import ecdf_difference_figure, rank_histogram_figure
-from polyppl.render.tables import Table
+from polyppl.render.tables import Table, grid_incidents
 from polyppl.studies import sbc_stats
 from polyppl.studies.sbc import LOG_LIKELIHOOD, L_SHARE, SbcRun
 
@@ -84,7 +84,7 @@ def timing_table(run: SbcRun) -> Table:
                 f"compiles {100 * g['compile_share']:.0f}%, per-fit overhead {100 * g['per_fit_overhead_share']:.0f}%, "
                 f"the rest (start-up, imports, scheduling, idle workers) "
                 f"{100 * (g['overhead_share'] - g['compile_share'] - g['per_fit_overhead_share']):.0f}%."
-                if g.get("overhead_share") is not None else "."),
+                if g.get("overhead_share") is not None else ".") + grid_incidents(g),
              "overhead per fit: the task's time beyond the sampler's own time and the compiles (simulating the data, "
              "handing it over, the call around the sampler, diagnostics and ranks)."]
     return Table.of("Time per backend", ["backend", "fits", "fits per worker-minute", "sampler s per fit",

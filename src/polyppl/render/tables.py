@@ -298,5 +298,18 @@ def replications_text(run: Replications) -> str:
     lines.append("replications with a divergence: " + ", ".join(f"{label} {k}" for label, k in run.divergent.items()))
     g = run.grid
     lines.append(f"Grid: {g['where']}; {g['replications_run']} replications run now, {g['replications_reused']} "
-                 f"read from the ledger, in {g['wall_seconds']:.0f} s.")
+                 f"read from the ledger, in {g['wall_seconds']:.0f} s." + grid_incidents(g))
     return "\n".join(lines)
+
+
+def grid_incidents(grid: dict) -> str:
+    """What went wrong on a grid and was made good: unreadable ledger lines, lost workers."""
+    out = ""
+    if grid.get("ledger_lines_unreadable"):
+        n = grid["ledger_lines_unreadable"]
+        out += f" {n} ledger line{'s' if n != 1 else ''} unreadable: re-run."
+    if grid.get("workers_lost"):
+        lost = grid["workers_lost"]
+        out += (f" {len(lost)} worker{'s' if len(lost) != 1 else ''} lost mid-grid ({', '.join(lost)}): "
+                "their tasks were run again on other workers.")
+    return out

@@ -34,6 +34,7 @@ from polyppl.execution.fit import result_stem
 from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest
 from polyppl.execution.runner import FitOutcome, run_fit
+from polyppl.execution.store import file_sha256, folder_lock
 from polyppl.inference.diagnostics import convergence_failures, flatten
 from polyppl.inference.idata import load_netcdf, save_json
 from polyppl.inference.methods import METHODS, SamplerSettings, VariationalSettings
@@ -169,8 +170,8 @@ class Comparison:
         for label, record_json in saved["backends"].items():
             record = FitRecord.from_json(record_json)
             stem = out_dir / saved["files"][label]
-            if record.ok and not (out_dir / f"{stem.name}.nc").exists():
-                raise UserError(f"the comparison in {out_dir} lists a finished {label} fit, but {stem.name}.nc is missing")
+            if record.ok:
+                check_draws_file(record, out_dir / f"{stem.name}.nc", label)
             outcomes[label] = FitOutcome(None, stem, record, reused=True)
         agreement = saved["agreement"]
         comparison = cls(
@@ -193,12 +194,24 @@ class Comparison:
                 comparison.not_applicable[cell] = entry["reason"]
                 continue
             record = FitRecord.from_json(entry["record"])
+            if record.ok:
+                check_draws_file(record, out_dir / f"{entry['file']}.nc", cell)
             comparison.approximations[cell] = FitOutcome(None, out_dir / entry["file"], record, reused=True)
             if entry.get("scorecard"):
                 comparison.scorecards[cell] = Scorecard.from_dict(entry["scorecard"])
         comparison.approximation_sources = {cell: load_quantities(problem, o.netcdf)
                                             for cell, o in comparison.approximations.items() if o.ok}
         return comparison
+
+
+def check_draws_file(record: FitRecord, netcdf: Path, label: str) -> None:
+    """Refuse a saved comparison whose draws file is missing or differs from its record."""
+    rerun = f"run the same `polyppl compare` with --out {netcdf.parent} again to re-run that fit"
+    if not netcdf.exists():
+        raise UserError(f"the comparison in {netcdf.parent} lists a finished {label} fit, but {netcdf.name} is missing; "
+                        + rerun)
+    if record.netcdf_sha256 and file_sha256(netcdf) != record.netcdf_sha256:
+        raise UserError(f"{netcdf} does not match the checksum in its record (damaged or cut short); " + rerun)
 
 
 # --------------------------------------------------------------------------- quantities
@@ -432,19 +445,20 @@ def compare(
         return assess(Comparison(rung.problem, rung.settings, outcomes, family_alpha, floor, reference=reference,
                                  methods=methods, variational=variational, not_applicable=not_applicable))
 
-    ladder = climb(problem, settings, attempt, lambda c: c.records, lambda c: c.verdict, remedies, progress)
-    comparison = conclude(ladder)
-    if approximation_requests:
-        final = ladder.final.rung
-        if final.problem is not problem:  # the other parametrization: its own requests and files
-            approximation_requests, comparison.not_applicable = plan(final.problem, columns, methods, final.settings,
-                                                                     variational, engines or {})[1:]
-        form = f"-{final.problem.parametrization}" if final.problem is not problem else ""
-        comparison.approximations = run([(cell, cell.rpartition("/")[0], request)
-                                         for cell, request in approximation_requests.items()], form)
-        score_approximations(comparison)
-    save_json(comparison.to_json(), comparison_path(out, problem.labels))
-    return comparison
+    with folder_lock(out, lock_name(problem.labels), waiting=progress):  # another run on this --out: take turns
+        ladder = climb(problem, settings, attempt, lambda c: c.records, lambda c: c.verdict, remedies, progress)
+        comparison = conclude(ladder)
+        if approximation_requests:
+            final = ladder.final.rung
+            if final.problem is not problem:  # the other parametrization: its own requests and files
+                approximation_requests, comparison.not_applicable = plan(final.problem, columns, methods, final.settings,
+                                                                         variational, engines or {})[1:]
+            form = f"-{final.problem.parametrization}" if final.problem is not problem else ""
+            comparison.approximations = run([(cell, cell.rpartition("/")[0], request)
+                                             for cell, request in approximation_requests.items()], form)
+            score_approximations(comparison)
+        save_json(comparison.to_json(), comparison_path(out, problem.labels))
+        return comparison
 
 
 def conclude(ladder: Ladder[Comparison]) -> Comparison:
@@ -501,6 +515,12 @@ def _request(problem: Problem, column: Column, method: str, settings: SamplerSet
     return FitRequest.make(problem.model, problem.dataset, column.backend, engine, method, settings, labels=problem.labels)
 
 
+def lock_name(labels: Labels) -> str:
+    """The lock a run holds in its ``--out`` while it writes or reads the fits of one model
+    and scenario (``store.folder_lock``)."""
+    return f"{labels.model}-{labels.scenario}"
+
+
 def comparison_path(out: str | Path, labels: Labels) -> Path:
     """Where a comparison's verdict and tests are saved: ``OUT/<model>-<scenario>-comparison.json``."""
     return Path(out) / f"{labels.model}-{labels.scenario}-comparison.json"
@@ -514,7 +534,10 @@ def load_comparison(out_dir: str | Path, model: str | None = None, scenario: str
         raise UserError(f"{out_dir} is not a folder; give the --out folder of a finished `polyppl compare`")
     found = []
     for path in sorted(out_dir.glob("*-comparison.json")):
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise UserError(f"{path} is unreadable ({exc}); run the comparison again") from None
         if (model is None or saved.get("model") == model) and (scenario is None or saved.get("scenario") == scenario):
             found.append((path, saved))
     if not found:
@@ -527,4 +550,5 @@ def load_comparison(out_dir: str | Path, model: str | None = None, scenario: str
     path, saved = found[0]
     if "problem" not in saved:
         raise UserError(f"{path} was written by an older polyppl; run the comparison again")
-    return Comparison.from_json(saved, out_dir)
+    with folder_lock(out_dir, lock_name(Labels(saved["model"], saved["scenario"])), shared=True):
+        return Comparison.from_json(saved, out_dir)

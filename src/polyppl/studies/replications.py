@@ -269,7 +269,8 @@ def summarize(plan: ReplicationPlan, grid: GridRun) -> Replications:
     p_value = float(stats.binom.sf(counts["disagree"] - 1, judged, plan.family_alpha)) if judged else None
     ranked = [(q, pair, s, n) for (q, pair, s), n in sorted(flagged.items(), key=lambda item: (-item[1], item[0]))]
     facts = {"where": grid.where, "workers": grid.workers, "replications_run": grid.ran,
-             "replications_reused": grid.reused, "wall_seconds": grid.wall_seconds}
+             "replications_reused": grid.reused, "wall_seconds": grid.wall_seconds,
+             "ledger_lines_unreadable": grid.unreadable_lines, "workers_lost": list(grid.workers_lost)}
     return Replications(plan, counts, ranked, divergent, p_value, facts)
 
 

@@ -490,6 +490,7 @@ def summarize(plan: SbcPlan, grid: GridRun, family_alpha: float = sbc_stats.FAMI
     whole_run = grid.reused == 0 and grid.ran and sampler > 0
     grid_facts = {
         "where": grid.where, "workers": grid.workers, "fits_run": grid.ran, "fits_reused": grid.reused,
+        "ledger_lines_unreadable": grid.unreadable_lines, "workers_lost": list(grid.workers_lost),
         "wall_seconds": grid.wall_seconds,
         "fits_per_minute": 60 * grid.ran / grid.wall_seconds if grid.ran and grid.wall_seconds > 0 else None,
         # CPU seconds of every task (its process and finished children) over the workers: about

@@ -303,16 +303,26 @@ class CmdStanPyEngine:
 def _httpstan_without_fork() -> None:
     """httpstan runs each chain in a process pool it creates with the ``fork`` start method
     (``httpstan/services_stub.py``), and forking a process in which JAX's threads run can
-    deadlock. Its pool is replaced, once, by one whose processes start from the fork server
-    (httpstan's worker function is a picklable module-level function, made for that)."""
+    deadlock. Where JAX runs here, its pool is replaced, once, by one whose processes start
+    from the fork server (httpstan's worker function is a picklable module-level function,
+    made for that). Elsewhere the fork pool stays: a fork server's processes import the
+    user's ``__main__`` script again, which fails for a plain script that calls
+    ``polyppl.sample(..., "stan")`` at its top level (no ``if __name__ == "__main__":``)."""
     import concurrent.futures
     import multiprocessing
 
     import httpstan.services_stub as stub
 
-    if stub.executor._mp_context.get_start_method() == "fork":
+    if stub.executor._mp_context.get_start_method() == "fork" and _jax_running():
         stub.executor = concurrent.futures.ProcessPoolExecutor(
             mp_context=multiprocessing.get_context("forkserver"), initializer=stub.init_worker)
+
+
+def _jax_running() -> bool:
+    """Whether JAX's runtime (and its threads) started in this process. ``"jax" in
+    sys.modules`` is not it: ArviZ registers a lazy ``jax`` module that loads nothing."""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bridge is not None and bool(getattr(bridge, "_backends", True))
 
 
 class PyStanEngine:
@@ -360,6 +370,11 @@ class PyStanEngine:
             save_warmup=True,
             delta=settings.target_accept,
             max_depth=settings.max_tree_depth,
+            # No progress messages: httpstan parses each chunk of 8192 bytes of the log that
+            # holds "info:Iteration" with a regular expression and fails (IndexError 'pop from
+            # empty list', httpstan 4.13 views.py) when the chunk cuts the message short, as a
+            # burst of rejection messages does (lme4's sleepstudy). polyppl shows no progress bar.
+            refresh=0,
         )
         with captured_output(), stopwatch() as elapsed:
             try:
