@@ -76,6 +76,7 @@ from polyppl.spec.model import (
     Node,
     Observed,
     Param,
+    SourceProgram,
     SpecError,
     check_dataset,
     density_dependencies,
@@ -96,7 +97,7 @@ __all__ = [
     "FAMILIES", "Bernoulli", "BernoulliLogit", "Beta", "BetaBinomial", "Binomial", "BinomialLogit", "Cauchy", "Dist",
     "Exponential", "Family", "Flat", "Gamma", "HalfCauchy", "HalfFlat", "HalfNormal", "HalfStudentT", "LKJCholesky",
     "Normal", "Poisson", "PoissonLog", "StudentT", "Support", "Uniform", "Conditional", "Data", "Dataset", "Decision",
-    "Deterministic", "DType", "Factor", "Model", "Node", "Observed", "Param", "SpecError", "check_dataset", "density_dependencies",
+    "Deterministic", "DType", "Factor", "Model", "Node", "Observed", "Param", "SourceProgram", "SpecError", "check_dataset", "density_dependencies",
     "expr_dims", "expr_dtype", "prob", "prob_beats", "prob_best", "references", "unconstrained_shape",
     "noncentered",
 ]

@@ -156,6 +156,20 @@ RESERVED = frozenset(
 
 
 @dataclass(frozen=True)
+class SourceProgram:
+    """The program a model was lowered from, in its own language, with its data in that
+    language's format: a backend of that language runs it unchanged instead of a program
+    generated from the nodes (whose names, shapes and parameter constraints it shares)."""
+
+    language: str  # "stan"
+    text: str
+    #: The program's data as canonical JSON text (sorted keys).
+    data_json: str
+    #: The parameters in the program's declaration order (its unconstrained vector's order).
+    parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Model:
     """A model: a name and its nodes, in an order where every reference comes first."""
 
@@ -165,6 +179,8 @@ class Model:
     #: The NUTS target acceptance this model's geometry needs where the usual default is not
     #: enough (None: the default); a target the user sets overrides it.
     target_accept: float | None = None
+    #: The program this model was lowered from (a user's Stan program), or None.
+    source: SourceProgram | None = None
 
     def __post_init__(self) -> None:
         if self.target_accept is not None and not 0 < self.target_accept < 1:
