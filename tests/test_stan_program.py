@@ -143,14 +143,14 @@ def test_a_program_stan_rejects_gets_stans_message(tmp_path):
 
 def test_cli_exit_2_without_traceback(tmp_path):
     program, data = _write(tmp_path, REGRESSION, {"N": 2, "x": [0.1, 1.0]})
-    result = subprocess.run([sys.executable, "-m", "polyppl", "show", str(program), "--data", str(data)],
+    result = subprocess.run([sys.executable, "-m", "polyppl.cli", "show", str(program), "--data", str(data)],
                             capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "missing from the data" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_example_program_shows():
-    result = subprocess.run([sys.executable, "-m", "polyppl", "show", str(EXAMPLES / "eight_schools.stan"),
+    result = subprocess.run([sys.executable, "-m", "polyppl.cli", "show", str(EXAMPLES / "eight_schools.stan"),
                              "--data", str(EXAMPLES / "eight_schools.json")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "theta_trans" in result.stdout and "theta" in result.stdout
