@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from polyppl import spec as s
+from polyppl.models.stan_program import interpret
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
 from polyppl.models.stan_program.parse import (
@@ -134,8 +135,6 @@ class Lowering:
         program = self.program
         if program.functions:
             raise unsupported(program.functions[0].line, f"the user function {program.functions[0].name}")
-        from polyppl.models.stan_program import interpret
-
         for statement in program.transformed_data:
             if isinstance(statement, Decl):
                 self.types[statement.name] = statement.type
@@ -147,31 +146,51 @@ class Lowering:
         for decl in program.parameters:
             self._check_parameter_type(decl)
             self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
-        tps = [st for st in program.transformed_parameters if isinstance(st, Decl)]
-        self.block = "transformed parameters"
-        self._run(program.transformed_parameters)
-        deterministics = []
-        for decl in tps:
-            if decl.name not in self.syms:
-                raise unsupported(decl.line, f"{decl.name}, never assigned as a whole (or in one loop over all of it),")
-            value = self.syms[decl.name]
-            declared = self._dims(decl.type)
-            if value.dims != declared or value.nloop:
-                raise unsupported(decl.line, f"{decl.name}: a value of dims {value.dims} for dims {declared}")
-            deterministics.append(s.Deterministic(decl.name, value.expr, declared))
-            self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
+        deterministics = self._deterministics(program.transformed_parameters, "transformed parameters")
+        before_model = dict(self.syms)
         self.block = "model"
         self._run(program.model)
+        self.syms = before_model  # the model block's locals are not seen by generated quantities
+        self.notes: list[str] = []
+        try:
+            generated = self._deterministics(program.generated_quantities, "generated quantities")
+        except Unsupported as exc:
+            # The program still runs on Stan with them; PyMC and NumPyro compare the rest.
+            generated = []
+            self.notes.append(f"generated quantities left out of the comparison: line {exc.line}: {exc.what}")
         params, observed = self._distributions()
         nodes = self._order(params, deterministics) + observed
+        if generated:
+            try:
+                s.Model(self.name, tuple(self._data_nodes(nodes + generated) + nodes + generated))
+                nodes += generated
+            except s.SpecError as exc:
+                self.notes.append(f"generated quantities left out of the comparison: {exc}")
         data_nodes = self._data_nodes(nodes)
-        model = s.Model(self.name, tuple(data_nodes + nodes))
+        model = s.Model(self.name, tuple(data_nodes + nodes), description="\n".join(self.notes))
         values = {n.name: self._data_value(n) for n in data_nodes}
         values.update({o.name: np.asarray(self.values[o.name]) for o in observed})
         coords = {d: tuple(range(1, n + 1)) for d, n in self.dim_sizes.items() if d in model.dims}
         dataset = s.Dataset(values, coords, "Stan JSON data")
         s.check_dataset(model, dataset)
         return Lowered(model, dataset)
+
+    def _deterministics(self, statements: tuple[Statement, ...], block: str) -> list[s.Deterministic]:
+        """A block of assignments (transformed parameters, generated quantities) run
+        symbolically: one Deterministic per variable it declares, from its final value."""
+        self.block = block
+        self._run(statements)
+        out = []
+        for decl in (st for st in statements if isinstance(st, Decl)):
+            if decl.name not in self.syms:
+                raise unsupported(decl.line, f"{decl.name}, never assigned as a whole (or in one loop over all of it),")
+            value = self.syms[decl.name]
+            declared = self._dims(decl.type)
+            if value.dims != declared or value.nloop:
+                raise unsupported(decl.line, f"{decl.name}: a value of dims {value.dims} for dims {declared}")
+            out.append(s.Deterministic(decl.name, value.expr, declared))
+            self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
+        return out
 
     def _check_parameter_type(self, decl: Decl) -> None:
         if decl.type.base not in ("real", "vector", "row_vector", "matrix"):
