@@ -61,6 +61,9 @@ def all_families_model() -> s.Model:
         s.Observed("y_poisson", s.Poisson(rate * 3.0), ("cell",)),
         s.Observed("y_poisson_log", s.PoissonLog(mu - 1.0), ("cell",)),
         s.Observed("y_normal", s.Normal(mu, sigma), ("cell",)),
+        # A family's log density as a term of its own (a Stan program's target += *_lpdf).
+        s.Factor("a_log_density", s.lpdf(s.StudentT(nu, mu, sigma), V("x_cauchy") - V("x_flat"))),
+        s.Factor("a_log_mass", s.lpdf(s.BinomialLogit(V("trials"), mu), V("y_binomial"))),
     ))
 
 

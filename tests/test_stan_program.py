@@ -110,6 +110,40 @@ def test_logistic_regression_lowers(tmp_path):
     assert check_translation(found).max_rel_error <= 1e-8
 
 
+FACTORS = """data {
+  int<lower=0> N;
+  vector[N] x;
+  vector[N] y;
+}
+parameters {
+  real alpha;
+  real beta;
+  real<lower=0> sigma;
+}
+model {
+  sigma ~ normal(1, 2);
+  alpha ~ normal(0, 1);
+  alpha ~ student_t(3, 0, 2);
+  target += -0.5 * log(sigma);
+  (y - alpha) / sigma ~ normal(beta * x, 1);
+  target += -N * log(sigma);
+}
+"""
+
+
+def test_terms_outside_a_prior_become_factors(tmp_path):
+    """A truncated prior (normal(1, 2) on a parameter declared <lower=0>), a second density
+    of one parameter, a scalar term and a density of an expression: factors on parameters
+    flat on their constraint, still equal to Stan's density."""
+    from polyppl.studies.translation import check_translation
+
+    program, data = _write(tmp_path, FACTORS, {"N": 3, "x": [0.1, -1, 2], "y": [0.5, 1.5, -0.2]})
+    found = stan_program(program, data)
+    assert found.model["sigma"].dist.family == "half_flat" and found.model["alpha"].dist.family == "flat"
+    assert len(found.model.of_type(s.Factor)) == 6
+    assert check_translation(found).max_rel_error <= 1e-8
+
+
 @pytest.mark.parametrize("data,message", [
     ({"N": 2, "x": [0.1, 1.0]}, "y (line 4): missing from the data; the program declares int values of shape (2,)"),
     ({"N": 2, "x": [0.1], "y": [0, 1]}, "x (line 3): the data has shape (1,); the program declares real values of shape (2,)"),
@@ -122,15 +156,17 @@ def test_data_that_do_not_fit_the_declarations(tmp_path, data, message):
         stan_program(program, data_path)
 
 
-LOG_SUM_EXP = REGRESSION.replace("  y ~ bernoulli_logit(alpha + beta * x);", "  y ~ bernoulli_logit(alpha + beta * x);\n"
-                         "  target += normal_lpdf(alpha | log_sum_exp(x), 1);")
+USER_FUNCTION = "functions {\n  real twice(real x) {\n    return 2 * x;\n  }\n}\n" + REGRESSION.replace(
+    "beta * x", "twice(beta) * x")
 
 
 def test_unsupported_construct_names_its_line(tmp_path):
-    program, data = _write(tmp_path, LOG_SUM_EXP, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
+    program, data = _write(tmp_path, USER_FUNCTION, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
     support = check_support(program, data)
-    assert not support.supported and support.line is not None
-    with pytest.raises(UserError, match=r"line \d+: .* is not supported for PyMC and NumPyro .*--backends stan"):
+    assert (support.supported, support.line, support.construct) == (
+        False, 2, "the user function twice is not supported for PyMC and NumPyro")
+    with pytest.raises(UserError, match=r"line 2: the user function twice is not supported for PyMC and NumPyro "
+                       r"\(`--backends stan` still runs the program as it is\)"):
         stan_program(program, data)
 
 

@@ -29,10 +29,11 @@ from scipy import special, stats
 from polyppl import spec
 from polyppl.spec import (
     FAMILIES, MATRIX_FUNCTIONS, Binary, Call, Concat, Conditional, Const, Data, Dataset, Deterministic, Dist, Expr,
-    Factor, Index, Model, Observed, Param, SpecError, Var, check_dataset, free_vars,
+    Factor, Index, LogPdf, Model, Observed, Param, SpecError, Var, check_dataset, free_vars,
 )
 
-#: NumPy's implementation of every name in ``spec.FUNCTIONS``, and ``"|"``, for ``spec.evaluate``.
+#: NumPy's implementation of every name in ``spec.FUNCTIONS``, and ``"|"`` (and ``"lpdf"``,
+#: below ``logpdf``), for ``spec.evaluate``.
 FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "neg": np.negative,
     "exp": np.exp,
@@ -297,6 +298,9 @@ def logpdf(family: str, value: np.ndarray, args: Mapping[str, np.ndarray]) -> np
         return np.asarray(_LOGPDF[family](np.asarray(value), **{k: np.asarray(args[k]) for k in expected}), dtype=float)
 
 
+FUNCTIONS["lpdf"] = lambda family, args, value: np.sum(logpdf(family, value, args))
+
+
 # --------------------------------------------------------------------------- expressions
 
 
@@ -335,6 +339,13 @@ def _walk(expr: Expr, env: Mapping[str, np.ndarray], batched: frozenset[str]) ->
     if isinstance(expr, Call):
         args, is_batched = _aligned([_walk(a, env, batched) for a in expr.args])
         return FUNCTIONS[expr.fn](*args), is_batched
+    if isinstance(expr, LogPdf):
+        names = [k for k, _ in expr.args]
+        operands, is_batched = _aligned([_walk(expr.value, env, batched)] + [_walk(e, env, batched) for _, e in expr.args])
+        density = logpdf(expr.family, operands[0], dict(zip(names, operands[1:])))
+        if is_batched:
+            return density.reshape(density.shape[0], -1).sum(axis=1), True
+        return np.sum(density), False
     if isinstance(expr, Concat):
         parts = [_walk(p, env, batched) for p in expr.parts]
         if not any(b for _, b in parts):

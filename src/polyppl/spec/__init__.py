@@ -21,6 +21,7 @@ from polyppl.spec.expr import (
     Expr,
     ExprLike,
     Index,
+    LogPdf,
     Var,
     as_expr,
     concat,
@@ -57,6 +58,7 @@ from polyppl.spec.families import (
     HalfNormal,
     HalfStudentT,
     LKJCholesky,
+    lpdf,
     Normal,
     Poisson,
     PoissonLog,
@@ -92,10 +94,10 @@ from polyppl.spec.rewrites import noncentered
 
 __all__ = [
     "ARITHMETIC", "COMPARISONS", "FUNCTIONS", "LOGICAL", "MATRIX_FUNCTIONS", "NEG_INF", "Binary", "Call", "Concat",
-    "Const", "Expr", "ExprLike", "Index", "Var", "as_expr", "concat", "diag_pre_multiply", "evaluate", "exp",
+    "Const", "Expr", "ExprLike", "Index", "LogPdf", "Var", "as_expr", "concat", "diag_pre_multiply", "evaluate", "exp",
     "free_vars", "inv_logit", "log", "log1p", "logit", "matmul", "rows_dot", "sqrt", "transpose", "where",
     "FAMILIES", "Bernoulli", "BernoulliLogit", "Beta", "BetaBinomial", "Binomial", "BinomialLogit", "Cauchy", "Dist",
-    "Exponential", "Family", "Flat", "Gamma", "HalfCauchy", "HalfFlat", "HalfNormal", "HalfStudentT", "LKJCholesky",
+    "Exponential", "Family", "Flat", "Gamma", "HalfCauchy", "HalfFlat", "HalfNormal", "HalfStudentT", "LKJCholesky", "lpdf",
     "Normal", "Poisson", "PoissonLog", "StudentT", "Support", "Uniform", "Conditional", "Data", "Dataset", "Decision",
     "Deterministic", "DType", "Factor", "Model", "Node", "Observed", "Param", "SourceProgram", "SpecError", "check_dataset", "density_dependencies",
     "expr_dims", "expr_dtype", "prob", "prob_beats", "prob_best", "references", "unconstrained_shape",

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from polyppl.spec.expr import Const, Expr, ExprLike, as_expr
+from polyppl.spec.expr import Const, Expr, ExprLike, LogPdf, as_expr
 
 Support = Literal["real", "positive", "unit", "interval", "count", "binary", "corr_cholesky"]
 #: What an argument must be: any real, positive, in [0, 1], a whole number >= 0.
@@ -185,3 +185,11 @@ def LKJCholesky(eta: ExprLike) -> Dist:
     size (term, term); every backend samples it through Stan's transform (the tanh of the
     canonical partial correlations, row by row below the diagonal)."""
     return _dist("lkj_corr_cholesky", eta=eta)
+
+
+def lpdf(dist: Dist, value: ExprLike) -> LogPdf:
+    """``dist``'s log density of ``value``, summed over its elements: a scalar term for a
+    Factor. Improper and matrix-valued families have no such term."""
+    if dist.info.improper or dist.info.event_dims:
+        raise TypeError(f"lpdf takes a proper family of scalar values, not {dist.family}")
+    return LogPdf(dist.family, dist.args, as_expr(value))

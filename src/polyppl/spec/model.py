@@ -24,7 +24,7 @@ from typing import Literal, Mapping, Sequence, Union
 
 import numpy as np
 
-from polyppl.spec.expr import MATRIX_FUNCTIONS, Binary, Call, Concat, Const, Expr, Index, Var, free_vars
+from polyppl.spec.expr import MATRIX_FUNCTIONS, Binary, Call, Concat, Const, Expr, Index, LogPdf, Var, free_vars
 from polyppl.spec.families import Dist, Support
 
 DType = Literal["int", "real"]
@@ -419,6 +419,13 @@ def expr_dims(model: Model, expr: Expr) -> tuple[str, ...]:
             if len(expr_dims(model, part)) not in (1, 2):
                 raise SpecError(f"concat joins vectors and matrices, not a value of dims {expr_dims(model, part) or '()'}")
         return (expr.dim,)
+    if isinstance(expr, LogPdf):
+        value = expr_dims(model, expr.value)
+        for name, arg in expr.args:
+            got = expr_dims(model, arg)
+            if got not in ((), value):
+                raise SpecError(f"{expr.family} argument {name} has dims {got}, for a value of dims {value or '()'}")
+        return ()
     raise TypeError(expr)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polyppl.spec.expr import Binary, Call, Concat, Const, Expr, Index, Var
+from polyppl.spec.expr import Binary, Call, Concat, Const, Expr, Index, LogPdf, Var
 from polyppl.spec.families import Dist
 from polyppl.spec.model import (
     Conditional,
@@ -58,6 +58,9 @@ def expr_to_json(expr: Expr) -> Any:
         return {"index": expr_to_json(expr.base), "by": expr_to_json(expr.index)}
     if isinstance(expr, Concat):
         return {"concat": [expr_to_json(p) for p in expr.parts], "dim": expr.dim}
+    if isinstance(expr, LogPdf):
+        return {"lpdf": expr.family, "args": {k: expr_to_json(e) for k, e in expr.args},
+                "value": expr_to_json(expr.value)}
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -74,6 +77,9 @@ def expr_from_json(data: Any) -> Expr:
         return Call(data["call"], tuple(expr_from_json(a) for a in data["args"]))
     if "index" in data:
         return Index(expr_from_json(data["index"]), expr_from_json(data["by"]))
+    if "lpdf" in data:
+        return LogPdf(data["lpdf"], tuple((k, expr_from_json(e)) for k, e in data["args"].items()),
+                          expr_from_json(data["value"]))
     if "concat" in data:
         return Concat(data["dim"], tuple(expr_from_json(p) for p in data["concat"]))
     raise SpecError(f"not a serialised expression: {data!r}")

@@ -96,7 +96,19 @@ FUNCTIONS = {
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": jnp.logical_or,
     "concat": lambda *parts: jnp.concatenate([jnp.ravel(p) for p in parts]),
+    # ``lpdf``: a family's log density of a value, summed (a Factor's term); below DISTRIBUTIONS.
 }
+
+
+def _lpdf(family: str, args: dict, value) -> jnp.ndarray:
+    """``family``'s log density of ``value``, summed over its elements."""
+    from polyppl.spec import FAMILIES
+
+    ordered = [args[name] for name in FAMILIES[family].params]
+    return jnp.sum(DISTRIBUTIONS[family](jnp.shape(value), *ordered).log_prob(value))
+
+
+FUNCTIONS["lpdf"] = _lpdf
 
 
 def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distribution:

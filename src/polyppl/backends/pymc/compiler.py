@@ -73,6 +73,18 @@ FUNCTIONS = {
 }
 
 
+def _lpdf(family: str, args: dict, value):
+    """``family``'s log density of ``value``, summed over its elements (a Factor's term)."""
+    if family == "beta_binomial":
+        return pytensor_beta_binomial_logpmf(value, args["n"], args["alpha"], args["beta"]).sum()
+    cls, names = DISTRIBUTIONS[family]
+    scaled = {names[k]: _ARGUMENT_SCALE.get((family, k), lambda x: x)(v) for k, v in args.items()}
+    return pm.logp(cls.dist(**scaled), value).sum()
+
+
+FUNCTIONS["lpdf"] = _lpdf
+
+
 def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **kwargs):
     if dist.family == "lkj_corr_cholesky":
         k = len(pm.modelcontext(None).coords[dims[0]])

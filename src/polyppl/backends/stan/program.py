@@ -18,6 +18,7 @@ import numpy as np
 from polyppl.backends.beta_binomial_math import STAN_FUNCTIONS
 from polyppl.models import MODELS
 from polyppl.spec import (
+    FAMILIES,
     Binary,
     Call,
     Concat,
@@ -28,6 +29,7 @@ from polyppl.spec import (
     Expr,
     Factor,
     Index,
+    LogPdf,
     Model,
     Observed,
     Param,
@@ -139,6 +141,16 @@ class _ExprWriter:
             prec = _PRECEDENCE[op]
             # Left-associative: a right operand of equal precedence needs parentheses.
             return _Code(f"{_wrap(left, prec)} {op} {_wrap(right, prec + 1)}", dims, dtype, prec)
+        if isinstance(expr, LogPdf):
+            discrete = FAMILIES[expr.family].discrete
+            value = self.write(expr.value) if discrete else self.as_real(self.write(expr.value))
+            int_params = {"binomial": {0}, "binomial_logit": {0}, "beta_binomial": {0}}.get(expr.family, set())
+            args = [self.write(e) if i in int_params else self.as_real(self.write(e)) for i, (_, e) in enumerate(expr.args)]
+            if expr.family in _HALF_LOCATION:
+                args.insert(_HALF_LOCATION[expr.family] - 1, _Code("0", (), "int", _ATOM))
+            suffix = "lpmf" if discrete else "lpdf"
+            text = f"{STAN_DISTRIBUTIONS[expr.family]}_{suffix}({value.text} | {', '.join(a.text for a in args)})"
+            return _Code(text, (), "real", _ATOM)
         if isinstance(expr, Concat):
             parts = [self._flat(part) for part in expr.parts]
             text = parts[-1]

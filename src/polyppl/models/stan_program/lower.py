@@ -126,7 +126,8 @@ class Lowering:
         self.terms: list[Term] = []
         self.index_nodes: dict[str, s.Data] = {}
         self.index_values: dict[str, np.ndarray] = {}
-        self.declared: dict[str, Decl] = {}  # variables declared without a value, until assigned
+        self.declared: dict[str, Decl] = {}
+        self.scalar_terms: list[tuple[int, s.Expr]] = []  # target += of a scalar expression  # variables declared without a value, until assigned
         self.block = "model"
 
     # ------------------------------------------------------------------ the whole program
@@ -158,8 +159,8 @@ class Lowering:
             # The program still runs on Stan with them; PyMC and NumPyro compare the rest.
             generated = []
             self.notes.append(f"generated quantities left out of the comparison: line {exc.line}: {exc.what}")
-        params, observed = self._distributions()
-        nodes = self._order(params, deterministics) + observed
+        params, observed, factors = self._distributions()
+        nodes = self._order(params, deterministics) + observed + factors
         if generated:
             try:
                 s.Model(self.name, tuple(self._data_nodes(nodes + generated) + nodes + generated))
@@ -347,8 +348,11 @@ class Lowering:
                 continue  # a constant: the lowered density equals Stan's up to a constant
             if sign < 0 or not (isinstance(summand, FnCall) and summand.conditional
                                 and summand.name.endswith(_SUFFIXES)):
-                raise unsupported(summand.line if hasattr(summand, "line") else line,
-                                  "target += of anything but a sum of *_lpdf / *_lpmf terms")
+                value = self._expr(summand)
+                if value.dims:
+                    raise unsupported(line, "target += of a vector that is not a *_lpdf / *_lpmf term")
+                self.scalar_terms.append((line, s.Call("neg", (value.expr,)) if sign < 0 else value.expr))
+                continue
             family = summand.name.rsplit("_", 1)[0]
             args = tuple(self._expr(a) for a in summand.args)
             self._add_term(family, args[0], args[1:], summand.line)
@@ -382,27 +386,45 @@ class Lowering:
     def _const(self, value: float) -> Sym:
         return Sym(s.Const(float(value)), (), "scalar", int_value=int(value) if float(value).is_integer() else None)
 
-    def _distributions(self) -> tuple[list[s.Param], list[s.Observed]]:
+    def _distributions(self) -> tuple[list[s.Param], list[s.Observed], list[s.Factor]]:
+        """Each term as a parameter's distribution, an observed node, or a factor."""
         by_param: dict[str, list[Term]] = {}
         observed: list[s.Observed] = []
+        loose: list[Term] = []
         params = {d.name: d for d in self.program.parameters}
         for term in self.terms:
             target = term.value.whole
             if target in params and term.value.nloop in (0, len(term.value.dims)):
                 by_param.setdefault(target, []).append(term)
-            elif target in self.values and target not in self.syms:
-                if any(o.name == target for o in observed):
-                    raise unsupported(term.line, f"a second density of the data {target}")
-                observed.append(self._observed(target, term))
+            elif target in self.values and target not in self.syms and term.value.dims == self._dims(self.types[target]) \
+                    and not any(o.name == target for o in observed) and self._observable(target, term):
+                observed.append(s.Observed(target, self._dist(term.family, term.args, term.value.dims, term.line),
+                                           term.value.dims))
             else:
-                raise unsupported(term.line, "a density of an expression (only of a whole parameter or data variable)")
+                loose.append(term)
         out = []
         for name, decl in params.items():
             terms = by_param.get(name, [])
-            if len(terms) > 1:
-                raise unsupported(terms[1].line, f"a second density of the parameter {name}")
-            out.append(self._param(decl, terms[0] if terms else None))
-        return out, observed
+            param = self._param(decl, terms[0]) if len(terms) == 1 else None
+            if param is None:
+                param = self._param(decl, None)
+                assert param is not None
+                loose.extend(terms)
+            out.append(param)
+        increments = [(t.line, s.lpdf(self._dist(t.family, t.args, t.value.dims, t.line), t.value.expr)) for t in loose]
+        factors, names = [], set()
+        for line, expr in sorted(increments + self.scalar_terms, key=lambda t: t[0]):
+            name = f"target_line{line}"
+            while name in names:
+                name += "_"
+            names.add(name)
+            factors.append(s.Factor(name, expr))
+        return out, observed, factors
+
+    def _observable(self, name: str, term: Term) -> bool:
+        """Whether a term on all of a data variable can be its observed node (a discrete
+        family needs int data)."""
+        return not s.FAMILIES[term.family].discrete or self.types[name].base == "int"
 
     def _dist(self, family: str, args: tuple[tuple[str, Sym], ...], dims: tuple[str, ...], line: int) -> s.Dist:
         for arg, sym in args:
@@ -413,15 +435,10 @@ class Lowering:
         except (ValueError, TypeError) as exc:
             raise Unsupported(line, str(exc)) from None
 
-    def _observed(self, name: str, term: Term) -> s.Observed:
-        dims = self._dims(self.types[name])
-        if term.value.dims != dims:
-            raise unsupported(term.line, f"a density of part of the data {name}")
-        if s.FAMILIES[term.family].discrete and self.types[name].base != "int":
-            raise unsupported(term.line, f"{term.family} of real data {name}")
-        return s.Observed(name, self._dist(term.family, term.args, dims, term.line), dims)
-
-    def _param(self, decl: Decl, term: Term | None) -> s.Param:
+    def _param(self, decl: Decl, term: Term | None) -> s.Param | None:
+        """The parameter with ``term`` as its distribution where the family's support is the
+        declared constraint (None where it is not: a truncated prior, which stays a factor),
+        or, without a term, flat on its constraint."""
         dims = self._dims(decl.type)
         lower, upper = decl.type.bound("lower"), decl.type.bound("upper")
         lo = None if lower is None else self._data_value_of(lower, "a bound")
@@ -445,10 +462,8 @@ class Lowering:
             bounds = [a.expr.value if isinstance(a.expr, s.Const) else None for _, a in args]
             if bounds == [float(lo), float(hi)]:
                 return s.Param(decl.name, self._dist("uniform", args, dims, term.line), dims)
-        if s.FAMILIES[family].support != support:
-            raise unsupported(term.line, f"{term.family} on {decl.name}, declared with "
-                              f"{'no bounds' if support == 'real' else f'lower={lo}' + (f', upper={hi}' if hi is not None else '')} "
-                              "(a truncated prior: the family's support must be the declared one)")
+        if s.FAMILIES[family].support != support or any(v.dims not in ((), dims) for _, v in args):
+            return None
         return s.Param(decl.name, self._dist(family, args, dims, term.line), dims)
 
     # ------------------------------------------------------------------ expressions
