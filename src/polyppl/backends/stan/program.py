@@ -61,6 +61,14 @@ STAN_DISTRIBUTIONS = {
     "poisson": "poisson",
     "poisson_log": "poisson_log",
     "lkj_corr_cholesky": "lkj_corr_cholesky",
+    "lognormal": "lognormal",
+    "inv_gamma": "inv_gamma",
+    "double_exponential": "double_exponential",
+    "logistic": "logistic",
+    "weibull": "weibull",
+    "chi_square": "chi_square",
+    "neg_binomial_2": "neg_binomial_2",
+    "neg_binomial_2_log": "neg_binomial_2_log",
 }
 #: Half families take a location of zero in Stan.
 _HALF_LOCATION = {"half_normal": 1, "half_cauchy": 1, "half_student_t": 2}

@@ -92,6 +92,14 @@ DISTRIBUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "bernoulli_logit": ("bernoulli_logit", ("logit_p",)),
     "poisson": ("poisson", ("rate",)),
     "poisson_log": ("poisson_log", ("log_rate",)),
+    "lognormal": ("lognormal", ("mu", "sigma")),
+    "inv_gamma": ("inv_gamma", ("alpha", "beta")),
+    "double_exponential": ("double_exponential", ("mu", "sigma")),
+    "logistic": ("logistic", ("mu", "sigma")),
+    "weibull": ("weibull", ("alpha", "sigma")),
+    "chi_square": ("chi_square", ("nu",)),
+    "neg_binomial_2": ("neg_binomial_2", ("mu", "phi")),
+    "neg_binomial_2_log": ("neg_binomial_2_log", ("log_mu", "phi")),
 }
 #: Stan's GLM densities: (spec family, the arguments after ``y | x, alpha, beta``).
 GLMS = {"normal_id_glm": ("normal", ("sigma",)), "bernoulli_logit_glm": ("bernoulli_logit", ()),
