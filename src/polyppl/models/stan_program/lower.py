@@ -109,6 +109,9 @@ HALF = {"normal": ("half_normal", "mu"), "cauchy": ("half_cauchy", "mu"), "stude
 #: Elementwise functions of the spec, by their Stan names.
 ELEMENTWISE = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "inv_logit": "inv_logit", "logit": "logit"}
 _SUFFIXES = ("_lpdf", "_lupdf", "_lpmf", "_lupmf")
+#: Stan's functions that repeat a scalar: (number of sizes, the kind of the result).
+REPEATS = {"rep_vector": (1, "vector"), "rep_row_vector": (1, "row_vector"), "rep_matrix": (2, "matrix"),
+           "rep_array": (1, "array")}
 
 
 def unsupported(line: int, what: str) -> Unsupported:
@@ -135,7 +138,8 @@ class Lowering:
         self.index_nodes: dict[str, s.Data] = {}
         self.index_values: dict[str, np.ndarray] = {}
         self.declared: dict[str, Decl] = {}
-        self.scalar_terms: list[tuple[int, s.Expr]] = []  # target += of a scalar expression  # variables declared without a value, until assigned
+        self.scalar_terms: list[tuple[int, s.Expr]] = []  # target += of a scalar expression
+        self.synthetic_dims: dict[str, tuple[str, ...]] = {}  # data the lowering adds (zeros_N), by dims  # variables declared without a value, until assigned
         self.block = "model"
 
     # ------------------------------------------------------------------ the whole program
@@ -548,6 +552,8 @@ class Lowering:
             value = evaluate(expr, self.values)
             if np.ndim(value) == 0:
                 return self._const(float(value))
+        if name in REPEATS and len(expr.args) == REPEATS[name][0] + 1:
+            return self._repeat(expr, REPEATS[name][1])
         args = [self._expr(a) for a in expr.args]
         if name in ELEMENTWISE and len(args) == 1:
             return replace(args[0], expr=s.Call(ELEMENTWISE[name], (args[0].expr,)), whole=None, int_data=None,
@@ -565,6 +571,18 @@ class Lowering:
         if name.endswith(_SUFFIXES + ("_lcdf", "_lccdf", "_cdf", "_rng")):
             raise unsupported(line, f"{name} inside an expression")
         raise unsupported(line, name if name not in DATA_FUNCTIONS else f"{name} of parameters")
+
+    def _repeat(self, expr: FnCall, kind: str) -> Sym:
+        """``rep_vector(x, N)`` and its kin, of a scalar ``x``: ``x`` plus a data array of zeros
+        over the sizes' dims (the spec has no broadcast to dims of its own)."""
+        value = self._expr(expr.args[0])
+        if value.dims:
+            raise unsupported(expr.line, f"{expr.name} of a value that is not a scalar")
+        dims = tuple(self._dim(size) for size in expr.args[1:])
+        zeros = "zeros_" + "_".join(dims)
+        self.values[zeros] = np.zeros(tuple(self.dim_sizes[d] for d in dims))
+        self.synthetic_dims[zeros] = dims
+        return Sym(s.Binary("+", value.expr, s.Var(zeros)), dims, kind)
 
     def _indexed(self, expr: Indexed) -> Sym:
         base = self._expr(expr.base)
@@ -667,6 +685,9 @@ class Lowering:
             elif name in self.values:
                 if any(o.name == name for o in nodes if isinstance(o, s.Observed)):
                     raise unsupported(0, f"the data {name} both observed and used in an expression")
+                if name in self.synthetic_dims:
+                    out.append(s.Data(name, "real", self.synthetic_dims[name]))
+                    continue
                 stan_type = self.types[name]
                 out.append(s.Data(name, "int" if stan_type.base == "int" else "real", self._dims(stan_type)))
         return out
