@@ -64,6 +64,8 @@ class _Loop:
     size: int
     dim: str | None = None
     assigned: set[str] = field(default_factory=set)
+    #: Variables declared inside the loop's body: one value per iteration.
+    locals: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -248,8 +250,8 @@ class Lowering:
     def _statement(self, st: Statement) -> None:
         if isinstance(st, Decl):
             if self.loops:
-                raise unsupported(st.line, "a declaration inside a loop")
-            if st.value is not None:
+                self._loop_local(st)
+            elif st.value is not None:
                 self.syms[st.name] = self._value_for(st.name, self._expr(st.value), self._dims(st.type), st.line)
             else:
                 self.syms.pop(st.name, None)
@@ -263,6 +265,8 @@ class Lowering:
         elif isinstance(st, For):
             self._for(st)
         elif isinstance(st, If):
+            if self.loops and _names(st.condition) & {lp.variable for lp in self.loops}:
+                raise unsupported(st.line, "an if whose condition changes from one iteration of a loop to the next")
             condition = self._data_value_of(st.condition, "the condition of an if")
             self._run(st.then if condition else st.otherwise)
         elif isinstance(st, While):
@@ -288,6 +292,9 @@ class Lowering:
             current = self._expr(target)
             value = self._binary(st.op[:-1], current, value, st.line)
         if isinstance(target, Name):
+            if self.loops and target.name in self.loops[-1].locals:
+                self._set_loop_local(target.name, value, st.line)
+                return
             if self.loops:
                 raise unsupported(st.line, f"assigning all of {target.name} inside a loop (a value carried across iterations)")
             dims = self._declared_dims(target.name, st.line)
@@ -315,6 +322,21 @@ class Lowering:
                                   "vector" if len(dims) == 1 else "matrix")
             return
         raise unsupported(st.line, "this assignment")
+
+    def _loop_local(self, st: Decl) -> None:
+        """A variable declared in a loop's body: one value per iteration, which the lowering
+        holds as a value over the loop's dim (``int irat = rat[n];`` is all of ``rat``)."""
+        if st.type.array_sizes or st.type.shape:
+            raise unsupported(st.line, "a vector or array declared inside a loop")
+        self.loops[-1].locals.add(st.name)
+        self.syms.pop(st.name, None)
+        if st.value is not None:
+            self._set_loop_local(st.name, self._expr(st.value), st.line)
+
+    def _set_loop_local(self, name: str, value: Sym, line: int) -> None:
+        if value.dims[value.nloop:]:
+            raise unsupported(line, f"a value that is not a scalar for {name}")
+        self.syms[name] = replace(value, whole=None)
 
     def _broadcast_to(self, value: Sym, dims: tuple[str, ...], line: int) -> s.Expr:
         raise unsupported(line, f"an element assignment whose value does not vary along {dims}")
@@ -345,7 +367,8 @@ class Lowering:
         try:
             self._run(st.body)
         finally:
-            self.loops.pop()
+            for name in self.loops.pop().locals:
+                self.syms.pop(name, None)
 
     # ------------------------------------------------------------------ densities
 
