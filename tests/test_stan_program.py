@@ -28,7 +28,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: (<lower=0> with cauchy(0, 5)). noncentered: transformed parameters. radon: a loop with a
 #: local vector, an index array, target += normal_lpdf. kidscore_momiq: constant indexes
 #: beta[1], a vector with no prior (flat). logearn_interaction_z: transformed data (mean, sd, log).
+#: rats_model: a variable declared inside a loop, flat priors on <lower=0> parameters, a
+#: generated quantity.
 PROGRAMS = [
+    ("rats_model", "rats_data"),
     ("eight_schools_centered", "eight_schools"),
     ("eight_schools_noncentered", "eight_schools"),
     ("radon_variable_intercept_noncentered", "radon_mn"),
@@ -58,6 +61,13 @@ def test_loop_over_rows_is_one_vectorized_node():
     assert len(model.nodes) < 15
     assert {n.name for n in model.params} == {"alpha_raw", "beta", "mu_alpha", "sigma_alpha", "sigma_y"}
     assert model["county_idx"].index_of == "J"
+
+
+def test_a_variable_declared_in_a_loop_is_one_value_per_iteration():
+    model = problem("rats_model", "rats_data").model
+    (observed,) = model.observed
+    assert observed.name == "y" and model["rat"].index_of == "N"  # int irat = rat[n]; alpha[irat]
+    assert isinstance(model["alpha0"], s.Deterministic)  # a generated quantity
 
 
 def test_names_dims_and_priors_as_the_program_declares_them():
