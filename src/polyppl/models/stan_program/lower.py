@@ -536,8 +536,10 @@ class Lowering:
         raise unsupported(getattr(expr, "line", 0), type(expr).__name__)
 
     def _binary(self, op: str, a: Sym, b: Sym, line: int) -> Sym:
-        if a.int_value is not None and b.int_value is not None and op in ("+", "-", "*"):
-            value = {"+": a.int_value + b.int_value, "-": a.int_value - b.int_value, "*": a.int_value * b.int_value}[op]
+        if a.int_value is not None and b.int_value is not None and op in ("+", "-", "*", "/"):
+            # Stan's integer division truncates toward zero.
+            value = {"+": lambda: a.int_value + b.int_value, "-": lambda: a.int_value - b.int_value,
+                     "*": lambda: a.int_value * b.int_value, "/": lambda: int(a.int_value / b.int_value)}[op]()
             return self._const(value)
         loop = self._loop_dims(a, b, line)
         if op in ("+", "-", ".*", "./", "^", ".^") or (op in ("*", "/") and (a.kind == "scalar" or b.kind == "scalar")):
