@@ -257,3 +257,34 @@ def test_spec_model_keeps_its_source_through_json():
     again = model_from_json(json.loads(json.dumps(model_to_json(model))))
     assert again.source == model.source and model_hash(again) == model_hash(model)
     assert isinstance(again["theta"], s.Deterministic)
+
+
+def test_a_wrong_translation_stops_naming_the_quantity():
+    """A lowered model whose prior on mu differs from the program's (normal(0, 4) for the
+    program's normal(0, 5)): the check refuses it, naming mu's gradient."""
+    from dataclasses import replace
+
+    from polyppl.studies.translation import check_translation
+
+    found = problem("eight_schools_centered", "eight_schools")
+    nodes = tuple(replace(n, dist=s.Normal(0.0, 4.0)) if n.name == "mu" else n for n in found.model.nodes)
+    wrong = replace(found, model=replace(found.model, nodes=nodes))
+    with pytest.raises(UserError, match=r"the translation check failed: on (pymc|numpyro), the gradient of mu "
+                       r"differs from Stan's by .* at the unconstrained point \{mu=.*; theta=\[.*\]\}; not sampling"):
+        check_translation(wrong)
+
+
+@pytest.mark.slow
+def test_compare_runs_the_program_on_stan_and_the_lowered_model_elsewhere(tmp_path):
+    """The example end to end, briefly: three columns named as the program names its
+    quantities, and the translation check in the comparison's JSON."""
+    from polyppl.inference.methods import SamplerSettings
+    from polyppl.studies.compare import compare
+
+    found = stan_program(EXAMPLES / "eight_schools.stan", EXAMPLES / "eight_schools.json")
+    comparison = compare(found, settings=SamplerSettings(chains=2, draws=200, tune=200, seed=3), out=tmp_path)
+    saved = comparison.to_json()
+    assert saved["translation"]["points"] == 20 and saved["translation"]["max_rel_error"] <= 1e-8
+    for backend in ("pymc", "numpyro", "stan"):
+        assert saved["backends"][backend]["status"] == "ok"
+        assert {"theta[1]", "theta_trans[8]", "mu", "tau"} <= set(saved["backends"][backend]["posterior"])
