@@ -312,7 +312,7 @@ class Lowering:
                 loop.dim = loop.dim or dim
                 if loop.dim != dim:
                     raise unsupported(st.line, f"a loop whose variable indexes dims {loop.dim} and {dim}")
-            if name in s.free_vars(value.expr) or any(name in lp.assigned for lp in self.loops if name in s.free_vars(value.expr)):
+            if name in s.free_vars(value.expr):
                 raise unsupported(st.line, f"a loop in which {name} depends on an earlier iteration (a recursion)")
             for loop in self.loops:
                 loop.assigned.add(name)
@@ -339,7 +339,18 @@ class Lowering:
         self.syms[name] = replace(value, whole=None)
 
     def _broadcast_to(self, value: Sym, dims: tuple[str, ...], line: int) -> s.Expr:
-        raise unsupported(line, f"an element assignment whose value does not vary along {dims}")
+        """``x[n] = a`` for every n, with ``a`` the same in every iteration: ``a`` over the dims."""
+        if value.dims:
+            raise unsupported(line, f"an element assignment of a value of dims {value.dims} to dims {dims}")
+        return s.Binary("+", value.expr, s.Var(self._zeros(dims)))
+
+    def _zeros(self, dims: tuple[str, ...]) -> str:
+        """A data array of zeros over ``dims``, the lowering's way to give a scalar those dims
+        (the spec has no broadcast to dims of its own)."""
+        name = "zeros_" + "_".join(dims)
+        self.values[name] = np.zeros(tuple(self.dim_sizes[d] for d in dims))
+        self.synthetic_dims[name] = dims
+        return name
 
     def _check_loop_value(self, value: Sym, nloop: int, line: int) -> None:
         if value.nloop not in (0, nloop):
@@ -598,16 +609,12 @@ class Lowering:
         raise unsupported(line, name if name not in DATA_FUNCTIONS else f"{name} of parameters")
 
     def _repeat(self, expr: FnCall, kind: str) -> Sym:
-        """``rep_vector(x, N)`` and its kin, of a scalar ``x``: ``x`` plus a data array of zeros
-        over the sizes' dims (the spec has no broadcast to dims of its own)."""
+        """``rep_vector(x, N)`` and its kin, of a scalar ``x``: ``x`` plus zeros over the sizes' dims."""
         value = self._expr(expr.args[0])
         if value.dims:
             raise unsupported(expr.line, f"{expr.name} of a value that is not a scalar")
         dims = tuple(self._dim(size) for size in expr.args[1:])
-        zeros = "zeros_" + "_".join(dims)
-        self.values[zeros] = np.zeros(tuple(self.dim_sizes[d] for d in dims))
-        self.synthetic_dims[zeros] = dims
-        return Sym(s.Binary("+", value.expr, s.Var(zeros)), dims, kind)
+        return Sym(s.Binary("+", value.expr, s.Var(self._zeros(dims))), dims, kind)
 
     def _indexed(self, expr: Indexed) -> Sym:
         base = self._expr(expr.base)
