@@ -167,12 +167,7 @@ class Lowering:
         self._run(program.model)
         self.syms = before_model  # the model block's locals are not seen by generated quantities
         self.notes: list[str] = []
-        try:
-            generated = self._deterministics(program.generated_quantities, "generated quantities")
-        except Unsupported as exc:
-            # The program still runs on Stan with them; PyMC and NumPyro compare the rest.
-            generated = []
-            self.notes.append(f"generated quantities left out of the comparison: line {exc.line}: {exc.what}")
+        generated = self._generated_quantities(program.generated_quantities)
         params, observed, factors = self._distributions()
         nodes = self._order(params, deterministics) + observed + factors
         if generated:
@@ -205,6 +200,35 @@ class Lowering:
                 raise unsupported(decl.line, f"{decl.name}: a value of dims {value.dims} for dims {declared}")
             out.append(s.Deterministic(decl.name, value.expr, declared))
             self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
+        return out
+
+    def _generated_quantities(self, statements: tuple[Statement, ...]) -> list[s.Deterministic]:
+        """Generated quantities as deterministics, statement by statement: a statement
+        outside the subset (a ``_rng`` draw, most often) leaves out what it assigns and what
+        depends on it, with a note in the model's description; the program still computes
+        them on Stan, and PyMC and NumPyro compare the rest."""
+        self.block = "generated quantities"
+        left_out: set[str] = set()
+        for statement in statements:
+            try:
+                self._statement(statement)
+            except Unsupported as exc:
+                names = _assigned_names(statement)
+                left_out |= names
+                for name in names:
+                    self.syms.pop(name, None)
+                self.notes.append(f"left out of the comparison: {', '.join(sorted(names)) or 'a statement'} "
+                                  f"(line {exc.line}: {exc.what})")
+        out = []
+        for decl in (st for st in statements if isinstance(st, Decl)):
+            value = self.syms.get(decl.name)
+            declared = self._dims(decl.type)
+            if decl.name in left_out or value is None or value.dims != declared or value.nloop:
+                if decl.name not in left_out:
+                    self.notes.append(f"left out of the comparison: {decl.name} (line {decl.line}: not assigned "
+                                      "as a whole, or in one loop over all of it)")
+                continue
+            out.append(s.Deterministic(decl.name, value.expr, declared))
         return out
 
     def _check_parameter_type(self, decl: Decl) -> None:
@@ -736,6 +760,22 @@ def _element_kind(kind: str, own: tuple[str, ...]) -> str:
     if kind == "array" and len(own) > 1:
         return "array"
     return "scalar"
+
+
+def _assigned_names(statement: Statement) -> set[str]:
+    """The variables a statement declares or assigns (in its body too)."""
+    if isinstance(statement, Decl):
+        return {statement.name}
+    if isinstance(statement, Assign):
+        target = statement.target
+        while isinstance(target, Indexed):
+            target = target.base
+        return {target.name} if isinstance(target, Name) else set()
+    if isinstance(statement, (For, While)):
+        return set().union(*(_assigned_names(s_) for s_ in statement.body))
+    if isinstance(statement, If):
+        return set().union(*(_assigned_names(s_) for s_ in statement.then + statement.otherwise))
+    return set()
 
 
 def _names(expr) -> set[str]:
