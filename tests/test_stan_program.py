@@ -288,3 +288,14 @@ def test_compare_runs_the_program_on_stan_and_the_lowered_model_elsewhere(tmp_pa
     for backend in ("pymc", "numpyro", "stan"):
         assert saved["backends"][backend]["status"] == "ok"
         assert {"theta[1]", "theta_trans[8]", "mu", "tau"} <= set(saved["backends"][backend]["posterior"])
+
+
+def test_generated_quantities_that_draw_are_left_out_by_name(tmp_path):
+    program_text = REGRESSION + "generated quantities {\n  real ab = alpha + beta;\n" \
+        "  real y_new = bernoulli_logit_rng(alpha);\n  real twice_new = 2 * y_new;\n}\n"
+    program, data = _write(tmp_path, program_text, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
+    model = stan_program(program, data).model
+    assert isinstance(model["ab"], s.Deterministic)
+    assert "y_new" not in model.output_names and "twice_new" not in model.output_names
+    assert "left out of the comparison: y_new (line 17: bernoulli_logit_rng" in model.description
+    assert "left out of the comparison: twice_new (line 18:" in model.description
