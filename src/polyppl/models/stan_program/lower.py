@@ -513,6 +513,8 @@ class Lowering:
         lower, upper = decl.type.bound("lower"), decl.type.bound("upper")
         lo = None if lower is None else self._data_value_of(lower, "a bound")
         hi = None if upper is None else self._data_value_of(upper, "a bound")
+        if np.ndim(lo) or np.ndim(hi):
+            raise unsupported(decl.line, f"a bound of {decl.name} that differs from element to element")
         support = "real" if lo is None and hi is None else "positive" if lo == 0 and hi is None else (
             "interval" if lo is not None and hi is not None else None)
         if support is None:
@@ -528,10 +530,12 @@ class Lowering:
                 family, args = HALF[family][0], tuple((k, v) for k, v in args if k != HALF[family][1])
         if support == "interval" and family == "beta" and (lo, hi) == (0, 1):
             support = "unit"
-        if support == "interval" and family == "uniform":
+        if support == "interval":
+            # Only uniform on exactly the declared bounds is the parameter's own distribution.
             bounds = [a.expr.value if isinstance(a.expr, s.Const) else None for _, a in args]
-            if bounds == [float(lo), float(hi)]:
+            if family == "uniform" and bounds == [float(lo), float(hi)]:
                 return s.Param(decl.name, self._dist("uniform", args, dims, term.line), dims)
+            return None
         if s.FAMILIES[family].support != support or any(v.dims not in ((), dims) for _, v in args):
             return None
         return s.Param(decl.name, self._dist(family, args, dims, term.line), dims)
@@ -556,6 +560,8 @@ class Lowering:
             if len(expr.args) == 1:
                 operand = self._expr(expr.args[0])
                 if expr.op == "neg":
+                    if isinstance(operand.expr, s.Const):
+                        return self._const(-operand.expr.value)
                     return replace(operand, expr=s.Call("neg", (operand.expr,)), whole=None, int_data=None,
                                    int_value=None if operand.int_value is None else -operand.int_value)
                 if expr.op == "'" and operand.kind == "matrix" and not operand.nloop:
