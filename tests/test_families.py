@@ -33,6 +33,7 @@ def all_families_model() -> s.Model:
     mu, sigma, nu, p, rate = V("mu"), V("sigma"), V("nu"), V("p"), V("rate")
     return s.Model("all-families", (
         s.Data("trials", "int", ("cell",), lower=0),
+        s.Data("counts", "int", ("cell",), lower=0),
         # Parameters that the others' arguments depend on, so every gradient is exercised.
         s.Param("mu", s.Normal(0.5, 2.0)),
         s.Param("sigma", s.HalfNormal(1.5)),
@@ -48,6 +49,12 @@ def all_families_model() -> s.Model:
         s.Param("x_half_flat", s.HalfFlat()),
         s.Param("x_beta", s.Beta(rate + 1.0, sigma + 0.5)),
         s.Param("x_gamma", s.Gamma(nu, rate)),
+        s.Param("x_lognormal", s.LogNormal(mu, sigma)),
+        s.Param("x_inv_gamma", s.InverseGamma(nu, rate)),
+        s.Param("x_double_exponential", s.DoubleExponential(mu, sigma)),
+        s.Param("x_logistic", s.Logistic(mu, sigma)),
+        s.Param("x_weibull", s.Weibull(nu, sigma)),
+        s.Param("x_chi_square", s.ChiSquare(nu)),
         # Every expression function and operator, in the density.
         s.Factor("every_function", -0.5 * (s.log1p(s.sqrt(V("x_gamma"))) - s.logit(V("x_beta")) / 4.0) ** 2
                  + s.where((V("x_flat") > 1.0) | (V("x_flat") < -3.0) | (V("x_half_flat") >= 5.0)
@@ -61,12 +68,18 @@ def all_families_model() -> s.Model:
         s.Observed("y_poisson", s.Poisson(rate * 3.0), ("cell",)),
         s.Observed("y_poisson_log", s.PoissonLog(mu - 1.0), ("cell",)),
         s.Observed("y_normal", s.Normal(mu, sigma), ("cell",)),
+        s.Observed("y_neg_binomial_2", s.NegBinomial2(rate * 3.0, nu), ("cell",)),
+        s.Observed("y_neg_binomial_2_log", s.NegBinomial2Log(mu, sigma + 0.5), ("cell",)),
+        # A family's log density as a term of its own (a Stan program's target += *_lpdf).
+        s.Factor("a_log_density", s.lpdf(s.StudentT(nu, mu, sigma), V("x_cauchy") - V("x_flat"))),
+        s.Factor("a_log_mass", s.lpdf(s.NegBinomial2Log(mu, nu), V("counts"))),
     ))
 
 
 DATASET = s.Dataset(
     values={
         "trials": np.array([3, 10, 1, 25]),
+        "counts": np.array([0, 4, 2, 13]),
         "y_binomial": np.array([1, 4, 1, 20]),
         "y_binomial_logit": np.array([0, 7, 1, 12]),
         "y_beta_binomial": np.array([3, 2, 0, 11]),
@@ -75,6 +88,8 @@ DATASET = s.Dataset(
         "y_poisson": np.array([0, 3, 7, 2]),
         "y_poisson_log": np.array([1, 0, 4, 2]),
         "y_normal": np.array([0.3, -1.2, 2.5, 0.9]),
+        "y_neg_binomial_2": np.array([0, 5, 2, 9]),
+        "y_neg_binomial_2_log": np.array([3, 0, 1, 6]),
     },
     coords={"cell": ("a", "b", "c", "d")},
 )

@@ -72,6 +72,15 @@ CASES = {
     "poisson": ({"rate": 4.5}, stats.poisson(mu=4.5), [-1, 0, 4, 17]),
     "poisson_log": ({"log_rate": 1.3}, stats.poisson(mu=math.exp(1.3)), [-1, 0, 4, 17]),
     "beta_binomial": ({"n": 15, "alpha": 2.0, "beta": 3.5}, stats.betabinom(n=15, a=2.0, b=3.5), [-1, 0, 5, 15, 16]),
+    "lognormal": ({"mu": 0.5, "sigma": 0.8}, stats.lognorm(s=0.8, scale=math.exp(0.5)), [-1.0, 0.1, 1.6, 9.0]),
+    "inv_gamma": ({"alpha": 3.0, "beta": 2.0}, stats.invgamma(a=3.0, scale=2.0), [-1.0, 0.2, 1.0, 6.0]),
+    "double_exponential": ({"mu": 1.0, "sigma": 2.0}, stats.laplace(loc=1.0, scale=2.0), [-6.0, 0.0, 1.0, 4.0]),
+    "logistic": ({"mu": -1.0, "sigma": 0.5}, stats.logistic(loc=-1.0, scale=0.5), [-4.0, -1.0, 0.3, 3.0]),
+    "weibull": ({"alpha": 1.5, "sigma": 2.0}, stats.weibull_min(c=1.5, scale=2.0), [-1.0, 0.3, 2.0, 7.0]),
+    "chi_square": ({"nu": 4.0}, stats.chi2(df=4.0), [-1.0, 0.5, 3.0, 12.0]),
+    "neg_binomial_2": ({"mu": 4.0, "phi": 2.5}, stats.nbinom(n=2.5, p=2.5 / 6.5), [-1, 0, 3, 20]),
+    "neg_binomial_2_log": ({"log_mu": 1.2, "phi": 3.0}, stats.nbinom(n=3.0, p=3.0 / (3.0 + math.exp(1.2))),
+                           [-1, 0, 3, 20]),
 }
 
 
@@ -80,7 +89,7 @@ def _seed(family: str) -> int:
 
 
 def test_functions_cover_the_spec():
-    assert set(nm.FUNCTIONS) == set(s.FUNCTIONS) | {"|", "concat"}
+    assert set(nm.FUNCTIONS) == set(s.FUNCTIONS) | {"|", "concat", "lpdf"}
     x = s.Var("x")
     env = {"x": np.array([-0.5, 0.5, 3.0])}
     expr = s.where((x < 0) | (x > 2), s.inv_logit(x), s.logit(s.inv_logit(x)) + s.sqrt(s.exp(x)) - s.log1p(x))
@@ -137,8 +146,8 @@ def _chi_square_pvalue(draws: np.ndarray, ref) -> float:
 @pytest.mark.parametrize("family", PROPER)
 def test_draws_follow_scipy(family):
     """20,000 draws: KS (continuous) or chi-square (discrete) against the reference, each at
-    alpha = 1e-4; over the 17 proper families the family-wise false-alarm rate is
-    1 - (1 - 1e-4)^17 = 1.7e-3 (the chi-square's p-value is asymptotic, cells >= 5 expected)."""
+    alpha = 1e-4; over the 25 proper families the family-wise false-alarm rate is
+    1 - (1 - 1e-4)^25 = 2.5e-3 (the chi-square's p-value is asymptotic, cells >= 5 expected)."""
     args, ref, _ = CASES[family]
     draws = nm.draw(family, {k: np.asarray(v) for k, v in args.items()}, np.random.default_rng(_seed(family)), (20_000,))
     assert draws.shape == (20_000,)

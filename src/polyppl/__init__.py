@@ -23,6 +23,7 @@ _API = {
     "Problem": "polyppl.models",
     "resolve": "polyppl.models",
     "formula": "polyppl.models.formula",
+    "stan_program": "polyppl.models.stan_program",
     "compare": "polyppl.studies.compare",
     "Comparison": "polyppl.studies.compare",
     "run_repro": "polyppl.studies.repro",

@@ -49,12 +49,13 @@ def column(text: str) -> Column:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", help=f"a built-in model ({', '.join(MODELS)}) or FILE.py:NAME, a function "
-                        "returning (Model, Dataset) or a Model whose data come with --data; "
-                        "none with --formula")
+    parser.add_argument("model", nargs="?", help=f"a built-in model ({', '.join(MODELS)}), FILE.py:NAME, a function "
+                        "returning (Model, Dataset) or a Model whose data come with --data, or PROGRAM.stan, a Stan "
+                        "program whose data come with --data DATA.json; none with --formula")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--scenario", help="built-in data set (see `polyppl models`)")
-    source.add_argument("--data", type=Path, help="CSV file with your data (see `polyppl models` for columns)")
+    source.add_argument("--data", type=Path, help="CSV file with your data (see `polyppl models` for columns); "
+                        "for PROGRAM.stan, Stan's JSON data (.json or .json.zip)")
     parser.add_argument("--parametrization", help="e.g. centered or noncentered (see `polyppl models`)")
     parser.add_argument("--formula", help="an lme4/brms formula instead of MODEL, with --data and --family, e.g. "
                         "'success ~ treated + (1 + treated | country)'")

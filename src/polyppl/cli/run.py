@@ -50,6 +50,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from polyppl.inference.idata import save_json
     from polyppl.render.tables import flagged_cells, remedies_lines
     from polyppl.studies.remedies import climb
+    from polyppl.studies.translation import LOWERED_BACKENDS, check_translation
+
+    if problem.model.source is not None and backend.backend in LOWERED_BACKENDS:
+        # A model lowered from the user's program: never sample a wrong translation.
+        progress("checking the translation: log density and gradient against Stan's own ...")
+        checked = check_translation(problem, stan_engine=engines_from(args).get("stan"))
+        progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
 
     stem = result_stem(args.out, problem.labels, backend.label, args.method)
     if args.method != "nuts":  # an approximation: no chains to diagnose, no ladder

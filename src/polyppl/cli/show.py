@@ -25,7 +25,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     print()
     print(model_text(problem.model, problem.dataset))
     print()
-    print("Stan program (generated from this spec; PyMC and NumPyro compile the same spec their own way):")
+    if problem.model.source is not None:
+        print("Stan program regenerated from the lowered spec (PyMC and NumPyro compile the same spec their own "
+              "way; the Stan column runs your program unchanged):")
+    else:
+        print("Stan program (generated from this spec; PyMC and NumPyro compile the same spec their own way):")
     print()
     print(stan_program(problem.model.density_model()), end="")
     return 0

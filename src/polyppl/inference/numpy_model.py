@@ -29,10 +29,11 @@ from scipy import special, stats
 from polyppl import spec
 from polyppl.spec import (
     FAMILIES, MATRIX_FUNCTIONS, Binary, Call, Concat, Conditional, Const, Data, Dataset, Deterministic, Dist, Expr,
-    Factor, Index, Model, Observed, Param, SpecError, Var, check_dataset, free_vars,
+    Factor, Index, LogPdf, Model, Observed, Param, SpecError, Var, check_dataset, free_vars,
 )
 
-#: NumPy's implementation of every name in ``spec.FUNCTIONS``, and ``"|"``, for ``spec.evaluate``.
+#: NumPy's implementation of every name in ``spec.FUNCTIONS``, and ``"|"`` (and ``"lpdf"``,
+#: below ``logpdf``), for ``spec.evaluate``.
 FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "neg": np.negative,
     "exp": np.exp,
@@ -106,6 +107,14 @@ _DRAW: dict[str, Callable[..., np.ndarray]] = {
     "beta_binomial": lambda rng, size, n, alpha, beta: rng.binomial(n, rng.beta(alpha, beta, size)),
     "poisson_log": lambda rng, size, log_rate: rng.poisson(np.exp(log_rate), size),
     "lkj_corr_cholesky": lambda rng, size, eta: _lkj_cholesky_draw(rng, size, eta),
+    "lognormal": lambda rng, size, mu, sigma: rng.lognormal(mu, sigma, size),
+    "inv_gamma": lambda rng, size, alpha, beta: beta / rng.gamma(alpha, 1.0, size),
+    "double_exponential": lambda rng, size, mu, sigma: rng.laplace(mu, sigma, size),
+    "logistic": lambda rng, size, mu, sigma: rng.logistic(mu, sigma, size),
+    "weibull": lambda rng, size, alpha, sigma: sigma * rng.weibull(alpha, size),
+    "chi_square": lambda rng, size, nu: rng.chisquare(nu, size),
+    "neg_binomial_2": lambda rng, size, mu, phi: rng.negative_binomial(phi, phi / (phi + mu), size),
+    "neg_binomial_2_log": lambda rng, size, log_mu, phi: rng.negative_binomial(phi, phi / (phi + np.exp(log_mu)), size),
 }
 
 
@@ -209,6 +218,14 @@ _LOGPDF: dict[str, Callable[..., np.ndarray]] = {
     "beta_binomial": lambda k, n, alpha, beta: stats.betabinom.logpmf(k, n, alpha, beta),
     "poisson_log": lambda k, log_rate: stats.poisson.logpmf(k, np.exp(log_rate)),
     "lkj_corr_cholesky": lkj_corr_cholesky_logpdf,
+    "lognormal": lambda x, mu, sigma: stats.lognorm.logpdf(x, sigma, scale=np.exp(mu)),
+    "inv_gamma": lambda x, alpha, beta: stats.invgamma.logpdf(x, alpha, scale=beta),
+    "double_exponential": lambda x, mu, sigma: stats.laplace.logpdf(x, mu, sigma),
+    "logistic": lambda x, mu, sigma: stats.logistic.logpdf(x, mu, sigma),
+    "weibull": lambda x, alpha, sigma: stats.weibull_min.logpdf(x, alpha, scale=sigma),
+    "chi_square": lambda x, nu: stats.chi2.logpdf(x, nu),
+    "neg_binomial_2": lambda k, mu, phi: stats.nbinom.logpmf(k, phi, phi / (phi + np.asarray(mu, dtype=float))),
+    "neg_binomial_2_log": lambda k, log_mu, phi: stats.nbinom.logpmf(k, phi, phi / (phi + np.exp(log_mu))),
 }
 
 
@@ -236,8 +253,12 @@ _DOMAINS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
     "logit_p": (lambda v: ~np.isnan(v), "a number (not nan)"),
     "log_rate": (lambda v: ~np.isnan(v), "a number (not nan)"),
     "eta": (_positive, "positive and finite"),
+    "phi": (_positive, "positive and finite"),
+    "log_mu": (lambda v: ~np.isnan(v), "a number (not nan)"),
 }
-_POISSON_RATE = (lambda v: (v >= 0) & np.isfinite(v), "non-negative and finite")
+#: Arguments whose domain differs from the one of their name elsewhere.
+_FAMILY_DOMAINS = {("poisson", "rate"): (lambda v: (v >= 0) & np.isfinite(v), "non-negative and finite"),
+                   ("neg_binomial_2", "mu"): (_positive, "positive and finite")}
 
 
 def _check_args(family: str, args: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -247,7 +268,7 @@ def _check_args(family: str, args: Mapping[str, np.ndarray]) -> dict[str, np.nda
     out = {}
     for name in expected:
         value = np.asarray(args[name], dtype=float)
-        ok, what = _POISSON_RATE if (family, name) == ("poisson", "rate") else _DOMAINS[name]
+        ok, what = _FAMILY_DOMAINS.get((family, name), _DOMAINS[name])
         bad = ~ok(value)
         if np.any(bad):
             raise SpecError(f"{family}: {name} must be {what}, got {value[bad].flat[0]!r}")
@@ -297,6 +318,9 @@ def logpdf(family: str, value: np.ndarray, args: Mapping[str, np.ndarray]) -> np
         return np.asarray(_LOGPDF[family](np.asarray(value), **{k: np.asarray(args[k]) for k in expected}), dtype=float)
 
 
+FUNCTIONS["lpdf"] = lambda family, args, value: np.sum(logpdf(family, value, args))
+
+
 # --------------------------------------------------------------------------- expressions
 
 
@@ -335,6 +359,13 @@ def _walk(expr: Expr, env: Mapping[str, np.ndarray], batched: frozenset[str]) ->
     if isinstance(expr, Call):
         args, is_batched = _aligned([_walk(a, env, batched) for a in expr.args])
         return FUNCTIONS[expr.fn](*args), is_batched
+    if isinstance(expr, LogPdf):
+        names = [k for k, _ in expr.args]
+        operands, is_batched = _aligned([_walk(expr.value, env, batched)] + [_walk(e, env, batched) for _, e in expr.args])
+        density = logpdf(expr.family, operands[0], dict(zip(names, operands[1:])))
+        if is_batched:
+            return density.reshape(density.shape[0], -1).sum(axis=1), True
+        return np.sum(density), False
     if isinstance(expr, Concat):
         parts = [_walk(p, env, batched) for p in expr.parts]
         if not any(b for _, b in parts):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from polyppl.spec import (
-    Binary, Call, Concat, Conditional, Const, Data, Dataset, Decision, Deterministic, Dist, Expr, Factor, Index, Model,
-    Observed, Param, Var,
+    Binary, Call, Concat, Conditional, Const, Data, Dataset, Decision, Deterministic, Dist, Expr, Factor, Index, LogPdf,
+    Model, Observed, Param, Var,
 )
 
 # Precedence of operators when written: higher binds tighter.
@@ -31,6 +31,9 @@ def _text(expr: Expr) -> tuple[str, int]:
         if expr.fn == "neg":
             return f"-{_wrapped(expr.args[0], 6)}", 6
         return f"{expr.fn}({', '.join(expr_text(a) for a in expr.args)})", _ATOM
+    if isinstance(expr, LogPdf):
+        args = ", ".join(expr_text(e) for _, e in expr.args)
+        return f"{expr.family}_lpdf({expr_text(expr.value)} | {args})", _ATOM
     if isinstance(expr, Concat):
         return f"concat({expr.dim}; {', '.join(expr_text(p) for p in expr.parts)})", _ATOM
     raise TypeError(expr)

@@ -113,6 +113,18 @@ class Concat(Expr):
     parts: tuple[Expr, ...]
 
 
+@dataclass(frozen=True, eq=False)
+class LogPdf(Expr):
+    """The log density (log mass for a discrete family) of ``value`` under a family, summed
+    over its elements: a scalar, for a :class:`~polyppl.spec.Factor` (Stan's
+    ``target += normal_lpdf(y | mu, sigma)`` on an expression, or on a parameter whose
+    constraint is not its family's support). Build with :func:`polyppl.spec.lpdf`."""
+
+    family: str  # one of FAMILIES
+    args: tuple[tuple[str, Expr], ...]
+    value: Expr
+
+
 ExprLike = Union[Expr, float, int]
 
 ARITHMETIC = ("+", "-", "*", "/", "**")
@@ -225,6 +237,8 @@ def free_vars(expr: Expr) -> set[str]:
         return free_vars(expr.base) | free_vars(expr.index)
     if isinstance(expr, Concat):
         return set().union(*(free_vars(p) for p in expr.parts))
+    if isinstance(expr, LogPdf):
+        return free_vars(expr.value).union(*(free_vars(e) for _, e in expr.args))
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -238,7 +252,8 @@ def evaluate(expr: Expr, env: Mapping[str, object], functions: Mapping[str, Call
     """Evaluate an expression with an array library.
 
     ``env`` maps node names to that library's arrays; ``functions`` maps each name of
-    FUNCTIONS (and ``"|"`` and ``"concat"``, which takes the parts) to the library's
+    FUNCTIONS (and ``"|"``, ``"concat"``, which takes the parts, and ``"lpdf"``, which
+    takes the family, its evaluated arguments by name and the value) to the library's
     implementation. PyMC, NumPyro and NumPy share this walk and differ only in the table
     they pass.
     """
@@ -257,6 +272,9 @@ def evaluate(expr: Expr, env: Mapping[str, object], functions: Mapping[str, Call
         return functions[expr.fn](*(evaluate(a, env, functions) for a in expr.args))
     if isinstance(expr, Concat):
         return functions["concat"](*(evaluate(p, env, functions) for p in expr.parts))
+    if isinstance(expr, LogPdf):
+        args = {k: evaluate(e, env, functions) for k, e in expr.args}
+        return functions["lpdf"](expr.family, args, evaluate(expr.value, env, functions))
     raise TypeError(expr)
 
 

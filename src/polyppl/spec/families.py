@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from polyppl.spec.expr import Const, Expr, ExprLike, as_expr
+from polyppl.spec.expr import Const, Expr, ExprLike, LogPdf, as_expr
 
 Support = Literal["real", "positive", "unit", "interval", "count", "binary", "corr_cholesky"]
 #: What an argument must be: any real, positive, in [0, 1], a whole number >= 0.
@@ -56,6 +56,15 @@ FAMILIES: dict[str, Family] = {
     "poisson": Family(("rate",), "count", ("positive",), discrete=True),
     "poisson_log": Family(("log_rate",), "count", ("real",), discrete=True),
     "lkj_corr_cholesky": Family(("eta",), "corr_cholesky", ("positive",), event_dims=2),
+    # Stan's parametrisations, as Stan names them.
+    "lognormal": Family(("mu", "sigma"), "positive", ("real", "positive")),
+    "inv_gamma": Family(("alpha", "beta"), "positive", ("positive", "positive")),  # beta: a scale
+    "double_exponential": Family(("mu", "sigma"), "real", ("real", "positive")),
+    "logistic": Family(("mu", "sigma"), "real", ("real", "positive")),
+    "weibull": Family(("alpha", "sigma"), "positive", ("positive", "positive")),  # shape, scale
+    "chi_square": Family(("nu",), "positive", ("positive",)),
+    "neg_binomial_2": Family(("mu", "phi"), "count", ("positive", "positive"), discrete=True),
+    "neg_binomial_2_log": Family(("log_mu", "phi"), "count", ("real", "positive"), discrete=True),
 }
 
 _CHECKS = {
@@ -185,3 +194,50 @@ def LKJCholesky(eta: ExprLike) -> Dist:
     size (term, term); every backend samples it through Stan's transform (the tanh of the
     canonical partial correlations, row by row below the diagonal)."""
     return _dist("lkj_corr_cholesky", eta=eta)
+
+
+
+def LogNormal(mu: ExprLike, sigma: ExprLike) -> Dist:
+    """``exp`` of a Normal(mu, sigma)."""
+    return _dist("lognormal", mu=mu, sigma=sigma)
+
+
+def InverseGamma(alpha: ExprLike, beta: ExprLike) -> Dist:
+    """Shape ``alpha``, scale ``beta``: density proportional to ``x^(-alpha-1) exp(-beta / x)``."""
+    return _dist("inv_gamma", alpha=alpha, beta=beta)
+
+
+def DoubleExponential(mu: ExprLike, sigma: ExprLike) -> Dist:
+    """The Laplace distribution: location ``mu``, scale ``sigma``."""
+    return _dist("double_exponential", mu=mu, sigma=sigma)
+
+
+def Logistic(mu: ExprLike, sigma: ExprLike) -> Dist:
+    return _dist("logistic", mu=mu, sigma=sigma)
+
+
+def Weibull(alpha: ExprLike, sigma: ExprLike) -> Dist:
+    """Shape ``alpha``, scale ``sigma``."""
+    return _dist("weibull", alpha=alpha, sigma=sigma)
+
+
+def ChiSquare(nu: ExprLike) -> Dist:
+    return _dist("chi_square", nu=nu)
+
+
+def NegBinomial2(mu: ExprLike, phi: ExprLike) -> Dist:
+    """Counts of mean ``mu`` and variance ``mu + mu^2 / phi``."""
+    return _dist("neg_binomial_2", mu=mu, phi=phi)
+
+
+def NegBinomial2Log(log_mu: ExprLike, phi: ExprLike) -> Dist:
+    """NegBinomial2 by the log of its mean (a log link)."""
+    return _dist("neg_binomial_2_log", log_mu=log_mu, phi=phi)
+
+
+def lpdf(dist: Dist, value: ExprLike) -> LogPdf:
+    """``dist``'s log density of ``value``, summed over its elements: a scalar term for a
+    Factor. Improper and matrix-valued families have no such term."""
+    if dist.info.improper or dist.info.event_dims:
+        raise TypeError(f"lpdf takes a proper family of scalar values, not {dist.family}")
+    return LogPdf(dist.family, dist.args, as_expr(value))

@@ -24,7 +24,7 @@ from typing import Literal, Mapping, Sequence, Union
 
 import numpy as np
 
-from polyppl.spec.expr import MATRIX_FUNCTIONS, Binary, Call, Concat, Const, Expr, Index, Var, free_vars
+from polyppl.spec.expr import MATRIX_FUNCTIONS, Binary, Call, Concat, Const, Expr, Index, LogPdf, Var, free_vars
 from polyppl.spec.families import Dist, Support
 
 DType = Literal["int", "real"]
@@ -156,6 +156,20 @@ RESERVED = frozenset(
 
 
 @dataclass(frozen=True)
+class SourceProgram:
+    """The program a model was lowered from, in its own language, with its data in that
+    language's format: a backend of that language runs it unchanged instead of a program
+    generated from the nodes (whose names, shapes and parameter constraints it shares)."""
+
+    language: str  # "stan"
+    text: str
+    #: The program's data as canonical JSON text (sorted keys).
+    data_json: str
+    #: The parameters in the program's declaration order (its unconstrained vector's order).
+    parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Model:
     """A model: a name and its nodes, in an order where every reference comes first."""
 
@@ -165,6 +179,8 @@ class Model:
     #: The NUTS target acceptance this model's geometry needs where the usual default is not
     #: enough (None: the default); a target the user sets overrides it.
     target_accept: float | None = None
+    #: The program this model was lowered from (a user's Stan program), or None.
+    source: SourceProgram | None = None
 
     def __post_init__(self) -> None:
         if self.target_accept is not None and not 0 < self.target_accept < 1:
@@ -403,6 +419,13 @@ def expr_dims(model: Model, expr: Expr) -> tuple[str, ...]:
             if len(expr_dims(model, part)) not in (1, 2):
                 raise SpecError(f"concat joins vectors and matrices, not a value of dims {expr_dims(model, part) or '()'}")
         return (expr.dim,)
+    if isinstance(expr, LogPdf):
+        value = expr_dims(model, expr.value)
+        for name, arg in expr.args:
+            got = expr_dims(model, arg)
+            if got not in ((), value):
+                raise SpecError(f"{expr.family} argument {name} has dims {got}, for a value of dims {value or '()'}")
+        return ()
     raise TypeError(expr)
 
 

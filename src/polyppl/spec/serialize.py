@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polyppl.spec.expr import Binary, Call, Concat, Const, Expr, Index, Var
+from polyppl.spec.expr import Binary, Call, Concat, Const, Expr, Index, LogPdf, Var
 from polyppl.spec.families import Dist
 from polyppl.spec.model import (
     Conditional,
@@ -30,6 +30,7 @@ from polyppl.spec.model import (
     Node,
     Observed,
     Param,
+    SourceProgram,
     SpecError,
 )
 
@@ -57,6 +58,9 @@ def expr_to_json(expr: Expr) -> Any:
         return {"index": expr_to_json(expr.base), "by": expr_to_json(expr.index)}
     if isinstance(expr, Concat):
         return {"concat": [expr_to_json(p) for p in expr.parts], "dim": expr.dim}
+    if isinstance(expr, LogPdf):
+        return {"lpdf": expr.family, "args": {k: expr_to_json(e) for k, e in expr.args},
+                "value": expr_to_json(expr.value)}
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -73,6 +77,9 @@ def expr_from_json(data: Any) -> Expr:
         return Call(data["call"], tuple(expr_from_json(a) for a in data["args"]))
     if "index" in data:
         return Index(expr_from_json(data["index"]), expr_from_json(data["by"]))
+    if "lpdf" in data:
+        return LogPdf(data["lpdf"], tuple((k, expr_from_json(e)) for k, e in data["args"].items()),
+                          expr_from_json(data["value"]))
     if "concat" in data:
         return Concat(data["dim"], tuple(expr_from_json(p) for p in data["concat"]))
     raise SpecError(f"not a serialised expression: {data!r}")
@@ -120,14 +127,27 @@ def node_from_json(data: dict[str, Any]) -> Node:
     raise SpecError(f"unknown node kind {kind!r} in a serialised model")
 
 
+def source_to_json(source: SourceProgram | None) -> dict[str, Any] | None:
+    if source is None:
+        return None
+    return {"language": source.language, "text": source.text, "data_json": source.data_json,
+            "parameters": list(source.parameters)}
+
+
 def model_to_json(model: Model) -> dict[str, Any]:
-    return {"name": model.name, "description": model.description, "target_accept": model.target_accept,
-            "nodes": [node_to_json(n) for n in model.nodes]}
+    out = {"name": model.name, "description": model.description, "target_accept": model.target_accept,
+           "nodes": [node_to_json(n) for n in model.nodes]}
+    if model.source is not None:
+        out["source"] = source_to_json(model.source)
+    return out
 
 
 def model_from_json(data: dict[str, Any]) -> Model:
+    source = data.get("source")
     return Model(data["name"], tuple(node_from_json(n) for n in data["nodes"]), data.get("description", ""),
-                 data.get("target_accept"))
+                 data.get("target_accept"),
+                 SourceProgram(source["language"], source["text"], source["data_json"], tuple(source["parameters"]))
+                 if source else None)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -176,9 +196,12 @@ def content_hash(value: Any) -> str:
 
 
 def model_hash(model: Model) -> str:
-    """What the model computes: its nodes (the description is prose and does not count), and
-    the sampler target it asks for."""
-    return content_hash([[node_to_json(n) for n in model.nodes], model.target_accept])
+    """What the model computes: its nodes (the description is prose and does not count), the
+    sampler target it asks for, and the program it was lowered from (text and data), if any."""
+    parts: list[Any] = [[node_to_json(n) for n in model.nodes], model.target_accept]
+    if model.source is not None:
+        parts.append(source_to_json(model.source))
+    return content_hash(parts)
 
 
 def dataset_hash(dataset: Dataset) -> str:

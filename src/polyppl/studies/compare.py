@@ -45,6 +45,7 @@ from polyppl.spec.serialize import dataset_from_json, dataset_to_json, model_fro
 from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, QuantityDraws, holm, pair_tests
 from polyppl.studies.remedies import Ladder, LadderSummary, Rung, check_remedies, climb
 from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, Scorecard, score
+from polyppl.studies.translation import LOWERED_BACKENDS, check_translation
 
 REFERENCES = ("exact",)
 EXACT_DRAWS_PER_CHAIN = 25_000
@@ -80,6 +81,8 @@ class Comparison:
     approximation_sources: dict[str, dict[str, QuantityDraws]] = field(default_factory=dict)
     #: The remedies ladder that led to this comparison (its last rung); None without one.
     remedies: LadderSummary | None = None
+    #: For a model lowered from a user's program: its translation check, ``{points, max_rel_error}``.
+    translation: dict[str, Any] | None = None
 
     @property
     def records(self) -> dict[str, FitRecord]:
@@ -125,6 +128,7 @@ class Comparison:
                 "thresholds": {"pareto_k_reliable": K_RELIABLE, "pareto_k_usable": K_USABLE,
                                "mean_shift_sd": MEAN_SHIFT_MAX_SD, "sd_ratio": SD_RATIO_MIN},
             },
+            "translation": self.translation,
             "problem": {"model": model_to_json(self.problem.model), "dataset": dataset_to_json(self.problem.dataset)},
             **(self.remedies.to_json() if self.remedies else {}),
         }
@@ -182,6 +186,7 @@ class Comparison:
         )
         comparison.remedies = LadderSummary.from_json(saved)
         comparison.sources = load_sources(comparison)
+        comparison.translation = saved.get("translation")
         cells = saved.get("methods") or {}
         comparison.methods = tuple(dict.fromkeys(entry["method"] for entry in cells.values())) or ("nuts",)
         if saved.get("variational_settings"):
@@ -419,6 +424,13 @@ def compare(
     requests, approximation_requests, not_applicable = plan(problem, columns, methods, settings, variational, engines or {})
     for cell, reason in not_applicable.items():
         progress(f"{cell}: n/a - {reason}")
+    translation = None
+    if problem.model.source is not None and any(c.backend in LOWERED_BACKENDS for c in columns):
+        # Never sample a wrong translation: a mismatch raises here, before any fit.
+        progress("checking the translation: log density and gradient against Stan's own ...")
+        checked = check_translation(problem, stan_engine=(engines or {}).get("stan"))
+        translation = checked.to_json()
+        progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
     out = Path(out)
 
     def run(runs: list[tuple[str, str, FitRequest]], suffix: str) -> dict[str, FitOutcome]:
@@ -448,6 +460,7 @@ def compare(
     with folder_lock(out, lock_name(problem.labels), waiting=progress):  # another run on this --out: take turns
         ladder = climb(problem, settings, attempt, lambda c: c.records, lambda c: c.verdict, remedies, progress)
         comparison = conclude(ladder)
+        comparison.translation = translation
         if approximation_requests:
             final = ladder.final.rung
             if final.problem is not problem:  # the other parametrization: its own requests and files

@@ -77,6 +77,14 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "bernoulli_logit": lambda shape, logit_p: dist.BernoulliLogits(logit_p),
     "poisson": lambda shape, rate: dist.Poisson(rate),
     "poisson_log": lambda shape, log_rate: dist.Poisson(jnp.exp(log_rate)),
+    "lognormal": lambda shape, mu, sigma: dist.LogNormal(mu, sigma),
+    "inv_gamma": lambda shape, alpha, beta: dist.InverseGamma(alpha, beta),
+    "double_exponential": lambda shape, mu, sigma: dist.Laplace(mu, sigma),
+    "logistic": lambda shape, mu, sigma: dist.Logistic(mu, sigma),
+    "weibull": lambda shape, alpha, sigma: dist.Weibull(sigma, alpha),
+    "chi_square": lambda shape, nu: dist.Chi2(nu),
+    "neg_binomial_2": lambda shape, mu, phi: dist.NegativeBinomial2(mu, phi),
+    "neg_binomial_2_log": lambda shape, log_mu, phi: dist.NegativeBinomial2(jnp.exp(log_mu), phi),
     # The shape is (K, K): one matrix; NumPyro samples it through CorrCholeskyTransform.
     "lkj_corr_cholesky": lambda shape, eta: dist.LKJCholesky(shape[-1], eta),
 }
@@ -96,7 +104,19 @@ FUNCTIONS = {
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": jnp.logical_or,
     "concat": lambda *parts: jnp.concatenate([jnp.ravel(p) for p in parts]),
+    # ``lpdf``: a family's log density of a value, summed (a Factor's term); below DISTRIBUTIONS.
 }
+
+
+def _lpdf(family: str, args: dict, value) -> jnp.ndarray:
+    """``family``'s log density of ``value``, summed over its elements."""
+    from polyppl.spec import FAMILIES
+
+    ordered = [args[name] for name in FAMILIES[family].params]
+    return jnp.sum(DISTRIBUTIONS[family](jnp.shape(value), *ordered).log_prob(value))
+
+
+FUNCTIONS["lpdf"] = _lpdf
 
 
 def _distribution(d: Dist, env: dict, shape: tuple[int, ...]) -> dist.Distribution:

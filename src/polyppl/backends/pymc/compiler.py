@@ -42,9 +42,17 @@ DISTRIBUTIONS = {
     "bernoulli_logit": (pm.Bernoulli, {"logit_p": "logit_p"}),
     "poisson": (pm.Poisson, {"rate": "mu"}),
     "poisson_log": (pm.Poisson, {"log_rate": "mu"}),
+    "lognormal": (pm.LogNormal, {"mu": "mu", "sigma": "sigma"}),
+    "inv_gamma": (pm.InverseGamma, {"alpha": "alpha", "beta": "beta"}),
+    "double_exponential": (pm.Laplace, {"mu": "mu", "sigma": "b"}),
+    "logistic": (pm.Logistic, {"mu": "mu", "sigma": "s"}),
+    "weibull": (pm.Weibull, {"alpha": "alpha", "sigma": "beta"}),
+    "chi_square": (pm.ChiSquared, {"nu": "nu"}),
+    "neg_binomial_2": (pm.NegativeBinomial, {"mu": "mu", "phi": "alpha"}),
+    "neg_binomial_2_log": (pm.NegativeBinomial, {"log_mu": "mu", "phi": "alpha"}),
 }
 #: Arguments PyMC takes on another scale than the spec: poisson_log's rate by its log.
-_ARGUMENT_SCALE = {("poisson_log", "log_rate"): pt.exp}
+_ARGUMENT_SCALE = {("poisson_log", "log_rate"): pt.exp, ("neg_binomial_2_log", "log_mu"): pt.exp}
 
 def _matmul(a, b):
     """A matrix times a vector or a matrix as a product and a sum, which PyTensor compiles to
@@ -71,6 +79,18 @@ FUNCTIONS = {
     "|": pt.or_,
     "concat": lambda *parts: pt.concatenate([pt.flatten(p) for p in parts]),
 }
+
+
+def _lpdf(family: str, args: dict, value):
+    """``family``'s log density of ``value``, summed over its elements (a Factor's term)."""
+    if family == "beta_binomial":
+        return pytensor_beta_binomial_logpmf(value, args["n"], args["alpha"], args["beta"]).sum()
+    cls, names = DISTRIBUTIONS[family]
+    scaled = {names[k]: _ARGUMENT_SCALE.get((family, k), lambda x: x)(v) for k, v in args.items()}
+    return pm.logp(cls.dist(**scaled), value).sum()
+
+
+FUNCTIONS["lpdf"] = _lpdf
 
 
 def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **kwargs):

@@ -36,7 +36,7 @@ from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, s
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
 from polyppl.inference.numpy_model import corr_cholesky_from_partial
 from polyppl.inference.variational import psis_resample
-from polyppl.spec import Dataset, Model, Param, unconstrained_shape
+from polyppl.spec import Dataset, Model, Param, SpecError, unconstrained_shape
 
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
@@ -63,8 +63,11 @@ _PATH_EVALUATIONS = re.compile(r"Best Iter: \[\d+\].*evaluations: \((\d+)\)")
 
 
 def compile(model: Model, dataset: Dataset, engine: str, options: Mapping[str, str]) -> StanModel:
-    program = stan_program(model)
-    data = stan_data(model, dataset)
+    if model.source is not None and model.source.language == "stan":
+        # A model lowered from the user's Stan program: that program runs, unchanged, on its own data.
+        program, data = model.source.text, json.loads(model.source.data_json)
+    else:
+        program, data = stan_program(model), stan_data(model, dataset)
     code = engine_code(program)
     runner = CmdStanPyEngine(code) if engine == "cmdstanpy" else PyStanEngine(code, data)
     return StanModel(model, dataset, program, data, runner)
@@ -87,6 +90,9 @@ class StanModel:
     def with_data(self, dataset: Dataset) -> StanModel:
         """This program on another dataset, reusing the compiled executable (CmdStan takes the
         data with each run; PyStan builds the program with its data from httpstan's cache)."""
+        if self.model.source is not None:
+            raise SpecError(f"model {self.model.name!r} runs the Stan program it was lowered from, on that "
+                            "program's own data: it cannot take another dataset")
         data = stan_data(self.model, dataset)
         reused = StanModel(self.model, dataset, self.program, data, self.runner.with_data(data))
         reused.compile_seconds, reused.compile_cached = 0.0, True
@@ -404,7 +410,7 @@ class PyStanEngine:
 
         def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
             # Stan's unconstrained vector holds a matrix column by column.
-            flat = np.concatenate([np.ravel(point[p.name], order="F") for p in model.params]).tolist()
+            flat = np.concatenate([np.ravel(point[p.name], order="F") for p in stan_order(model)]).tolist()
             return float(posterior.log_prob(flat, adjust_transform=True)), np.asarray(posterior.grad_log_prob(flat))
 
         return evaluate
@@ -565,9 +571,17 @@ def _columns_by_variable(columns: Mapping[str, np.ndarray], model: Model, shapes
     return out
 
 
+def stan_order(model: Model) -> list[Param]:
+    """The parameters in the order of the program's unconstrained vector: the spec's order for
+    a generated program, the declaration order of the user's program it was lowered from."""
+    if model.source is None:
+        return model.params
+    return [model[name] for name in model.source.parameters]
+
+
 def _unflatten(flat: np.ndarray, model: Model, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     out, offset = {}, 0
-    for p in model.params:
+    for p in stan_order(model):
         size = int(np.prod(shapes[p.name], dtype=int))
         # Stan's unconstrained vector holds a matrix column by column.
         out[p.name] = np.asarray(flat[offset : offset + size]).reshape(shapes[p.name], order="F")

@@ -18,6 +18,7 @@ import numpy as np
 from polyppl.backends.beta_binomial_math import STAN_FUNCTIONS
 from polyppl.models import MODELS
 from polyppl.spec import (
+    FAMILIES,
     Binary,
     Call,
     Concat,
@@ -28,6 +29,7 @@ from polyppl.spec import (
     Expr,
     Factor,
     Index,
+    LogPdf,
     Model,
     Observed,
     Param,
@@ -59,6 +61,14 @@ STAN_DISTRIBUTIONS = {
     "poisson": "poisson",
     "poisson_log": "poisson_log",
     "lkj_corr_cholesky": "lkj_corr_cholesky",
+    "lognormal": "lognormal",
+    "inv_gamma": "inv_gamma",
+    "double_exponential": "double_exponential",
+    "logistic": "logistic",
+    "weibull": "weibull",
+    "chi_square": "chi_square",
+    "neg_binomial_2": "neg_binomial_2",
+    "neg_binomial_2_log": "neg_binomial_2_log",
 }
 #: Half families take a location of zero in Stan.
 _HALF_LOCATION = {"half_normal": 1, "half_cauchy": 1, "half_student_t": 2}
@@ -139,6 +149,16 @@ class _ExprWriter:
             prec = _PRECEDENCE[op]
             # Left-associative: a right operand of equal precedence needs parentheses.
             return _Code(f"{_wrap(left, prec)} {op} {_wrap(right, prec + 1)}", dims, dtype, prec)
+        if isinstance(expr, LogPdf):
+            discrete = FAMILIES[expr.family].discrete
+            value = self.write(expr.value) if discrete else self.as_real(self.write(expr.value))
+            int_params = {"binomial": {0}, "binomial_logit": {0}, "beta_binomial": {0}}.get(expr.family, set())
+            args = [self.write(e) if i in int_params else self.as_real(self.write(e)) for i, (_, e) in enumerate(expr.args)]
+            if expr.family in _HALF_LOCATION:
+                args.insert(_HALF_LOCATION[expr.family] - 1, _Code("0", (), "int", _ATOM))
+            suffix = "lpmf" if discrete else "lpdf"
+            text = f"{STAN_DISTRIBUTIONS[expr.family]}_{suffix}({value.text} | {', '.join(a.text for a in args)})"
+            return _Code(text, (), "real", _ATOM)
         if isinstance(expr, Concat):
             parts = [self._flat(part) for part in expr.parts]
             text = parts[-1]

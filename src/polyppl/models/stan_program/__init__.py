@@ -1,0 +1,101 @@
+"""A user's Stan program as a spec model: ``polyppl compare PROGRAM.stan --data DATA.json``.
+
+The program is checked by Stan's own compiler (``stanc.py``), read with lark
+(``grammar.lark``, ``parse.py``), its data read and checked against the ``data`` block
+(``data.py``), ``transformed data`` run with NumPy (``interpret.py``), and the rest lowered
+to the spec, vectorized (``lower.py``). The model carries the program and its data
+(:class:`~polyppl.spec.SourceProgram`), so the Stan backend runs the program unchanged while
+PyMC and NumPyro run the lowered spec.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from polyppl import spec as s
+from polyppl.errors import UserError
+from polyppl.models.base import Labels, Problem
+from polyppl.models.stan_program.data import check_data, read_stan_json
+from polyppl.models.stan_program.interpret import Unsupported
+from polyppl.models.stan_program.lower import BACKENDS_WORDS, lower
+from polyppl.models.stan_program.parse import Program, parse_program
+from polyppl.models.stan_program.stanc import check_with_stanc
+
+#: What the message of a construct outside the subset adds.
+HINT = "`--backends stan` still runs the program as it is"
+
+
+def is_stan_program(text: str | Path) -> bool:
+    return str(text).endswith(".stan")
+
+
+def read_program(path: Path) -> Program:
+    """The program's tree, after Stan's own compiler accepted it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (expected a Stan program, PROGRAM.stan)")
+    text = path.read_text()
+    check_with_stanc(text, str(path))
+    return parse_program(text, str(path))
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether a program (on its data) lowers for PyMC and NumPyro, and if not, the first
+    construct that does not, with its line."""
+
+    supported: bool
+    line: int | None = None
+    construct: str | None = None
+
+    @property
+    def message(self) -> str:
+        return "supported" if self.supported else f"line {self.line}: {self.construct}"
+
+
+def check_support(program_path: Path, data_path: Path) -> Support:
+    """Is this program, on this data, in the subset polyppl lowers? (For studies over many
+    programs: no exception for a construct outside the subset.)"""
+    try:
+        stan_program(program_path, data_path)
+    except _UnsupportedProgram as exc:
+        return Support(False, exc.line, exc.what)
+    return Support(True)
+
+
+class _UnsupportedProgram(UserError):
+    def __init__(self, path: Path, error: Unsupported) -> None:
+        line = f"line {error.line}: " if error.line else ""
+        super().__init__(f"{path}: {line}{error.what} ({HINT})")
+        self.line, self.what = error.line, error.what
+
+
+def stan_program(path: str | Path, data: str | Path | dict) -> Problem:
+    """A Stan program and its data (a Stan JSON file, ``.json`` or ``.json.zip``, or the
+    variables as a dict) as a :class:`Problem`: the lowered spec model, carrying the program
+    for the Stan backend, and its dataset. Quantities keep Stan's names (``theta[1]``)."""
+    path = Path(path)
+    program = read_program(path)
+    raw = read_stan_json(Path(data)) if not isinstance(data, dict) else data
+    source = str(data) if not isinstance(data, dict) else "data"
+    values = check_data(program, raw, source)
+    name = path.stem
+    try:
+        lowered = lower(program, values, name)
+    except Unsupported as exc:
+        raise _UnsupportedProgram(path, exc) from None
+    stan_data = {d.name: _jsonable(values[d.name]) for d in program.data}
+    model = replace(lowered.model, source=s.SourceProgram(
+        "stan", program.text, json.dumps(stan_data, sort_keys=True), tuple(d.name for d in program.parameters)))
+    return Problem(model, replace(lowered.dataset, source=f"file {source}"), Labels(name, Path(source).stem), None)
+
+
+def _jsonable(value: object) -> object:
+    return np.asarray(value).tolist()
+
+
+__all__ = ["BACKENDS_WORDS", "HINT", "Support", "check_support", "is_stan_program", "read_program", "stan_program"]

@@ -1,0 +1,815 @@
+"""A Stan program, with its data, lowered to a spec model: vectorized, never unrolled.
+
+How each block becomes nodes:
+
+* ``data`` and ``transformed data`` are values (``interpret.py`` runs the latter once with
+  NumPy); the data the model uses become :class:`Data` nodes; an int array used as an index
+  (``alpha[county[n]]``) becomes a 0-based index node (``index_of``); integer scalars are
+  constants.
+* ``parameters``: one :class:`Param` per parameter, in Stan's names and shapes. A parameter
+  with one ``~`` (or ``target += *_lpdf``) on the whole of it whose family matches its
+  constraint takes that family as its distribution (``real<lower=0> tau; tau ~ cauchy(0, 5)``
+  is a half-Cauchy); one without any is flat on its constraint (Flat, HalfFlat, Uniform).
+* ``transformed parameters``: one :class:`Deterministic` per variable, from its value at
+  the end of the block.
+* ``model``: local variables are inlined; each ``~`` or ``target +=`` on the whole of a data
+  variable is an :class:`Observed` node of that variable; terms of data alone are constants
+  and dropped (the check is up to a constant).
+
+A ``for`` loop runs once, symbolically: its variable ``n`` stands for every iteration at
+once, so ``y[n]`` is the vector ``y`` and ``alpha[county[n]]`` is ``alpha`` indexed by the
+whole ``county``; an assignment ``mu[n] = ...`` defines all of ``mu``. A loop that reads what
+an earlier iteration wrote (a recursion) is refused, as is anything else outside the subset,
+by an :class:`Unsupported` naming the construct and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from polyppl import spec as s
+from polyppl.models.stan_program import interpret
+from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
+from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
+from polyppl.models.stan_program.parse import (
+    ArrayExpr, Assign, Decl, FnCall, For, If, Indexed, Name, Num, Op, Program, Slice, StanExpr, StanType, Statement,
+    TargetIncrement, Ternary, Tilde, While,
+)
+
+BACKENDS_WORDS = "PyMC and NumPyro"
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A value of the program while it is lowered: a spec expression and its dims.
+
+    ``nloop`` leading dims are loops' (the value of one iteration has the rest); ``kind`` is
+    the Stan type of one iteration's value; ``whole`` names the Stan variable this value is
+    all of (``y``, or ``y[n]`` inside a loop over all of ``y``), for ``~`` statements."""
+
+    expr: s.Expr
+    dims: tuple[str, ...]
+    kind: str  # scalar, vector, row_vector, matrix, array
+    nloop: int = 0
+    whole: str | None = None
+    int_value: int | None = None  # an integer known now (a constant, int data, an int expression of them)
+    int_data: str | None = None  # the int data array this is all of, for indexing
+
+
+@dataclass
+class _Loop:
+    variable: str
+    size: int
+    dim: str | None = None
+    assigned: set[str] = field(default_factory=set)
+    #: Variables declared inside the loop's body: one value per iteration.
+    locals: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One ``~`` or ``target += family_lpdf(...)``: a family's log density of a value."""
+
+    family: str
+    value: Sym
+    args: tuple[tuple[str, Sym], ...]
+    line: int
+
+
+#: Stan's distribution -> (spec family, spec argument names in Stan's order).
+DISTRIBUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "normal": ("normal", ("mu", "sigma")),
+    "student_t": ("student_t", ("nu", "mu", "sigma")),
+    "cauchy": ("cauchy", ("mu", "sigma")),
+    "beta": ("beta", ("alpha", "beta")),
+    "gamma": ("gamma", ("alpha", "beta")),
+    "exponential": ("exponential", ("rate",)),
+    "uniform": ("uniform", ("lower", "upper")),
+    "binomial": ("binomial", ("n", "p")),
+    "binomial_logit": ("binomial_logit", ("n", "logit_p")),
+    "beta_binomial": ("beta_binomial", ("n", "alpha", "beta")),
+    "bernoulli": ("bernoulli", ("p",)),
+    "bernoulli_logit": ("bernoulli_logit", ("logit_p",)),
+    "poisson": ("poisson", ("rate",)),
+    "poisson_log": ("poisson_log", ("log_rate",)),
+    "lognormal": ("lognormal", ("mu", "sigma")),
+    "inv_gamma": ("inv_gamma", ("alpha", "beta")),
+    "double_exponential": ("double_exponential", ("mu", "sigma")),
+    "logistic": ("logistic", ("mu", "sigma")),
+    "weibull": ("weibull", ("alpha", "sigma")),
+    "chi_square": ("chi_square", ("nu",)),
+    "neg_binomial_2": ("neg_binomial_2", ("mu", "phi")),
+    "neg_binomial_2_log": ("neg_binomial_2_log", ("log_mu", "phi")),
+}
+#: Stan's GLM densities: (spec family, the arguments after ``y | x, alpha, beta``).
+GLMS = {"normal_id_glm": ("normal", ("sigma",)), "bernoulli_logit_glm": ("bernoulli_logit", ()),
+        "poisson_log_glm": ("poisson_log", ())}
+#: Where a location-scale family on a parameter declared <lower=0> is a half family (location 0).
+HALF = {"normal": ("half_normal", "mu"), "cauchy": ("half_cauchy", "mu"), "student_t": ("half_student_t", "mu")}
+#: Elementwise functions of the spec, by their Stan names.
+ELEMENTWISE = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "inv_logit": "inv_logit", "logit": "logit"}
+_SUFFIXES = ("_lpdf", "_lupdf", "_lpmf", "_lupmf")
+#: Stan's functions that repeat a scalar: (number of sizes, the kind of the result).
+REPEATS = {"rep_vector": (1, "vector"), "rep_row_vector": (1, "row_vector"), "rep_matrix": (2, "matrix"),
+           "rep_array": (1, "array")}
+
+
+def unsupported(line: int, what: str) -> Unsupported:
+    return Unsupported(line, f"{what} is not supported for {BACKENDS_WORDS}")
+
+
+@dataclass
+class Lowered:
+    model: s.Model
+    dataset: s.Dataset
+
+
+class Lowering:
+    """One program and its data (``data``: the data block's values) lowered to a spec model."""
+
+    def __init__(self, program: Program, data: dict[str, object], name: str) -> None:
+        self.program, self.name = program, name
+        self.values: dict[str, object] = dict(data)  # data and transformed data, by name
+        self.types: dict[str, StanType] = {d.name: d.type for d in program.data}
+        self.dim_sizes: dict[str, int] = {}
+        self.syms: dict[str, Sym] = {}  # parameters, transformed parameters, locals
+        self.loops: list[_Loop] = []
+        self.terms: list[Term] = []
+        self.index_nodes: dict[str, s.Data] = {}
+        self.index_values: dict[str, np.ndarray] = {}
+        self.declared: dict[str, Decl] = {}
+        self.scalar_terms: list[tuple[int, s.Expr]] = []  # target += of a scalar expression
+        self.synthetic_dims: dict[str, tuple[str, ...]] = {}  # data the lowering adds (zeros_N), by dims  # variables declared without a value, until assigned
+        self.block = "model"
+
+    # ------------------------------------------------------------------ the whole program
+
+    def lower(self) -> Lowered:
+        program = self.program
+        if program.functions:
+            raise unsupported(program.functions[0].line, f"the user function {program.functions[0].name}")
+        for statement in program.transformed_data:
+            if isinstance(statement, Decl):
+                self.types[statement.name] = statement.type
+        try:
+            interpret.run(program.transformed_data, self.values)
+        except (IndexError, ValueError, TypeError) as exc:
+            raise Unsupported(program.transformed_data[0].line if program.transformed_data else 0,
+                              f"transformed data could not be run with NumPy ({exc})") from None
+        for decl in program.parameters:
+            self._check_parameter_type(decl)
+            self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
+        deterministics = self._deterministics(program.transformed_parameters, "transformed parameters")
+        before_model = dict(self.syms)
+        self.block = "model"
+        self._run(program.model)
+        self.syms = before_model  # the model block's locals are not seen by generated quantities
+        self.notes: list[str] = []
+        generated = self._generated_quantities(program.generated_quantities)
+        params, observed, factors = self._distributions()
+        nodes = self._order(params, deterministics) + observed + factors
+        if generated:
+            try:
+                s.Model(self.name, tuple(self._data_nodes(nodes + generated) + nodes + generated))
+                nodes += generated
+            except s.SpecError as exc:
+                self.notes.append(f"generated quantities left out of the comparison: {exc}")
+        data_nodes = self._data_nodes(nodes)
+        model = s.Model(self.name, tuple(data_nodes + nodes), description="\n".join(self.notes))
+        values = {n.name: self._data_value(n) for n in data_nodes}
+        values.update({o.name: np.asarray(self.values[o.name]) for o in observed})
+        coords = {d: tuple(range(1, n + 1)) for d, n in self.dim_sizes.items() if d in model.dims}
+        dataset = s.Dataset(values, coords, "Stan JSON data")
+        s.check_dataset(model, dataset)
+        return Lowered(model, dataset)
+
+    def _deterministics(self, statements: tuple[Statement, ...], block: str) -> list[s.Deterministic]:
+        """A block of assignments (transformed parameters, generated quantities) run
+        symbolically: one Deterministic per variable it declares, from its final value."""
+        self.block = block
+        self._run(statements)
+        out = []
+        for decl in (st for st in statements if isinstance(st, Decl)):
+            if decl.name not in self.syms:
+                raise unsupported(decl.line, f"{decl.name}, never assigned as a whole (or in one loop over all of it),")
+            value = self.syms[decl.name]
+            declared = self._dims(decl.type)
+            if value.dims != declared or value.nloop:
+                raise unsupported(decl.line, f"{decl.name}: a value of dims {value.dims} for dims {declared}")
+            out.append(s.Deterministic(decl.name, value.expr, declared))
+            self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
+        return out
+
+    def _generated_quantities(self, statements: tuple[Statement, ...]) -> list[s.Deterministic]:
+        """Generated quantities as deterministics, statement by statement: a statement
+        outside the subset (a ``_rng`` draw, most often) leaves out what it assigns and what
+        depends on it, with a note in the model's description; the program still computes
+        them on Stan, and PyMC and NumPyro compare the rest."""
+        self.block = "generated quantities"
+        left_out: set[str] = set()
+        for statement in statements:
+            try:
+                self._statement(statement)
+            except Unsupported as exc:
+                names = _assigned_names(statement)
+                left_out |= names
+                for name in names:
+                    self.syms.pop(name, None)
+                self.notes.append(f"left out of the comparison: {', '.join(sorted(names)) or 'a statement'} "
+                                  f"(line {exc.line}: {exc.what})")
+        out = []
+        for decl in (st for st in statements if isinstance(st, Decl)):
+            value = self.syms.get(decl.name)
+            declared = self._dims(decl.type)
+            if decl.name in left_out or value is None or value.dims != declared or value.nloop:
+                if decl.name not in left_out:
+                    self.notes.append(f"left out of the comparison: {decl.name} (line {decl.line}: not assigned "
+                                      "as a whole, or in one loop over all of it)")
+                continue
+            out.append(s.Deterministic(decl.name, value.expr, declared))
+        return out
+
+    def _check_parameter_type(self, decl: Decl) -> None:
+        if decl.type.base not in ("real", "vector", "row_vector", "matrix"):
+            raise unsupported(decl.line, f"the parameter type {decl.type.base} ({decl.name})")
+        for kind, _ in decl.type.bounds:
+            if kind in ("offset", "multiplier"):
+                raise unsupported(decl.line, f"<{kind}=...> ({decl.name})")
+
+    # ------------------------------------------------------------------ dims and declarations
+
+    def _dim(self, size_expr: StanExpr) -> str:
+        size = int(evaluate(size_expr, self.values))
+        name = size_expr.name if isinstance(size_expr, Name) else f"n{size}"
+        self.dim_sizes.setdefault(name, size)
+        return name
+
+    def _dims(self, stan_type: StanType) -> tuple[str, ...]:
+        return tuple(self._dim(e) for e in stan_type.array_sizes + stan_type.shape)
+
+    def _declared_sym(self, decl: Decl, expr: s.Expr) -> Sym:
+        kind = "array" if decl.type.array_sizes else (decl.type.base if decl.type.base in (
+            "vector", "row_vector", "matrix") else "scalar")
+        return Sym(expr, self._dims(decl.type), kind, whole=decl.name)
+
+    def _data_sym(self, name: str, line: int) -> Sym:
+        value = self.values[name]
+        stan_type = self.types[name]
+        is_int = stan_type.base == "int"
+        if np.ndim(value) == 0:
+            if is_int:
+                return Sym(s.Const(float(value)), (), "scalar", int_value=int(value))
+            return Sym(s.Var(name), (), "scalar", whole=name)
+        kind = "array" if stan_type.array_sizes else stan_type.base
+        return Sym(s.Var(name), self._dims(stan_type), kind, whole=name, int_data=name if is_int else None)
+
+    # ------------------------------------------------------------------ statements
+
+    def _run(self, statements: tuple[Statement, ...]) -> None:
+        for statement in statements:
+            self._statement(statement)
+
+    def _statement(self, st: Statement) -> None:
+        if isinstance(st, Decl):
+            if self.loops:
+                self._loop_local(st)
+            elif st.value is not None:
+                self.syms[st.name] = self._value_for(st.name, self._expr(st.value), self._dims(st.type), st.line)
+            else:
+                self.syms.pop(st.name, None)
+                self.declared[st.name] = st
+        elif isinstance(st, Assign):
+            self._assign(st)
+        elif isinstance(st, Tilde):
+            self._tilde(st)
+        elif isinstance(st, TargetIncrement):
+            self._target(st.value, st.line)
+        elif isinstance(st, For):
+            self._for(st)
+        elif isinstance(st, If):
+            if self.loops and _names(st.condition) & {lp.variable for lp in self.loops}:
+                raise unsupported(st.line, "an if whose condition changes from one iteration of a loop to the next")
+            condition = self._data_value_of(st.condition, "the condition of an if")
+            self._run(st.then if condition else st.otherwise)
+        elif isinstance(st, While):
+            raise unsupported(st.line, "a while loop outside transformed data")
+        else:
+            raise unsupported(st.line, f"{getattr(st, 'kind', type(st).__name__)} in the {self.block} block")
+
+    def _data_value_of(self, expr: StanExpr, what: str):
+        try:
+            return evaluate(expr, self.values)
+        except Unsupported:
+            raise unsupported(expr.line, f"{what} that depends on parameters") from None
+
+    def _value_for(self, name: str, value: Sym, dims: tuple[str, ...], line: int) -> Sym:
+        if value.dims != dims and not (value.dims == () and not dims):
+            raise unsupported(line, f"assigning a value of dims {value.dims or '()'} to {name} (dims {dims or '()'})")
+        return replace(value, whole=None, int_data=None)
+
+    def _assign(self, st: Assign) -> None:
+        target = st.target
+        value = self._expr(st.value)
+        if st.op != "=":
+            current = self._expr(target)
+            value = self._binary(st.op[:-1], current, value, st.line)
+        if isinstance(target, Name):
+            if self.loops and target.name in self.loops[-1].locals:
+                self._set_loop_local(target.name, value, st.line)
+                return
+            if self.loops:
+                raise unsupported(st.line, f"assigning all of {target.name} inside a loop (a value carried across iterations)")
+            dims = self._declared_dims(target.name, st.line)
+            self.syms[target.name] = self._value_for(target.name, value, dims, st.line)
+            return
+        if isinstance(target, Indexed) and isinstance(target.base, Name):
+            name = target.base.name
+            dims = self._declared_dims(name, st.line)
+            loop_vars = [i.name for i in target.indexes if isinstance(i, Name)]
+            if len(loop_vars) != len(target.indexes) or [lp.variable for lp in self.loops[:len(loop_vars)]] != loop_vars:
+                raise unsupported(st.line, f"assigning part of {name} (only x[n] = ... inside loops over all of x)")
+            for loop, dim in zip(self.loops, dims):
+                if loop.size != self.dim_sizes[dim]:
+                    raise unsupported(st.line, f"a loop over part of {name}")
+                loop.dim = loop.dim or dim
+                if loop.dim != dim:
+                    raise unsupported(st.line, f"a loop whose variable indexes dims {loop.dim} and {dim}")
+            if name in s.free_vars(value.expr):
+                raise unsupported(st.line, f"a loop in which {name} depends on an earlier iteration (a recursion)")
+            for loop in self.loops:
+                loop.assigned.add(name)
+            self._check_loop_value(value, len(loop_vars), st.line)
+            self.syms[name] = Sym(value.expr if value.nloop == len(dims) or value.dims == dims
+                                  else self._broadcast_to(value, dims, st.line), dims,
+                                  "vector" if len(dims) == 1 else "matrix")
+            return
+        raise unsupported(st.line, "this assignment")
+
+    def _loop_local(self, st: Decl) -> None:
+        """A variable declared in a loop's body: one value per iteration, which the lowering
+        holds as a value over the loop's dim (``int irat = rat[n];`` is all of ``rat``)."""
+        if st.type.array_sizes or st.type.shape:
+            raise unsupported(st.line, "a vector or array declared inside a loop")
+        self.loops[-1].locals.add(st.name)
+        self.syms.pop(st.name, None)
+        if st.value is not None:
+            self._set_loop_local(st.name, self._expr(st.value), st.line)
+
+    def _set_loop_local(self, name: str, value: Sym, line: int) -> None:
+        if value.dims[value.nloop:]:
+            raise unsupported(line, f"a value that is not a scalar for {name}")
+        self.syms[name] = replace(value, whole=None)
+
+    def _broadcast_to(self, value: Sym, dims: tuple[str, ...], line: int) -> s.Expr:
+        """``x[n] = a`` for every n, with ``a`` the same in every iteration: ``a`` over the dims."""
+        if value.dims:
+            raise unsupported(line, f"an element assignment of a value of dims {value.dims} to dims {dims}")
+        return s.Binary("+", value.expr, s.Var(self._zeros(dims)))
+
+    def _zeros(self, dims: tuple[str, ...]) -> str:
+        """A data array of zeros over ``dims``, the lowering's way to give a scalar those dims
+        (the spec has no broadcast to dims of its own)."""
+        name = "zeros_" + "_".join(dims)
+        self.values[name] = np.zeros(tuple(self.dim_sizes[d] for d in dims))
+        self.synthetic_dims[name] = dims
+        return name
+
+    def _check_loop_value(self, value: Sym, nloop: int, line: int) -> None:
+        if value.nloop not in (0, nloop):
+            raise unsupported(line, "nested loops whose values vary along different loops")
+
+    def _declared_dims(self, name: str, line: int) -> tuple[str, ...]:
+        declared = self.declared.get(name)
+        if declared is None:
+            if name in self.syms:
+                return self.syms[name].dims
+            raise unsupported(line, f"assigning to {name}")
+        self.types[name] = declared.type
+        return self._dims(declared.type)
+
+    def _for(self, st: For) -> None:
+        if st.end is None:
+            raise unsupported(st.line, "a foreach loop")
+        start = self._data_value_of(st.start, "a loop bound")
+        end = self._data_value_of(st.end, "a loop bound")
+        if start != 1:
+            raise unsupported(st.line, f"a loop from {start} (loops over all of a vector, from 1, are vectorized)")
+        if end < 1:
+            return
+        self.loops.append(_Loop(st.variable, int(end)))
+        try:
+            self._run(st.body)
+        finally:
+            for name in self.loops.pop().locals:
+                self.syms.pop(name, None)
+
+    # ------------------------------------------------------------------ densities
+
+    def _tilde(self, st: Tilde) -> None:
+        if st.truncation is not None:
+            raise unsupported(st.line, "truncation T[,]")
+        self._add_term(st.distribution, self._expr(st.value), tuple(self._expr(a) for a in st.args), st.line)
+
+    def _target(self, expr: StanExpr, line: int) -> None:
+        for sign, summand in _summands(expr, 1):
+            if _names(summand) <= set(self.values) and not self.loops:
+                continue  # a constant: the lowered density equals Stan's up to a constant
+            if sign < 0 or not (isinstance(summand, FnCall) and summand.conditional
+                                and summand.name.endswith(_SUFFIXES)):
+                value = self._expr(summand)
+                if value.dims:
+                    raise unsupported(line, "target += of a vector that is not a *_lpdf / *_lpmf term")
+                self.scalar_terms.append((line, s.Call("neg", (value.expr,)) if sign < 0 else value.expr))
+                continue
+            family = summand.name.rsplit("_", 1)[0]
+            args = tuple(self._expr(a) for a in summand.args)
+            self._add_term(family, args[0], args[1:], summand.line)
+
+    def _is_data_only(self, expr: StanExpr) -> bool:
+        try:
+            evaluate(expr, self.values)
+            return True
+        except (Unsupported, KeyError):
+            return False
+        except Exception:  # noqa: BLE001 (data-only but NumPy failed: not constant-foldable)
+            return False
+
+    def _add_term(self, distribution: str, value: Sym, args: tuple[Sym, ...], line: int) -> None:
+        if distribution == "std_normal":
+            family, names, args = "normal", ("mu", "sigma"), (self._const(0), self._const(1))
+        elif distribution in GLMS:
+            family, rest = GLMS[distribution]
+            x, alpha, beta = args[:3]
+            linear = self._binary("+", alpha, self._binary("*", x, beta, line), line)
+            names = (DISTRIBUTIONS[family][1][0],) + rest
+            args = (linear,) + args[3:]
+        elif distribution in DISTRIBUTIONS:
+            family, names = DISTRIBUTIONS[distribution]
+        else:
+            raise unsupported(line, f"the distribution {distribution}")
+        if len(args) != len(names):
+            raise unsupported(line, f"{distribution} with {len(args)} arguments")
+        self.terms.append(Term(family, value, tuple(zip(names, args)), line))
+
+    def _const(self, value: float) -> Sym:
+        return Sym(s.Const(float(value)), (), "scalar", int_value=int(value) if float(value).is_integer() else None)
+
+    def _distributions(self) -> tuple[list[s.Param], list[s.Observed], list[s.Factor]]:
+        """Each term as a parameter's distribution, an observed node, or a factor."""
+        by_param: dict[str, list[Term]] = {}
+        observed: list[s.Observed] = []
+        loose: list[Term] = []
+        params = {d.name: d for d in self.program.parameters}
+        for term in self.terms:
+            target = term.value.whole
+            if target in params and term.value.nloop in (0, len(term.value.dims)):
+                by_param.setdefault(target, []).append(term)
+            elif target in self.values and target not in self.syms and term.value.dims == self._dims(self.types[target]) \
+                    and not any(o.name == target for o in observed) and self._observable(target, term):
+                observed.append(s.Observed(target, self._dist(term.family, term.args, term.value.dims, term.line),
+                                           term.value.dims))
+            else:
+                loose.append(term)
+        out = []
+        for name, decl in params.items():
+            terms = by_param.get(name, [])
+            param = self._param(decl, terms[0]) if len(terms) == 1 else None
+            if param is None:
+                param = self._param(decl, None)
+                assert param is not None
+                loose.extend(terms)
+            out.append(param)
+        increments = [(t.line, s.lpdf(self._dist(t.family, t.args, t.value.dims, t.line), t.value.expr)) for t in loose]
+        factors, names = [], set()
+        for line, expr in sorted(increments + self.scalar_terms, key=lambda t: t[0]):
+            name = f"target_line{line}"
+            while name in names:
+                name += "_"
+            names.add(name)
+            factors.append(s.Factor(name, expr))
+        return out, observed, factors
+
+    def _observable(self, name: str, term: Term) -> bool:
+        """Whether a term on all of a data variable can be its observed node (a discrete
+        family needs int data)."""
+        return not s.FAMILIES[term.family].discrete or self.types[name].base == "int"
+
+    def _dist(self, family: str, args: tuple[tuple[str, Sym], ...], dims: tuple[str, ...], line: int) -> s.Dist:
+        for arg, sym in args:
+            if sym.dims not in ((), dims):
+                raise unsupported(line, f"a {family} argument {arg} of dims {sym.dims} for a value of dims {dims or '()'}")
+        try:
+            return s.families._dist(family, **{k: v.expr for k, v in args})
+        except (ValueError, TypeError) as exc:
+            raise Unsupported(line, str(exc)) from None
+
+    def _param(self, decl: Decl, term: Term | None) -> s.Param | None:
+        """The parameter with ``term`` as its distribution where the family's support is the
+        declared constraint (None where it is not: a truncated prior, which stays a factor),
+        or, without a term, flat on its constraint."""
+        dims = self._dims(decl.type)
+        lower, upper = decl.type.bound("lower"), decl.type.bound("upper")
+        lo = None if lower is None else self._data_value_of(lower, "a bound")
+        hi = None if upper is None else self._data_value_of(upper, "a bound")
+        if np.ndim(lo) or np.ndim(hi):
+            raise unsupported(decl.line, f"a bound of {decl.name} that differs from element to element")
+        support = "real" if lo is None and hi is None else "positive" if lo == 0 and hi is None else (
+            "interval" if lo is not None and hi is not None else None)
+        if support is None:
+            raise unsupported(decl.line, f"the bounds of {decl.name} (lower={lo}, upper={hi}; "
+                              "the spec bounds a parameter at 0 below, or at two constants)")
+        if term is None:
+            dist = s.Flat() if support == "real" else s.HalfFlat() if support == "positive" else s.Uniform(float(lo), float(hi))
+            return s.Param(decl.name, dist, dims)
+        family, args = term.family, term.args
+        if support == "positive" and family in HALF:
+            location = dict(args)[HALF[family][1]]
+            if location.int_value == 0 or (isinstance(location.expr, s.Const) and location.expr.value == 0):
+                family, args = HALF[family][0], tuple((k, v) for k, v in args if k != HALF[family][1])
+        if support == "interval" and family == "beta" and (lo, hi) == (0, 1):
+            support = "unit"
+        if support == "interval":
+            # Only uniform on exactly the declared bounds is the parameter's own distribution.
+            bounds = [a.expr.value if isinstance(a.expr, s.Const) else None for _, a in args]
+            if family == "uniform" and bounds == [float(lo), float(hi)]:
+                return s.Param(decl.name, self._dist("uniform", args, dims, term.line), dims)
+            return None
+        if s.FAMILIES[family].support != support or any(v.dims not in ((), dims) for _, v in args):
+            return None
+        return s.Param(decl.name, self._dist(family, args, dims, term.line), dims)
+
+    # ------------------------------------------------------------------ expressions
+
+    def _expr(self, expr: StanExpr) -> Sym:
+        if isinstance(expr, Num):
+            return self._const(expr.value)
+        if isinstance(expr, Name):
+            for loop in self.loops:
+                if loop.variable == expr.name:
+                    raise unsupported(expr.line, f"the loop variable {expr.name} used as a value")
+            if expr.name in self.syms:
+                return self.syms[expr.name]
+            if expr.name in self.values:
+                return self._data_sym(expr.name, expr.line)
+            raise unsupported(expr.line, f"{expr.name} before it has a value")
+        if isinstance(expr, Indexed):
+            return self._indexed(expr)
+        if isinstance(expr, Op):
+            if len(expr.args) == 1:
+                operand = self._expr(expr.args[0])
+                if expr.op == "neg":
+                    if isinstance(operand.expr, s.Const):
+                        return self._const(-operand.expr.value)
+                    return replace(operand, expr=s.Call("neg", (operand.expr,)), whole=None, int_data=None,
+                                   int_value=None if operand.int_value is None else -operand.int_value)
+                if expr.op == "'" and operand.kind == "matrix" and not operand.nloop:
+                    return replace(operand, expr=s.transpose(operand.expr), dims=operand.dims[::-1], whole=None)
+                raise unsupported(expr.line, f"the operator {expr.op}")
+            return self._binary(expr.op, self._expr(expr.args[0]), self._expr(expr.args[1]), expr.line)
+        if isinstance(expr, FnCall):
+            return self._call(expr)
+        if isinstance(expr, (Ternary, ArrayExpr)):
+            if self._is_data_only(expr) and np.ndim(evaluate(expr, self.values)) == 0:
+                return self._const(float(evaluate(expr, self.values)))
+            raise unsupported(expr.line, "a conditional or array expression of parameters")
+        raise unsupported(getattr(expr, "line", 0), type(expr).__name__)
+
+    def _binary(self, op: str, a: Sym, b: Sym, line: int) -> Sym:
+        if a.int_value is not None and b.int_value is not None and op in ("+", "-", "*", "/"):
+            # Stan's integer division truncates toward zero.
+            value = {"+": lambda: a.int_value + b.int_value, "-": lambda: a.int_value - b.int_value,
+                     "*": lambda: a.int_value * b.int_value, "/": lambda: int(a.int_value / b.int_value)}[op]()
+            return self._const(value)
+        loop = self._loop_dims(a, b, line)
+        if op in ("+", "-", ".*", "./", "^", ".^") or (op in ("*", "/") and (a.kind == "scalar" or b.kind == "scalar")):
+            if op == "/" and b.kind != "scalar":
+                raise unsupported(line, "dividing by a vector with / (Stan: ./)")
+            spec_op = {".*": "*", "./": "/", "^": "**", ".^": "**"}.get(op, op)
+            dims = self._elementwise_dims(a, b, line)
+            kind = a.kind if a.kind != "scalar" else b.kind
+            return Sym(s.Binary(spec_op, a.expr, b.expr), dims, kind, nloop=loop)
+        if op == "*":
+            own_a, own_b = a.dims[a.nloop:], b.dims[b.nloop:]
+            if a.kind == "matrix" and b.kind in ("vector", "matrix") and not a.nloop and not b.nloop:
+                return Sym(s.matmul(a.expr, b.expr), own_a[:1] + own_b[1:], b.kind)
+            if a.kind == "row_vector" and b.kind == "vector" and a.nloop == 1 and not b.nloop and own_a == own_b:
+                # X[n] * beta in a loop over n: row n of X times beta, for every n at once.
+                return Sym(s.matmul(a.expr, b.expr), a.dims[:1], "scalar", nloop=1)
+            raise unsupported(line, f"the product of a {a.kind} and a {b.kind} here")
+        raise unsupported(line, f"the operator {op} on parameters")
+
+    def _loop_dims(self, a: Sym, b: Sym, line: int) -> int:
+        if a.nloop and b.nloop and a.dims[:a.nloop] != b.dims[:b.nloop]:
+            raise unsupported(line, "combining values of different loops")
+        return max(a.nloop, b.nloop)
+
+    def _elementwise_dims(self, a: Sym, b: Sym, line: int) -> tuple[str, ...]:
+        if not a.dims or a.dims == b.dims:
+            return b.dims
+        if not b.dims:
+            return a.dims
+        raise unsupported(line, f"combining values of dims {a.dims} and {b.dims}")
+
+    def _call(self, expr: FnCall) -> Sym:
+        name, line = expr.name, expr.line
+        if not any(isinstance(a, Name) and a.name in self.syms for a in expr.args) and self._is_data_only(expr):
+            value = evaluate(expr, self.values)
+            if np.ndim(value) == 0:
+                return self._const(float(value))
+        if name in REPEATS and len(expr.args) == REPEATS[name][0] + 1:
+            return self._repeat(expr, REPEATS[name][1])
+        args = [self._expr(a) for a in expr.args]
+        if name in ELEMENTWISE and len(args) == 1:
+            return replace(args[0], expr=s.Call(ELEMENTWISE[name], (args[0].expr,)), whole=None, int_data=None,
+                           int_value=None)
+        if name == "square" and len(args) == 1:
+            return self._binary("^", args[0], self._const(2), line)
+        if name == "inv" and len(args) == 1:
+            return self._binary("./", self._const(1), args[0], line)
+        if name == "pow" and len(args) == 2:
+            return self._binary("^", args[0], args[1], line)
+        if name == "rows_dot_product" and len(args) == 2 and args[0].dims == args[1].dims and len(args[0].dims) == 2:
+            return Sym(s.rows_dot(args[0].expr, args[1].expr), args[0].dims[:1], "vector")
+        if name == "diag_pre_multiply" and len(args) == 2:
+            return Sym(s.diag_pre_multiply(args[0].expr, args[1].expr), args[1].dims, "matrix")
+        if name.endswith(_SUFFIXES + ("_lcdf", "_lccdf", "_cdf", "_rng")):
+            raise unsupported(line, f"{name} inside an expression")
+        raise unsupported(line, name if name not in DATA_FUNCTIONS else f"{name} of parameters")
+
+    def _repeat(self, expr: FnCall, kind: str) -> Sym:
+        """``rep_vector(x, N)`` and its kin, of a scalar ``x``: ``x`` plus zeros over the sizes' dims."""
+        value = self._expr(expr.args[0])
+        if value.dims:
+            raise unsupported(expr.line, f"{expr.name} of a value that is not a scalar")
+        dims = tuple(self._dim(size) for size in expr.args[1:])
+        return Sym(s.Binary("+", value.expr, s.Var(self._zeros(dims))), dims, kind)
+
+    def _indexed(self, expr: Indexed) -> Sym:
+        base = self._expr(expr.base)
+        line = expr.line
+        if len(expr.indexes) != 1 or isinstance(expr.indexes[0], Slice):
+            return self._multi_loop_index(base, expr)
+        index = expr.indexes[0]
+        own = base.dims[base.nloop:]
+        if not own:
+            raise unsupported(line, "indexing a scalar")
+        loop = self._loop_of(index)
+        if loop is not None:
+            if base.nloop:
+                raise unsupported(line, "indexing, inside a loop, a value that already varies along a loop")
+            self._bind(loop, own[0], line)
+            int_data = base.int_data
+            return Sym(base.expr, base.dims, _element_kind(base.kind, own), nloop=1, whole=base.whole, int_data=int_data)
+        position = self._expr(index)
+        if position.int_value is not None:
+            node = self._constant_index(own[0], position.int_value, line)
+            return Sym(s.Index(base.expr, s.Var(node)), base.dims[:base.nloop] + own[1:], _element_kind(base.kind, own))
+        if position.int_data is not None and position.kind != "matrix":
+            if base.nloop:
+                raise unsupported(line, "an index into a value that varies along a loop")
+            node = self._index_node(position.int_data, own[0], line)
+            return Sym(s.Index(base.expr, s.Var(node)), position.dims + own[1:], _element_kind(base.kind, own),
+                       nloop=position.nloop)
+        raise unsupported(line, "an index that is not a loop variable, an integer, or integer data")
+
+    def _multi_loop_index(self, base: Sym, expr: Indexed) -> Sym:
+        """``y[i, j]`` inside loops over i and j: all of ``y``."""
+        names = [self._loop_of(i) for i in expr.indexes]
+        if any(n is None for n in names) or base.nloop or len(names) != len(self.loops) \
+                or names != self.loops[:len(names)]:
+            raise unsupported(expr.line, "this multiple or sliced index")
+        for loop, dim in zip(names, base.dims):
+            self._bind(loop, dim, expr.line)
+        return Sym(base.expr, base.dims, "scalar", nloop=len(names), whole=base.whole, int_data=base.int_data)
+
+    def _loop_of(self, index) -> _Loop | None:
+        if isinstance(index, Name):
+            for loop in self.loops:
+                if loop.variable == index.name:
+                    return loop
+        return None
+
+    def _bind(self, loop: _Loop, dim: str, line: int) -> None:
+        if self.dim_sizes[dim] != loop.size:
+            raise unsupported(line, f"a loop over 1:{loop.size} indexing a dimension of size {self.dim_sizes[dim]} "
+                              "(only loops over all of a vector are vectorized)")
+        if loop.dim is None:
+            loop.dim = dim
+        elif loop.dim != dim:
+            raise unsupported(line, f"a loop variable indexing dims {loop.dim} and {dim}")
+        if self.loops.index(loop) != 0 and self.loops[0].dim is None:
+            raise unsupported(line, "an inner loop's variable used before the outer one's")
+
+    def _constant_index(self, dim: str, position: int, line: int) -> str:
+        if not 1 <= position <= self.dim_sizes[dim]:
+            raise Unsupported(line, f"index {position} is outside 1..{self.dim_sizes[dim]}")
+        name = f"{dim}_{position}"
+        self.index_nodes[name] = s.Data(name, "int", (), index_of=dim)
+        self.index_values[name] = np.asarray(position - 1)
+        return name
+
+    def _index_node(self, data_name: str, dim: str, line: int) -> str:
+        existing = self.index_nodes.get(data_name)
+        if existing is not None and existing.index_of != dim:
+            raise unsupported(line, f"{data_name} indexing both {existing.index_of} and {dim}")
+        value = np.asarray(self.values[data_name])
+        if value.size and (value.min() < 1 or value.max() > self.dim_sizes[dim]):
+            raise Unsupported(line, f"{data_name} holds indexes outside 1..{self.dim_sizes[dim]}")
+        self.index_nodes[data_name] = s.Data(data_name, "int", self._dims(self.types[data_name]), index_of=dim)
+        self.index_values[data_name] = value - 1
+        return data_name
+
+    # ------------------------------------------------------------------ assembling
+
+    def _order(self, params: list[s.Param], deterministics: list[s.Deterministic]) -> list:
+        """Parameters and transformed parameters, each after what it refers to."""
+        pending, placed, out = list(params) + list(deterministics), set(self.values), []
+        while pending:
+            for node in pending:
+                if s.references(node) <= placed | set(self.index_nodes):
+                    out.append(node)
+                    placed.add(node.name)
+                    pending.remove(node)
+                    break
+            else:
+                node = pending[0]
+                raise unsupported(0, f"{node.name}: a prior that refers to {sorted(s.references(node) - placed)}")
+        return out
+
+    def _data_nodes(self, nodes: list) -> list[s.Data]:
+        used = set().union(*(s.references(n) for n in nodes)) if nodes else set()
+        out = []
+        for name in sorted(used):
+            if name in self.index_nodes:
+                out.append(self.index_nodes[name])
+            elif name in self.values:
+                if any(o.name == name for o in nodes if isinstance(o, s.Observed)):
+                    raise unsupported(0, f"the data {name} both observed and used in an expression")
+                if name in self.synthetic_dims:
+                    out.append(s.Data(name, "real", self.synthetic_dims[name]))
+                    continue
+                stan_type = self.types[name]
+                out.append(s.Data(name, "int" if stan_type.base == "int" else "real", self._dims(stan_type)))
+        return out
+
+    def _data_value(self, node: s.Data) -> np.ndarray:
+        if node.name in self.index_values:
+            return self.index_values[node.name]
+        return np.asarray(self.values[node.name])
+
+
+def _element_kind(kind: str, own: tuple[str, ...]) -> str:
+    if kind == "matrix":
+        return "row_vector"
+    if kind == "array" and len(own) > 1:
+        return "array"
+    return "scalar"
+
+
+def _assigned_names(statement: Statement) -> set[str]:
+    """The variables a statement declares or assigns (in its body too)."""
+    if isinstance(statement, Decl):
+        return {statement.name}
+    if isinstance(statement, Assign):
+        target = statement.target
+        while isinstance(target, Indexed):
+            target = target.base
+        return {target.name} if isinstance(target, Name) else set()
+    if isinstance(statement, (For, While)):
+        return set().union(*(_assigned_names(s_) for s_ in statement.body))
+    if isinstance(statement, If):
+        return set().union(*(_assigned_names(s_) for s_ in statement.then + statement.otherwise))
+    return set()
+
+
+def _names(expr) -> set[str]:
+    """The variable names an expression reads (not function names)."""
+    if isinstance(expr, Name):
+        return {expr.name}
+    if isinstance(expr, Indexed):
+        return _names(expr.base) | set().union(*(_names(i) for i in expr.indexes))
+    if isinstance(expr, Slice):
+        return set().union(*(_names(e) for e in (expr.lower, expr.upper) if e is not None))
+    if isinstance(expr, (Op, FnCall, ArrayExpr)):
+        items = expr.items if isinstance(expr, ArrayExpr) else expr.args
+        return set().union(*(_names(a) for a in items))
+    if isinstance(expr, Ternary):
+        return _names(expr.condition) | _names(expr.if_true) | _names(expr.if_false)
+    return set()
+
+
+def _summands(expr: StanExpr, sign: int) -> list[tuple[int, StanExpr]]:
+    if isinstance(expr, Op) and expr.op in ("+", "-") and len(expr.args) == 2:
+        right = -sign if expr.op == "-" else sign
+        return _summands(expr.args[0], sign) + _summands(expr.args[1], right)
+    return [(sign, expr)]
+
+
+def lower(program: Program, data: dict[str, object], name: str) -> Lowered:
+    """The spec model and dataset of a program; an :class:`Unsupported` outside the subset."""
+    try:
+        return Lowering(program, data, name).lower()
+    except s.SpecError as exc:
+        raise Unsupported(0, f"the lowered model does not fit the spec ({exc})") from None
