@@ -12,14 +12,14 @@ import os
 import sys
 from typing import Sequence
 
-from polyppl.cli import bench, compare, models, repro, report, run, sbc, show
+from polyppl.cli import bench, compare, models, posteriordb, repro, report, run, sbc, show
 from polyppl.errors import UserError
 from polyppl.execution.child import use_forkserver
 from polyppl.spec import SpecError
 
 #: Each adds its subcommand with ``register(subparsers)`` and imports what its handler
 #: needs (ArviZ, backends) only when it runs, so the CLI starts and checks input fast.
-COMMANDS = (models, run, compare, show, repro, bench, report, sbc)
+COMMANDS = (models, run, compare, show, repro, bench, report, sbc, posteriordb)
 
 
 def build_parser() -> argparse.ArgumentParser:
