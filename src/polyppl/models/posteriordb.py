@@ -11,9 +11,10 @@ thinned from long rstan runs).
 
 Importing a posterior turns its Stan program and data into a spec model
 (:func:`import_posterior`). That is the Stan front end's job (``stan_program(program, data)``,
-the Stan-program issue); until it exists, only the posteriors in :data:`STAND_INS` import, each
-mapped to a built-in model whose spec is the program's and whose quantities carry Stan's
-names, so that the study runs end to end on real backends.
+``models/stan_program``, the Stan-program issue); where it is not installed, only the
+posteriors in :data:`STAND_INS` import, each mapped to a built-in model whose spec is the
+program's and whose quantities carry Stan's names, so that the study runs end to end on real
+backends.
 """
 
 from __future__ import annotations
@@ -142,31 +143,35 @@ def reference_draws(posterior: Posterior) -> dict[str, np.ndarray]:
 def import_posterior(posterior: Posterior) -> Problem:
     """The posterior as a :class:`Problem` whose quantities are named as Stan names them.
 
-    Raises :class:`UnsupportedPosterior` (with the construct and its line, when the front end
+    Raises :class:`UnsupportedPosterior` (with the construct and its line, as the front end
     says) for a program outside the subset, and :class:`UserError` for unreadable files."""
-    stand_in = STAND_INS.get(posterior.name)
-    if stand_in is not None:
-        return stand_in(posterior)
     translate = stan_front_end()
     if translate is None:
-        raise UnsupportedPosterior("no Stan front end")
+        stand_in = STAND_INS.get(posterior.name)
+        if stand_in is None:
+            raise UnsupportedPosterior("no Stan front end")
+        return stand_in(posterior)
     if not posterior.program.exists():
         raise UnsupportedPosterior(f"no Stan program ({posterior.program} is missing)")
     try:
-        model, dataset = translate(posterior.program, posterior.data)
-    except UnsupportedPosterior:
-        raise
+        problem = translate(posterior.program, posterior.data)
     except UserError as exc:
         # posteriordb's programs and data are valid Stan: what the front end refuses is outside its subset.
         raise UnsupportedPosterior(str(exc)) from None
-    return Problem(model, dataset, Labels(posterior.name, SCENARIO))
+    return Problem(problem.model, problem.dataset, Labels(posterior.name, SCENARIO))
 
 
-def stan_front_end() -> Callable[[Path, Path], tuple[Any, Any]] | None:
-    """The Stan front end's ``stan_program(program, data) -> (Model, Dataset)``; None while
-    polyppl has none. (The one place the study learns about it: when the front end lands,
-    this returns it, and :data:`STAND_INS` goes.)"""
-    return None
+def stan_front_end() -> Callable[[Path, Path], Problem] | None:
+    """The Stan front end's ``stan_program(program, data) -> Problem`` (branch ``stanfront``,
+    the Stan-program issue); None where polyppl has none yet, and then :data:`STAND_INS` import
+    what they can. (Once the front end is merged, this is a plain import and the stand-ins go.)"""
+    try:
+        from polyppl.models.stan_program import stan_program
+    except ModuleNotFoundError as exc:
+        if exc.name != "polyppl.models.stan_program":
+            raise  # the front end is there but something it needs is not: say so
+        return None
+    return stan_program
 
 
 def support(posterior: Posterior) -> tuple[str, str]:
@@ -178,7 +183,7 @@ def support(posterior: Posterior) -> tuple[str, str]:
         return "unsupported", str(exc)
     except UserError as exc:
         return "error", str(exc)
-    stand_in = posterior.name in STAND_INS
+    stand_in = stan_front_end() is None
     return "supported", "stand-in: a built-in model until the Stan front end" if stand_in else ""
 
 
@@ -206,7 +211,8 @@ def _eight_schools_noncentered(posterior: Posterior) -> Problem:
     return Problem(eight_schools.MODEL.spec("noncentered", dataset), dataset, Labels(posterior.name, SCENARIO))
 
 
-#: Posteriors imported through a built-in model while there is no Stan front end.
+#: Posteriors imported through a built-in model while there is no Stan front end (stand-ins
+#: for its translation, so that the study runs end to end on real backends before it lands).
 STAND_INS: dict[str, Callable[[Posterior], Problem]] = {
     "eight_schools-eight_schools_noncentered": _eight_schools_noncentered,
 }

@@ -32,18 +32,21 @@ from typing import Any, Callable, Mapping, Sequence
 from polyppl.backends import get_backend, parse_columns
 from polyppl.errors import UserError, unknown
 from polyppl.execution.fit import base_record, fit
-from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, run_grid
+from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, read_ledger, run_grid
 from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest
 from polyppl.inference.diagnostics import convergence_failures, scalar_summary
 from polyppl.inference.methods import SamplerSettings
+from polyppl.models import Problem
 from polyppl.models import posteriordb as db
-from polyppl.spec.serialize import content_hash
+from polyppl.spec.serialize import content_hash, dataset_hash, model_hash
 from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, SummarySource, holm, summary_pair_tests
 
 DEFAULT_OUT = Path("polyppl-posteriordb")
 #: The source name of posteriordb's reference draws among the backends' columns.
 REFERENCE = "reference"
+#: The ledger's backend label of a posterior's translation check.
+TRANSLATION = "translation"
 STATUSES = ("pass", "fail", "inconclusive", "unsupported", "error")
 SELECTIONS = ("names", "all", "reference-only")
 #: Bumped when what a task records changes, so that older ledger lines are not reused.
@@ -80,6 +83,8 @@ class PosteriorPlan:
     requests: dict[str, FitRequest]  # by column label; empty when unsupported or not imported
     status: str | None = None  # unsupported or error, decided before anything runs
     reason: str = ""
+    #: The translation check's task, for a model lowered from its program (not for a stand-in).
+    check: GridTask | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,22 @@ class StudyPlan:
     floor: float
     tasks: list[GridTask]
     ledger: Path
+
+    @property
+    def checks(self) -> list[GridTask]:
+        return [p.check for p in self.posteriors if p.check is not None]
+
+    def without_translations_that_failed(self, checks: GridRun) -> StudyPlan:
+        """The plan with each posterior whose translation check did not pass marked ``error``
+        and its fits dropped: never sample a wrong translation."""
+        failed = {task.key.model: checks.entries[task.key] for task in self.checks
+                  if checks.entries.get(task.key, {}).get("status") != "ok"}
+        if not failed:
+            return self
+        posteriors = [replace(p, requests={}, status="error",
+                              reason=f"translation check: {failed[p.posterior.name].get('error') or 'not run'}")
+                      if p.posterior.name in failed else p for p in self.posteriors]
+        return replace(self, posteriors=posteriors, tasks=[t for t in self.tasks if t.key.model not in failed])
 
 
 def select(root: Path, names: Sequence[str] = (), selection: str = "names") -> list[db.Posterior]:
@@ -146,9 +167,30 @@ def plan_study(root: Path, names: Sequence[str] = (), selection: str = "names", 
             tasks.append(GridTask(FitKey(posterior.name, column.label, "nuts", db.SCENARIO, settings.seed),
                                   "polyppl.studies.posteriordb:run_posterior_fit", request,
                                   content_hash([LEDGER_FORMAT, request.hash_parts()])))
-        plans.append(PosteriorPlan(posterior, requests))
+        plans.append(PosteriorPlan(posterior, requests, check=_translation_task(problem, posterior, settings.seed,
+                                                                             (engines or {}).get("stan"))))
     return StudyPlan(root, plans, tuple(c.label for c in columns), settings, family_alpha, floor, tasks,
                      Path(out) / "posteriordb-ledger.jsonl")
+
+
+def _translation_task(problem: Problem, posterior: db.Posterior, seed: int, stan_engine: str | None) -> GridTask | None:
+    """The Stan front end's translation check of a model lowered from its program (the
+    model carries its program as ``source``), as a task; None for a stand-in."""
+    if getattr(problem.model, "source", None) is None:
+        return None
+    return GridTask(FitKey(posterior.name, TRANSLATION, "check", db.SCENARIO, seed),
+                    "polyppl.studies.posteriordb:run_translation_check", (problem, stan_engine),
+                    content_hash([LEDGER_FORMAT, model_hash(problem.model), dataset_hash(problem.dataset), stan_engine]))
+
+
+def run_translation_check(argument: tuple[Problem, str | None]) -> dict[str, Any]:
+    """(On a worker.) The lowered model's log density and gradient on PyMC and NumPyro against
+    Stan's own for the program (``studies.translation``); a mismatch raises, and the grid
+    records it as an error."""
+    from polyppl.studies.translation import check_translation  # the Stan front end's
+
+    problem, stan_engine = argument
+    return check_translation(problem, stan_engine=stan_engine).to_json()
 
 
 # --------------------------------------------------------------------------- judging one posterior
@@ -187,6 +229,8 @@ class PosteriorResult:
     reason: str
     backends: dict[str, BackendResult]
     tests: list[PairTest]
+    #: The translation check's ``{points, max_rel_error}``; None for a stand-in or where it did not pass.
+    translation: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -330,6 +374,7 @@ class StudyRun:
             posteriors[result.name] = {
                 "status": result.status, "reason": result.reason, "reference": result.plan.posterior.has_reference,
                 "model": result.plan.posterior.model_name, "data": result.plan.posterior.data_name,
+                "translation": result.translation,
                 "tests": len(result.tests), "disagreements": [t.as_dict() for t in result.tests if not t.agree],
                 "backends": backends,
             }
@@ -364,8 +409,6 @@ def run_posteriordb(
     local Dask cluster of ``workers`` processes, ``tcp://HOST:PORT``, or ``in-process``)."""
     root = db.locate(path)
     plan = plan_study(root, names, selection, backends, settings, engines, family_alpha, floor, out)
-    by_key = {task.key: task for task in plan.tasks}
-    total = len(plan.tasks)
     if progress:
         runnable = sum(1 for p in plan.posteriors if p.requests)
         progress(f"posteriordb at {root}: {len(plan.posteriors)} posteriors, {runnable} importable, "
@@ -373,13 +416,44 @@ def run_posteriordb(
         for p in plan.posteriors:
             if p.status is not None:
                 progress(f"{p.posterior.name}: {p.status} - {p.reason}")
-    done = [0]
 
-    def finished(task: GridTask, entry: dict[str, Any]) -> None:
-        done[0] += 1
+    plan.ledger.parent.mkdir(parents=True, exist_ok=True)
+    checks = None
+    if plan.checks:
+        # First every translation check, then the fits of the posteriors that passed theirs.
+        if progress:
+            progress(f"checking {len(plan.checks)} translations: log density and gradient against Stan's own")
+        checks = run_grid(plan.checks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
+                          retries=retries, on_result=_check_line(progress))
+        plan = plan.without_translations_that_failed(checks)
+    in_ledger = read_ledger(plan.ledger)
+    todo = sum(1 for t in plan.tasks if (t.key.text(), t.config) not in in_ledger)
+    if progress and todo < len(plan.tasks):
+        progress(f"{len(plan.tasks) - todo} fits already in the ledger; running the other {todo}")
+    grid = run_grid(plan.tasks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
+                    retries=retries, on_result=_fit_line(progress, plan, todo))
+    return summarize(plan, grid, checks)
+
+
+def _check_line(progress: Progress | None) -> Callable[[GridTask, dict[str, Any]], None]:
+    def line(task: GridTask, entry: dict[str, Any]) -> None:
+        if progress:
+            failed = f" - {entry.get('error')}" if entry["status"] != "ok" else ""
+            progress(f"{task.key.model}: translation check {entry['status']}{failed}")
+    return line
+
+
+def _fit_line(progress: Progress | None, plan: StudyPlan, todo: int) -> Callable[[GridTask, dict[str, Any]], None]:
+    """A progress line per finished fit: its status, time and speed."""
+    requests = {task.key: task.argument for task in plan.tasks}
+    done = 0
+
+    def line(task: GridTask, entry: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
         if progress is None:
             return
-        record = record_of(by_key[task.key].argument, entry)
+        record = record_of(requests[task.key], entry)
         if record.ok:
             speed = BackendResult(record, None, None).speed()
             flags = f", flags: {', '.join(record.diagnostics.flags)}" if record.diagnostics.flags else ""
@@ -387,16 +461,12 @@ def run_posteriordb(
                     f"{speed['us_per_gradient'] or 0:.1f} µs/gradient{flags}")
         else:
             what = f"{record.status}: {(record.error or '').splitlines()[0] if record.error else ''}"
-        progress(f"[{done[0]}/{total}] {task.key.model} on {task.key.backend}: {what}")
-
-    plan.ledger.parent.mkdir(parents=True, exist_ok=True)
-    grid = run_grid(plan.tasks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
-                    retries=retries, on_result=finished)
-    return summarize(plan, grid)
+        progress(f"[{done}/{todo}] {task.key.model} on {task.key.backend}: {what}")
+    return line
 
 
-def summarize(plan: StudyPlan, grid: GridRun) -> StudyRun:
-    """Every posterior judged from the ledger's records."""
+def summarize(plan: StudyPlan, grid: GridRun, checks: GridRun | None = None) -> StudyRun:
+    """Every posterior judged from the ledger's records (and its translation check's)."""
     results = []
     for posterior_plan in plan.posteriors:
         records = {}
@@ -407,7 +477,12 @@ def summarize(plan: StudyPlan, grid: GridRun) -> StudyRun:
         reference = None
         if posterior_plan.status is None and posterior_plan.posterior.has_reference:
             reference = reference_source(posterior_plan.posterior)
-        results.append(judge(posterior_plan, records, reference, plan.family_alpha, plan.floor))
+        translation = None
+        if checks is not None and posterior_plan.check is not None:
+            entry = checks.entries.get(posterior_plan.check.key)
+            translation = entry["result"] if entry and entry["status"] == "ok" else None
+        results.append(replace(judge(posterior_plan, records, reference, plan.family_alpha, plan.floor),
+                               translation=translation))
     facts = {"where": grid.where, "workers": grid.workers, "fits_run": grid.ran, "fits_reused": grid.reused,
              "wall_seconds": grid.wall_seconds}
     return StudyRun(plan, results, facts)
