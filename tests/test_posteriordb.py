@@ -1,7 +1,7 @@
 """``polyppl posteriordb``: reading a posteriordb snapshot, and every backend checked against
 its reference draws on the grid.
 
-The data are three posteriors of posteriordb in its own layout (tests/data/posteriordb,
+The data are three posteriors of posteriordb in its own layout (tests/data/posteriordb_snapshot,
 BSD licence there): eight schools, non-centered, with its reference draws (10 x 1,000); the
 centered program, which shares that reference; a GLM without reference draws. Without the
 Stan front end (``no_front_end``), eight schools (non-centered) imports through its stand-in
@@ -36,7 +36,7 @@ from polyppl.render.posteriordb_report import write_posteriordb_report
 from polyppl.studies.posteriordb import run_posteriordb
 
 TESTS = Path(__file__).resolve().parent
-SNAPSHOT = TESTS / "data" / "posteriordb"
+SNAPSHOT = TESTS / "data" / "posteriordb_snapshot"
 EIGHT = "eight_schools-eight_schools_noncentered"
 CENTERED = "eight_schools-eight_schools_centered"
 GLM = "GLM_Poisson_Data-GLM_Poisson_model"
