@@ -156,8 +156,9 @@ def import_posterior(posterior: Posterior) -> Problem:
     try:
         problem = translate(posterior.program, posterior.data)
     except UserError as exc:
-        # posteriordb's programs and data are valid Stan: what the front end refuses is outside its subset.
-        raise UnsupportedPosterior(str(exc)) from None
+        # posteriordb's programs and data are valid Stan: what the front end refuses is outside its
+        # subset. (Its message starts with the program's path, which the posterior's name says.)
+        raise UnsupportedPosterior(str(exc).removeprefix(f"{posterior.program}: ")) from None
     return Problem(problem.model, problem.dataset, Labels(posterior.name, SCENARIO))
 
 
