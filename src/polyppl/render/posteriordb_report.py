@@ -55,14 +55,24 @@ def summary_table(run: StudyRun) -> Table:
     rows, bad = [], []
     for i, result in enumerate(run.results):
         cells = [_cell_text(result.backends.get(label), standing(result, label)) for label in labels]
-        rows.append([result.name, "yes" if result.plan.posterior.has_reference else "no", *cells, result.status,
-                     result.reason])
+        rows.append([result.name, "yes" if result.plan.posterior.has_reference else "no", *cells,
+                     result.fastest or "-", result.status, result.reason])
         if result.status in ("fail", "error"):
             bad.append(i)
     counts = ", ".join(f"{n} {s}" for s, n in run.counts().items() if n)
     return Table.of("posteriordb: each backend against the reference draws (ESS/s: smallest bulk ESS per second "
-                    "of sampling)", ["posterior", "reference", *labels, "status", "reason"], rows, bad,
-                    text_columns=[len(labels) + 3], notes=[f"{len(run.results)} posteriors: {counts}"])
+                    "of sampling)", ["posterior", "reference", *labels, "fastest", "status", "reason"], rows, bad,
+                    text_columns=[len(labels) + 4], notes=[f"{len(run.results)} posteriors: {counts}", speed_note(run)])
+
+
+def speed_note(run: StudyRun) -> str:
+    """Each backend's ESS/s relative to the fastest, geometric mean over the posteriors compared."""
+    ratios, compared = run.speed_ratios()
+    if not ratios:
+        return "speed: no posterior where every backend converged"
+    parts = ", ".join(f"{label} {ratio:.2f}" for label, ratio in sorted(ratios.items(), key=lambda item: -item[1]))
+    return (f"ESS/s relative to the fastest backend, geometric mean over {compared} posterior"
+            f"{'s' if compared != 1 else ''} where all converged: {parts}")
 
 
 def speed_table(run: StudyRun) -> Table:
@@ -119,7 +129,7 @@ def write_posteriordb_report(run: StudyRun, path: str | Path | None = None) -> P
 
 def _grid_html(run: StudyRun) -> str:
     labels = run.plan.labels
-    head = "".join(f"<th>{_e(h)}</th>" for h in ("posterior", "reference", *labels, "status"))
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("posterior", "reference", *labels, "fastest", "status"))
     body = []
     for result in run.results:
         cells = []
@@ -141,7 +151,8 @@ def _grid_html(run: StudyRun) -> str:
             cells.append(f'<td class="cell {css}" title="{title}">{"<br>".join(lines)}</td>')
         status_css = STATUS_CLASS[result.status]
         body.append(f"<tr><td>{_e(result.name)}</td><td>{'yes' if result.plan.posterior.has_reference else 'no'}</td>"
-                    + "".join(cells) + f'<td class="cell {status_css}"><strong>{_e(result.status)}</strong></td></tr>')
+                    + "".join(cells) + f"<td>{_e(result.fastest or '-')}</td>"
+                    + f'<td class="cell {status_css}"><strong>{_e(result.status)}</strong></td></tr>')
     return (f'<div class="table-scroll"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}'
             "</tbody></table></div>")
 
@@ -171,7 +182,7 @@ def _page(run: StudyRun) -> str:
               f"verdict, its smallest bulk ESS per second of sampling, its µs per gradient and its worst quantity "
               f"(gap in posterior sds).</p>")
     sections = [
-        ("summary", "Summary", summary + (f"<ul>{reasons}</ul>" if reasons else "")),
+        ("summary", "Summary", summary + f"<p>{_e(speed_note(run))}</p>" + (f"<ul>{reasons}</ul>" if reasons else "")),
         ("grid", "Posteriors by backend", GRID_CSS + _grid_html(run) + method),
         ("worst", "Worst quantities", worst_table(run).html()),
         ("speed", "Speed", speed_table(run).html()),

@@ -236,6 +236,15 @@ class PosteriorResult:
     def name(self) -> str:
         return self.plan.posterior.name
 
+    @property
+    def fastest(self) -> str | None:
+        """The converged backend with the most ESS per second of sampling; None unless every
+        backend finished and converged (a speed that buys wrong draws is not a speed)."""
+        speeds = {label: b.speed()["ess_per_s"] for label, b in self.backends.items()}
+        if not speeds or not all(b.converged for b in self.backends.values()) or None in speeds.values():
+            return None
+        return max(speeds, key=lambda label: speeds[label])
+
 
 def gap_in_sd(test: PairTest) -> float:
     """A test's gap in posterior sds (the sd pooled over its two sources)."""
@@ -353,6 +362,22 @@ class StudyRun:
             return 1
         return 3 if counts["inconclusive"] else 0
 
+    def speed_ratios(self) -> tuple[dict[str, float], int]:
+        """Each backend's ESS/s over the fastest backend's, geometric mean over the posteriors
+        where every backend converged and none failed to agree; and how many those are."""
+        import math
+
+        logs: dict[str, list[float]] = {label: [] for label in self.plan.labels}
+        for result in self.results:
+            if result.fastest is None or result.status not in ("pass", "inconclusive"):
+                continue
+            speeds = {label: b.speed()["ess_per_s"] for label, b in result.backends.items()}
+            best = speeds[result.fastest]
+            for label, speed in speeds.items():
+                logs[label].append(math.log(speed / best))
+        counted = len(next(iter(logs.values()), []))
+        return {label: math.exp(sum(v) / len(v)) for label, v in logs.items() if v}, counted
+
     def to_json(self) -> dict[str, Any]:
         posteriors = {}
         for result in self.results:
@@ -374,15 +399,18 @@ class StudyRun:
             posteriors[result.name] = {
                 "status": result.status, "reason": result.reason, "reference": result.plan.posterior.has_reference,
                 "model": result.plan.posterior.model_name, "data": result.plan.posterior.data_name,
-                "translation": result.translation,
+                "translation": result.translation, "fastest": result.fastest,
                 "tests": len(result.tests), "disagreements": [t.as_dict() for t in result.tests if not t.agree],
                 "backends": backends,
             }
+        ratios, compared = self.speed_ratios()
         return {
             "posteriordb": str(self.plan.root), "backends": list(self.plan.labels),
             "settings": self.plan.settings.as_dict(), "family_alpha": self.plan.family_alpha,
             "floor_sd": self.plan.floor, "statistics": ["mean", "sd", "q05", "q95"],
-            "posteriors": posteriors, "summary": self.counts(), "grid": self.grid, "ledger": str(self.ledger),
+            "posteriors": posteriors, "summary": self.counts(),
+            "speed": {"ess_per_s_over_fastest_geometric_mean": ratios, "posteriors_compared": compared},
+            "grid": self.grid, "ledger": str(self.ledger),
         }
 
 
