@@ -25,6 +25,7 @@ ended in error, crash or timeout, or a reference quantity is missing from its re
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -123,7 +124,8 @@ def select(root: Path, names: Sequence[str] = (), selection: str = "names") -> l
     found = db.posteriors(root)
     for name in names:
         if name not in found:
-            close = [n for n in found if name.lower() in n.lower()][:5]
+            close = [n for n in found if n.lower().startswith(name.lower())][:5] or difflib.get_close_matches(
+                name, list(found), n=5, cutoff=0.5)
             raise UserError(f"no posterior {name!r} in {root / 'posteriors'}"
                             + (f"; did you mean: {', '.join(close)}" if close else "; see `polyppl posteriordb --list`"))
     if selection == "names" and not names:
