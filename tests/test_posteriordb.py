@@ -173,3 +173,25 @@ def test_a_skewed_backend_fails_naming_itself_and_the_quantity_and_a_rerun_resum
     assert again.returncode == 1
     assert json.loads((tmp_path / "run.json").read_text())["grid"] | {"wall_seconds": 0} == {
         **saved["grid"], "fits_run": 0, "fits_reused": 1, "wall_seconds": 0, "where": "nothing to run", "workers": 0}
+
+
+def test_a_failed_translation_check_makes_the_posterior_an_error_and_drops_its_fits(tmp_path, no_front_end):
+    """The first phase's outcome applied to the plan: a posterior whose translation check
+    ended in error runs none of its fits, and its reason carries the check's message."""
+    from dataclasses import replace
+
+    from polyppl.execution.grid import FitKey, GridRun, GridTask
+    from polyppl.studies.posteriordb import TRANSLATION, plan_study
+
+    plan = plan_study(db.locate(SNAPSHOT), [EIGHT], backends=["numpyro"], out=tmp_path)
+    check = GridTask(FitKey(EIGHT, TRANSLATION, "check", db.SCENARIO, 1), "polyppl.studies.posteriordb:run_translation_check",
+                     None, "config")
+    plan = replace(plan, posteriors=[replace(plan.posteriors[0], check=check)])
+    assert len(plan.tasks) == 1 and plan.checks == [check]
+    message = "UserError: the translation differs: numpyro, gradient of mu at point 3, relative error 0.5"
+    checks = GridRun({check.key: {"status": "error", "error": message}}, 0, 1, 0.0, 1, "in this process")
+    checked = plan.without_translations_that_failed(checks)
+    assert checked.tasks == [] and checked.posteriors[0].requests == {}
+    assert checked.posteriors[0].status == "error" and checked.posteriors[0].reason == f"translation check: {message}"
+    passed = GridRun({check.key: {"status": "ok", "result": {"points": 20, "max_rel_error": 1e-12}}}, 0, 1, 0.0, 1, "")
+    assert plan.without_translations_that_failed(passed) is plan
