@@ -9,7 +9,8 @@ import html
 from pathlib import Path
 
 from polyppl.inference.idata import atomic_write
-from polyppl.render.report import _e, html_page
+from polyppl.render.colors import color
+from polyppl.render.report import _e, _figure, html_page
 from polyppl.render.tables import Table
 from polyppl.render.text import fmt
 from polyppl.studies.posteriordb import REFERENCE, BackendResult, PosteriorResult, StudyRun, gap_in_sd
@@ -159,11 +160,37 @@ def _grid_html(run: StudyRun) -> str:
 
 GRID_CSS = """
 <style>
-table.grid td.cell { text-align: left; white-space: nowrap; font-size: 12.5px; }
+table.grid td.cell, table.grid th { text-align: left; white-space: nowrap; font-size: 12.5px; }
 td.agree { background: #e8f5e9; } td.disagree { background: #fdecea; }
 td.inconclusive { background: #fff6e0; } td.failed { background: #e0e0e0; } td.unsupported { background: #f4f6f8; color: #5b6470; }
 </style>
 """
+
+
+def _speed_figure(run: StudyRun) -> str:
+    """ESS per second of every finished, converged fit, posterior by posterior (log scale):
+    which backend is fastest on which model."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in run.results if any(b.converged for b in r.backends.values())]
+    if not rows:
+        return ""
+    labels = run.plan.labels
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.35 * len(rows)))
+    for label in labels:
+        values = [r.backends[label].speed()["ess_per_s"] if label in r.backends and r.backends[label].converged
+                  else np.nan for r in rows]
+        ax.scatter(values, np.arange(len(rows)), color=color(label), label=label, s=36, zorder=3)
+    ax.set_xscale("log")
+    ax.set_yticks(np.arange(len(rows)), [r.name for r in rows], fontsize=8.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("smallest bulk ESS per second of sampling (log scale; converged fits only)")
+    ax.legend(fontsize=8.5, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncol=len(labels))
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _figure(fig, "ESS per second by posterior and backend", speed_note(run))
 
 
 def _page(run: StudyRun) -> str:
@@ -185,7 +212,7 @@ def _page(run: StudyRun) -> str:
         ("summary", "Summary", summary + f"<p>{_e(speed_note(run))}</p>" + (f"<ul>{reasons}</ul>" if reasons else "")),
         ("grid", "Posteriors by backend", GRID_CSS + _grid_html(run) + method),
         ("worst", "Worst quantities", worst_table(run).html()),
-        ("speed", "Speed", speed_table(run).html()),
+        ("speed", "Speed", _speed_figure(run) + speed_table(run).html()),
         ("provenance", "How this was run",
          f"<p>posteriordb snapshot: {_e(run.plan.root)} (posteriordb, https://github.com/stan-dev/posteriordb, BSD "
          f"3-Clause licence). Grid: {_e(run.grid['where'])}; {run.grid['fits_run']} fits run, "
