@@ -158,15 +158,21 @@ def plan_study(root: Path, names: Sequence[str] = (), selection: str = "names", 
             plans.append(PosteriorPlan(posterior, {}, "error", f"import: {exc}"))
             continue
         requests = {}
-        for column in columns:
-            engine = get_backend(column.backend).engine(column.engine or (engines or {}).get(column.backend))
-            # The grid runs one fit per core: each engine keeps its chains on one.
-            chained = (replace(settings, chain_method=engine.single_core_chains) if settings.chain_method == "auto"
-                       else settings)
-            request = FitRequest.make(problem.model, problem.dataset, column.backend, engine.name, "nuts", chained,
-                                      labels=problem.labels)
-            requests[column.label] = request
-            tasks.append(GridTask(FitKey(posterior.name, column.label, "nuts", db.SCENARIO, settings.seed),
+        try:
+            for column in columns:
+                engine = get_backend(column.backend).engine(column.engine or (engines or {}).get(column.backend))
+                # The grid runs one fit per core: each engine keeps its chains on one.
+                chained = (replace(settings, chain_method=engine.single_core_chains) if settings.chain_method == "auto"
+                           else settings)
+                requests[column.label] = FitRequest.make(problem.model, problem.dataset, column.backend, engine.name,
+                                                         "nuts", chained, labels=problem.labels)
+        except UserError as exc:
+            # A backend that cannot run this model (a family or feature it lacks): the posterior
+            # is outside what all the backends asked for run, and none of them runs it.
+            plans.append(PosteriorPlan(posterior, {}, "unsupported", f"{column.label}: {exc}"))
+            continue
+        for label, request in requests.items():
+            tasks.append(GridTask(FitKey(posterior.name, label, "nuts", db.SCENARIO, settings.seed),
                                   "polyppl.studies.posteriordb:run_posterior_fit", request,
                                   content_hash([LEDGER_FORMAT, request.hash_parts()])))
         plans.append(PosteriorPlan(posterior, requests, check=_translation_task(problem, posterior, settings.seed,
