@@ -31,7 +31,8 @@ from polyppl import SamplerSettings, sample
 from polyppl import spec as s
 from polyppl.inference.diagnostics import scalar_summary
 from polyppl.models import get_model
-from polyppl.studies.agreement import QuantityDraws, holm, pair_tests, studentized_kolmogorov_sf
+from polyppl.studies.agreement import (QuantityDraws, SummarySource, holm, pair_tests, studentized_kolmogorov_sf,
+                                       summary_pair_tests)
 from polyppl.studies.compare import quantities
 from stat_tolerance import FAMILY_ALPHA, allowed_count, required_count, t_threshold
 
@@ -82,6 +83,27 @@ def test_statistics_are_calibrated_on_autocorrelated_chains():
     # its nominal scale and rejects at 5% with probability about 0.999: fewer than half of
     # 200 has probability 3e-114; the bound guards only that the contrast stays stark.
     assert rejections["plain ks"] >= reps / 2, rejections
+
+
+def test_summary_statistics_against_reference_like_draws_are_calibrated():
+    """``posteriordb``'s tests: mean, sd, q05 and q95 from summaries alone, a sampler's
+    autocorrelated chains (4 x 1000, AR(1) with rho 0.9) against reference-like draws (10 x 1000,
+    independent), both from N(0, 1). Each statistic rejects at 5% a Binomial(200, 5%) number
+    of times: eight bounds (both sides of four) share the 0.1% family rate, so each count lies
+    in [1, 23] (measured: mean 12, sd 12, q05 14, q95 13)."""
+    rng = np.random.default_rng(2027)
+    reps = 200
+    rejections = {"mean": 0, "sd": 0, "q05": 0, "q95": 0}
+    for _ in range(reps):
+        sampler = SummarySource({"q": scalar_summary(ar1(rng, 0.9))}, 4)
+        reference = SummarySource({"q": scalar_summary(rng.standard_normal((10, 1000)))}, 10)
+        for test in summary_pair_tests({"x": sampler, "reference": reference}, [("x", "reference")], floor=0.0):
+            rejections[test.statistic] += test.p_value < 0.05
+    bounds = 4 * 2
+    low = required_count(FAMILY_ALPHA / bounds, reps, 0.05)
+    high = allowed_count(FAMILY_ALPHA / bounds, reps, 0.05)
+    for statistic, count in rejections.items():
+        assert low <= count <= high, (rejections, low, high)
 
 
 @pytest.mark.parametrize("degrees_of_freedom", [3, 15, 63])

@@ -124,7 +124,7 @@ def rhat(draws: np.ndarray, method: str = "rank") -> float:
 
 
 def mcse(draws: np.ndarray, method: str = "mean", prob: float | None = None) -> float:
-    """ArviZ's Monte Carlo standard error of the mean, or of the quantile ``prob``."""
+    """ArviZ's Monte Carlo standard error of the mean, the sd (``sd``), or the quantile ``prob``."""
     return float(array_stats.mcse(_chains(draws), method=method, prob=prob))
 
 
@@ -136,6 +136,8 @@ class Summary:
     mean: float
     sd: float
     mcse_mean: float
+    #: The sd's own Monte Carlo error: what a test of the sd against a reference needs.
+    mcse_sd: float
     q05: float
     q50: float
     q95: float
@@ -157,6 +159,7 @@ def scalar_summary(draws: np.ndarray) -> Summary:
         mean=float(draws.mean()),
         sd=float(draws.std(ddof=1)) if draws.size > 1 else 0.0,
         mcse_mean=0.0 if constant else mcse(draws),
+        mcse_sd=0.0 if constant else mcse(draws, "sd"),
         q05=float(np.quantile(draws, 0.05)),
         q50=float(np.quantile(draws, 0.50)),
         q95=float(np.quantile(draws, 0.95)),

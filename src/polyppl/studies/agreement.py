@@ -19,6 +19,11 @@ posterior), four statistics:
   (without it, a run whose mean test gave p = 0.001, unremarkable among 288 tests, had a
   KS p-value of 3e-6 for the same quantity and shift).
 
+``sd``, the same z with the sd's MCSE, is not among ``compare``'s statistics (KS covers
+the spread there) but is asked of ``posteriordb``'s tests against reference draws, which
+are made from each source's summaries alone (:func:`summary_pair_tests`: mean, sd, q05,
+q95), so that a fit's typed record is all a comparison needs.
+
 Decision probabilities (P(B beats C)) are means of 0/1 indicators: only ``mean`` applies.
 
 Family-wise error: all p-values of a comparison are adjusted together with Holm's method,
@@ -38,7 +43,7 @@ from itertools import combinations
 import numpy as np
 from scipy import stats
 
-from polyppl.inference.diagnostics import ess, scalar_summary
+from polyppl.inference.diagnostics import Summary, ess, scalar_summary
 
 FAMILY_ALPHA = 0.01
 PRACTICAL_FLOOR = 0.1
@@ -53,13 +58,15 @@ _LOG_W_GRID = np.linspace(-30.0, 6.0, 4001)
 class PairTest:
     quantity: str
     backends: tuple[str, str]
-    statistic: str  # mean, q05, q95, ks
+    statistic: str  # mean, sd, q05, q95, ks
     estimates: tuple[float, float]
     gap: float
     z: float  # signed for mean/quantiles; for ks, the normal quantile of its p-value
     p_value: float
     floor: float  # the gap below which no disagreement is declared
     agree: bool = True
+    #: The posterior sd the floor is scaled by (pooled over the two sources): a gap in sds is gap / sd.
+    sd: float = math.nan
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -83,24 +90,41 @@ class QuantityDraws:
         self.summary = scalar_summary(self.draws)
 
 
-def _z_test(quantity, pair, statistic, x, y, floor_scale, floor) -> PairTest:
-    key, mcse = {"mean": ("mean", "mcse_mean"), "q05": ("q05", "mcse_q05"), "q95": ("q95", "mcse_q95")}[statistic]
-    a, b = getattr(x.summary, key), getattr(y.summary, key)
-    se = math.hypot(getattr(x.summary, mcse), getattr(y.summary, mcse))
+#: Each z statistic's estimate and its MCSE in a :class:`Summary`.
+_Z_STATISTICS = {"mean": ("mean", "mcse_mean"), "sd": ("sd", "mcse_sd"), "q05": ("q05", "mcse_q05"),
+                 "q95": ("q95", "mcse_q95")}
+#: What ``summary_pair_tests`` tests by default: everything a summary holds an MCSE for.
+SUMMARY_STATISTICS = ("mean", "sd", "q05", "q95")
+
+
+def _z_test(quantity: str, pair: tuple[str, str], statistic: str, x: Summary, y: Summary, chains: int,
+            floor_scale: float, floor: float) -> PairTest:
+    key, mcse = _Z_STATISTICS[statistic]
+    a, b = getattr(x, key), getattr(y, key)
+    se = math.hypot(getattr(x, mcse), getattr(y, mcse))
     gap = a - b
     if se > 0:
         z = gap / se
     else:
         z = 0.0 if gap == 0 else math.copysign(math.inf, gap)
-    p = float(2 * stats.t.sf(abs(z), _degrees_of_freedom(x, y)))
-    return PairTest(quantity, pair, statistic, (a, b), gap, float(z), p, floor * floor_scale)
+    p = float(2 * stats.t.sf(abs(z), _degrees_of_freedom(chains)))
+    return PairTest(quantity, pair, statistic, (a, b), gap, float(z), p, floor * floor_scale, sd=floor_scale)
 
 
-def _degrees_of_freedom(x: QuantityDraws, y: QuantityDraws) -> int:
+def _degrees_of_freedom(chains: int) -> int:
     """The MCSEs in z are estimates themselves, so z has heavier tails than N(0, 1): refer it
-    to Student's t with the degrees of freedom of batch means over four batches per chain."""
-    chains = min(np.shape(x.draws)[0], np.shape(y.draws)[0])
+    to Student's t with the degrees of freedom of batch means over four batches per chain
+    (``chains``: the fewer of the two sources')."""
     return max(4 * chains - 1, 3)
+
+
+def _chains(x: QuantityDraws, y: QuantityDraws) -> int:
+    return min(np.shape(x.draws)[0], np.shape(y.draws)[0])
+
+
+def _pooled_sd(x: Summary, y: Summary) -> float:
+    """The practical floor's scale: the posterior sd pooled over the two sources."""
+    return math.sqrt((x.sd ** 2 + y.sd ** 2) / 2)
 
 
 def _ks_test(quantity, pair, x, y, floor) -> PairTest:
@@ -113,9 +137,10 @@ def _ks_test(quantity, pair, x, y, floor) -> PairTest:
     # distance is attained: the CDF estimate there is a mean of that indicator.
     n_x, n_y = _indicator_ess(x.draws, at), _indicator_ess(y.draws, at)
     n = n_x * n_y / (n_x + n_y) if n_x > 0 and n_y > 0 else 0.0
-    p = studentized_kolmogorov_sf(d * math.sqrt(n), _degrees_of_freedom(x, y)) if n > 0 else 1.0
+    p = studentized_kolmogorov_sf(d * math.sqrt(n), _degrees_of_freedom(_chains(x, y))) if n > 0 else 1.0
     z = float(stats.norm.isf(p / 2)) if p > 0 else math.inf
-    return PairTest(quantity, pair, "ks", (math.nan, math.nan), d, z, p, floor * KS_PER_SD)
+    return PairTest(quantity, pair, "ks", (math.nan, math.nan), d, z, p, floor * KS_PER_SD,
+                    sd=_pooled_sd(x.summary, y.summary))
 
 
 def studentized_kolmogorov_sf(statistic: float, degrees_of_freedom: int) -> float:
@@ -155,12 +180,43 @@ def pair_tests(
         for quantity in common:
             x, y = sources[first][quantity], sources[second][quantity]
             # The practical floor scales with the posterior sd (pooled over the two sources).
-            sd = math.sqrt((x.summary.sd ** 2 + y.summary.sd ** 2) / 2)
+            sd = _pooled_sd(x.summary, y.summary)
             statistics = ("mean",) if x.is_probability else ("mean", "q05", "q95")
             for statistic in statistics:
-                out.append(_z_test(quantity, (first, second), statistic, x, y, sd, floor))
+                out.append(_z_test(quantity, (first, second), statistic, x.summary, y.summary, _chains(x, y), sd, floor))
             if not x.is_probability and sd > 0:
                 out.append(_ks_test(quantity, (first, second), x, y, floor))
+    return out
+
+
+@dataclass(frozen=True)
+class SummarySource:
+    """One source's summaries by quantity and the number of chains behind them: what
+    :func:`summary_pair_tests` needs of a fit (its record) or of reference draws."""
+
+    summaries: dict[str, Summary]
+    chains: int
+
+
+def summary_pair_tests(
+    sources: dict[str, SummarySource],
+    pairs: list[tuple[str, str]],
+    floor: float = PRACTICAL_FLOOR,
+    statistics: tuple[str, ...] = SUMMARY_STATISTICS,
+    quantities: dict[tuple[str, str], list[str]] | None = None,
+) -> list[PairTest]:
+    """The z tests of ``statistics`` for every quantity both members of each pair have (or,
+    for a pair in ``quantities``, those named there), from summaries alone."""
+    out: list[PairTest] = []
+    for first, second in pairs:
+        x, y = sources[first], sources[second]
+        names = (quantities or {}).get((first, second)) or [q for q in x.summaries if q in y.summaries]
+        chains = min(x.chains, y.chains)
+        for quantity in names:
+            a, b = x.summaries[quantity], y.summaries[quantity]
+            sd = _pooled_sd(a, b)
+            for statistic in statistics:
+                out.append(_z_test(quantity, (first, second), statistic, a, b, chains, sd, floor))
     return out
 
 
