@@ -19,6 +19,8 @@ PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob
 #: Paths the pages name that are, on purpose, not this repository's: why each is there.
 NOT_OURS = {
     "tests/glmer-1.R": "lme4's own test file, cited as the source of lme4's cbpp estimates",
+    "../shared/posteriordb": "the posteriordb snapshot beside the checkout on the project's machines "
+                             "(a user points --path at a posteriordb clone of their own)",
 }
 #: Pages whose paths are relative to another folder, as their first lines say.
 PATH_BASE = {"docs/ARCHITECTURE.md": ROOT / "src" / "polyppl"}
