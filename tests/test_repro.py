@@ -241,9 +241,16 @@ def test_pytensor_without_compiler():
     report = run_repro("pytensor-no-compiler")
     assert report.result("numpyro").outcome == report.result("stan").outcome == NOT_APPLICABLE
     pymc = report.result("pymc")
+    assert pymc.measurements["without_compiler"]["cxx"] == ""
+    if int(pymc.versions["pytensor"].split(".")[0]) >= 3:
+        # PyTensor 3 compiles with Numba where it finds no C++ compiler: the failure is gone
+        # (measured 2026-12-07: 486 against 704 µs per gradient, no warning). 5 is the same
+        # empirical margin as below, guarding that no pure-Python fallback runs.
+        assert pymc.outcome == NOT_REPRODUCED
+        assert pymc.measurements["slowdown"] < 5
+        return
     assert pymc.outcome == REPRODUCED
     assert "g++ not detected" in pymc.measurements["warning"]
-    assert pymc.measurements["without_compiler"]["cxx"] == ""
     # Measured: about 75 times slower per gradient; 5 is an empirical margin (15 times under
     # the measurement), guarding that the pure-Python fallback is really what runs, not a
     # timing claim.

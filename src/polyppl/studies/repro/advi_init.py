@@ -85,14 +85,15 @@ def _advi_mass_outside_support(model: s.Model, dataset: s.Dataset, seed: int = 0
     and the share of its Gaussian that lies where a <= 0 or b <= 0. NUTS starts each chain
     at a draw from it."""
     import pymc as pm
+    from pymc.variational.callbacks import CheckParametersConvergence
 
     pymc_model = _pymc_model_with_seed_testval(model, dataset)
     with pymc_model:
         approx = pm.fit(
             n=200_000, method="advi", random_seed=seed, progressbar=False, obj_optimizer=pm.adagrad_window,
             callbacks=[
-                pm.callbacks.CheckParametersConvergence(tolerance=1e-2, diff="absolute"),
-                pm.callbacks.CheckParametersConvergence(tolerance=1e-2, diff="relative"),
+                CheckParametersConvergence(tolerance=1e-2, diff="absolute"),
+                CheckParametersConvergence(tolerance=1e-2, diff="relative"),
             ],
         )
     draws = approx.sample(draws=4000, random_seed=seed, return_inferencedata=False)

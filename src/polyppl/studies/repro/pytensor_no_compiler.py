@@ -71,7 +71,8 @@ def _no_compiler(opts: RunOptions) -> BackendResult:
         cause=(
             "PyTensor compiles each model's log density to C with g++; when it finds none it warns once at import "
             "and runs every operation through its Python implementations, which still give the right numbers, so "
-            "nothing fails: sampling is just tens of times slower."
+            "nothing fails: sampling is just tens of times slower. Up to PyTensor 2; PyTensor 3 compiles with "
+            "Numba where it finds no C++ compiler, so there the failure no longer reproduces."
         ),
         fix="install a C++ compiler (conda: gxx / m2w64-toolchain on Windows) or point PyTensor at one "
         "(PYTENSOR_FLAGS=cxx=/path/to/g++)",
