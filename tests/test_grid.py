@@ -141,8 +141,11 @@ def test_dask_records_errors_timeouts_and_crashes(tmp_path):
     run = run_grid(tasks, ledger=tmp_path / "ledger.jsonl", workers=2, timeout=8, retries=1, progress=notes.append)
     status = {t.key.simulation: run.entries[t.key]["status"] for t in tasks}
     # Each death of the "die" task's worker is reported as it happens and in the summary; the
-    # worker restarted on purpose after the timeout is not.
-    assert len(run.workers_lost) == 2 and sum("lost mid-grid" in n for n in notes) == 2, notes
+    # worker restarted on purpose after the timeout is not. The task kills its worker once per
+    # try: twice (retries=1) on the grid, and up to twice more when it is run again alone as a
+    # suspect; how many of those deaths the scheduler sees depends on timing.
+    lost = sum("lost mid-grid" in n for n in notes)
+    assert 1 <= len(run.workers_lost) <= 4 and lost == len(run.workers_lost), notes
     assert status == {0: "ok", 1: "ok", 2: "ok", 3: "ok", "fail": "error", "hang": "timeout", "die": "crashed"}
     assert "2 different workers" in run.entries[tasks[-1].key]["error"]  # retries=1: two attempts
     assert len(read_ledger(tmp_path / "ledger.jsonl").entries) == len(tasks)

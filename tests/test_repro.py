@@ -62,7 +62,7 @@ def test_unknown_scenario_lists_the_valid_ones():
 
 
 def test_unknown_backend_lists_the_valid_ones():
-    with pytest.raises(UserError, match="unknown backend 'pyro'; expected one of: pymc, numpyro, stan"):
+    with pytest.raises(UserError, match=r"unknown backend 'pyro' \(did you mean 'numpyro'\?\); expected one of: pymc, numpyro, stan"):
         run_repro("centered-funnel", ["pyro"])
 
 

@@ -201,14 +201,15 @@ def test_kill_9_of_compare_leaves_no_process(tmp_path, orphans):
                                    "--chains", "2", "--draws", "200000", "--tune", "500", "--out", str(tmp_path / "out")],
                                   stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(temp)})
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # until the fit's child has started its chains
-            if any("polyppl.execution.worker" in _cmdline(p) and reaper.children(p) for p in _descendants(driver.pid)):
+        while time.monotonic() < deadline:  # until the fit's child runs its two chains' processes
+            running = _descendants(driver.pid)
+            if any("polyppl.execution.worker" in _cmdline(p) for p in running) and len(running) >= 3:
                 break
+            if driver.poll() is not None:
+                pytest.fail("compare ended before its chains ran: " + (tmp_path / "out.txt").read_text())
             time.sleep(0.2)
         else:
-            pytest.fail("the fit's child did not start: " + (tmp_path / "out.txt").read_text())
-        time.sleep(2)
-        assert len(_descendants(driver.pid)) >= 2
+            pytest.fail("the fit's chains did not start: " + (tmp_path / "out.txt").read_text())
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     assert orphans() == []

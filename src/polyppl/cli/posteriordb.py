@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="a posteriordb checkout or its posterior_database folder (default: $POLYPPL_POSTERIORDB)")
     parser.add_argument("--backends", type=column_list,
                         help=f"comma-separated columns: {','.join(BACKENDS)} (default: all), each optionally BACKEND:ENGINE")
-    parser.add_argument("--chains", type=positive_int, default=4)
+    parser.add_argument("--chains", type=positive_int, default=4, help="chains per fit (default 4)")
     parser.add_argument("--draws", type=positive_int, default=1000, help="draws per chain after warm-up (default 1000)")
     parser.add_argument("--tune", type=non_negative_int, default=1000, help="warm-up iterations per chain (default 1000)")
     parser.add_argument("--seed", type=non_negative_int, default=1, help="the sampler seed of every fit (default 1)")

@@ -51,6 +51,7 @@ def folder_lock(folder: Path, name: str, *, shared: bool = False,
             _HELD[key] -= 1
         return
     created = not folder.exists()
+    lock_created = not path.exists()
     try:
         if not shared:
             folder.mkdir(parents=True, exist_ok=True)
@@ -75,8 +76,9 @@ def folder_lock(folder: Path, name: str, *, shared: bool = False,
         _HELD[key] = 1
         yield
     except BaseException:
-        if created:  # bad input found inside the block: leave no folder behind
+        if lock_created:  # bad input found inside the block: leave no lock file (or folder) behind
             path.unlink(missing_ok=True)
+        if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise

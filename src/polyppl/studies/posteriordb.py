@@ -462,7 +462,7 @@ def run_posteriordb(
         checks = run_grid(plan.checks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
                           retries=retries, on_result=_check_line(progress))
         plan = plan.without_translations_that_failed(checks)
-    in_ledger = read_ledger(plan.ledger)
+    in_ledger = read_ledger(plan.ledger).entries
     todo = sum(1 for t in plan.tasks if (t.key.text(), t.config) not in in_ledger)
     if progress and todo < len(plan.tasks):
         progress(f"{len(plan.tasks) - todo} fits already in the ledger; running the other {todo}")
