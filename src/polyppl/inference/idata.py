@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from polyppl.errors import UserError
 from polyppl.inference.draws import Draws
 from polyppl.spec import Dataset, Model
 
@@ -33,8 +34,9 @@ def _dataset(arrays: dict[str, tuple[tuple[str, ...], np.ndarray]], coords: dict
 FORMAT = 2
 
 
-class StaleResult(Exception):
-    """A saved fit written in another layout: never read as a result."""
+class StaleResult(UserError):
+    """A saved fit written in another layout: never read as a result (a study runs it again;
+    reading such a folder's report is refused in one line)."""
 
 
 def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_arrays: dict[str, np.ndarray],
