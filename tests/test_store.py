@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -190,12 +192,14 @@ def test_a_local_cluster_leaves_no_process_behind(tmp_path, orphans, ending):
     assert orphans() == []
 
 
-def test_kill_9_of_compare_leaves_no_process(tmp_path, orphans):
+def test_kill_9_of_compare_leaves_no_process(tmp_path, orphans, request):
     """``kill -9`` of ``polyppl compare`` while PyMC samples in its child (chains in processes
     of their own): the child and everything it started die with it, and no request file is
     left in the temporary folder."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    # A short temporary folder of its own: multiprocessing puts AF_UNIX sockets there, whose
+    # paths may not exceed 107 bytes (pytest's tmp_path can be longer).
+    temp = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
     with open(tmp_path / "out.txt", "w") as out:
         driver = subprocess.Popen([sys.executable, "-m", "polyppl.cli", "compare", "eight-schools", "--backends", "pymc",
                                    "--chains", "2", "--draws", "200000", "--tune", "500", "--out", str(tmp_path / "out")],
