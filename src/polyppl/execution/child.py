@@ -3,9 +3,9 @@ the whole process group (PyMC's chain processes, CmdStan's executables, httpstan
 their output is kept in a file and its tail returned.
 
 A child dies with the process that started it, however that one ends (``kill -9``
-included): it holds the read end of a pipe whose only writer is its parent, and a thread
-of the child (:func:`die_with_parent`) kills the child's process group when the pipe
-closes. A parent-death signal (``PR_SET_PDEATHSIG``) would kill the child alone and leave
+included): it receives the read end of a pipe whose only writer is its parent, and hands
+it to a small guard process (:func:`die_with_parent`, the guard of ``reaper``) that kills
+the child's process group when the pipe closes. A parent-death signal (``PR_SET_PDEATHSIG``) would kill the child alone and leave
 its own children running.
 
 Two uses: a fit in a child (``runner``), and a function called in a child with its own
@@ -23,10 +23,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
+
+from polyppl.execution.reaper import guard_group
+
 
 def use_forkserver() -> None:
     """Start the processes of this process's libraries (PyMC's chains, httpstan's pool)
@@ -128,20 +130,8 @@ def die_with_parent() -> None:
     if descriptor is None:
         return
     descriptor = int(descriptor)
-    os.set_inheritable(descriptor, False)
-
-    def watch() -> None:
-        while True:
-            try:
-                if os.read(descriptor, 1) == b"":
-                    break
-            except InterruptedError:
-                continue
-            except OSError:
-                break
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="polyppl-die-with-parent", daemon=True).start()
+    guard_group(descriptor, os.getpgrp())
+    os.close(descriptor)  # the guard holds it now; nothing this process starts inherits it
 
 
 _RESULT_MARK = "POLYPPL-RESULT "

@@ -100,8 +100,9 @@ def adopting_descendants() -> Iterator[None]:
                 _prctl(_PR_SET_CHILD_SUBREAPER, 0)
 
 
-#: The guard of a worker's process group: waits for the end of a pipe that only the worker
-#: holds, then kills the group (what the worker started and left behind).
+#: The guard of a process group: waits for the end of a pipe whose other end only the watched
+#: process holds, then kills the group (what was started there and left behind). A separate
+#: process, not a thread, so that a long C call holding the GIL cannot delay it.
 _GUARD = """
 import os, signal, sys
 descriptor, group = int(sys.argv[1]), int(sys.argv[2])
@@ -120,6 +121,14 @@ except (ProcessLookupError, PermissionError):
 """
 
 
+def guard_group(descriptor: int, group: int) -> None:
+    """Start a guard that kills process group ``group`` once every write end of the pipe whose
+    read end is ``descriptor`` is closed (the process holding it ended, however it ended)."""
+    subprocess.Popen([sys.executable, "-c", _GUARD, str(descriptor), str(group)], pass_fds=(descriptor,),
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+
+
 def end_group_with_this_process() -> None:
     """In a worker process: make it the leader of a process group of its own, which what it
     starts joins, and start a guard that kills that group once the worker is gone, however it
@@ -133,9 +142,7 @@ def end_group_with_this_process() -> None:
         return
     os.setpgid(0, 0)
     watched, held = os.pipe()
-    subprocess.Popen([sys.executable, "-c", _GUARD, str(watched), str(os.getpgrp())], pass_fds=(watched,),
-                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)
+    guard_group(watched, os.getpgrp())
     os.close(watched)
     _GUARDED = held  # open until this process ends; never inherited (os.pipe's are not)
 
