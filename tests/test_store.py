@@ -316,6 +316,43 @@ def test_two_compare_runs_on_one_out_take_turns(tmp_path):
     assert all("reusing the finished run" in e and "sampling" not in e for e in err), err
 
 
+def test_a_lock_file_removed_by_a_failing_holder_still_excludes_the_next_two(tmp_path):
+    """The first run in a new folder meets bad input and removes the lock file it created
+    while a second run waits on it: the second must then hold the lock at the path (not on
+    the removed file), so that a third run waits for it instead of running beside it."""
+    import fcntl
+    import threading
+
+    from polyppl.execution.store import folder_lock
+
+    folder, path = tmp_path / "out", tmp_path / "out" / ".m.lock"
+    second_waits, second_holds, release_second = threading.Event(), threading.Event(), threading.Event()
+
+    def second() -> None:
+        with folder_lock(folder, "m", waiting=lambda line: second_waits.set()):
+            second_holds.set()
+            release_second.wait(30)
+
+    waiter = threading.Thread(target=second)
+    with pytest.raises(ValueError):
+        with folder_lock(folder, "m"):
+            waiter.start()
+            assert second_waits.wait(30)
+            raise ValueError("bad input")
+    assert second_holds.wait(30)
+    try:
+        assert path.exists()
+        third = os.open(path, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(third)
+    finally:
+        release_second.set()
+        waiter.join(30)
+
+
 # --------------------------------------------------------------------------- exit codes
 
 

@@ -51,25 +51,34 @@ def folder_lock(folder: Path, name: str, *, shared: bool = False,
             _HELD[key] -= 1
         return
     created = not folder.exists()
-    lock_created = not path.exists()
-    try:
-        if not shared:
-            folder.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        if not shared:
-            raise
-        yield  # a folder this user may only read: no writer of ours can be in it
-        return
-    try:
-        kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    told = False
+    while True:
+        lock_created = not path.exists()
+        try:
+            if not shared:
+                folder.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            if not shared:
+                raise
+            yield  # a folder this user may only read: no writer of ours can be in it
+            return
         try:
             fcntl.flock(descriptor, kind | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(descriptor, 64, 0).decode("ascii", "replace").strip()
-            waiting(f"waiting for another polyppl run on {folder} ({name}{', pid ' + holder if holder else ''}) "
-                    "to finish; its finished fits will be reused where they match")
+            if not told:
+                holder = os.pread(descriptor, 64, 0).decode("ascii", "replace").strip()
+                waiting(f"waiting for another polyppl run on {folder} ({name}{', pid ' + holder if holder else ''}) "
+                        "to finish; its finished fits will be reused where they match")
+                told = True
             fcntl.flock(descriptor, kind)
+        # The holder may have removed the lock file before letting go (bad input in a new
+        # folder); a lock on that unlinked file excludes no one, so take the current one.
+        if _same_file(descriptor, path):
+            break
+        os.close(descriptor)
+    try:
         if not shared:
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, str(os.getpid()).encode(), 0)
@@ -85,6 +94,14 @@ def folder_lock(folder: Path, name: str, *, shared: bool = False,
     finally:
         _HELD.pop(key, None)
         os.close(descriptor)  # closing frees the lock
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(descriptor), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 #: The locks this process holds, by thread and path, with how many blocks hold each.
