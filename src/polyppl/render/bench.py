@@ -57,5 +57,15 @@ def exponents_text(exponents: list[dict[str, Any]]) -> str:
     return table(["model", "size", "data", "backend", *MEASURES.values()], rows)
 
 
+def points_text(rows: list[dict[str, Any]]) -> str:
+    """Each point's measures, one row per point (a user's program: one row per backend)."""
+    body = [[r["model"], r["backend"], r["status"], *(_measure(r.get(m)) for m in MEASURES)] for r in rows]
+    return table(["model", "backend", "status", *MEASURES.values()], body)
+
+
+def _measure(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
+
+
 def _slope(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:+.2f}"

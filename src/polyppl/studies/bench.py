@@ -60,18 +60,41 @@ def words(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class ProgramData:
+    """A user's Stan program and its data: measured at that one size (no sweep), each backend
+    once. ``digest`` covers the program's text and the data, so that a finished point is
+    reused only for the same program and data."""
+
+    path: str
+    data: str
+    digest: str
+
+    @classmethod
+    def of(cls, path: str | Path, data: str | Path) -> ProgramData:
+        import hashlib
+
+        text = Path(path).read_bytes() + b"\0" + Path(data).read_bytes()
+        return cls(str(path), str(data), hashlib.sha256(text).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
 class Point:
     model: str
     backend: str  # a column: ``stan``, or ``stan:cmdstanpy`` to name the engine
     sizes: tuple[tuple[str, int], ...]  # (name, value), in the model's size order
     form: str = "counts"  # one of FORMS
+    program: ProgramData | None = None  # a user's Stan program on its own data, in place of a sweep
 
     @property
     def key(self) -> str:
+        if self.program is not None:
+            return f"{self.model}|{self.backend}|program={self.program.digest}"
         parts = [self.model, self.backend, *(f"{k}={v}" for k, v in self.sizes)]
         return "|".join(parts if self.form == "counts" else [*parts, f"form={self.form}"])
 
     def describe(self) -> str:
+        if self.program is not None:
+            return f"{self.program.path} on {self.program.data} on {self.backend}"
         sizes = ", ".join(f"{words(k)} {v}" for k, v in self.sizes)
         return f"{self.model} {sizes}{' (row-level)' if self.form == 'rows' else ''} on {self.backend}"
 
@@ -124,8 +147,22 @@ def points(sweep: Sweep, models: Sequence[str], backends: Sequence[str]) -> list
     return out
 
 
+def program_points(program: ProgramData, backends: Sequence[str]) -> list[Point]:
+    """One point per backend: the program on its data (PyMC and NumPyro run the spec lowered
+    from it, Stan the program itself)."""
+    return [Point(Path(program.path).stem, engine_label(b), (), "counts", program) for b in backends]
+
+
 def point_request(point: Point, sweep: Sweep) -> FitRequest:
-    """The fit a point measures: the model's default form on synthetic data of that size."""
+    """The fit a point measures: the model's default form on synthetic data of that size, or
+    a user's program on its data."""
+    if point.program is not None:
+        from polyppl.models.stan_program import stan_program
+
+        problem = stan_program(point.program.path, point.program.data)
+        column = parse_column(point.backend)
+        return FitRequest.make(problem.model, problem.dataset, column.backend, column.engine,
+                               settings=sweep.settings(), labels=problem.labels)
     builtin = get_model(point.model)
     dataset = builtin.sweeps.synthetic(dict(point.sizes), point.form)
     labels = Labels(point.model, point.key.replace("|", "_"), builtin.default_parametrization)
@@ -135,6 +172,9 @@ def point_request(point: Point, sweep: Sweep) -> FitRequest:
 
 
 def _base_row(point: Point) -> dict[str, Any]:
+    if point.program is not None:
+        return {"key": point.key, "model": point.model, "backend": point.backend, "form": "program",
+                "program": point.program.path, "data": point.program.data}
     return {"key": point.key, "model": point.model, "backend": point.backend, **dict(point.sizes), "form": point.form}
 
 
@@ -184,23 +224,25 @@ def run_sweep(
     progress: bool = True,
     scheduler: str | None = None,
     workers: int | None = None,
+    program: ProgramData | None = None,
 ) -> list[dict[str, Any]]:
     """Run the points not yet in ``out/points.jsonl``, then write the tables (the plots:
-    ``polyppl.render.bench.plot``).
+    ``polyppl.render.bench.plot``). With ``program`` (a user's Stan program and its data) the
+    points are that program on each backend, at its data's size, in place of ``models``' sweeps.
 
     By default one point after another here (each in a child process of its own). With
     ``scheduler`` (a Dask scheduler's address) or ``workers`` (a local Dask cluster of that
     many worker processes) the points run on a grid, each still in a child process of its own
     on its worker; points that run at the same time share the machine, so their timings are
     not those of a quiet one."""
-    models = list(models or sweep_models())
+    models = list(models or (sweep_models() if program is None else []))
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "points.jsonl"
     done = finished_points(journal)
     if journal.exists() and not journal.read_bytes().endswith(b"\n"):
         with journal.open("a") as handle:  # a line cut short: the next row starts a line of its own
             handle.write("\n")
-    todo = points(sweep, models, backends)
+    todo = program_points(program, backends) if program is not None else points(sweep, models, backends)
     if scheduler is not None or workers is not None:
         _run_on_grid([p for p in todo if p.key not in done], sweep, journal, done, scheduler, workers, progress)
     for index, point in enumerate(todo, start=1):

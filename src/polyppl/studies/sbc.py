@@ -56,6 +56,7 @@ from polyppl.inference.diagnostics import (EBFMI_MIN, FLAG_MEANINGS, bfmi, conve
 from polyppl.inference.methods import SamplerSettings, get_method
 from polyppl.inference.numpy_model import log_likelihood, simulate, substitute
 from polyppl.models import Problem, resolve
+from polyppl.models.stan_program import check_simulable
 from polyppl import spec
 from polyppl.spec import FAMILIES, Dataset, Dist, Model
 from polyppl.spec.serialize import content_hash
@@ -357,7 +358,12 @@ def plan_sbc(
         raise UserError(f"seed must be a whole number in 0..2^31-1, got {seed!r}")
     problem = model if isinstance(model, Problem) else resolve(model, scenario, data, parametrization)
     substitutes = dict(substitutes or {})
+    check_simulable(problem.model)  # a Stan program's observed variables must be ones it can be given
     fitted = substitute(problem.model.density_model(), substitutes)
+    if substitutes and fitted.source is not None:
+        # The user's program has the priors that were substituted: Stan runs the program
+        # generated from the model with substitutes, as PyMC and NumPyro run that model.
+        fitted = replace(fitted, source=None)
     simulate(fitted, problem.dataset, simulation_rng(seed, 0))  # refuses improper priors here, naming the nodes
     settings = replace(settings, seed=seed).for_model(fitted)
     ladder = tuple(L for L in sbc_stats.L_LADDER if L <= min(sbc_stats.DEFAULT_L, settings.chains * settings.draws))

@@ -36,7 +36,7 @@ from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, s
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
 from polyppl.inference.numpy_model import corr_cholesky_from_partial
 from polyppl.inference.variational import psis_resample
-from polyppl.spec import Dataset, Model, Param, SpecError, unconstrained_shape
+from polyppl.spec import Dataset, Model, Observed, Param, SpecError, unconstrained_shape
 
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
@@ -64,8 +64,9 @@ _PATH_EVALUATIONS = re.compile(r"Best Iter: \[\d+\].*evaluations: \((\d+)\)")
 
 def compile(model: Model, dataset: Dataset, engine: str, options: Mapping[str, str]) -> StanModel:
     if model.source is not None and model.source.language == "stan":
-        # A model lowered from the user's Stan program: that program runs, unchanged, on its own data.
-        program, data = model.source.text, json.loads(model.source.data_json)
+        # A model lowered from the user's Stan program: that program runs, unchanged, on its own
+        # data, with the observed variables' values from this dataset (SBC's simulated ones).
+        program, data = model.source.text, source_data(model, dataset)
     else:
         program, data = stan_program(model), stan_data(model, dataset)
     code = engine_code(program)
@@ -90,10 +91,7 @@ class StanModel:
     def with_data(self, dataset: Dataset) -> StanModel:
         """This program on another dataset, reusing the compiled executable (CmdStan takes the
         data with each run; PyStan builds the program with its data from httpstan's cache)."""
-        if self.model.source is not None:
-            raise SpecError(f"model {self.model.name!r} runs the Stan program it was lowered from, on that "
-                            "program's own data: it cannot take another dataset")
-        data = stan_data(self.model, dataset)
+        data = source_data(self.model, dataset) if self.model.source is not None else stan_data(self.model, dataset)
         reused = StanModel(self.model, dataset, self.program, data, self.runner.with_data(data))
         reused.compile_seconds, reused.compile_cached = 0.0, True
         return reused
@@ -569,6 +567,22 @@ def _columns_by_variable(columns: Mapping[str, np.ndarray], model: Model, shapes
             value[(..., *index)] = columns[key]
         out[name] = value
     return out
+
+
+def source_data(model: Model, dataset: Dataset) -> dict:
+    """The data of the program a model was lowered from: the program's own, with each observed
+    variable's value taken from ``dataset`` (the variables the spec observes are the data block's
+    variables of the same names). Only observed values can change: the lowered spec holds the
+    rest, and what transformed data computed, as they were in the program's data."""
+    data = json.loads(model.source.data_json)
+    for node in model.of_type(Observed):
+        if node.name not in data:
+            # Computed by the program's transformed data from its own data: the program computes it
+            # again, so it cannot take another value (SBC refuses such a program before it runs).
+            continue
+        value = np.asarray(dataset.values[node.name])
+        data[node.name] = value.astype(np.int64 if node.dtype == "int" else np.float64).tolist()
+    return data
 
 
 def stan_order(model: Model) -> list[Param]:

@@ -11,7 +11,7 @@ PyMC and NumPyro run the lowered spec.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from polyppl.models.base import Labels, Problem
 from polyppl.models.stan_program.data import check_data, read_stan_json
 from polyppl.models.stan_program.interpret import Unsupported
 from polyppl.models.stan_program.lower import BACKENDS_WORDS, lower
-from polyppl.models.stan_program.parse import Program, parse_program
+from polyppl.models.stan_program.parse import Name, Program, parse_program
 from polyppl.models.stan_program.stanc import check_with_stanc
 
 #: What the message of a construct outside the subset adds.
@@ -94,8 +94,40 @@ def stan_program(path: str | Path, data: str | Path | dict) -> Problem:
     return Problem(model, replace(lowered.dataset, source=f"file {source}"), Labels(name, Path(source).stem), None)
 
 
+def check_simulable(model: s.Model) -> None:
+    """Refuse, naming the variable, a model lowered from a Stan program whose observed data
+    cannot be simulated for its program (simulation-based calibration): the Stan backend runs
+    the program with simulated values of the data block's observed variables, and the lowered
+    spec holds what ``transformed data`` computed from the program's own data, so an observed
+    variable must be one of the data block's and ``transformed data`` must not read it."""
+    if model.source is None or model.source.language != "stan":
+        return
+    program = parse_program(model.source.text)
+    declared = {d.name for d in program.data}
+    read = _names(program.transformed_data)
+    for node in model.of_type(s.Observed):
+        if node.name not in declared:
+            raise UserError(f"{model.name}.stan: the observed {node.name!r} is computed in transformed data, so it "
+                            "cannot be simulated; observe a variable of the data block instead")
+        if node.name in read:
+            raise UserError(f"{model.name}.stan: transformed data reads the observed {node.name!r}, so the lowered "
+                            f"model keeps what it computed from the given {node.name!r} while the program recomputes "
+                            "it from each simulated one; compute it in the model block instead")
+
+
+def _names(tree: object) -> set[str]:
+    """Every variable a part of a program's tree reads or writes."""
+    if isinstance(tree, Name):
+        return {tree.name}
+    if isinstance(tree, (tuple, list)):
+        return set().union(*(_names(item) for item in tree))
+    if is_dataclass(tree):
+        return set().union(*(_names(getattr(tree, f.name)) for f in fields(tree)))
+    return set()
+
+
 def _jsonable(value: object) -> object:
     return np.asarray(value).tolist()
 
 
-__all__ = ["BACKENDS_WORDS", "HINT", "Support", "check_support", "is_stan_program", "read_program", "stan_program"]
+__all__ = ["BACKENDS_WORDS", "HINT", "Support", "check_simulable", "check_support", "is_stan_program", "read_program", "stan_program"]
