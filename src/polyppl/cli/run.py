@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     rows = [[k, s.mean, s.sd, s.mcse_mean, s.q05, s.q50, s.q95] for k, s in record.posterior.items()]
     print(table(["quantity", "mean", "sd", "mcse", "5%", "50%", "95%"], rows))
-    titles = {node.name: node.title or node.name for node in problem.model.decisions}
+    titles = {node.name: node.heading() for node in problem.model.decisions}
     for group, values in record.decisions.items():
         print()
         print(table([titles.get(group, group), "estimate ± MCSE"],

@@ -64,6 +64,8 @@ DISCRETE: frozenset[str] = frozenset(name for name, family in FAMILIES.items() i
 IMPROPER: frozenset[str] = frozenset(name for name, family in FAMILIES.items() if family.improper)
 #: A proper prior on the same support, named in the errors that refuse an improper one.
 _PROPER_EXAMPLE = {"flat": "Normal(0.0, 10.0)", "half_flat": "HalfNormal(10.0)"}
+#: The same, as the CLI's ``--substitute`` spells it.
+_PROPER_CLI = {"flat": "normal(0, 10)", "half_flat": "half_normal(10)"}
 
 
 class ImproperPriorError(SpecError):
@@ -484,14 +486,16 @@ def _check_simulable(model: Model) -> None:
             "so the prior is not a product of distributions that can be drawn from"
         )
     example = {p.name: "s." + _PROPER_EXAMPLE[p.dist.family] for p in improper} | {f.name: "None" for f in factors}
+    options = [f"--substitute '{p.name} ~ {_PROPER_CLI[p.dist.family]}'" for p in improper]
+    options += [f"--substitute '{f.name} ~ none'" for f in factors]
     raise ImproperPriorError(
         (improper or factors)[0].name,
         f"cannot simulate model {model.name!r} from its prior:\n" + "\n".join(lines) + "\n"
-        "State a proper prior for each such parameter and drop each factor, e.g. substitutes={"
-        + ", ".join(f"{k!r}: {v}" for k, v in example.items())
-        + "} (placeholders: choose priors that suit the model, on the support it needs, which for a "
+        f"State a proper prior for each such parameter and drop each factor, e.g. {' '.join(options)} "
+        "(from Python: substitutes={" + ", ".join(f"{k!r}: {v}" for k, v in example.items()) + "}; "
+        "placeholders: choose priors that suit the model, on the support it needs, which for a "
         "parameter that a factor restricts, e.g. to positive values, is narrower than its declaration). "
-        "A calibration study must then fit substitute(model, substitutes), the model the data came from.",
+        "The model with substitutes is the one simulated and fitted.",
     )
 
 

@@ -90,4 +90,4 @@ def decision_draws(model: Model, dataset: Dataset, posterior: Mapping[str, np.nd
 
 def decision_titles(model: Model) -> dict[str, str]:
     """Each decision's title as the model states it (its name where it states none)."""
-    return {d.name: d.title or d.name for d in model.decisions}
+    return {d.name: d.heading() for d in model.decisions}

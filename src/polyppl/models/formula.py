@@ -993,7 +993,7 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
     if predictors:
         coords["predictor"] = tuple(x_columns[i] for i in predictors)
         index = add_data(s.Data("b_predictor", "int", ("predictor",), index_of="coef"), np.asarray(predictors))
-        decisions.append(s.prob("prob_positive", s.Var("b")[index] > 0, ("predictor",), "P(b[column] > 0)"))
+        decisions.append(s.prob("prob_positive", s.Var("b")[index] > 0, ("predictor",), "P(b[{label}] > 0)"))
     # A predictor's effect in each level of a grouping factor that varies it: the seed's
     # question, "did the treatment help in China?", is P(b[treated] + r[country:China,treated] > 0).
     for u in units:
@@ -1006,7 +1006,7 @@ def _build(formula: str, family: str, parametrization: str, frame: _Frame, cells
             effect = add_data(s.Data(f"{name}_r", "int", (u.level_dim,), index_of="group_effect"),
                               u.offset + np.arange(len(u.levels)) * len(u.terms) + t)
             decisions.append(s.prob(name, s.Var("b")[column] + s.Var("r")[effect] > 0, (u.level_dim,),
-                                    f"P(b[{term}] + r[{u.factor}:level,{term}] > 0)"))
+                                    f"P(b[{term}] + r[{u.factor}:{{label}},{term}] > 0)"))
     params = [b_node] if x_columns else []
     model_nodes = (*nodes, *params, *group_nodes, *observed_nodes, *decisions)
     source = (f"file {frame.where}" if frame.file else "a data frame") + (

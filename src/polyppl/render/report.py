@@ -240,12 +240,13 @@ def _remedies_html(c: Comparison) -> str:
         return ""
     chosen = ladder.chosen % len(ladder.rungs)
     rungs = "".join(f"<li>{'all backends ' if i else ''}{_e(r.rung)}: {_e(r.findings)} &rarr; {_e(r.verdict.upper())}"
-                    f"{' (the verdict&#x27;s rung: the fewest flags)' if i == chosen != len(ladder.rungs) - 1 else ''}</li>"
+                    f"{' (the rung shown: the fewest flags)' if i == chosen != len(ladder.rungs) - 1 else ''}</li>"
                     for i, r in enumerate(ladder.rungs))
-    failed = (" No rung rescued the fit: the last rung's flags are a finding about the backend that failed it "
-              "(see the reasons above), not evidence about the model's posterior." if ladder.unrescued else "")
+    failed = (" No rung rescued the fit, so the verdict is inconclusive: the last rung's flags are a finding about "
+              "the backend that failed it (see the reasons above), not evidence about the model's posterior." if
+              ladder.unrescued else "")
     stopped = f"Stopped: {ladder.stopped}." if ladder.stopped else "The last rung is clean."
-    return (f"<h3>Remedies</h3><ol>{rungs}</ol><p class=\"note\">{_e(stopped + failed)} The verdict is the last "
+    return (f"<h3>Remedies</h3><ol>{rungs}</ol><p class=\"note\">{_e(stopped + failed)} The tables are the last "
             "rung's, or where none rescued the fit the rung's with the fewest flags; every rung's fits are kept in "
             "the results folder (<code>--remedies none</code> turns the "
             "ladder off).</p>")

@@ -79,6 +79,6 @@ def model_text(model: Model, dataset: Dataset | None = None) -> str:
             lines.append(f"conditional   {_shaped(node.name, node.dims)} ~ {_dist_text(node.dist)}  (drawn after sampling)")
         elif isinstance(node, Decision):
             over = f" over {', '.join(node.dims)}" if node.dims else ""
-            title = f"  ({node.title})" if node.title else ""
+            title = f"  ({node.heading()})" if node.title else ""
             lines.append(f"decision      {node.name}: {node.kind} of {expr_text(node.expr)}{over}{title}")
     return "\n".join(lines)

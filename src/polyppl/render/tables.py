@@ -64,8 +64,9 @@ def decision_label(c: Comparison, group: str, label: str) -> str:
         return f"P({winner} beats {loser})"
     if node is not None and node.kind == "best":
         return f"P({label} is best)"
-    title = (node.title or node.name) if node is not None else group
-    return f"{title}: {label}" if label else title
+    if node is None:
+        return f"{group}: {label}" if label else group
+    return node.reads(label)
 
 
 def decision_groups(c: Comparison) -> dict[str, list[tuple[str, str]]]:
@@ -150,7 +151,7 @@ def remedies_lines(ladder: LadderSummary | None, again: str = "all backends ") -
     lines = [title, "=" * len(title)]
     chosen = ladder.chosen % len(ladder.rungs)
     for i, r in enumerate(ladder.rungs):
-        mark = " (the verdict's rung: the fewest flags)" if i == chosen and i != len(ladder.rungs) - 1 else ""
+        mark = " (the rung shown: the fewest flags)" if i == chosen and i != len(ladder.rungs) - 1 else ""
         lines.append(f"{i + 1}. {again if i else ''}{r.rung}: {r.findings} -> {r.verdict.upper()}{mark}")
     if ladder.stopped:
         lines.append(f"stopped: {ladder.stopped}")
@@ -220,10 +221,12 @@ def scorecard_table(c: Comparison) -> Table | None:
     cells = [cell for cell in c.cells() if not cell.endswith("/nuts")]
     if not cells:
         return None
-    rows, bad = [], []
+    rows, bad, why_not = [], [], []
     for cell in cells:
         if cell in c.not_applicable:
-            rows.append([cell, "n/a", *["-"] * 7, c.not_applicable[cell]])
+            # The reason is a sentence: below the table, where it does not widen every row.
+            rows.append([cell, "n/a", *["-"] * 7, "n/a (below)"])
+            why_not.append(f"{cell}: n/a, {c.not_applicable[cell]}")
             continue
         outcome = c.approximations[cell]
         card = c.scorecards.get(cell)
@@ -242,6 +245,7 @@ def scorecard_table(c: Comparison) -> Table | None:
         notes.append(f"Scored against {c.reference_column}'s NUTS draws (the best-converged NUTS column): "
                      f"{t.warmup_seconds + t.sampling_seconds:.2f} s and "
                      f"{d.gradient_evaluations + d.warmup_gradient_evaluations} gradients, warm-up included.")
+    notes += why_not
     notes += [f"  {verdict}: {words}" for verdict, words in VERDICT_WORDS.items()]
     notes.append(f"  thresholds: Pareto k {K_RELIABLE} and {K_USABLE}, mean shift {MEAN_SHIFT_MAX_SD} NUTS sd, "
                  f"sd ratio {SD_RATIO_MIN}; seconds exclude compiling; gradients as each library counts them")

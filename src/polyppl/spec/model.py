@@ -124,7 +124,20 @@ class Decision:
     expr: Expr
     #: ``probability``: the dims of the condition; ``beats``/``best``: the one dim compared over.
     dims: tuple[str, ...] = ()
+    #: How it reads; ``{label}`` stands for each element's label (``P(b[{label}] > 0)``).
     title: str = ""
+
+    def heading(self) -> str:
+        """The title for all elements at once, ``{label}`` read as the dims (``P(b[predictor] > 0)``);
+        the name where there is no title."""
+        return (self.title or self.name).replace("{label}", ",".join(self.dims))
+
+    def reads(self, label: str) -> str:
+        """How one element reads: the title with its label in place (``P(b[x] > 0)``), else
+        ``title: label``."""
+        if "{label}" in self.title:
+            return self.title.replace("{label}", label)
+        return f"{self.title or self.name}: {label}" if label else (self.title or self.name)
 
 
 def prob(name: str, condition: Expr, dims: Sequence[str] = (), title: str = "") -> Decision:

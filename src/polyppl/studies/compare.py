@@ -66,6 +66,9 @@ class Comparison:
     tests: list[PairTest] = field(default_factory=list)
     verdict: str = "inconclusive"
     reasons: list[str] = field(default_factory=list)
+    #: What the agreement tests said where the verdict is not theirs (no rung of the remedies
+    #: ladder rescued the fits: inconclusive, whatever the tests said); None otherwise.
+    tests_verdict: str | None = None
     #: Draws of every quantity by source (the columns, and "exact"), filled by ``assess``.
     sources: dict[str, dict[str, QuantityDraws]] = field(default_factory=dict)
     #: The methods asked for, ``nuts`` first; the approximations' settings.
@@ -119,6 +122,7 @@ class Comparison:
                 "pairs": [t.as_dict() for t in self.tests],
                 "worst": worst.as_dict() if worst else None,
                 "verdict": self.verdict,
+                "tests_verdict": self.tests_verdict,
                 "reasons": self.reasons,
             },
             "methods": self.methods_json(),
@@ -182,7 +186,7 @@ class Comparison:
             problem, SamplerSettings.from_dict(saved["settings"]), outcomes, agreement["family_alpha"],
             agreement["practical_floor_sd"], saved.get("method", "nuts"), saved.get("reference"),
             tests=[PairTest.from_dict(p) for p in agreement["pairs"]], verdict=agreement["verdict"],
-            reasons=list(agreement["reasons"]),
+            reasons=list(agreement["reasons"]), tests_verdict=agreement.get("tests_verdict"),
         )
         comparison.remedies = LadderSummary.from_json(saved)
         comparison.sources = load_sources(comparison)
@@ -477,22 +481,26 @@ def compare(
 def conclude(ladder: Ladder[Comparison]) -> Comparison:
     """The chosen rung's comparison (the last, or where no rung rescued it the one with the
     fewest flags: ``Ladder.chosen``) with its ladder. Where no rung rescued it (remedies on,
-    the last rung still flagged), a reason names the last rung tried and the backends that
-    failed it. The verdict is judged as on any rung: inconclusive where R-hat or ESS are
-    flagged; divergences alone leave agree or disagree standing, with that reason beside it."""
+    the last rung still flagged, divergences alone included) the verdict is inconclusive: a
+    reason names the last rung tried and the backends that failed it, a finding about those
+    backends on this model, and what the agreement tests said is kept beside it
+    (``tests_verdict``)."""
     comparison = ladder.final.result
     comparison.remedies = summary = ladder.summary()
     if not summary.unrescued:
         return comparison
     last, chosen = ladder.last, ladder.final
+    failed = " and ".join(last.findings.flagged())
     note = (f"no remedy rescued it: the last rung tried ({last.rung.describe()}) left {last.findings.text()} "
-            f"({summary.stopped}); a finding about {' and '.join(last.findings.flagged())} on this model")
+            f"({summary.stopped}); a finding about {failed} on this model, not about its posterior")
     if chosen is not last:
-        note += (f". The verdict is that of the rung with the fewest flags ({chosen.rung.describe()}: "
+        note += (f". The tables are those of the rung with the fewest flags ({chosen.rung.describe()}: "
                  f"{chosen.findings.text()})")
     if comparison.verdict != "inconclusive":
-        note += ("; it stands on converged chains (R-hat and ESS), but divergent transitions can mean "
-                 "a biased posterior")
+        # The tests ran on converged chains; divergent transitions left can still mean a biased posterior.
+        note += (f"; there the agreement tests say {comparison.verdict.upper()}, on converged chains (R-hat and "
+                 f"ESS), but divergent transitions can mean a biased posterior")
+        comparison.tests_verdict, comparison.verdict = comparison.verdict, "inconclusive"
     comparison.reasons.append(note)
     return comparison
 

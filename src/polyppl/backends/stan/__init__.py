@@ -56,7 +56,7 @@ def cxx_version() -> str:
 def _cmdstan_missing() -> str | None:
     if cmdstan_path() is None:
         return ("no CmdStan install was found: set CMDSTAN to one, or install one with "
-                "`python -c 'import cmdstanpy; cmdstanpy.install_cmdstan()'`")
+                "`uv run python -c 'import cmdstanpy; cmdstanpy.install_cmdstan()'`")
     return None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from polyppl.backends import parse_columns
+from polyppl.backends import get_backend, parse_columns
 from polyppl.errors import UserError, unknown
 from polyppl.studies.repro import (
     advi_init,
@@ -60,7 +60,9 @@ def run_repro(
     if not isinstance(seeds, int) or seeds < 1:
         raise UserError(f"seeds must be a positive whole number, got {seeds!r}")
     scenario = SCENARIOS[name]
-    opts = RunOptions(seeds=seeds, engines=tuple((c.backend, c.engine) for c in columns if c.engine))
+    # Every backend's engine resolved (``stan`` -> cmdstanpy or pystan), so that the report says what ran.
+    opts = RunOptions(seeds=seeds, engines=tuple((c.backend, get_backend(c.backend).engine(c.engine).name)
+                                                 for c in columns))
     results = []
     for column in columns:
         backend = column.backend

@@ -65,7 +65,7 @@ class ReproReport:
         lines = [f"{self.scenario}: {self.title}", ""]
         lines += textwrap.wrap(self.description, width)
         lines += ["", "Reported in:"] + [f"  {source}" for source in self.sources]
-        lines.append(f"Settings: {', '.join(f'{k}={v}' for k, v in self.settings.items())}")
+        lines.append(f"Settings: {', '.join(f'{k}={_setting(v)}' for k, v in self.settings.items())}")
         for r in self.results:
             versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
             lines += ["", f"== {r.backend}{f' ({versions})' if versions else ''}: {r.outcome.upper()}"]
@@ -82,6 +82,13 @@ class ReproReport:
                 lines.append(f"  fix, run ({verdict}):")
                 lines += [line for item in r.fix_evidence for line in _indented(item, width, "    ")]
         return "\n".join(lines)
+
+
+def _setting(value: Any) -> str:
+    """A setting as the report prints it: a mapping (each backend's engine) as ``stan:cmdstanpy pymc:pymc``."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}:{v}" for k, v in value.items()) or "-"
+    return str(value)
 
 
 def _indented(text: str, width: int, prefix: str = "  ") -> list[str]:
