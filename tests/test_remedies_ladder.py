@@ -148,3 +148,38 @@ def test_an_unknown_remedy_is_bad_input(tmp_path, capsys):
     assert main(["compare", "eight-schools", "--remedies", "target,adapt", "--out", str(tmp_path / "out")]) == 2
     assert "unknown remedy 'adapt'; expected one of: none, target, parametrization, draws" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tests_said", ["agree", "disagree"])
+def test_divergences_no_rung_rescues_leave_the_verdict_inconclusive_naming_the_last_rung_and_backend(tests_said):
+    """Issue #28: a verdict that no rung rescues stays inconclusive, naming the last rung tried and
+    the backend that failed it (a finding about the backend), even where only divergences are left
+    and the agreement tests said agree or disagree; what they said is kept beside it."""
+    from polyppl.studies.compare import Comparison, conclude
+    from polyppl.studies.remedies import Ladder, Step
+
+    problem = get_model("eight-schools").problem(parametrization="noncentered")
+    rung = Rung.first(problem, SamplerSettings(target_accept=0.99))
+    comparison = Comparison(problem, rung.settings, {}, verdict=tests_said)
+    findings = Findings({"pymc": 3}, {})
+    following, why = next_rung(rung, findings, ("target",))
+    assert following is None
+    concluded = conclude(Ladder([Step(rung, comparison, findings, tests_said, None, ("pymc", "stan"))], ("target",), why))
+    assert concluded.verdict == "inconclusive" and concluded.exit_code == 3 and concluded.tests_verdict == tests_said
+    assert concluded.reasons[-1].startswith("no remedy rescued it: the last rung tried (at target 0.99) left pymc 3 "
+                                            "divergent transitions (no remedy for divergences left); a finding about "
+                                            "pymc on this model, not about its posterior")
+    assert f"the agreement tests say {tests_said.upper()}" in concluded.reasons[-1]
+
+
+def test_with_remedies_off_divergences_leave_the_tests_verdict_standing():
+    from polyppl.studies.compare import Comparison, conclude
+    from polyppl.studies.remedies import Ladder, Step
+
+    problem = get_model("eight-schools").problem(parametrization="noncentered")
+    rung = Rung.first(problem, SamplerSettings())
+    findings = Findings({"pymc": 3}, {})
+    ladder = Ladder([Step(rung, Comparison(problem, rung.settings, {}, verdict="agree"), findings, "agree", None,
+                          ("pymc", "stan"))], (), "remedies off (--remedies none)")
+    concluded = conclude(ladder)
+    assert concluded.verdict == "agree" and concluded.tests_verdict is None and concluded.reasons == []

@@ -55,11 +55,11 @@ from polyppl.inference.diagnostics import (EBFMI_MIN, FLAG_MEANINGS, bfmi, conve
                                            convergence_flags)
 from polyppl.inference.methods import SamplerSettings, get_method
 from polyppl.inference.numpy_model import log_likelihood, simulate, substitute
-from polyppl.models import Problem, resolve
+from polyppl.models import Labels, Problem, resolve
 from polyppl.models.stan_program import check_simulable
 from polyppl import spec
 from polyppl.spec import FAMILIES, Dataset, Dist, Model
-from polyppl.spec.serialize import content_hash
+from polyppl.spec.serialize import content_hash, dataset_from_json, dataset_to_json, model_from_json, model_to_json
 from polyppl.studies import sbc_stats
 
 DEFAULT_OUT = Path("polyppl-sbc")
@@ -311,7 +311,27 @@ class SbcRun:
             "test": sbc_stats.METHOD, "family_alpha": self.family_alpha, "band_level": sbc_stats.BAND_LEVEL,
             "verdict": self.verdict, "grid": self.grid, "ledger": str(self.ledger),
             "backends": {label: column.to_json() for label, column in self.columns.items()},
+            # What `polyppl report` needs to write the report again without the model's file.
+            "problem": {"model": model_to_json(self.problem.model), "dataset": dataset_to_json(self.problem.dataset),
+                        "fitted": model_to_json(self.model)},
         }
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any], path: Path) -> SbcRun:
+        """A run from its JSON (``save_json_result``), its verdicts judged again from the ranks
+        saved; the ledger is taken to lie beside ``path``."""
+        problem = Problem(model_from_json(saved["problem"]["model"]), dataset_from_json(saved["problem"]["dataset"]),
+                          Labels(saved["model"], saved["scenario"], saved.get("parametrization")))
+        L, alpha = saved["L"], saved["family_alpha"]
+        columns = {}
+        for label, c in saved["backends"].items():
+            ranks = {q: p["ranks"] for q, p in c["parameters"].items()}
+            results = sbc_stats.judge(ranks, L, alpha) if ranks and L else {}
+            columns[label] = SbcColumn(label, c["backend"], c["engine"], c["method"], c["fits"], results, c["failures"],
+                                       c["timing"], c.get("engines_seen", []))
+        return cls(problem, model_from_json(saved["problem"]["fitted"]), saved["substitutes"], saved["simulations"],
+                   saved["seed"], SamplerSettings.from_dict(saved["settings"]), L, alpha, columns, saved["grid"],
+                   path.with_name(path.name.replace(".json", "-ledger.jsonl")))
 
 
 def sbc_stem(out: Path, problem: Problem) -> Path:
@@ -557,8 +577,37 @@ def save_json_result(run: SbcRun, path: Path | None = None) -> Path:
     return path
 
 
+def load_sbc_run(out_dir: str | Path, model: str | None = None, scenario: str | None = None) -> SbcRun:
+    """A finished SBC run from ``OUT_DIR`` (its ``<model>-<scenario>-sbc.json``; pick one with
+    ``model``/``scenario`` when the folder holds several), without fitting."""
+    import json
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir} is not a folder; give the --out folder of a finished `polyppl sbc`")
+    found = []
+    for path in sorted(out_dir.glob("*-sbc.json")):
+        try:
+            saved = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise UserError(f"{path} is unreadable ({exc}); run the SBC again") from None
+        if (model is None or saved.get("model") == model) and (scenario is None or saved.get("scenario") == scenario):
+            found.append((path, saved))
+    if not found:
+        wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario)) if v)
+        raise UserError(f"no SBC run {('matching ' + wanted + ' ') if wanted else ''}in {out_dir}: "
+                        f"run `polyppl sbc MODEL --out {out_dir}` first")
+    if len(found) > 1:
+        listing = "; ".join(f"--model {s['model']} --scenario {s['scenario']}" for _, s in found)
+        raise UserError(f"{len(found)} SBC runs in {out_dir}; pick one with {listing}")
+    path, saved = found[0]
+    if "problem" not in saved:
+        raise UserError(f"{path} was written by an older polyppl; run the SBC again (its ledger's fits are reused)")
+    return SbcRun.from_json(saved, path)
+
+
 __all__ = [
     "DEFAULT_SETTINGS", "DEFAULT_SIMULATIONS", "LOG_LIKELIHOOD", "SbcColumn", "SbcJob", "SbcPlan", "SbcRun",
-    "choose_run_L", "parse_substitute", "plan_sbc", "run_sbc", "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
+    "choose_run_L", "load_sbc_run", "parse_substitute", "plan_sbc", "run_sbc", "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
     "simulation_rng",
 ]
