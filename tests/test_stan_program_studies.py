@@ -109,8 +109,10 @@ def test_an_improper_prior_in_a_stan_program_is_refused_then_substituted(tmp_pat
     assert not (tmp_path / "out").exists()
     ran = polyppl("sbc", program, "--data", data, "--backends", STAN, "--substitute", "mu ~ normal(0, 10)",
                   "--simulations", "2", *SHORT, "--scheduler", "in-process", "--out", tmp_path / "out", cwd=tmp_path)
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     saved = json.loads((tmp_path / "out" / "normal-normal-sbc.json").read_text())
+    # Two simulations decide little (seed 1's first puts all five y above mu: rank 0); the exit
+    # code is the verdict's, whichever it is.
+    assert ran.returncode == {"calibrated": 0, "miscalibrated": 1}[saved["verdict"]], ran.stderr[-3000:]
     assert saved["substitutes"] == {"mu": "normal(mu=0.0, sigma=10.0)"} and saved["backends"][STAN]["fits"]["ok"] == 2
 
 
@@ -139,15 +141,15 @@ def test_bench_times_each_backend_on_a_stan_programs_data(tmp_path):
 
 
 def test_compare_methods_on_a_stan_program(tmp_path):
-    """``compare PROGRAM.stan --methods nuts,advi``: the translation is checked, Stan's ADVI runs
-    on the user's program and is scored against its NUTS (one column: nothing to compare the
-    NUTS column with, so inconclusive, exit 3)."""
+    """``compare PROGRAM.stan --methods nuts,advi``: Stan's ADVI runs on the user's program and is
+    scored against its NUTS (one column: nothing to compare the NUTS column with, so
+    inconclusive, exit 3)."""
     out = tmp_path / "out"
     proc = polyppl("compare", PROGRAM, "--data", DATA, "--backends", STAN, "--methods", "nuts,advi", "--draws", "300",
                    "--tune", "300", "--remedies", "none", "--out", out, cwd=tmp_path)
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     saved = json.loads((out / "eight_schools-eight_schools-comparison.json").read_text())
-    assert saved["translation"]["points"] >= 20 and saved["translation"]["max_rel_error"] < 1e-8
+    assert saved["translation"] is None  # checked where PyMC or NumPyro run the lowered spec beside it
     cell = saved["methods"][f"{STAN}/advi"]
     assert cell["status"] == "ok" and cell["method"] == "advi"
     assert "Approximations against NUTS" in proc.stdout and f"{STAN}/advi" in proc.stdout

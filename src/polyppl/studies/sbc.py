@@ -61,6 +61,7 @@ from polyppl import spec
 from polyppl.spec import FAMILIES, Dataset, Dist, Model
 from polyppl.spec.serialize import content_hash, dataset_from_json, dataset_to_json, model_from_json, model_to_json
 from polyppl.studies import sbc_stats
+from polyppl.studies.translation import LOWERED_BACKENDS, check_translation
 
 DEFAULT_OUT = Path("polyppl-sbc")
 DEFAULT_SIMULATIONS = 200
@@ -452,6 +453,14 @@ def run_sbc(
     guard its entry point (``if __name__ == "__main__":``): Dask starts workers by spawn."""
     plan = plan_sbc(model, backends, methods, simulations, seed, scenario=scenario, data=data,
                     parametrization=parametrization, settings=settings, substitutes=substitutes, engines=engines, out=out)
+    if plan.fitted.source is not None and any(request.backend in LOWERED_BACKENDS for _, request in plan.columns):
+        # A Stan program beside the spec lowered from it: never calibrate a wrong translation (a
+        # mismatch would show as Stan's miscalibration). Raises before any fit.
+        if progress:
+            progress("checking the translation: log density and gradient against Stan's own ...")
+        checked = check_translation(plan.problem, stan_engine=(engines or {}).get("stan"))
+        if progress:
+            progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
     if progress:
         progress(f"SBC of {plan.problem.describe()}: {simulations} simulations x {len(plan.columns)} backends "
                  f"({', '.join(label for label, _ in plan.columns)}), seed {seed}; ledger {plan.ledger}")
