@@ -255,3 +255,13 @@ def test_pytensor_without_compiler():
     # the measurement), guarding that the pure-Python fallback is really what runs, not a
     # timing claim.
     assert pymc.measurements["slowdown"] > 5
+
+
+def test_the_settings_line_names_each_backends_engine():
+    """The report says which engine ran each backend, resolved (never ``engines={}``)."""
+    from polyppl.backends import get_backend
+
+    report = run_repro("float32-jax", ["stan"])  # not applicable to Stan: nothing runs
+    engine = get_backend("stan").engine(None).name
+    assert f"engines=stan:{engine}" in report.text() and "engines={}" not in report.text()
+    assert report.settings["engines"] == {"stan": engine}

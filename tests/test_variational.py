@@ -348,3 +348,23 @@ def test_compare_with_methods_writes_cells_scorecards_and_report(tmp_path):
     assert "Approximations against NUTS" in page and "numpyro/advi" in page
     again = load_comparison(tmp_path)
     assert again.scorecards == comparison.scorecards and again.not_applicable == comparison.not_applicable
+
+
+def test_an_n_a_reason_goes_below_the_approximations_table_not_into_its_rows():
+    """The reason a cell is n/a is a sentence: printed under the table, so that it does not pad
+    every row of the table to its length (issue #29: ~170 columns)."""
+    from polyppl.render.tables import scorecard_table
+    from polyppl.studies.compare import Comparison
+
+    model, dataset, _, _ = two_means()
+    problem = Problem(model, dataset, Labels("two-means"))
+    _, _, not_applicable = plan(problem, [Column("stan", "pystan")], ("nuts", "advi"), SamplerSettings(),
+                                VariationalSettings(), {})
+    comparison = Comparison(problem, SamplerSettings(), {}, methods=("nuts", "advi"), not_applicable=not_applicable)
+    text = scorecard_table(comparison).text()
+    reason = not_applicable["stan:pystan/advi"]
+    assert f"stan:pystan/advi: n/a, {reason}" in text
+    row = next(line for line in text.splitlines() if line.startswith("stan:pystan/advi "))
+    assert row.rstrip().endswith("n/a (below)") and reason not in row
+    table_lines = text.split("stan:pystan/advi: n/a,")[0].splitlines()
+    assert max(len(line) for line in table_lines) == len(row.rstrip()) < 130, text
