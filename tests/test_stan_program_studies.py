@@ -3,8 +3,9 @@ each simulated dataset), ``bench`` (each backend timed on the program's data), `
 --methods``, and ``report`` rebuilding an SBC report. Real backends (Stan through CmdStan where
 installed, else PyStan), fixed seeds, exact exit codes.
 
-Time on the shared 2-core machine (2026-12-07, under load): about 3 minutes in all, most of it
-CmdStan's compiles of the test programs and the CLI's start-up in each subprocess.
+Time on the shared 2-core machine (2026-12-07, load about 14): 8 min 9 s in all, 40 s to 2 min 14 s
+per CLI test (the SBC one the longest), most of it CmdStan's compiles of the test programs, the
+CLI's start-up in each subprocess and the load; the unit tests take seconds.
 """
 
 from __future__ import annotations
