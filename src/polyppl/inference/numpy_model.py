@@ -29,7 +29,7 @@ from scipy import special, stats
 from polyppl import spec
 from polyppl.spec import (
     FAMILIES, MATRIX_FUNCTIONS, Binary, Call, Concat, Conditional, Const, Data, Dataset, Deterministic, Dist, Expr,
-    Factor, Index, LogPdf, Model, Observed, Param, SpecError, Var, check_dataset, free_vars,
+    Factor, Index, LogPdf, Model, Observed, Param, Scan, SpecError, Var, check_dataset, free_vars,
 )
 
 #: NumPy's implementation of every name in ``spec.FUNCTIONS``, and ``"|"`` (and ``"lpdf"``,
@@ -49,6 +49,7 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": np.logical_or,
     "concat": lambda *parts: np.concatenate([np.ravel(p) for p in parts]),
+    "scan": lambda step, init, sequences, outer: _scan(step, init, sequences, outer),
 }
 
 _BINARY = {
@@ -375,7 +376,36 @@ def _walk(expr: Expr, env: Mapping[str, np.ndarray], batched: frozenset[str]) ->
         n = next(v.shape[0] for v, b in parts if b)
         flat = [v.reshape(n, -1) if b else np.broadcast_to(np.ravel(v), (n, v.size)) for v, b in parts]
         return np.concatenate(flat, axis=1), True
+    if isinstance(expr, Scan):
+        return _walk_scan(expr, env, batched)
     raise TypeError(f"not an expression: {expr!r}")
+
+
+def _scan(step: Callable, init, sequences: list, outer: list) -> np.ndarray:
+    """A scan as a Python loop: the states of every step, stacked along the first axis."""
+    state, states = np.asarray(init, dtype=float), []
+    for elements in zip(*sequences):
+        state = np.asarray(step(state, elements, outer), dtype=float)
+        states.append(state)
+    return np.stack(states) if states else np.zeros((0,) + state.shape)
+
+
+def _walk_scan(expr: Scan, env: Mapping[str, np.ndarray], batched: frozenset[str]) -> tuple[np.ndarray, bool]:
+    """A scan over draws at once: the state and the elements carry the draws axis where
+    their inputs do; the states stack along the axis after it."""
+    state, is_batched = _walk(expr.init, env, batched)
+    sequences = [(name, *_walk(e, env, batched)) for name, e in expr.sequences]
+    length = next(((v.shape[1] if b else v.shape[0]) for _, v, b in sequences), 0)
+    states = []
+    for i in range(length):
+        local = {expr.carry: state, **{name: (v[:, i] if b else v[i]) for name, v, b in sequences}}
+        local_batched = {name for name, _, b in sequences if b} | ({expr.carry} if is_batched else set())
+        state, step_batched = _walk(expr.body, {**env, **local}, (batched - expr.local_names) | local_batched)
+        if step_batched and not is_batched:
+            states = [np.broadcast_to(s_, state.shape) for s_ in states]
+        is_batched = is_batched or step_batched
+        states.append(state)
+    return np.stack(states, axis=1 if is_batched else 0), is_batched
 
 
 def _batched_matmul(a: tuple[np.ndarray, bool], b: tuple[np.ndarray, bool]) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from polyppl.spec import (
     Binary, Call, Concat, Conditional, Const, Data, Dataset, Decision, Deterministic, Dist, Expr, Factor, Index, LogPdf,
-    Model, Observed, Param, Var,
+    Model, Observed, Param, Scan, Var,
 )
 
 # Precedence of operators when written: higher binds tighter.
@@ -36,6 +36,10 @@ def _text(expr: Expr) -> tuple[str, int]:
         return f"{expr.family}_lpdf({expr_text(expr.value)} | {args})", _ATOM
     if isinstance(expr, Concat):
         return f"concat({expr.dim}; {', '.join(expr_text(p) for p in expr.parts)})", _ATOM
+    if isinstance(expr, Scan):
+        sequences = "".join(f", {name} in {expr_text(e)}" for name, e in expr.sequences)
+        return (f"scan({expr.dim}; {expr.carry} from {expr_text(expr.init)}{sequences}: "
+                f"{expr.carry} = {expr_text(expr.body)})"), _ATOM
     raise TypeError(expr)
 
 

@@ -22,6 +22,7 @@ from polyppl.spec.expr import (
     ExprLike,
     Index,
     LogPdf,
+    Scan,
     Var,
     as_expr,
     concat,
@@ -102,7 +103,7 @@ from polyppl.spec.rewrites import noncentered
 
 __all__ = [
     "ARITHMETIC", "COMPARISONS", "FUNCTIONS", "LOGICAL", "MATRIX_FUNCTIONS", "NEG_INF", "Binary", "Call", "Concat",
-    "Const", "Expr", "ExprLike", "Index", "LogPdf", "Var", "as_expr", "concat", "diag_pre_multiply", "evaluate", "exp",
+    "Const", "Expr", "ExprLike", "Index", "LogPdf", "Scan", "Var", "as_expr", "concat", "diag_pre_multiply", "evaluate", "exp",
     "free_vars", "inv_logit", "log", "log1p", "logit", "matmul", "rows_dot", "sqrt", "transpose", "where",
     "FAMILIES", "Bernoulli", "BernoulliLogit", "Beta", "BetaBinomial", "Binomial", "BinomialLogit", "Cauchy", "Dist",
     "Exponential", "Family", "Flat", "Gamma", "HalfCauchy", "HalfFlat", "HalfNormal", "HalfStudentT", "LKJCholesky", "lpdf", "ChiSquare", "DoubleExponential", "InverseGamma",

@@ -125,6 +125,29 @@ class LogPdf(Expr):
     value: Expr
 
 
+@dataclass(frozen=True, eq=False)
+class Scan(Expr):
+    """A recursion along the dim ``dim``, never unrolled: with ``state`` equal to ``init``
+    before the first step, step ``i`` sets ``state = body`` and keeps it, where ``body`` is an
+    expression of the previous state (named ``carry`` in it), of element ``i`` of each
+    sequence (named as the sequence is), and of any other node. Its value is the states of
+    every step, dims ``(dim,) + init's dims``; each sequence has dims ``(dim, ...)``.
+    ``garch``'s ``sigma[t] = sqrt(a0 + a1 * e[t]^2 + b1 * sigma[t-1]^2)`` is
+    ``Scan("t", sigma1, "s", (("e2", a0 + a1 * e**2),), sqrt(e2 + b1 * s**2))``. Each backend
+    runs it as its own loop (PyTensor's and JAX's ``scan``, a Stan ``for``)."""
+
+    dim: str
+    init: Expr
+    carry: str
+    sequences: tuple[tuple[str, Expr], ...]
+    body: Expr
+
+    @property
+    def local_names(self) -> set[str]:
+        """The names the body gives the previous state and the sequences' elements."""
+        return {self.carry} | {name for name, _ in self.sequences}
+
+
 ExprLike = Union[Expr, float, int]
 
 ARITHMETIC = ("+", "-", "*", "/", "**")
@@ -239,6 +262,9 @@ def free_vars(expr: Expr) -> set[str]:
         return set().union(*(free_vars(p) for p in expr.parts))
     if isinstance(expr, LogPdf):
         return free_vars(expr.value).union(*(free_vars(e) for _, e in expr.args))
+    if isinstance(expr, Scan):
+        outer = free_vars(expr.init).union(*(free_vars(e) for _, e in expr.sequences))
+        return outer | (free_vars(expr.body) - expr.local_names)
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -253,8 +279,9 @@ def evaluate(expr: Expr, env: Mapping[str, object], functions: Mapping[str, Call
 
     ``env`` maps node names to that library's arrays; ``functions`` maps each name of
     FUNCTIONS (and ``"|"``, ``"concat"``, which takes the parts, and ``"lpdf"``, which
-    takes the family, its evaluated arguments by name and the value) to the library's
-    implementation. PyMC, NumPyro and NumPy share this walk and differ only in the table
+    takes the family, its evaluated arguments by name and the value, and ``"scan"``, which
+    takes the step, a function of the previous state, the elements and the values of the
+    other nodes the body reads, then the initial state, the sequences and those values) to the library's implementation. PyMC, NumPyro and NumPy share this walk and differ only in the table
     they pass.
     """
     if isinstance(expr, Const):
@@ -275,6 +302,16 @@ def evaluate(expr: Expr, env: Mapping[str, object], functions: Mapping[str, Call
     if isinstance(expr, LogPdf):
         args = {k: evaluate(e, env, functions) for k, e in expr.args}
         return functions["lpdf"](expr.family, args, evaluate(expr.value, env, functions))
+    if isinstance(expr, Scan):
+        names = [name for name, _ in expr.sequences]
+        outer = sorted(free_vars(expr.body) - expr.local_names)
+
+        def step(carry, elements, outer_values):
+            local = {expr.carry: carry, **dict(zip(names, elements)), **dict(zip(outer, outer_values))}
+            return evaluate(expr.body, {**env, **local}, functions)
+
+        sequences = [evaluate(e, env, functions) for _, e in expr.sequences]
+        return functions["scan"](step, evaluate(expr.init, env, functions), sequences, [env[n] for n in outer])
     raise TypeError(expr)
 
 

@@ -24,7 +24,7 @@ from typing import Literal, Mapping, Sequence, Union
 
 import numpy as np
 
-from polyppl.spec.expr import MATRIX_FUNCTIONS, Binary, Call, Concat, Const, Expr, Index, LogPdf, Var, free_vars
+from polyppl.spec.expr import MATRIX_FUNCTIONS, Binary, Call, Concat, Const, Expr, Index, LogPdf, Scan, Var, free_vars
 from polyppl.spec.families import Dist, Support
 
 DType = Literal["int", "real"]
@@ -439,7 +439,40 @@ def expr_dims(model: Model, expr: Expr) -> tuple[str, ...]:
             if got not in ((), value):
                 raise SpecError(f"{expr.family} argument {name} has dims {got}, for a value of dims {value or '()'}")
         return ()
+    if isinstance(expr, Scan):
+        return _scan_dims(model, expr)
     raise TypeError(expr)
+
+
+class _Scope:
+    """A model seen from inside a scan's body: its nodes, and the body's own names."""
+
+    def __init__(self, model: Model, local: Mapping[str, tuple[str, ...]]) -> None:
+        self.model, self.local = model, local
+
+    def __getitem__(self, name: str) -> Node:
+        if name in self.local:
+            return Data(name, "real", self.local[name])
+        return self.model[name]
+
+
+def _scan_dims(model: Model, expr: Scan) -> tuple[str, ...]:
+    """A scan's states: ``(dim,)`` + the state's dims, which its body must keep."""
+    state = expr_dims(model, expr.init)
+    if len(state) > 1:
+        raise SpecError(f"a scan's state is a scalar or a vector, not a value of dims {state}")
+    local = {expr.carry: state}
+    for name, sequence in expr.sequences:
+        got = expr_dims(model, sequence)
+        if got[:1] != (expr.dim,):
+            raise SpecError(f"the scan's sequence {name} has dims {got or '()'}, expected ({expr.dim!r}, ...)")
+        local[name] = got[1:]
+    if expr.carry in {name for name, _ in expr.sequences}:
+        raise SpecError(f"the scan names two of its values {expr.carry!r}")
+    body = expr_dims(_Scope(model, local), expr.body)
+    if body != state:
+        raise SpecError(f"the scan's body has dims {body}, for a state of dims {state or '()'}")
+    return (expr.dim,) + state
 
 
 def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polyppl.spec.expr import Binary, Call, Concat, Const, Expr, Index, LogPdf, Var
+from polyppl.spec.expr import Binary, Call, Concat, Const, Expr, Index, LogPdf, Scan, Var
 from polyppl.spec.families import Dist
 from polyppl.spec.model import (
     Conditional,
@@ -61,6 +61,9 @@ def expr_to_json(expr: Expr) -> Any:
     if isinstance(expr, LogPdf):
         return {"lpdf": expr.family, "args": {k: expr_to_json(e) for k, e in expr.args},
                 "value": expr_to_json(expr.value)}
+    if isinstance(expr, Scan):
+        return {"scan": expr.dim, "init": expr_to_json(expr.init), "carry": expr.carry,
+                "sequences": [[name, expr_to_json(e)] for name, e in expr.sequences], "body": expr_to_json(expr.body)}
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -82,6 +85,9 @@ def expr_from_json(data: Any) -> Expr:
                           expr_from_json(data["value"]))
     if "concat" in data:
         return Concat(data["dim"], tuple(expr_from_json(p) for p in data["concat"]))
+    if "scan" in data:
+        return Scan(data["scan"], expr_from_json(data["init"]), data["carry"],
+                    tuple((name, expr_from_json(e)) for name, e in data["sequences"]), expr_from_json(data["body"]))
     raise SpecError(f"not a serialised expression: {data!r}")
 
 

@@ -104,8 +104,20 @@ FUNCTIONS = {
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": jnp.logical_or,
     "concat": lambda *parts: jnp.concatenate([jnp.ravel(p) for p in parts]),
+    "scan": lambda step, init, sequences, outer: _scan(step, init, sequences, outer),
     # ``lpdf``: a family's log density of a value, summed (a Factor's term); below DISTRIBUTIONS.
 }
+
+
+def _scan(step, init, sequences, outer) -> jnp.ndarray:
+    """``jax.lax.scan``: the step traced once, whatever the number of steps."""
+    state = jnp.asarray(init, dtype=jnp.result_type(float))
+
+    def one(carry, elements):
+        new = jnp.asarray(step(carry, elements, outer), dtype=carry.dtype)
+        return new, new
+
+    return jax.lax.scan(one, state, tuple(jnp.asarray(s_) for s_ in sequences))[1]
 
 
 def _lpdf(family: str, args: dict, value) -> jnp.ndarray:

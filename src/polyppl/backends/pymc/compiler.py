@@ -19,6 +19,7 @@ from polyppl.inference.variational import ELBO_EVERY, psis_resample
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
 
 import pymc as pm  # noqa: E402  (after the polyppl imports: keeps import errors readable)
+import pytensor  # noqa: E402
 import pytensor.tensor as pt  # noqa: E402
 
 #: polyppl family -> (PyMC class, {polyppl argument: PyMC argument}).
@@ -78,7 +79,24 @@ FUNCTIONS = {
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "|": pt.or_,
     "concat": lambda *parts: pt.concatenate([pt.flatten(p) for p in parts]),
+    "scan": lambda step, init, sequences, outer: _scan(step, init, sequences, outer),
 }
+
+
+def _scan(step, init, sequences, outer):
+    """PyTensor's scan: one node in the graph, whatever the number of steps. The nodes the
+    step reads besides its state and elements (parameters) go in as non-sequences: PyMC
+    finds the random variables of a scan's inner graph only there."""
+    state = pt.as_tensor_variable(init).astype(pytensor.config.floatX)
+    sequences = [pt.as_tensor_variable(s_) for s_ in sequences]
+    outer = [pt.as_tensor_variable(v) for v in outer]
+    n = len(sequences)
+
+    def one(*args):
+        elements, carry, outer_values = args[:n], args[n], args[n + 1:]
+        return pt.as_tensor_variable(step(carry, elements, outer_values)).astype(state.dtype)
+
+    return pytensor.scan(one, sequences=sequences, outputs_info=[state], non_sequences=outer, return_updates=False)
 
 
 def _lpdf(family: str, args: dict, value):
