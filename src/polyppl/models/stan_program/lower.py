@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from polyppl import spec as s
-from polyppl.models.stan_program import interpret
+from polyppl.models.stan_program import interpret, loops
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
 from polyppl.models.stan_program.parse import (
@@ -66,6 +66,15 @@ class _Loop:
     assigned: set[str] = field(default_factory=set)
     #: Variables declared inside the loop's body: one value per iteration.
     locals: set[str] = field(default_factory=set)
+    #: The first value of the variable (a loop over part of a range starts above 1; ``loops.py``).
+    start: int = 1
+    #: The dim a loop over all of a range takes when its variable indexes no declared dim.
+    default_dim: str | None = None
+    body: tuple = ()
+    line: int = 0
+    #: What the body assigns, and the recursions it holds (``loops.py``).
+    writes: set[str] = field(default_factory=set)
+    recursions: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,7 @@ class Lowering:
         self.scalar_terms: list[tuple[int, s.Expr]] = []  # target += of a scalar expression
         self.synthetic_dims: dict[str, tuple[str, ...]] = {}  # data the lowering adds (zeros_N), by dims  # variables declared without a value, until assigned
         self.block = "model"
+        self.loop_state = loops.LoopState()
 
     # ------------------------------------------------------------------ the whole program
 
@@ -190,6 +200,7 @@ class Lowering:
         symbolically: one Deterministic per variable it declares, from its final value."""
         self.block = block
         self._run(statements)
+        loops.complete(self)
         out = []
         for decl in (st for st in statements if isinstance(st, Decl)):
             if decl.name not in self.syms:
@@ -219,6 +230,7 @@ class Lowering:
                     self.syms.pop(name, None)
                 self.notes.append(f"left out of the comparison: {', '.join(sorted(names)) or 'a statement'} "
                                   f"(line {exc.line}: {exc.what})")
+        loops.complete(self)
         out = []
         for decl in (st for st in statements if isinstance(st, Decl)):
             value = self.syms.get(decl.name)
@@ -311,6 +323,11 @@ class Lowering:
 
     def _assign(self, st: Assign) -> None:
         target = st.target
+        if loops.assign_part(self, st):
+            return
+        if isinstance(target, Name) and self.loops and target.name not in self.loops[-1].locals \
+                and loops.reduce(self, st):
+            return
         value = self._expr(st.value)
         if st.op != "=":
             current = self._expr(target)
@@ -394,16 +411,25 @@ class Lowering:
             raise unsupported(st.line, "a foreach loop")
         start = self._data_value_of(st.start, "a loop bound")
         end = self._data_value_of(st.end, "a loop bound")
-        if start != 1:
-            raise unsupported(st.line, f"a loop from {start} (loops over all of a vector, from 1, are vectorized)")
-        if end < 1:
+        if np.ndim(start) or np.ndim(end):
+            raise unsupported(st.line, "a loop bound that is not one integer")
+        start, end = int(start), int(end)
+        if end < start:
             return
-        self.loops.append(_Loop(st.variable, int(end)))
+        loop = _Loop(st.variable, end - start + 1, start=start, body=st.body, line=st.line,
+                     writes=_assigned_names(st))
+        if start != 1:
+            loop.dim = loops.partial_loop_dim(self, st.end, start, end)
+        else:
+            loop.default_dim = self._dim(st.end)
+        terms_before, scalar_terms_before = len(self.terms), len(self.scalar_terms)
+        self.loops.append(loop)
         try:
             self._run(st.body)
         finally:
             for name in self.loops.pop().locals:
                 self.syms.pop(name, None)
+        loops.finish(self, loop, terms_before, scalar_terms_before)
 
     # ------------------------------------------------------------------ densities
 
@@ -551,6 +577,8 @@ class Lowering:
                     raise unsupported(expr.line, f"the loop variable {expr.name} used as a value")
             if expr.name in self.syms:
                 return self.syms[expr.name]
+            if expr.name in self.loop_state.partial:
+                return loops.whole(self, expr.name, expr.line)
             if expr.name in self.values:
                 return self._data_sym(expr.name, expr.line)
             raise unsupported(expr.line, f"{expr.name} before it has a value")
@@ -582,6 +610,7 @@ class Lowering:
             value = {"+": lambda: a.int_value + b.int_value, "-": lambda: a.int_value - b.int_value,
                      "*": lambda: a.int_value * b.int_value, "/": lambda: int(a.int_value / b.int_value)}[op]()
             return self._const(value)
+        a, b = loops.align(self, a, b, line)
         loop = self._loop_dims(a, b, line)
         if op in ("+", "-", ".*", "./", "^", ".^") or (op in ("*", "/") and (a.kind == "scalar" or b.kind == "scalar")):
             if op == "/" and b.kind != "scalar":
@@ -647,6 +676,9 @@ class Lowering:
         return Sym(s.Binary("+", value.expr, s.Var(self._zeros(dims))), dims, kind)
 
     def _indexed(self, expr: Indexed) -> Sym:
+        found = loops.index(self, expr)
+        if found is not None:
+            return found
         base = self._expr(expr.base)
         line = expr.line
         if len(expr.indexes) != 1 or isinstance(expr.indexes[0], Slice):
@@ -748,7 +780,8 @@ class Lowering:
                 if any(o.name == name for o in nodes if isinstance(o, s.Observed)):
                     raise unsupported(0, f"the data {name} both observed and used in an expression")
                 if name in self.synthetic_dims:
-                    out.append(s.Data(name, "real", self.synthetic_dims[name]))
+                    dtype = "int" if name in self.loop_state.synthetic_int else "real"
+                    out.append(s.Data(name, dtype, self.synthetic_dims[name]))
                     continue
                 stan_type = self.types[name]
                 out.append(s.Data(name, "int" if stan_type.base == "int" else "real", self._dims(stan_type)))
