@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from polyppl import spec as s
-from polyppl.models.stan_program import interpret, loops
+from polyppl.models.stan_program import functions, interpret, loops
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
 from polyppl.models.stan_program.parse import (
@@ -153,13 +153,13 @@ class Lowering:
         self.synthetic_dims: dict[str, tuple[str, ...]] = {}  # data the lowering adds (zeros_N), by dims  # variables declared without a value, until assigned
         self.block = "model"
         self.loop_state = loops.LoopState()
+        self.user_functions = functions.definitions(program)
+        self.calling: list[str] = []  # the user functions being inlined, innermost last
 
     # ------------------------------------------------------------------ the whole program
 
     def lower(self) -> Lowered:
         program = self.program
-        if program.functions:
-            raise unsupported(program.functions[0].line, f"the user function {program.functions[0].name}")
         for statement in program.transformed_data:
             if isinstance(statement, Decl):
                 self.types[statement.name] = statement.type
@@ -253,6 +253,9 @@ class Lowering:
     # ------------------------------------------------------------------ dims and declarations
 
     def _dim(self, size_expr: StanExpr) -> str:
+        named = functions.size_dim(self, size_expr)
+        if named is not None:
+            return named
         size = int(evaluate(size_expr, self.values))
         name = size_expr.name if isinstance(size_expr, Name) else f"n{size}"
         self.dim_sizes.setdefault(name, size)
@@ -436,14 +439,20 @@ class Lowering:
     def _tilde(self, st: Tilde) -> None:
         if st.truncation is not None:
             raise unsupported(st.line, "truncation T[,]")
+        if functions.is_user_density(self, st.distribution):
+            value = self._call(functions.density_call(self, st.distribution, st.value, st.args, st.line))
+            if value.dims:
+                raise unsupported(st.line, f"{st.distribution}: a density that is not a scalar")
+            self.scalar_terms.append((st.line, value.expr))
+            return
         self._add_term(st.distribution, self._expr(st.value), tuple(self._expr(a) for a in st.args), st.line)
 
     def _target(self, expr: StanExpr, line: int) -> None:
         for sign, summand in _summands(expr, 1):
-            if _names(summand) <= set(self.values) and not self.loops:
+            if _names(summand) <= set(self.values) - set(self.syms) and not self.loops:
                 continue  # a constant: the lowered density equals Stan's up to a constant
             if sign < 0 or not (isinstance(summand, FnCall) and summand.conditional
-                                and summand.name.endswith(_SUFFIXES)):
+                                and summand.name.endswith(_SUFFIXES)) or functions.is_user_density(self, summand.name):
                 value = self._expr(summand)
                 if value.dims:
                     raise unsupported(line, "target += of a vector that is not a *_lpdf / *_lpmf term")
@@ -643,6 +652,9 @@ class Lowering:
 
     def _call(self, expr: FnCall) -> Sym:
         name, line = expr.name, expr.line
+        if functions.defined_name(self, name) in self.user_functions:
+            return functions.inline(self, expr)
+        functions.check_not_a_solver(name, line)
         if not any(isinstance(a, Name) and a.name in self.syms for a in expr.args) and self._is_data_only(expr):
             value = evaluate(expr, self.values)
             if np.ndim(value) == 0:

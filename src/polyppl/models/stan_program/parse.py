@@ -170,13 +170,27 @@ class Other:
     line: int
 
 
-Statement = Union[Decl, Assign, Tilde, TargetIncrement, For, While, If, Other]
+@dataclass(frozen=True)
+class Return:
+    """``return expr;`` in a user function's body (``value`` None: ``return;``)."""
+
+    value: StanExpr | None
+    line: int
+
+
+Statement = Union[Decl, Assign, Tilde, TargetIncrement, For, While, If, Return, Other]
 
 
 @dataclass(frozen=True)
 class FunctionDef:
+    """A user function: its return type and arguments as Stan writes them (``real``,
+    ``array[] vector``), and its body (None: a forward declaration)."""
+
     name: str
     line: int
+    return_type: str = ""
+    args: tuple[tuple[str, str], ...] = ()  # (type, name)
+    body: tuple[Statement, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -349,12 +363,28 @@ class _ToTree(Transformer):
     reject_stmt = _other("reject")
     break_stmt = _other("break")
     continue_stmt = _other("continue")
-    return_stmt = _other("return")
+
+    def return_stmt(self, meta, children):
+        return Return(children[0] if children else None, _line(meta))
+
     call_stmt = _other("a function call as a statement")
     empty_stmt = _other("empty")
 
     def fundef(self, meta, children):
-        return FunctionDef(str(children[1]), _line(meta))
+        return_type, name, *rest = children
+        args = tuple(c for c in rest if isinstance(c, tuple) and len(c) == 2 and isinstance(c[1], str))
+        bodies = [c for c in rest if isinstance(c, tuple) and not any(c is a for a in args)]
+        return FunctionDef(str(name), _line(meta), return_type, args, _flatten(bodies[0]) if bodies else None)
+
+    def return_type(self, meta, children):
+        return str(children[0]) if children else "void"
+
+    def unsized_type(self, meta, children):
+        """The base type (``real``, ``vector``...); an array's brackets are not kept."""
+        return str(children[-1].children[0]) if hasattr(children[-1], "children") else str(children[-1])
+
+    def fun_arg(self, meta, children):
+        return (children[-2], str(children[-1]))
 
     # ----- blocks
     def functions_block(self, meta, children):
