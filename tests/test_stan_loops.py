@@ -287,3 +287,142 @@ def test_recursions_outside_the_subset_name_their_line(tmp_path, loop, message):
     assert found.message == message + " is not supported for PyMC and NumPyro"
     with pytest.raises(UserError, match="--backends stan"):
         stan_program(tmp_path / "p.stan", tmp_path / "d.json")
+
+
+# --------------------------------------------------------------------------- user functions, while
+
+FUNCTIONS = """functions {
+  real twice(real x) {
+    return 2 * x;
+  }
+  vector shifted(vector v, real a, int k) {
+    vector[rows(v)] out;
+    real b = a;
+    if (k > 1) {
+      b = a * k;
+    } else {
+      b = a - 1;
+    }
+    out = v + b;
+    return out;
+  }
+  real mynormal_lpdf(real y, real mu, real s) {
+    return -0.5 * square((y - mu) / s) - log(s);
+  }
+}
+data {
+  int<lower=0> N;
+  vector[N] x;
+  array[N] int<lower=0, upper=1> y;
+}
+transformed data {
+  int twos = 0;
+}
+parameters {
+  real alpha;
+  real beta;
+  real<lower=0> s;
+}
+model {
+  int n = 1;
+  while (n < N) {
+    n = n * 2;
+  }
+  alpha ~ mynormal(0, n);
+  s ~ exponential(1);
+  target += mynormal_lpdf(beta | 0, s);
+  y ~ bernoulli_logit(shifted(twice(beta) * x, alpha, 2));
+}
+"""
+
+
+def test_user_functions_are_inlined_where_they_are_called(tmp_path):
+    """A function of reals, one of a vector with a local, an if on an integer argument and a
+    return, a user density used with ~ and target +=, and a while loop on data in the model
+    block: inlined, equal to Stan's own density."""
+    from polyppl.render.spec_text import expr_text
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*_write(tmp_path, FUNCTIONS, {"N": 5, "x": [0.1, -1, 2, 0.5, 1.2], "y": [0, 1, 1, 0, 1]}))
+    model = found.model
+    assert model["y"].dist.family == "bernoulli_logit"
+    assert len(model.of_type(s.Factor)) == 2  # the two user densities, as terms
+    assert "/ 8" in expr_text(model.of_type(s.Factor)[0].expr)  # the while loop ran: n = 8
+    assert check_translation(found).max_rel_error <= 1e-8
+
+
+def test_a_solver_names_its_line(tmp_path):
+    program = FUNCTIONS.replace("  y ~ bernoulli_logit(", "  real z = ode_rk45_tol_placeholder(alpha);\n  y ~ bernoulli_logit(")
+    # stanc rejects an unknown function: check the lowering's message on a solver Stan knows.
+    program = program.replace("ode_rk45_tol_placeholder(alpha)", "ode_rk45(dz, [alpha]', 0.0, {1.0}, beta)[1, 1]")
+    program = program.replace("functions {\n", "functions {\n  vector dz(real t, vector z, real b) {\n"
+                                             "    return -b * z;\n  }\n")
+    found = check_support(*_write(tmp_path, program, {"N": 5, "x": [0.1, -1, 2, 0.5, 1.2], "y": [0, 1, 1, 0, 1]}))
+    assert not found.supported
+    assert found.construct == "the solver ode_rk45 is not supported for PyMC and NumPyro"
+    assert found.line == program.splitlines().index(next(line for line in program.splitlines()
+                                                         if "ode_rk45" in line)) + 1
+
+
+# --------------------------------------------------------------------------- _rng in generated quantities
+
+PREDICTIVE = """data {
+  int<lower=0> N;
+  vector[N] y;
+  vector[N] x;
+}
+parameters {
+  real mu;
+}
+model {
+  mu ~ normal(0, 10);
+  y ~ normal(mu, 1);
+}
+generated quantities {
+  real y_new = normal_rng(mu, 1);
+  real twice_new = 2 * y_new;
+  array[N] real y_rep;
+  for (n in 1:N) {
+    y_rep[n] = normal_rng(mu + x[n], 1);
+  }
+  array[N] int k_rep = poisson_log_rng(rep_vector(mu, N));
+}
+"""
+
+
+def test_rng_calls_are_conditional_draws(tmp_path):
+    found = stan_program(*_write(tmp_path, PREDICTIVE, {"N": 3, "y": [0.5, 1.5, -0.2], "x": [1.0, 2.0, 3.0]}))
+    model = found.model
+    assert isinstance(model["y_new"], s.Conditional) and model["y_new"].dist.family == "normal"
+    assert isinstance(model["y_rep"], s.Conditional) and model["y_rep"].dims == ("N",)
+    assert isinstance(model["k_rep"], s.Conditional) and model["k_rep"].dist.family == "poisson_log"
+    assert isinstance(model["twice_new"], s.Deterministic)
+    assert set(model.post_sampling_names()) == {"y_new", "y_rep", "k_rep", "twice_new"}
+    assert "left out" not in model.description
+
+
+@pytest.mark.false_alarm(2e-4)
+def test_posterior_predictive_draws_have_the_exact_predictive_distribution(tmp_path):
+    """y_new = normal_rng(mu, 1) completed on exact posterior draws of mu (normal prior
+    N(0, 10^2), normal likelihood with sd 1: a normal posterior): its mean and sd are the
+    predictive's, mean m and sd sqrt(v + 1), within z * their standard errors, z for a
+    family-wise false-alarm rate of 2e-4 over the two comparisons (the draws are independent,
+    so the standard errors are known: sd / sqrt(n) and, for the sd, sd / sqrt(2 (n - 1)))."""
+    from stat_tolerance import z_threshold
+
+    from polyppl.inference.posterior import complete
+
+    y = np.array([0.5, 1.5, -0.2, 0.9])
+    found = stan_program(*_write(tmp_path, PREDICTIVE, {"N": 4, "y": y.tolist(), "x": [0.0] * 4}))
+    precision = 1 / 100 + len(y)
+    m, v = y.sum() / precision, 1 / precision
+    chains, draws = 4, 5000
+    mu = np.random.default_rng(11).normal(m, np.sqrt(v), size=(chains, draws))
+    done = complete(found.model, found.dataset, {"mu": mu}, seed=12)
+    y_new = done["y_new"].ravel()
+    n, sd = y_new.size, np.sqrt(v + 1)
+    z = z_threshold(2e-4, 2)
+    assert abs(y_new.mean() - m) < z * sd / np.sqrt(n)
+    assert abs(y_new.std(ddof=1) - sd) < z * sd / np.sqrt(2 * (n - 1))
+    np.testing.assert_allclose(done["twice_new"], 2 * done["y_new"])
+    assert done["y_rep"].shape == (chains, draws, 4)

@@ -620,3 +620,63 @@ def _substitute_everywhere(lw, name: str, by: s.Expr, terms_before: int, scalar_
 
 __all__ = ["LoopState", "align", "assign_part", "complete", "finish", "index", "partial_loop_dim", "reduce", "whole"]
 
+
+
+# --------------------------------------------------------------------------- while loops on data
+
+
+def run_while(lw, st: While) -> None:
+    """A ``while`` loop whose condition and body touch only data (and integers or reals known
+    now): run once with NumPy, here, as ``transformed data`` is; what it assigns is then data."""
+    L = _lower()
+    if lw.loops:
+        raise L.unsupported(st.line, "a while loop inside a for loop outside transformed data")
+    read = _names_in((st,))
+    env = dict(lw.values)
+    for name in read:
+        value = lw.syms.get(name)
+        if value is None:
+            continue
+        if value.int_value is not None:
+            env[name] = value.int_value
+        elif isinstance(value.expr, s.Const) and not value.dims:
+            env[name] = value.expr.value
+        else:
+            raise L.unsupported(st.line, f"a while loop on {name}, which is not data")
+    assigned = L._assigned_names(st)
+    for name in assigned:
+        if name not in env and name in lw.declared:
+            env[name] = interpret.initial_value(lw.declared[name].type, env)
+    try:
+        interpret.run((st,), env)
+    except Unsupported as error:
+        raise L.unsupported(error.line, f"a while loop on values that are not data ({error.what})") from None
+    for name in assigned:
+        value = env[name]
+        if np.ndim(value):
+            lw.values[name] = value
+            lw.types[name] = lw.declared[name].type
+            lw.syms.pop(name, None)
+        elif isinstance(value, (int, np.integer)):
+            lw.syms[name] = lw._const(int(value))
+        else:
+            lw.syms[name] = L.Sym(s.Const(float(value)), (), "scalar")
+
+
+def _names_in(statements) -> set[str]:
+    """Every variable a block of statements reads or assigns (loop variables included)."""
+    names = _lower()._names
+    out: set[str] = set()
+    for st in statements:
+        if isinstance(st, (For, While, If)):
+            for attr in ("start", "end", "condition"):
+                if getattr(st, attr, None) is not None:
+                    out |= names(getattr(st, attr))
+            out |= _names_in((st.then + st.otherwise) if isinstance(st, If) else st.body)
+        elif isinstance(st, Decl):
+            out |= {st.name} | (names(st.value) if st.value is not None else set())
+        elif isinstance(st, Assign):
+            out |= names(st.target) | names(st.value)
+        elif isinstance(st, (Tilde, TargetIncrement)):
+            out |= names(st.value)
+    return out

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from polyppl import spec as s
-from polyppl.models.stan_program import functions, interpret, loops
+from polyppl.models.stan_program import functions, interpret, loops, rng
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
 from polyppl.models.stan_program.parse import (
@@ -155,6 +155,7 @@ class Lowering:
         self.loop_state = loops.LoopState()
         self.user_functions = functions.definitions(program)
         self.calling: list[str] = []  # the user functions being inlined, innermost last
+        self.drawn: list[s.Conditional] = []  # _rng calls of generated quantities (rng.py)
 
     # ------------------------------------------------------------------ the whole program
 
@@ -186,6 +187,8 @@ class Lowering:
                 nodes += generated
             except s.SpecError as exc:
                 self.notes.append(f"generated quantities left out of the comparison: {exc}")
+            except Unsupported as exc:
+                self.notes.append(f"generated quantities left out of the comparison: {exc.what}")
         data_nodes = self._data_nodes(nodes)
         model = s.Model(self.name, tuple(data_nodes + nodes), description="\n".join(self.notes))
         values = {n.name: self._data_value(n) for n in data_nodes}
@@ -213,7 +216,7 @@ class Lowering:
             self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
         return out
 
-    def _generated_quantities(self, statements: tuple[Statement, ...]) -> list[s.Deterministic]:
+    def _generated_quantities(self, statements: tuple[Statement, ...]) -> list:
         """Generated quantities as deterministics, statement by statement: a statement
         outside the subset (a ``_rng`` draw, most often) leaves out what it assigns and what
         depends on it, with a note in the model's description; the program still computes
@@ -241,7 +244,7 @@ class Lowering:
                                       "as a whole, or in one loop over all of it)")
                 continue
             out.append(s.Deterministic(decl.name, value.expr, declared))
-        return out
+        return rng.with_draws(self, out)
 
     def _check_parameter_type(self, decl: Decl) -> None:
         if decl.type.base not in ("real", "vector", "row_vector", "matrix"):
@@ -309,7 +312,7 @@ class Lowering:
             condition = self._data_value_of(st.condition, "the condition of an if")
             self._run(st.then if condition else st.otherwise)
         elif isinstance(st, While):
-            raise unsupported(st.line, "a while loop outside transformed data")
+            loops.run_while(self, st)
         else:
             raise unsupported(st.line, f"{getattr(st, 'kind', type(st).__name__)} in the {self.block} block")
 
@@ -655,6 +658,8 @@ class Lowering:
         if functions.defined_name(self, name) in self.user_functions:
             return functions.inline(self, expr)
         functions.check_not_a_solver(name, line)
+        if rng.is_draw(self, name):
+            return rng.draw(self, expr)
         if not any(isinstance(a, Name) and a.name in self.syms for a in expr.args) and self._is_data_only(expr):
             value = evaluate(expr, self.values)
             if np.ndim(value) == 0:
