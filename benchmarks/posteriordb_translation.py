@@ -1,7 +1,9 @@
 """Which posteriordb posteriors with reference draws the Stan front end lowers, and their
 translation checks (docs/stan-programs.md).
 
-    uv run python benchmarks/posteriordb_translation.py [POSTERIORDB]   # default ../shared/posteriordb
+    uv run python benchmarks/posteriordb_translation.py [POSTERIORDB] [POSTERIOR ...]   # default ../shared/posteriordb
+
+With posterior names (``arK-arK``), only those: their rows of the table, to update it.
 
 For each posterior of ``posterior_database/posteriors/*.json`` with a ``reference_posterior_name``:
 the program and data lowered (``polyppl.models.stan_program.stan_program``), then the lowered
@@ -25,12 +27,12 @@ from polyppl.studies.translation import check_translation
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "posteriordb"
 
 
-def main(root: Path) -> None:
+def main(root: Path, only: set[str]) -> None:
     database = root / "posterior_database"
     rows = []
     for path in sorted((database / "posteriors").glob("*.json")):
         posterior = json.loads(path.read_text())
-        if not posterior.get("reference_posterior_name"):
+        if not posterior.get("reference_posterior_name") or (only and posterior["name"] not in only):
             continue
         program = database / "models" / "stan" / f"{posterior['model_name']}.stan"
         data = database / "data" / "data" / f"{posterior['data_name']}.json.zip"
@@ -51,4 +53,4 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT, set(sys.argv[2:]))

@@ -89,7 +89,7 @@ def _seed(family: str) -> int:
 
 
 def test_functions_cover_the_spec():
-    assert set(nm.FUNCTIONS) == set(s.FUNCTIONS) | {"|", "concat", "lpdf"}
+    assert set(nm.FUNCTIONS) == set(s.FUNCTIONS) | {"|", "concat", "lpdf", "scan"}
     x = s.Var("x")
     env = {"x": np.array([-0.5, 0.5, 3.0])}
     expr = s.where((x < 0) | (x > 2), s.inv_logit(x), s.logit(s.inv_logit(x)) + s.sqrt(s.exp(x)) - s.log1p(x))

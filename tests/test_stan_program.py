@@ -214,16 +214,18 @@ def test_data_that_do_not_fit_the_declarations(tmp_path, data, message):
         stan_program(program, data_path)
 
 
-USER_FUNCTION = "functions {\n  real twice(real x) {\n    return 2 * x;\n  }\n}\n" + REGRESSION.replace(
+USER_FUNCTION = "functions {\n  real twice(real x) {\n    return 2 * lambert_w0(x);\n  }\n}\n" + REGRESSION.replace(
     "beta * x", "twice(beta) * x")
 
 
 def test_unsupported_construct_names_its_line(tmp_path):
+    """A user function is inlined where it is called; a function outside the subset in its
+    body names the body's line."""
     program, data = _write(tmp_path, USER_FUNCTION, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
     support = check_support(program, data)
     assert (support.supported, support.line, support.construct) == (
-        False, 2, "the user function twice is not supported for PyMC and NumPyro")
-    with pytest.raises(UserError, match=r"line 2: the user function twice is not supported for PyMC and NumPyro "
+        False, 3, "lambert_w0 is not supported for PyMC and NumPyro")
+    with pytest.raises(UserError, match=r"line 3: lambert_w0 is not supported for PyMC and NumPyro "
                        r"\(`--backends stan` still runs the program as it is\)"):
         stan_program(program, data)
 
@@ -290,12 +292,14 @@ def test_compare_runs_the_program_on_stan_and_the_lowered_model_elsewhere(tmp_pa
         assert {"theta[1]", "theta_trans[8]", "mu", "tau"} <= set(saved["backends"][backend]["posterior"])
 
 
-def test_generated_quantities_that_draw_are_left_out_by_name(tmp_path):
+def test_generated_quantities_outside_the_subset_are_left_out_by_name(tmp_path):
+    """A draw (``_rng``) is a conditional draw (tests/test_stan_loops.py); a statement outside
+    the subset leaves out what it assigns, and what depends on it, by name."""
     program_text = REGRESSION + "generated quantities {\n  real ab = alpha + beta;\n" \
-        "  real y_new = bernoulli_logit_rng(alpha);\n  real twice_new = 2 * y_new;\n}\n"
+        "  real y_new = bernoulli_logit_rng(alpha);\n  real w = lambert_w0(alpha);\n  real twice_w = 2 * w;\n}\n"
     program, data = _write(tmp_path, program_text, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
     model = stan_program(program, data).model
-    assert isinstance(model["ab"], s.Deterministic)
-    assert "y_new" not in model.output_names and "twice_new" not in model.output_names
-    assert "left out of the comparison: y_new (line 17: bernoulli_logit_rng" in model.description
-    assert "left out of the comparison: twice_new (line 18:" in model.description
+    assert isinstance(model["ab"], s.Deterministic) and isinstance(model["y_new"], s.Conditional)
+    assert "w" not in model.output_names and "twice_w" not in model.output_names
+    assert "left out of the comparison: w (line 18: lambert_w0" in model.description
+    assert "left out of the comparison: twice_w (line 19:" in model.description
