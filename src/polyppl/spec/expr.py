@@ -131,7 +131,8 @@ class Scan(Expr):
     before the first step, step ``i`` sets ``state = body`` and keeps it, where ``body`` is an
     expression of the previous state (named ``carry`` in it), of element ``i`` of each
     sequence (named as the sequence is), and of any other node. Its value is the states of
-    every step, dims ``(dim,) + init's dims``; each sequence has dims ``(dim, ...)``.
+    every step, dims ``(dim,) + init's dims``; each sequence has dims ``(dim, ...)``, and
+    there is at least one (its length is the number of steps).
     ``garch``'s ``sigma[t] = sqrt(a0 + a1 * e[t]^2 + b1 * sigma[t-1]^2)`` is
     ``Scan("t", sigma1, "s", (("e2", a0 + a1 * e**2),), sqrt(e2 + b1 * s**2))``. Each backend
     runs it as its own loop (PyTensor's and JAX's ``scan``, a Stan ``for``)."""

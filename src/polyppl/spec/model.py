@@ -462,6 +462,8 @@ def _scan_dims(model: Model, expr: Scan) -> tuple[str, ...]:
     if len(state) > 1:
         raise SpecError(f"a scan's state is a scalar or a vector, not a value of dims {state}")
     local = {expr.carry: state}
+    if not expr.sequences:
+        raise SpecError(f"a scan along {expr.dim!r} needs a sequence (its steps are a sequence's elements)")
     for name, sequence in expr.sequences:
         got = expr_dims(model, sequence)
         if got[:1] != (expr.dim,):

@@ -130,7 +130,15 @@ class _ExprWriter:
             return _Code(expr.name, dims, dtype, _ATOM)
         if isinstance(expr, Index):
             base = self.write(expr.base)
-            return _Code(f"{_wrap(base, _ATOM)}[{self.write(expr.index).text}]", dims, dtype, _ATOM)
+            index = self.write(expr.index)
+            if len(index.dims) == 2 and len(base.dims) == 1:
+                # Stan indexes by one-dim arrays: a matrix of indexes goes through to_array_1d
+                # (row by row) and back, row-major (to_matrix's last argument 0).
+                base = self.as_real(base)
+                rows, cols = (dim_size_name(d) for d in index.dims)
+                return _Code(f"to_matrix({_wrap(base, _ATOM)}[to_array_1d({index.text})], {rows}, {cols}, 0)",
+                             dims, "real", _ATOM)
+            return _Code(f"{_wrap(base, _ATOM)}[{index.text}]", dims, dtype, _ATOM)
         if isinstance(expr, Binary):
             left, right = self.write(expr.left), self.write(expr.right)
             if expr.op in ("<", "<=", ">", ">=", "|"):

@@ -10,17 +10,14 @@ What the body does beyond the subset (an ODE solver, a recursive call) names its
 
 from __future__ import annotations
 
-import importlib
 
 import numpy as np
 
 from polyppl import spec as s
 from polyppl.models.stan_program.interpret import Unsupported
 from polyppl.models.stan_program.parse import FnCall, FunctionDef, If, Name, Return, Statement
+from polyppl.models.stan_program.symbols import unsupported
 
-
-def _lower():
-    return importlib.import_module("polyppl.models.stan_program.lower")
 
 
 def definitions(program) -> dict[str, FunctionDef]:
@@ -40,17 +37,16 @@ def density_call(lw, name: str, value, args: tuple, line: int) -> FnCall:
     for suffix in ("_lpdf", "_lpmf"):
         if f"{name}{suffix}" in lw.user_functions:
             return FnCall(f"{name}{suffix}", (value, *args), line, conditional=True)
-    raise _lower().unsupported(line, f"the distribution {name}")
+    raise unsupported(line, f"the distribution {name}")
 
 
 def inline(lw, call: FnCall):
     """The value (a Sym) of a call of one of the program's functions."""
-    L = _lower()
     definition = lw.user_functions[defined_name(lw, call.name)]
     if definition.name in lw.calling:
-        raise L.unsupported(call.line, f"the recursive call of {definition.name}")
+        raise unsupported(call.line, f"the recursive call of {definition.name}")
     if len(call.args) != len(definition.args):
-        raise L.unsupported(call.line, f"{definition.name} called with {len(call.args)} arguments")
+        raise unsupported(call.line, f"{definition.name} called with {len(call.args)} arguments")
     values = [lw._expr(a) for a in call.args]
     names = [name for _, name in definition.args]
     saved_syms, saved_declared = lw.syms, dict(lw.declared)
@@ -74,7 +70,7 @@ def inline(lw, call: FnCall):
             lw.values.pop(name, None)
         lw.values.update(saved_values)
     if result is None:
-        raise L.unsupported(definition.line, f"{definition.name} returns no value")
+        raise unsupported(definition.line, f"{definition.name} returns no value")
     return replace_whole(result)
 
 
@@ -94,7 +90,7 @@ SOLVERS = ("ode_", "integrate_ode", "algebra_solver", "solve_", "integrate_1d", 
 
 def check_not_a_solver(name: str, line: int) -> None:
     if name.startswith(SOLVERS):
-        raise _lower().unsupported(line, f"the solver {name}")
+        raise unsupported(line, f"the solver {name}")
 
 
 def replace_whole(value):
@@ -149,7 +145,6 @@ def _known(lw, value):
 
 def _run(lw, statements: tuple[Statement, ...], definition: FunctionDef):
     """Run a body; the value of the first ``return`` reached (a Sym), or None."""
-    L = _lower()
     for statement in statements:
         if isinstance(statement, Return):
             if statement.value is None:
@@ -158,7 +153,7 @@ def _run(lw, statements: tuple[Statement, ...], definition: FunctionDef):
         if isinstance(statement, If) and _returns(statement):
             condition = lw._data_value_of(statement.condition, "the condition of an if")
             if np.ndim(condition):
-                raise L.unsupported(statement.line, "an if on a vector")
+                raise unsupported(statement.line, "an if on a vector")
             result = _run(lw, statement.then if condition else statement.otherwise, definition)
             if result is not None:
                 return result
@@ -167,7 +162,7 @@ def _run(lw, statements: tuple[Statement, ...], definition: FunctionDef):
             lw._statement(statement)
         except Unsupported as error:
             if "Return" in error.what:
-                raise L.unsupported(statement.line, f"a return inside a loop of {definition.name}") from None
+                raise unsupported(statement.line, f"a return inside a loop of {definition.name}") from None
             raise
     return None
 

@@ -25,7 +25,6 @@ Still vectorized, never unrolled:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -36,6 +35,7 @@ from polyppl.models.stan_program.interpret import Unsupported
 from polyppl.models.stan_program.parse import (
     Assign, Decl, For, If, Indexed, Name, Num, Op, Slice, TargetIncrement, Tilde, While,
 )
+from polyppl.models.stan_program.symbols import Sym, assigned_names, element_kind, names, unsupported
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Segment:
     start: int
     end: int
     value: object  # a Sym: dims () for one position, (dim,) for a loop's
+    #: The loop that assigned it (a recursion reads it back, once that loop has run).
+    loop: object = None
 
 
 @dataclass
@@ -69,10 +71,6 @@ class Recursion:
 
 # --------------------------------------------------------------------------- helpers
 
-
-def _lower():
-    """``lower.py`` (which imports this module; the package's name ``lower`` is its function)."""
-    return importlib.import_module("polyppl.models.stan_program.lower")
 
 
 def _fresh(lw, stem: str) -> str:
@@ -117,8 +115,8 @@ def _loop_arrays(lw, m: int) -> dict[str, np.ndarray]:
 
 
 def _loops_read(lw, expr) -> list[int]:
-    names = _lower()._names(expr)
-    return [i for i, loop in enumerate(lw.loops) if loop.variable in names]
+    read = names(expr)
+    return [i for i, loop in enumerate(lw.loops) if loop.variable in read]
 
 
 def _index_node(lw, dims: tuple[str, ...], index_of: str, positions: np.ndarray, stem: str) -> str:
@@ -167,8 +165,9 @@ def index(lw, expr: Indexed):
     an element of a vector assigned part by part, or of the vector a recursion writes; an
     index that is arithmetic on loop variables and data, or a loop variable of a loop over
     part of a range or of an inner loop."""
-    L = _lower()
-    if len(expr.indexes) != 1 or isinstance(expr.indexes[0], Slice):
+    if len(expr.indexes) == 1 and isinstance(expr.indexes[0], Slice):
+        return _slice(lw, expr, expr.indexes[0])
+    if len(expr.indexes) != 1:
         return None
     position = expr.indexes[0]
     if isinstance(expr.base, Name):
@@ -190,36 +189,64 @@ def index(lw, expr: Indexed):
             and isinstance(position.indexes[0], Name) and position.indexes[0].name == first.variable))
     if plain:
         return None  # lower.py's own vectorized index: y[n], alpha[county[n]]
-    return _grid_index(lw, L, expr, position, read)
+    return _grid_index(lw, expr, position, read)
 
 
-def _grid_index(lw, L, expr: Indexed, position, read: list[int]):
+def _slice(lw, expr: Indexed, bounds: Slice):
+    """``y[a:b]`` with data bounds, outside loops: a data array's part as new data, a
+    parameter's as an index, along a dim named by its length (``n4``), as Stan's sizes go."""
+    if any(_loops_read(lw, e) for e in (bounds.lower, bounds.upper) if e is not None):
+        return None
+    base = lw._expr(expr.base)
+    own = base.dims[base.nloop:]
+    if base.nloop or not own:
+        return None
+    size = lw.dim_sizes[own[0]]
+    lo = 1 if bounds.lower is None else lw._data_value_of(bounds.lower, "a slice's bound")
+    hi = size if bounds.upper is None else lw._data_value_of(bounds.upper, "a slice's bound")
+    if np.ndim(lo) or np.ndim(hi) or not 1 <= int(lo) <= int(hi) <= size:
+        raise unsupported(expr.line, f"a slice {lo}:{hi} of a dimension of size {size}")
+    lo, hi = int(lo), int(hi)
+    if (lo, hi) == (1, size):
+        return replace(base, whole=None)
+    dim = f"n{hi - lo + 1}"
+    lw.dim_sizes.setdefault(dim, hi - lo + 1)
+    positions = np.arange(lo - 1, hi)
+    if isinstance(base.expr, s.Var) and base.expr.name in lw.values and base.expr.name not in lw.index_nodes:
+        values = np.asarray(lw.values[base.expr.name])[positions]
+        name = _gathered(lw, base.expr.name, values, (dim,) + own[1:])
+        return Sym(s.Var(name), (dim,) + own[1:], base.kind, int_data=name if values.dtype.kind in "iu" else None)
+    node = _index_node(lw, (dim,), own[0], positions, f"{own[0]}_idx")
+    return Sym(s.Index(base.expr, s.Var(node)), (dim,) + own[1:], base.kind)
+
+
+def _grid_index(lw, expr: Indexed, position, read: list[int]):
     m = max(read) + 1
     env = {**lw.values, **_loop_arrays(lw, m)}
     try:
         positions = np.asarray(interpret.evaluate(position, env))
     except (Unsupported, KeyError, IndexError, ValueError, TypeError):
-        raise L.unsupported(expr.line, "an index that is not arithmetic on loop variables and integer data") from None
+        raise unsupported(expr.line, "an index that is not arithmetic on loop variables and integer data") from None
     if positions.dtype.kind not in "iu":
-        raise L.unsupported(expr.line, "an index that is not an integer")
+        raise unsupported(expr.line, "an index that is not an integer")
     base = lw._expr(expr.base)
     own = base.dims[base.nloop:]
     if base.nloop or not own:
-        raise L.unsupported(expr.line, "indexing, inside a loop, a value that already varies along a loop")
+        raise unsupported(expr.line, "indexing, inside a loop, a value that already varies along a loop")
     dims = tuple(loop_dim(lw, loop) for loop in lw.loops[:m])
     positions = np.broadcast_to(positions, tuple(lw.dim_sizes[d] for d in dims)) - 1
     if positions.size and (positions.min() < 0 or positions.max() >= lw.dim_sizes[own[0]]):
         raise Unsupported(expr.line, f"an index outside 1..{lw.dim_sizes[own[0]]}")
-    kind = L._element_kind(base.kind, own)
+    kind = element_kind(base.kind, own)
     if isinstance(base.expr, s.Var) and base.expr.name in lw.values and base.expr.name not in lw.index_nodes:
         values = np.asarray(lw.values[base.expr.name])[positions]
         name = _gathered(lw, base.expr.name, values, dims + own[1:])
         int_data = name if values.dtype.kind in "iu" else None
-        return L.Sym(s.Var(name), dims + own[1:], kind, nloop=m, int_data=int_data)
+        return Sym(s.Var(name), dims + own[1:], kind, nloop=m, int_data=int_data)
     if len(own) > 1 and m > 1:
-        raise L.unsupported(expr.line, "rows of a matrix picked along two loops at once")
+        raise unsupported(expr.line, "rows of a matrix picked along two loops at once")
     node = _index_node(lw, dims, own[0], np.ascontiguousarray(positions), f"{own[0]}_idx")
-    return L.Sym(s.Index(base.expr, s.Var(node)), dims + own[1:], kind, nloop=m)
+    return Sym(s.Index(base.expr, s.Var(node)), dims + own[1:], kind, nloop=m)
 
 
 def align(lw, a, b, line: int):
@@ -233,12 +260,11 @@ def align(lw, a, b, line: int):
 
 
 def _spread(lw, value, m: int, line: int):
-    L = _lower()
     if value.nloop != 1 or value.dims[1:]:
-        raise L.unsupported(line, "a value of nested loops combined with one of more loops")
+        raise unsupported(line, "a value of nested loops combined with one of more loops")
     dims = tuple(loop_dim(lw, loop) for loop in lw.loops[:m])
     if dims[0] != value.dims[0]:
-        raise L.unsupported(line, "combining values of different loops")
+        raise unsupported(line, "combining values of different loops")
     sizes = tuple(lw.dim_sizes[d] for d in dims)
     positions = np.ascontiguousarray(np.broadcast_to(np.arange(sizes[0]).reshape((-1,) + (1,) * (m - 1)), sizes))
     node = _index_node(lw, dims, dims[0], positions, f"{dims[0]}_idx")
@@ -251,22 +277,21 @@ def _spread(lw, value, m: int, line: int):
 def reduce(lw, st: Assign) -> bool:
     """``mu = mu + e`` (or ``mu += e``, ``-``) inside a loop that does not own ``mu``: ``mu``
     plus the sum of ``e`` over the loop. False where the statement is not of that form."""
-    L = _lower()
     target = st.target.name
     owner = next((i + 1 for i, loop in enumerate(lw.loops) if target in loop.locals), 0)
     if owner != len(lw.loops) - 1:
         return False
     increment, sign = _increment(st, target)
     if increment is None:
-        raise L.unsupported(st.line, f"a loop in which {target} depends on an earlier iteration (a recursion "
+        raise unsupported(st.line, f"a loop in which {target} depends on an earlier iteration (a recursion "
                                      "other than a sum)")
     for other in _statements_reading(lw.loops[-1].body, target):
         if other is not st:
-            raise L.unsupported(other.line, f"{target} read inside the loop that sums into it")
+            raise unsupported(other.line, f"{target} read inside the loop that sums into it")
     value = lw._expr(increment)
     own = value.dims[value.nloop:]
     if own:
-        raise L.unsupported(st.line, f"a sum of values that are not scalars into {target}")
+        raise unsupported(st.line, f"a sum of values that are not scalars into {target}")
     depth = len(lw.loops)
     loop = lw.loops[-1]
     if value.nloop < depth:
@@ -279,11 +304,11 @@ def reduce(lw, st: Assign) -> bool:
             ones = _ones(lw, (_one_dim(lw), k))
             row = s.matmul(s.Var(ones), value.expr)
             node = _index_node(lw, (), "n1", np.asarray(0), "n1_idx")
-            total = L.Sym(s.Index(row, s.Var(node)), (), "scalar")
+            total = Sym(s.Index(row, s.Var(node)), (), "scalar")
         elif depth == 2:
-            total = L.Sym(s.matmul(value.expr, s.Var(_ones(lw, (k,)))), dims[:1], "scalar", nloop=1)
+            total = Sym(s.matmul(value.expr, s.Var(_ones(lw, (k,)))), dims[:1], "scalar", nloop=1)
         else:
-            raise L.unsupported(st.line, "a sum over a loop nested three deep")
+            raise unsupported(st.line, "a sum over a loop nested three deep")
     current = lw._expr(Name(target, st.line))
     new = lw._binary("+" if sign > 0 else "-", current, total, st.line)
     if owner:
@@ -296,11 +321,10 @@ def reduce(lw, st: Assign) -> bool:
 def _increment(st: Assign, target: str):
     """The added term of ``t = t + e``, ``t = e + t``, ``t = t - e``, ``t += e``, ``t -= e``."""
     if st.op in ("+=", "-="):
-        return (None, 0) if target in _lower()._names(st.value) else (st.value, 1 if st.op == "+=" else -1)
+        return (None, 0) if target in names(st.value) else (st.value, 1 if st.op == "+=" else -1)
     if st.op != "=" or not isinstance(st.value, Op) or st.value.op not in ("+", "-") or len(st.value.args) != 2:
         return None, 0
     left, right = st.value.args
-    names = _lower()._names
     if isinstance(left, Name) and left.name == target and target not in names(right):
         return right, 1 if st.value.op == "+" else -1
     if st.value.op == "+" and isinstance(right, Name) and right.name == target and target not in names(left):
@@ -310,7 +334,6 @@ def _increment(st: Assign, target: str):
 
 def _statements_reading(statements, name: str) -> list:
     """The statements (nested ones included) whose expressions read ``name``."""
-    names = _lower()._names
     out = []
     for st in statements:
         if isinstance(st, (For, While, If)):
@@ -342,7 +365,6 @@ def _statements_reading(statements, name: str) -> list:
 def assign_part(lw, st: Assign) -> bool:
     """``x[c] = ...`` outside loops, or ``x[t] = ...`` in a loop over part of x (or over x
     when x already has parts): a piece of x. False where ``lower.py``'s own rule applies."""
-    L = _lower()
     target = st.target
     if not (isinstance(target, Indexed) and isinstance(target.base, Name) and len(target.indexes) == 1
             and not isinstance(target.indexes[0], Slice)):
@@ -358,38 +380,36 @@ def assign_part(lw, st: Assign) -> bool:
         return False
     if not lw.loops:
         if st.op != "=":
-            raise L.unsupported(st.line, f"{st.op} on part of {name}")
+            raise unsupported(st.line, f"{st.op} on part of {name}")
         at = lw._data_value_of(position, "an index")
         if np.ndim(at) or not 1 <= int(at) <= lw.dim_sizes[dims[0]]:
-            raise L.unsupported(st.line, f"assigning part of {name} at an index that is not one integer")
+            raise unsupported(st.line, f"assigning part of {name} at an index that is not one integer")
         value = lw._expr(st.value)
         if value.dims:
-            raise L.unsupported(st.line, f"a value of dims {value.dims} for one element of {name}")
+            raise unsupported(st.line, f"a value of dims {value.dims} for one element of {name}")
         _add_segment(lw, name, Segment(int(at), int(at), replace(value, whole=None, int_data=None)), st.line)
         return True
     loop = lw.loops[-1]
     if not (isinstance(position, Name) and position.name == loop.variable):
-        raise L.unsupported(st.line, f"assigning part of {name} (x[t] = ... inside a loop over t)")
+        raise unsupported(st.line, f"assigning part of {name} (x[t] = ... inside a loop over t)")
     if len(lw.loops) > 1:
-        raise L.unsupported(st.line, f"assigning part of {name} inside nested loops")
+        raise unsupported(st.line, f"assigning part of {name} inside nested loops")
     if loop.start == 1 and loop.size == lw.dim_sizes[dims[0]] and name not in state.partial:
         return False  # all of x, in lower.py's own way
     if st.op != "=":
-        raise L.unsupported(st.line, f"{st.op} on part of {name}")
+        raise unsupported(st.line, f"{st.op} on part of {name}")
     value = lw._expr(st.value)
     ldim = loop_dim(lw, loop)
     if value.dims[value.nloop:] or value.nloop > 1:
-        raise L.unsupported(st.line, f"a value that is not a scalar for {name}[{loop.variable}]")
+        raise unsupported(st.line, f"a value that is not a scalar for {name}[{loop.variable}]")
     if not value.nloop:
-        value = L.Sym(s.Binary("+", value.expr, s.Var(lw._zeros((ldim,)))), (ldim,), "scalar", nloop=1)
+        value = Sym(s.Binary("+", value.expr, s.Var(lw._zeros((ldim,)))), (ldim,), "scalar", nloop=1)
     loop.assigned.add(name)
     segments = state.partial.setdefault(name, [])
-    mine = [seg for seg in segments if seg.start == loop.start and seg.end == loop.start + loop.size - 1
-            and getattr(seg, "loop", None) is loop]
+    mine = [seg for seg in segments if seg.loop is loop]
     if mine:
-        raise L.unsupported(st.line, f"{name}[{loop.variable}] assigned twice in one loop")
-    segment = Segment(loop.start, loop.start + loop.size - 1, replace(value, whole=None, int_data=None))
-    segment.loop = loop  # type: ignore[attr-defined]  (which loop wrote it: a recursion reads it back)
+        raise unsupported(st.line, f"{name}[{loop.variable}] assigned twice in one loop")
+    segment = Segment(loop.start, loop.start + loop.size - 1, replace(value, whole=None, int_data=None), loop)
     _add_segment(lw, name, segment, st.line)
     return True
 
@@ -398,7 +418,7 @@ def _add_segment(lw, name: str, segment: Segment, line: int) -> None:
     segments = lw.loop_state.partial.setdefault(name, [])
     for other in segments:
         if segment.start <= other.end and other.start <= segment.end:
-            raise _lower().unsupported(line, f"assigning {name}[{segment.start}..{segment.end}] again")
+            raise unsupported(line, f"assigning {name}[{segment.start}..{segment.end}] again")
     segments.append(segment)
     segments.sort(key=lambda seg: seg.start)
     lw.syms.pop(name, None)
@@ -408,34 +428,31 @@ def _segment_at(lw, name: str, at: int, line: int):
     for segment in lw.loop_state.partial.get(name, []):
         if segment.start <= at <= segment.end:
             return segment
-    raise _lower().unsupported(line, f"{name}[{at}] before it has a value")
+    raise unsupported(line, f"{name}[{at}] before it has a value")
 
 
 def _element(lw, segment: Segment, at: int):
     """Position ``at`` of a segment as a scalar Sym."""
-    L = _lower()
     if not segment.value.dims:
         return segment.value
     ldim = segment.value.dims[0]
     node = _index_node(lw, (), ldim, np.asarray(at - segment.start), f"{ldim}_idx")
-    return L.Sym(s.Index(segment.value.expr, s.Var(node)), (), "scalar")
+    return Sym(s.Index(segment.value.expr, s.Var(node)), (), "scalar")
 
 
 def _read_part(lw, name: str, position, line: int):
-    L = _lower()
     at = lw._data_value_of(position, "an index")
     if np.ndim(at):
-        raise L.unsupported(line, f"part of {name} read at several indexes")
+        raise unsupported(line, f"part of {name} read at several indexes")
     return _element(lw, _segment_at(lw, name, int(at), line), int(at))
 
 
 def whole(lw, name: str, line: int):
     """A vector assigned part by part, read as a whole: its parts joined, once every
     position has a value."""
-    L = _lower()
     segments = lw.loop_state.partial[name]
     if _writing_loop(lw, name) is not None:
-        raise L.unsupported(line, f"all of {name} read inside the loop that writes it")
+        raise unsupported(line, f"all of {name} read inside the loop that writes it")
     dims = lw._declared_dims(name, line)
     size = lw.dim_sizes[dims[0]]
     covered = 1
@@ -444,10 +461,10 @@ def whole(lw, name: str, line: int):
             break
         covered = segment.end + 1
     if covered != size + 1:
-        raise L.unsupported(line, f"{name} read whole, but {name}[{covered}] has no value")
+        raise unsupported(line, f"{name} read whole, but {name}[{covered}] has no value")
     parts = [seg.value.expr if seg.value.dims else _as_one_vector(lw, seg.value) for seg in segments]
     expr = parts[0] if len(parts) == 1 and segments[0].value.dims else s.Concat(dims[0], tuple(parts))
-    value = L.Sym(expr, dims, "vector")
+    value = Sym(expr, dims, "vector")
     del lw.loop_state.partial[name]
     lw.syms[name] = value
     return value
@@ -476,51 +493,51 @@ def _writing_loop(lw, name: str):
 def _read_in_writing_loop(lw, name: str, position, loop, line: int):
     """``x[t]`` (this iteration's value, once assigned) or ``x[t-1]`` (the previous
     iteration's: the recursion's stand-in) inside the loop that writes ``x``."""
-    L = _lower()
     t = loop.variable
     if isinstance(position, Name) and position.name == t:
-        segment = next((seg for seg in lw.loop_state.partial.get(name, []) if getattr(seg, "loop", None) is loop), None)
+        segment = next((seg for seg in lw.loop_state.partial.get(name, []) if seg.loop is loop), None)
         if segment is None:
-            raise L.unsupported(line, f"{name}[{t}] read before it is assigned in the loop")
+            raise unsupported(line, f"{name}[{t}] read before it is assigned in the loop")
         return segment.value
     lag = isinstance(position, Op) and position.op == "-" and len(position.args) == 2 and isinstance(
         position.args[0], Name) and position.args[0].name == t and isinstance(position.args[1], Num)
     if not lag or position.args[1].value != 1:
-        raise L.unsupported(line, f"{name} read at an index other than {t} or {t} - 1 in the loop that writes it "
+        raise unsupported(line, f"{name} read at an index other than {t} or {t} - 1 in the loop that writes it "
                                   "(a recursion of one lag is lowered to a scan)")
     if loop is not lw.loops[-1] or len(lw.loops) > 1:
-        raise L.unsupported(line, f"a recursion on {name} inside nested loops")
+        raise unsupported(line, f"a recursion on {name} inside nested loops")
     if loop.start < 2:
-        raise L.unsupported(line, f"{name}[{t} - 1] in a loop from {loop.start}")
+        raise unsupported(line, f"{name}[{t} - 1] in a loop from {loop.start}")
     recursion = loop.recursions.get(name)
     if recursion is None:
         recursion = Recursion(name, _fresh(lw, f"{name}_prev"))
         loop.recursions[name] = recursion
-    return L.Sym(s.Var(recursion.stand_in), (loop_dim(lw, loop),), "scalar", nloop=1)
+    return Sym(s.Var(recursion.stand_in), (loop_dim(lw, loop),), "scalar", nloop=1)
 
 
 def finish(lw, loop, terms_before: int, scalar_terms_before: int) -> None:
     """After a loop's body ran: a recursion becomes a scan, and what the loop computed from
     its stand-in is computed from the scan's states."""
-    L = _lower()
     if not loop.recursions:
         return
     if len(loop.recursions) > 1:
-        raise L.unsupported(loop.line, "a recursion carrying several variables "
+        raise unsupported(loop.line, "a recursion carrying several variables "
                                        f"({', '.join(sorted(loop.recursions))})")
     (recursion,) = loop.recursions.values()
     name, stand_in = recursion.variable, recursion.stand_in
     segments = lw.loop_state.partial.get(name, [])
-    mine = next((seg for seg in segments if getattr(seg, "loop", None) is loop), None)
+    mine = next((seg for seg in segments if seg.loop is loop), None)
     if mine is None:
-        raise L.unsupported(loop.line, f"{name}[{loop.variable} - 1] read in a loop that does not assign {name}")
+        raise unsupported(loop.line, f"{name}[{loop.variable} - 1] read in a loop that does not assign {name}")
     init = _element(lw, _segment_at(lw, name, loop.start - 1, loop.line), loop.start - 1)
     ldim = loop_dim(lw, loop)
     shapes = _Shapes(lw, {stand_in: (ldim,)})
     sequences: list[tuple[str, s.Expr]] = []
     body = _hoist(mine.value.expr, stand_in, ldim, shapes, sequences, loop.line)
+    if not sequences:  # a step of parameters alone: a sequence of zeros gives the scan its length
+        sequences.append((f"{stand_in}_step", s.Var(lw._zeros((ldim,)))))
     scan = s.Scan(ldim, init.expr, stand_in, tuple(sequences), body)
-    mine.value = L.Sym(scan, (ldim,), "scalar", nloop=1)
+    mine.value = Sym(scan, (ldim,), "scalar", nloop=1)
     # x[t-1] for every t of the loop: the initial state, then the states but the last.
     joined = f"{ldim}_and_before"
     lw.dim_sizes.setdefault(joined, lw.dim_sizes[ldim] + 1)
@@ -550,6 +567,9 @@ class _Shapes:
             return s.Data(name, "real", lw._dims(self.declared[name].type))
         if name in lw.values:
             return s.Data(name, "real", lw._dims(lw.types[name]) if np.ndim(lw.values[name]) else ())
+        for drawn in lw.drawn:
+            if drawn.name == name:
+                return s.Data(name, "real", drawn.dims)
         raise KeyError(name)
 
 
@@ -557,13 +577,15 @@ def _hoist(expr: s.Expr, stand_in: str, ldim: str, shapes: _Shapes, sequences: l
     """The scan's body: ``expr`` (a value over the loop's dim) with each largest part that
     does not read the stand-in, and varies along the loop, made a sequence (computed once,
     vectorized); scalars stay in the body as they are."""
-    L = _lower()
     if stand_in not in s.free_vars(expr):
-        dims = s.expr_dims(shapes, expr)
+        try:
+            dims = s.expr_dims(shapes, expr)
+        except (KeyError, s.SpecError):
+            raise unsupported(line, "a recursion's step on values of unknown dims") from None
         if not dims:
             return expr
         if dims != (ldim,):
-            raise L.unsupported(line, f"a value of dims {dims} in a recursion's step")
+            raise unsupported(line, f"a value of dims {dims} in a recursion's step")
         name = f"{stand_in}_in{len(sequences) + 1}"
         sequences.append((name, expr))
         return s.Var(name)
@@ -574,7 +596,7 @@ def _hoist(expr: s.Expr, stand_in: str, ldim: str, shapes: _Shapes, sequences: l
                         _hoist(expr.right, stand_in, ldim, shapes, sequences, line))
     if isinstance(expr, s.Call) and expr.fn not in s.MATRIX_FUNCTIONS:
         return s.Call(expr.fn, tuple(_hoist(a, stand_in, ldim, shapes, sequences, line) for a in expr.args))
-    raise L.unsupported(line, "a recursion whose step is not elementwise in the previous value")
+    raise unsupported(line, "a recursion whose step is not elementwise in the previous value")
 
 
 def substitute(expr: s.Expr, name: str, by: s.Expr) -> s.Expr:
@@ -628,9 +650,8 @@ __all__ = ["LoopState", "align", "assign_part", "complete", "finish", "index", "
 def run_while(lw, st: While) -> None:
     """A ``while`` loop whose condition and body touch only data (and integers or reals known
     now): run once with NumPy, here, as ``transformed data`` is; what it assigns is then data."""
-    L = _lower()
     if lw.loops:
-        raise L.unsupported(st.line, "a while loop inside a for loop outside transformed data")
+        raise unsupported(st.line, "a while loop inside a for loop outside transformed data")
     read = _names_in((st,))
     env = dict(lw.values)
     for name in read:
@@ -642,15 +663,15 @@ def run_while(lw, st: While) -> None:
         elif isinstance(value.expr, s.Const) and not value.dims:
             env[name] = value.expr.value
         else:
-            raise L.unsupported(st.line, f"a while loop on {name}, which is not data")
-    assigned = L._assigned_names(st)
+            raise unsupported(st.line, f"a while loop on {name}, which is not data")
+    assigned = assigned_names(st)
     for name in assigned:
         if name not in env and name in lw.declared:
             env[name] = interpret.initial_value(lw.declared[name].type, env)
     try:
         interpret.run((st,), env)
     except Unsupported as error:
-        raise L.unsupported(error.line, f"a while loop on values that are not data ({error.what})") from None
+        raise unsupported(error.line, f"a while loop on values that are not data ({error.what})") from None
     for name in assigned:
         value = env[name]
         if np.ndim(value):
@@ -660,12 +681,11 @@ def run_while(lw, st: While) -> None:
         elif isinstance(value, (int, np.integer)):
             lw.syms[name] = lw._const(int(value))
         else:
-            lw.syms[name] = L.Sym(s.Const(float(value)), (), "scalar")
+            lw.syms[name] = Sym(s.Const(float(value)), (), "scalar")
 
 
 def _names_in(statements) -> set[str]:
     """Every variable a block of statements reads or assigns (loop variables included)."""
-    names = _lower()._names
     out: set[str] = set()
     for st in statements:
         if isinstance(st, (For, While, If)):

@@ -33,30 +33,14 @@ from polyppl import spec as s
 from polyppl.models.stan_program import functions, interpret, loops, rng
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
+from polyppl.models.stan_program.symbols import BACKENDS_WORDS, Sym, unsupported
+from polyppl.models.stan_program.symbols import assigned_names as _assigned_names
+from polyppl.models.stan_program.symbols import element_kind as _element_kind
+from polyppl.models.stan_program.symbols import names as _names
 from polyppl.models.stan_program.parse import (
     ArrayExpr, Assign, Decl, FnCall, For, If, Indexed, Name, Num, Op, Program, Slice, StanExpr, StanType, Statement,
     TargetIncrement, Ternary, Tilde, While,
 )
-
-BACKENDS_WORDS = "PyMC and NumPyro"
-
-
-@dataclass(frozen=True)
-class Sym:
-    """A value of the program while it is lowered: a spec expression and its dims.
-
-    ``nloop`` leading dims are loops' (the value of one iteration has the rest); ``kind`` is
-    the Stan type of one iteration's value; ``whole`` names the Stan variable this value is
-    all of (``y``, or ``y[n]`` inside a loop over all of ``y``), for ``~`` statements."""
-
-    expr: s.Expr
-    dims: tuple[str, ...]
-    kind: str  # scalar, vector, row_vector, matrix, array
-    nloop: int = 0
-    whole: str | None = None
-    int_value: int | None = None  # an integer known now (a constant, int data, an int expression of them)
-    int_data: str | None = None  # the int data array this is all of, for indexing
-
 
 @dataclass
 class _Loop:
@@ -123,10 +107,6 @@ _SUFFIXES = ("_lpdf", "_lupdf", "_lpmf", "_lupmf")
 #: Stan's functions that repeat a scalar: (number of sizes, the kind of the result).
 REPEATS = {"rep_vector": (1, "vector"), "rep_row_vector": (1, "row_vector"), "rep_matrix": (2, "matrix"),
            "rep_array": (1, "array")}
-
-
-def unsupported(line: int, what: str) -> Unsupported:
-    return Unsupported(line, f"{what} is not supported for {BACKENDS_WORDS}")
 
 
 @dataclass
@@ -659,7 +639,7 @@ class Lowering:
             return functions.inline(self, expr)
         functions.check_not_a_solver(name, line)
         if rng.is_draw(self, name):
-            return rng.draw(self, expr)
+            return rng.draw(self, expr, DISTRIBUTIONS)
         if not any(isinstance(a, Name) and a.name in self.syms for a in expr.args) and self._is_data_only(expr):
             value = evaluate(expr, self.values)
             if np.ndim(value) == 0:
@@ -808,46 +788,6 @@ class Lowering:
         if node.name in self.index_values:
             return self.index_values[node.name]
         return np.asarray(self.values[node.name])
-
-
-def _element_kind(kind: str, own: tuple[str, ...]) -> str:
-    if kind == "matrix":
-        return "row_vector"
-    if kind == "array" and len(own) > 1:
-        return "array"
-    return "scalar"
-
-
-def _assigned_names(statement: Statement) -> set[str]:
-    """The variables a statement declares or assigns (in its body too)."""
-    if isinstance(statement, Decl):
-        return {statement.name}
-    if isinstance(statement, Assign):
-        target = statement.target
-        while isinstance(target, Indexed):
-            target = target.base
-        return {target.name} if isinstance(target, Name) else set()
-    if isinstance(statement, (For, While)):
-        return set().union(*(_assigned_names(s_) for s_ in statement.body))
-    if isinstance(statement, If):
-        return set().union(*(_assigned_names(s_) for s_ in statement.then + statement.otherwise))
-    return set()
-
-
-def _names(expr) -> set[str]:
-    """The variable names an expression reads (not function names)."""
-    if isinstance(expr, Name):
-        return {expr.name}
-    if isinstance(expr, Indexed):
-        return _names(expr.base) | set().union(*(_names(i) for i in expr.indexes))
-    if isinstance(expr, Slice):
-        return set().union(*(_names(e) for e in (expr.lower, expr.upper) if e is not None))
-    if isinstance(expr, (Op, FnCall, ArrayExpr)):
-        items = expr.items if isinstance(expr, ArrayExpr) else expr.args
-        return set().union(*(_names(a) for a in items))
-    if isinstance(expr, Ternary):
-        return _names(expr.condition) | _names(expr.if_true) | _names(expr.if_false)
-    return set()
 
 
 def _summands(expr: StanExpr, sign: int) -> list[tuple[int, StanExpr]]:

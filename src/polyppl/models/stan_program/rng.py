@@ -10,33 +10,33 @@ also computed after sampling.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import replace
 
 from polyppl import spec as s
+from polyppl.models.stan_program import loops
+from polyppl.models.stan_program.loops import substitute
 from polyppl.models.stan_program.parse import FnCall
+from polyppl.models.stan_program.symbols import Sym, unsupported
 
-
-def _lower():
-    return importlib.import_module("polyppl.models.stan_program.lower")
 
 
 def is_draw(lw, name: str) -> bool:
     return name.endswith("_rng") and lw.block == "generated quantities"
 
 
-def draw(lw, call: FnCall):
-    """A ``family_rng(...)`` call: a new conditional node, and its value (a Sym)."""
-    L = _lower()
-    from polyppl.models.stan_program import loops
-
+def draw(lw, call: FnCall, distributions: dict[str, tuple[str, tuple[str, ...]]]) -> Sym:
+    """A ``family_rng(...)`` call: a new conditional node, and its value. ``distributions``:
+    Stan's families as the spec names them, with their arguments (``lower.DISTRIBUTIONS``)."""
     stan_family = call.name[: -len("_rng")]
-    if stan_family not in L.DISTRIBUTIONS:
-        raise L.unsupported(call.line, call.name)
-    family, names = L.DISTRIBUTIONS[stan_family]
+    if stan_family not in distributions:
+        raise unsupported(call.line, call.name)
+    family, names = distributions[stan_family]
     args = [lw._expr(a) for a in call.args]
+    stand_ins = {r.stand_in for loop in lw.loops for r in loop.recursions.values()}
+    if any(stand_ins & s.free_vars(a.expr) for a in args):
+        raise unsupported(call.line, f"{call.name} inside a recursion (a draw that the next step reads)")
     if len(args) != len(names):
-        raise L.unsupported(call.line, f"{call.name} with {len(args)} arguments")
+        raise unsupported(call.line, f"{call.name} with {len(args)} arguments")
     if lw.loops:
         # One draw per iteration, whether or not the arguments vary along the loops.
         nloop = len(lw.loops)
@@ -46,11 +46,11 @@ def draw(lw, call: FnCall):
         nloop = 0
         dims = next((a.dims for a in args if a.dims), ())
     if any(a.dims not in ((), dims) or (a.dims and a.nloop != nloop) for a in args):
-        raise L.unsupported(call.line, f"{call.name} of values of different dims")
+        raise unsupported(call.line, f"{call.name} of values of different dims")
     name = _fresh(lw, f"{stan_family}_draw_line{call.line}")
     dist = lw._dist(family, tuple(zip(names, args)), dims, call.line)
     lw.drawn.append(s.Conditional(name, dist, dims))
-    return L.Sym(s.Var(name), dims, "scalar" if not dims or lw.loops else "array", nloop=nloop)
+    return Sym(s.Var(name), dims, "scalar" if not dims or lw.loops else "array", nloop=nloop)
 
 
 def _fresh(lw, stem: str) -> str:
@@ -66,8 +66,6 @@ def with_draws(lw, generated: list[s.Deterministic]) -> list:
     """The generated quantities' nodes: the conditional draws first (their arguments are the
     sampled quantities and data), each renamed as the quantity it is all of
     (``y_new = normal_rng(...)``: the conditional ``y_new``), then the deterministics."""
-    from polyppl.models.stan_program.loops import substitute
-
     renames: dict[str, str] = {}
     for node in generated:
         for c in lw.drawn:
