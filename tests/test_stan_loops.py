@@ -499,3 +499,40 @@ def test_slices_and_a_recursion_in_generated_quantities(tmp_path):
         expected.append(0.3 - 0.6 * expected[-1])
     np.testing.assert_allclose(level, expected, rtol=1e-14)
     assert check_translation(found).max_rel_error <= 1e-8
+
+
+FIRST_ROWS = """data {
+  int<lower=1> N;
+  int<lower=1, upper=N> M;
+  vector[N] y;
+  array[N] int<lower=1, upper=3> g;
+}
+parameters {
+  vector[3] a;
+  real<lower=0> sigma;
+}
+model {
+  a ~ normal(0, 1);
+  for (n in 1:M) {
+    y[n] ~ normal(a[g[n]], sigma);
+  }
+}
+"""
+FIRST_ROWS_DATA = {"N": 6, "M": 4, "y": [0.1, 0.4, -0.2, 0.3, 0.8, 1.0], "g": [1, 2, 3, 1, 2, 3]}
+
+
+def test_a_loop_over_the_first_rows_only(tmp_path):
+    """``for (n in 1:M)`` over the first M of N rows: the rows' data gathered once, ``a[g[n]]``
+    an index by the first M groups; one term over M rows."""
+    model = stan_program(*_write(tmp_path, FIRST_ROWS, FIRST_ROWS_DATA)).model
+    (factor,) = model.of_type(s.Factor)
+    assert s.expr_dims(model, factor.expr.value) == ("M",)
+    gathered = [n for n in model.data_nodes if n.dims == ("M",) and n.index_of is None]
+    assert len(gathered) == 1
+
+
+@pytest.mark.slow
+def test_a_loop_over_the_first_rows_translates(tmp_path):
+    from polyppl.studies.translation import check_translation
+
+    assert check_translation(stan_program(*_write(tmp_path, FIRST_ROWS, FIRST_ROWS_DATA))).max_rel_error <= 1e-8

@@ -183,13 +183,23 @@ def index(lw, expr: Indexed):
     if not read:
         return None
     first = lw.loops[0]
-    plain = first.start == 1 and read == [0] and (
-        (isinstance(position, Name) and position.name == first.variable)
-        or (isinstance(position, Indexed) and isinstance(position.base, Name) and len(position.indexes) == 1
-            and isinstance(position.indexes[0], Name) and position.indexes[0].name == first.variable))
-    if plain:
+    if first.start == 1 and read == [0] and _runs_over_all_of(lw, expr.base, position, first):
         return None  # lower.py's own vectorized index: y[n], alpha[county[n]]
     return _grid_index(lw, expr, position, read)
+
+
+def _runs_over_all_of(lw, base, position, loop) -> bool:
+    """``y[n]`` or ``alpha[county[n]]`` in a loop over all of ``y`` or ``county`` (lower.py's
+    own case: the loop's variable stands for the whole vector)."""
+    if isinstance(position, Name) and position.name == loop.variable:
+        value = lw._expr(base)
+        own = value.dims[value.nloop:]
+        return bool(own) and lw.dim_sizes.get(own[0]) == loop.size
+    if isinstance(position, Indexed) and isinstance(position.base, Name) and len(position.indexes) == 1 \
+            and isinstance(position.indexes[0], Name) and position.indexes[0].name == loop.variable:
+        data = lw.values.get(position.base.name)
+        return data is not None and bool(np.ndim(data)) and np.shape(data)[0] == loop.size
+    return False
 
 
 def _slice(lw, expr: Indexed, bounds: Slice):
