@@ -536,3 +536,31 @@ def test_a_loop_over_the_first_rows_translates(tmp_path):
     from polyppl.studies.translation import check_translation
 
     assert check_translation(stan_program(*_write(tmp_path, FIRST_ROWS, FIRST_ROWS_DATA))).max_rel_error <= 1e-8
+
+
+@pytest.mark.parametrize("backend", ["numpy", "pymc", "numpyro"])
+def test_a_scan_with_a_vector_state(backend):
+    """A state of dims (K,) (as an HMM's forward variables would be): each backend's scan
+    function on the same expression equals the NumPy loop."""
+    if backend == "pymc":
+        from polyppl.backends.pymc.compiler import FUNCTIONS
+    elif backend == "numpyro":
+        from polyppl.backends.numpyro.compiler import FUNCTIONS
+    else:
+        from polyppl.inference.numpy_model import FUNCTIONS
+    scan = s.Scan("T", s.Var("init"), "state", (("e", s.Var("shocks")),),
+                  s.Var("decay") * s.Var("state") + s.Var("e"))
+    init, shocks, decay = np.array([1.0, -2.0, 0.5]), np.array([0.3, -0.1, 0.7, 0.2]), np.array([0.9, 0.5, -0.4])
+    if backend == "numpyro":
+        import jax
+
+        with jax.enable_x64(True):  # as the NumPyro compiler sets it for float64 runs
+            value = np.asarray(s.evaluate(scan, {"init": init, "shocks": shocks, "decay": decay}, FUNCTIONS))
+    else:
+        value = s.evaluate(scan, {"init": init, "shocks": shocks, "decay": decay}, FUNCTIONS)
+        value = np.asarray(value.eval() if hasattr(value, "eval") else value)
+    expected, state = [], init
+    for e in shocks:
+        state = decay * state + e
+        expected.append(state)
+    np.testing.assert_allclose(value, np.array(expected), rtol=1e-12)
