@@ -1,9 +1,7 @@
 """Which posteriordb posteriors with reference draws the Stan front end lowers, and their
 translation checks (docs/stan-programs.md).
 
-    uv run python benchmarks/posteriordb_translation.py [POSTERIORDB] [POSTERIOR ...]   # default ../shared/posteriordb
-
-With posterior names (``arK-arK``), only those: their rows of the table, to update it.
+    uv run python benchmarks/posteriordb_translation.py [POSTERIORDB]   # default ../shared/posteriordb
 
 For each posterior of ``posterior_database/posteriors/*.json`` with a ``reference_posterior_name``:
 the program and data lowered (``polyppl.models.stan_program.stan_program``), then the lowered
@@ -27,12 +25,12 @@ from polyppl.studies.translation import check_translation
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "posteriordb"
 
 
-def main(root: Path, only: set[str]) -> None:
+def main(root: Path) -> None:
     database = root / "posterior_database"
     rows = []
     for path in sorted((database / "posteriors").glob("*.json")):
         posterior = json.loads(path.read_text())
-        if not posterior.get("reference_posterior_name") or (only and posterior["name"] not in only):
+        if not posterior.get("reference_posterior_name"):
             continue
         program = database / "models" / "stan" / f"{posterior['model_name']}.stan"
         data = database / "data" / "data" / f"{posterior['data_name']}.json.zip"
@@ -53,4 +51,4 @@ def main(root: Path, only: set[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT, set(sys.argv[2:]))
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT)
