@@ -29,6 +29,7 @@ _API = {
     "run_repro": "polyppl.studies.repro",
     "run_sbc": "polyppl.studies.sbc",
     "run_replications": "polyppl.studies.replications",
+    "run_selftest": "polyppl.studies.selftest",
 }
 
 __all__ = ["__version__", *_API]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from polyppl import __version__
-from polyppl.cli import bench, compare, models, posteriordb, repro, report, run, sbc, show
+from polyppl.cli import bench, compare, models, posteriordb, repro, report, run, sbc, selftest, show
 from polyppl.cli.parser import Parser
 from polyppl.cli.terminal import quiet_libraries
 from polyppl.errors import UserError
@@ -30,7 +30,7 @@ from polyppl.spec import SpecError
 
 #: Each adds its subcommand with ``register(subparsers)`` and imports what its handler
 #: needs (ArviZ, backends) only when it runs, so the CLI starts and checks input fast.
-COMMANDS = (models, run, compare, show, repro, bench, report, sbc, posteriordb)
+COMMANDS = (models, run, compare, show, repro, bench, report, sbc, posteriordb, selftest)
 #: Exit code of an internal error (a bug of polyppl or of a library under it).
 INTERNAL_ERROR = 4
 
