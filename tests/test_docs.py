@@ -5,6 +5,7 @@ run). A renamed option or moved file fails here rather than in a new user's term
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -144,3 +145,81 @@ def test_checks_catch_what_they_claim():
     (line,) = command_lines(text)
     with pytest.raises(SystemExit):
         build_parser().parse_args(shlex.split(line)[3:])
+
+
+# --------------------------------------------------------------------------- selftest's numbers
+
+#: Committed ``polyppl selftest`` outputs: each ``NAME.json`` with its ``NAME.md`` beside it.
+SELFTEST_FILES = ROOT / "docs" / "selftest"
+#: A link to a claim of a committed selftest output: ``docs/selftest/full.md#agreement-power``.
+SELFTEST_LINK = re.compile(r"\]\(((?:\.\./|\./)?(?:docs/)?selftest/([\w.-]+)\.(?:md|json))#([\w-]+)\)")
+#: What a page quotes from a claim: a count ("3 of 120") or a percentage ("2.5%").
+QUOTED_NUMBER = re.compile(r"\b\d+ of \d+\b|\d+(?:\.\d+)?%")
+
+
+def selftest_outputs() -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(SELFTEST_FILES.glob("*.json"))}
+
+
+def claim_numbers(claim: dict) -> set[str]:
+    """Every count and percentage a page may quote from one claim, written as the outputs write them."""
+    from polyppl.render.selftest_report import percent
+
+    numbers = {percent(claim["stated"]), percent(claim["level"])}
+    if claim["kind"] == "rate" and claim["trials"]:
+        numbers |= {f"{claim['events']} of {claim['trials']}", percent(claim["rate"]), *map(percent, claim["interval"])}
+    return numbers
+
+
+def misquoted_selftest_numbers(text: str, outputs: dict[str, dict]) -> list[str]:
+    """In each paragraph that links a claim of a committed selftest output, every count and
+    percentage must be one that a linked claim has (its counts, rate, interval or stated
+    rate, written as the files write them); a link to a file or claim that does not exist
+    is wrong too."""
+    wrong = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        links = SELFTEST_LINK.findall(paragraph)
+        if not links:
+            continue
+        allowed: set[str] = set()
+        for _, name, claim_id in links:
+            claims = {c["id"]: c for c in outputs.get(name, {}).get("claims", [])}
+            if claim_id not in claims:
+                wrong.append(f"selftest/{name}#{claim_id}: no such committed output or claim")
+                continue
+            allowed |= claim_numbers(claims[claim_id])
+        for number in QUOTED_NUMBER.findall(SELFTEST_LINK.sub("]()", paragraph)):
+            if number not in allowed:
+                wrong.append(f"{number!r} beside a link to {', '.join(f'{n}#{c}' for _, n, c in links)} "
+                             f"(the file says: {', '.join(sorted(allowed))})")
+    return wrong
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_numbers_quoted_from_selftest_match_their_file(page):
+    """The README's statistical numbers come from ``polyppl selftest`` output files committed
+    under docs/selftest/ (issue #30): a page that quotes one links the claim it comes from,
+    and every number beside the link must be that file's."""
+    wrong = misquoted_selftest_numbers(page.read_text(), selftest_outputs())
+    assert not wrong, f"{page_id(page)}: {wrong}"
+
+
+def test_committed_selftest_markdown_is_its_json_rendered():
+    """Each committed selftest Markdown file is what its JSON renders to: the two cannot drift."""
+    from polyppl.render.selftest_report import selftest_markdown
+
+    outputs = selftest_outputs()
+    assert outputs, "no committed selftest output under docs/selftest/"
+    for name, data in outputs.items():
+        assert (SELFTEST_FILES / f"{name}.md").read_text() == selftest_markdown(data), name
+
+
+def test_selftest_quote_check_catches_a_wrong_number():
+    claim = {"id": "agreement-power", "kind": "rate", "stated": 0.2, "level": 2.5e-4, "events": 3, "trials": 110,
+             "rate": 3 / 110, "interval": [0.00566, 0.0776]}
+    outputs = {"full": {"claims": [claim]}}
+    right = "Comparisons missed the skew in 3 of 110 ([docs/selftest/full.md](docs/selftest/full.md#agreement-power)), 2.73%."
+    assert misquoted_selftest_numbers(right, outputs) == []
+    assert misquoted_selftest_numbers(right.replace("3 of 110", "0 of 110"), outputs)
+    assert misquoted_selftest_numbers(right.replace("2.73%", "2.7%"), outputs)
+    assert misquoted_selftest_numbers(right.replace("#agreement-power", "#agreement-powr"), outputs)
