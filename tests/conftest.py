@@ -88,15 +88,24 @@ def pytest_runtest_logreport(report):
     for key, value in report.user_properties:
         if key == "flakiness":
             _RAN.append(flakiness_budget.Declaration(report.nodeid, *value))
+        elif key == "selftest":
+            _SELFTEST.append(value)
 
 
 #: The declarations of the statistical cases that ran (on xdist's controller: its workers' too).
 _RAN: list[flakiness_budget.Declaration] = []
+#: What `polyppl selftest --quick` printed in tests/test_selftest.py (each rate with its interval):
+#: CI's log shows it at the end, under xdist too.
+_SELFTEST: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The budget of the statistical cases this run ran (the whole suite's:
     ``uv run python scripts/flakiness_budget.py``)."""
+    for text in _SELFTEST:
+        terminalreporter.section("polyppl selftest --quick")
+        for line in text.splitlines():
+            terminalreporter.write_line(line)
     if _RAN:
         terminalreporter.section("flakiness budget")
         for line in flakiness_budget.budget_lines(_RAN, "the cases this run ran", detail=5):
