@@ -152,9 +152,10 @@ def test_quick_holds_on_every_claim_and_writes_its_files(tmp_path, capsys, reque
     assert "0 tasks run, " in capsys.readouterr().out
 
 
-# The break removed: the double compiles the right model, so its comparisons miss (agree) about
-# 99% of the time; the claim "misses at most 20%" fails unless 9 or fewer of 20 miss:
-# P <= 1e-12 at a miss rate of 0.9 (a comparison of right backends disagrees at most 1% at this level).
+# The break removed: the double compiles the right model, so its comparisons miss (agree) at
+# least 99% of the time (a comparison of right backends disagrees at most 1% at this level). Of
+# about 18 judged comparisons (4 x 500 draws leave about 8% inconclusive) the claim "misses at
+# most 20%" fails from 10 misses: it escapes with P(Binomial(18, 0.99) <= 9) < 1e-12.
 @pytest.mark.power(1e-12)
 def test_a_claim_that_no_longer_holds_fails_with_exit_code_1(tmp_path, capsys, monkeypatch):
     """The agreement test's power claim, with the skew taken out of its double (mu's prior
@@ -165,7 +166,7 @@ def test_a_claim_that_no_longer_holds_fails_with_exit_code_1(tmp_path, capsys, m
     monkeypatch.setitem(BREAKS, "mu-prior-scale", Break("mu-prior-scale", "numpyro", "no change at all",
                                                         _scale_prior("mu", 1.0)))
     claim = AgreementPower("agreement-power", "eight-schools", "mu-prior-scale", "stan", 20, 0.01, 0.2,
-                           SamplerSettings(chains=4, draws=300, tune=300))
+                           SamplerSettings(chains=4, draws=500, tune=500))
     monkeypatch.setitem(selftest.PROFILES, "quick", Profile("quick", (claim,), "one claim, made false"))
     forget_compiled()
     try:
@@ -176,5 +177,6 @@ def test_a_claim_that_no_longer_holds_fails_with_exit_code_1(tmp_path, capsys, m
     assert code == 1, printed
     data = json.loads((tmp_path / "selftest-quick.json").read_text())
     (result,) = data["claims"]
-    assert result["status"] == "fail" and data["verdict"] == "fail" and result["events"] >= 10, result
+    assert result["status"] == "fail" and data["verdict"] == "fail", result
+    assert result["events"] >= 0.8 * result["trials"] >= 10, (result["events"], result["trials"], result["details"])
     assert "FAIL" in printed
