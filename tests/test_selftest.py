@@ -98,6 +98,13 @@ def test_quick_has_the_power_to_catch_a_doubling_of_every_stated_rate():
     assert QUICK.level * len(QUICK.claims) == pytest.approx(FALSE_FAILURE)
 
 
+@pytest.mark.parametrize("profile", list(selftest.PROFILES))
+def test_every_task_of_a_profile_has_its_own_key(profile):
+    """One grid holds every claim's tasks: two with one key would be taken for one."""
+    tasks = [task for claim in selftest.PROFILES[profile].claims for task in claim.tasks(1)]
+    assert len({task.key for task in tasks}) == len(tasks)
+
+
 def test_breaks_are_registered_only_inside_their_block():
     from polyppl.backends import BACKENDS, parse_columns
 

@@ -208,12 +208,15 @@ class AgreementFalseAlarms(Claim):
     replications: int
     family_alpha: float
     settings: SamplerSettings
+    #: Keeps this claim's replications apart from another's of the same model and backends.
+    seed_offset: int = 0
     backends: tuple[str, ...] = ("numpyro", "stan")
 
     def _plans(self, seed: int):
         from polyppl.studies.replications import plan_replications
 
-        return [plan_replications(resolve(model), self.backends, self.replications, seed * 100 + i, self.settings,
+        return [plan_replications(resolve(model), self.backends, self.replications, seed * 100 + self.seed_offset + i,
+                                  self.settings,
                                   family_alpha=self.family_alpha, out=os.devnull)
                 for i, model in enumerate(self.models)]
 
@@ -453,7 +456,8 @@ def _profile(name: str, description: str, *, scale: int, replications_settings: 
     ]
     if one_percent:
         claims.append(AgreementFalseAlarms("agreement-false-alarms-1", false_alarm_models,
-                                           one_percent // len(false_alarm_models), 0.01, replications_settings))
+                                           one_percent // len(false_alarm_models), 0.01, replications_settings,
+                                           seed_offset=10))
     claims.append(AgreementPower("agreement-power", "eight-schools", "mu-prior-scale", "stan", 120 * scale, 0.01, 0.2,
                                  replications_settings))
     claims += [SbcPower(f"sbc-power-{brk}", "eight-schools", brk, 40, 13 * scale, 0.01, SBC_STATED_MISS[brk], sbc)
