@@ -47,6 +47,8 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "transpose": np.transpose,
     "diag_pre_multiply": lambda v, a: v[:, None] * a,
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
+    "log_sum_exp": np.logaddexp,
+    "sum": np.sum,
     "|": np.logical_or,
     "concat": lambda *parts: np.concatenate([np.ravel(p) for p in parts]),
     "scan": lambda step, init, sequences, outer: _scan(step, init, sequences, outer),
@@ -229,7 +231,87 @@ _LOGPDF: dict[str, Callable[..., np.ndarray]] = {
     "chi_square": lambda x, nu: stats.chi2.logpdf(x, nu),
     "neg_binomial_2": lambda k, mu, phi: stats.nbinom.logpmf(k, phi, phi / (phi + np.asarray(mu, dtype=float))),
     "neg_binomial_2_log": lambda k, log_mu, phi: stats.nbinom.logpmf(k, phi, phi / (phi + np.exp(log_mu))),
+    # Flat on Stan's constrained types: 0 on the support (per vector for the vector types).
+    "flat_ordered": lambda x: np.where(np.all(np.diff(x, axis=-1) > 0, axis=-1), 0.0, -np.inf),
+    "flat_positive_ordered": lambda x: np.where(np.all(np.diff(x, axis=-1) > 0, axis=-1) & (x[..., 0] > 0), 0.0, -np.inf),
+    "flat_simplex": lambda x: np.where(np.all(x >= 0, axis=-1) & (np.abs(np.sum(x, axis=-1) - 1) < 1e-8), 0.0, -np.inf),
+    "flat_lower": lambda x, lower: np.where(x >= lower, 0.0, -np.inf),
+    "flat_upper": lambda x, upper: np.where(x <= upper, 0.0, -np.inf),
+    "flat_interval": lambda x, lower, upper: np.where((x >= lower) & (x <= upper), 0.0, -np.inf),
+    "flat_affine": lambda x, offset, multiplier: np.zeros(np.broadcast_shapes(np.shape(x), np.shape(offset),
+                                                                              np.shape(multiplier))),
 }
+
+
+def _stick_breaking(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stan's ``simplex_constrain`` (2.35): K - 1 unconstrained values to a simplex of K, and
+    the log Jacobian. z_k = inv_logit(y_k - log(K - 1 - k)) of the stick left."""
+    km1 = y.shape[-1]
+    adjusted = y - np.log(km1 - np.arange(km1))
+    z = special.expit(adjusted)
+    left = np.concatenate([np.ones(y.shape[:-1] + (1,)), np.cumprod(1 - z, axis=-1)], axis=-1)
+    x = np.concatenate([left[..., :-1] * z, left[..., -1:]], axis=-1)
+    log_jacobian = np.sum(np.log(left[..., :-1]) + special.log_expit(adjusted) + special.log_expit(-adjusted), axis=-1)
+    return x, log_jacobian
+
+
+def constrain(family: str, z: np.ndarray, args: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A parameter's value from its unconstrained value ``z``, by the transform every backend
+    samples a family's support through (Stan's), and the log Jacobian of the transform
+    (summed per vector for the vector types). ``args`` are the family's evaluated arguments
+    (the bounds of the bounded families)."""
+    z = np.asarray(z, dtype=float)
+    info = FAMILIES[family]
+    support = info.support
+    if support == "corr_cholesky":
+        partial = np.tanh(z)
+        value = corr_cholesky_from_partial(partial)
+        k = value.shape[-1]
+        rows, cols = np.tril_indices(k, -1)
+        w = np.zeros(z.shape[:-1] + (k, k))
+        w[..., rows, cols] = partial
+        left = np.cumprod(1.0 - w**2, axis=-1)
+        left = np.concatenate([np.ones(left.shape[:-1] + (1,)), left[..., :-1]], axis=-1)[..., rows, cols]
+        return value, np.sum(np.log1p(-partial**2), axis=-1) + 0.5 * np.sum(np.log(left[..., cols > 0]), axis=-1)
+    if support == "ordered":
+        return np.cumsum(np.concatenate([z[..., :1], np.exp(z[..., 1:])], axis=-1), axis=-1), np.sum(z[..., 1:], axis=-1)
+    if support == "positive_ordered":
+        return np.cumsum(np.exp(z), axis=-1), np.sum(z, axis=-1)
+    if support == "simplex":
+        return _stick_breaking(z)
+    if support in ("positive", "lower_bounded"):
+        lower = np.asarray(args["lower"], dtype=float) if support == "lower_bounded" else 0.0
+        return lower + np.exp(z), z
+    if support == "upper_bounded":
+        return np.asarray(args["upper"], dtype=float) - np.exp(z), z
+    if support in ("unit", "interval", "bounded"):
+        lower, upper = (0.0, 1.0) if support == "unit" else (np.asarray(args["lower"], dtype=float),
+                                                                np.asarray(args["upper"], dtype=float))
+        width = upper - lower
+        return lower + width * special.expit(z), np.log(width) + special.log_expit(z) + special.log_expit(-z)
+    if support == "affine":
+        offset, multiplier = (np.asarray(args[k], dtype=float) for k in ("offset", "multiplier"))
+        return offset + multiplier * z, np.log(multiplier) + np.zeros_like(z)
+    return z, np.zeros_like(z)
+
+
+def constrain_point(model: Model, dataset: Dataset, point: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every parameter's value at an unconstrained point (as :func:`constrain`), in the
+    model's order, so that a bound that is an expression of data or of earlier parameters
+    is evaluated at their values."""
+    env: dict[str, object] = {k: np.asarray(v) for k, v in dataset.values.items()}
+    out = {}
+    for node in model.nodes:
+        if isinstance(node, Param):
+            args = {k: np.asarray(spec.evaluate(e, env, FUNCTIONS)) for k, e in node.dist.args}
+            out[node.name], _ = constrain(node.dist.family, point[node.name], args)
+            env[node.name] = out[node.name]
+        elif isinstance(node, Deterministic):
+            try:
+                env[node.name] = spec.evaluate(node.expr, env, FUNCTIONS)
+            except KeyError:
+                continue
+    return out
 
 
 def _positive(v: np.ndarray) -> np.ndarray:
@@ -251,6 +333,8 @@ _DOMAINS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
     "rate": (_positive, "positive and finite"),
     "lower": (np.isfinite, "finite"),
     "upper": (np.isfinite, "finite"),
+    "offset": (np.isfinite, "finite"),
+    "multiplier": (_positive, "positive and finite"),
     "n": (_count, "a whole number >= 0"),
     "p": (lambda v: (v >= 0) & (v <= 1), "in [0, 1]"),
     "logit_p": (lambda v: ~np.isnan(v), "a number (not nan)"),
@@ -422,6 +506,7 @@ _BATCHED_MATRIX: dict[str, Callable[..., np.ndarray]] = {
     "transpose": lambda a: np.swapaxes(a[0], -1, -2),
     "diag_pre_multiply": lambda v, a: v[0][..., :, None] * a[0],
     "rows_dot": lambda a, b: (a[0] * b[0]).sum(axis=-1),
+    "sum": lambda a: a[0].reshape(a[0].shape[:1] + (-1,)).sum(axis=-1) if a[1] else np.sum(a[0]),
 }
 
 
@@ -515,8 +600,9 @@ def _check_simulable(model: Model) -> None:
             f"  - factor {f.name!r} adds an extra term to the log density (of {concerns}), "
             "so the prior is not a product of distributions that can be drawn from"
         )
-    example = {p.name: "s." + _PROPER_EXAMPLE[p.dist.family] for p in improper} | {f.name: "None" for f in factors}
-    options = [f"--substitute '{p.name} ~ {_PROPER_CLI[p.dist.family]}'" for p in improper]
+    example = {p.name: "s." + _PROPER_EXAMPLE.get(p.dist.family, "Normal(0.0, 10.0)") for p in improper} \
+        | {f.name: "None" for f in factors}
+    options = [f"--substitute '{p.name} ~ {_PROPER_CLI.get(p.dist.family, 'normal(0, 10)')}'" for p in improper]
     options += [f"--substitute '{f.name} ~ none'" for f in factors]
     raise ImproperPriorError(
         (improper or factors)[0].name,

@@ -165,13 +165,15 @@ FUNCTIONS: dict[str, int] = {
     "inv_logit": 1,
     "logit": 1,
     "where": 3,
+    "log_sum_exp": 2,
+    "sum": 1,
     "matmul": 2,
     "transpose": 1,
     "diag_pre_multiply": 2,
     "rows_dot": 2,
 }
 #: The functions that are not elementwise: their dims follow linear algebra (``expr_dims``).
-MATRIX_FUNCTIONS = frozenset({"matmul", "transpose", "diag_pre_multiply", "rows_dot"})
+MATRIX_FUNCTIONS = frozenset({"matmul", "transpose", "diag_pre_multiply", "rows_dot", "sum"})
 
 
 def as_expr(value: ExprLike) -> Expr:
@@ -208,6 +210,17 @@ def inv_logit(x: ExprLike) -> Expr:
 
 def logit(x: ExprLike) -> Expr:
     return _call("logit", x)
+
+
+def log_sum_exp(a: ExprLike, b: ExprLike) -> Expr:
+    """``log(exp(a) + exp(b))``, elementwise, computed without overflow (Stan's binary
+    ``log_sum_exp``; a mixture's ``log_mix`` is built from it)."""
+    return _call("log_sum_exp", a, b)
+
+
+def sum_all(x: ExprLike) -> Expr:
+    """The sum of every element of ``x``: a scalar (for a Factor of per-row terms)."""
+    return _call("sum", x)
 
 
 def where(condition: Expr, if_true: ExprLike, if_false: ExprLike) -> Expr:

@@ -13,7 +13,8 @@ from typing import Literal
 
 from polyppl.spec.expr import Const, Expr, ExprLike, LogPdf, as_expr
 
-Support = Literal["real", "positive", "unit", "interval", "count", "binary", "corr_cholesky"]
+Support = Literal["real", "positive", "unit", "interval", "count", "binary", "corr_cholesky",
+                  "ordered", "positive_ordered", "simplex", "lower_bounded", "upper_bounded", "bounded", "affine"]
 #: What an argument must be: any real, positive, in [0, 1], a whole number >= 0.
 Constraint = Literal["real", "positive", "unit", "count"]
 
@@ -65,7 +66,23 @@ FAMILIES: dict[str, Family] = {
     "chi_square": Family(("nu",), "positive", ("positive",)),
     "neg_binomial_2": Family(("mu", "phi"), "count", ("positive", "positive"), discrete=True),
     "neg_binomial_2_log": Family(("log_mu", "phi"), "count", ("real", "positive"), discrete=True),
+    # Flat densities on Stan's constrained types, each sampled through Stan's own transform
+    # (so that a lowered Stan program shares its unconstrained space): a vector of
+    # increasing values, of increasing positive values, a simplex (K values >= 0 summing to
+    # one, K - 1 unconstrained values by stick-breaking); values above a lower bound, below
+    # an upper bound, or between two, where the bounds may be expressions of data and
+    # other parameters; and real values sampled as offset + multiplier * u.
+    "flat_ordered": Family((), "ordered", improper=True, event_dims=1),
+    "flat_positive_ordered": Family((), "positive_ordered", improper=True, event_dims=1),
+    "flat_simplex": Family((), "simplex", improper=True, event_dims=1),
+    "flat_lower": Family(("lower",), "lower_bounded", ("real",), improper=True),
+    "flat_upper": Family(("upper",), "upper_bounded", ("real",), improper=True),
+    "flat_interval": Family(("lower", "upper"), "bounded", ("real", "real"), improper=True),
+    "flat_affine": Family(("offset", "multiplier"), "affine", ("real", "positive"), improper=True),
 }
+#: The families above: flat on a constrained type, through Stan's transform of that type.
+CONSTRAINED_FLAT = frozenset({"flat_ordered", "flat_positive_ordered", "flat_simplex", "flat_lower", "flat_upper",
+                              "flat_interval", "flat_affine"})
 
 _CHECKS = {
     "real": (lambda v: not math.isnan(v), "a number"),
@@ -153,6 +170,46 @@ def Flat() -> Dist:
 def HalfFlat() -> Dist:
     """The improper flat density on the positive reals (sampled on the log scale)."""
     return _dist("half_flat")
+
+
+def FlatOrdered() -> Dist:
+    """Flat on increasing vectors (Stan's ``ordered``): the first value, then the log of each
+    difference, unconstrained."""
+    return _dist("flat_ordered")
+
+
+def FlatPositiveOrdered() -> Dist:
+    """Flat on increasing positive vectors (Stan's ``positive_ordered``): the log of the first
+    value and of each difference, unconstrained."""
+    return _dist("flat_positive_ordered")
+
+
+def FlatSimplex() -> Dist:
+    """Flat on the simplex (Stan's ``simplex``): K values by Stan's stick-breaking transform
+    of K - 1 unconstrained values (so uniform, a Dirichlet(1, ..., 1))."""
+    return _dist("flat_simplex")
+
+
+def FlatLower(lower: ExprLike) -> Dist:
+    """Flat above ``lower`` (an expression of data or of other parameters): ``lower + exp(u)``."""
+    return _dist("flat_lower", lower=lower)
+
+
+def FlatUpper(upper: ExprLike) -> Dist:
+    """Flat below ``upper``: ``upper - exp(u)``."""
+    return _dist("flat_upper", upper=upper)
+
+
+def FlatInterval(lower: ExprLike, upper: ExprLike) -> Dist:
+    """Flat between two bounds that may be expressions (Uniform takes constants and is
+    normalised): ``lower + (upper - lower) inv_logit(u)``."""
+    return _dist("flat_interval", lower=lower, upper=upper)
+
+
+def FlatAffine(offset: ExprLike, multiplier: ExprLike) -> Dist:
+    """Flat on the real line, sampled as ``offset + multiplier * u`` (Stan's
+    ``<offset, multiplier>``; the log Jacobian is ``log(multiplier)`` per value)."""
+    return _dist("flat_affine", offset=offset, multiplier=multiplier)
 
 
 def Binomial(n: ExprLike, p: ExprLike) -> Dist:

@@ -396,6 +396,8 @@ def unconstrained_shape(param: Param, dataset: Dataset) -> tuple[int, ...]:
     if param.support == "corr_cholesky":
         k = shape[0]
         return (k * (k - 1) // 2,)
+    if param.support == "simplex":
+        return (shape[0] - 1,)
     return shape
 
 
@@ -479,6 +481,8 @@ def _scan_dims(model: Model, expr: Scan) -> tuple[str, ...]:
 
 def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
     """Dims of the linear algebra functions, or a SpecError saying what they take."""
+    if fn == "sum":
+        return ()
     if fn == "transpose" and len(args[0]) == 2:
         return args[0][::-1]
     if fn == "matmul":
@@ -498,6 +502,7 @@ def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
         "matmul": "a matrix (i, j) and a vector (j,) or a matrix (j, k)",
         "diag_pre_multiply": "a vector (i,) and a matrix (i, j)",
         "rows_dot": "two matrices of the same dims (i, j)",
+        "sum": "any value",
     }[fn]
     raise SpecError(f"{fn} takes {takes}, not values of dims {', '.join(str(a) for a in args)}")
 

@@ -30,6 +30,8 @@ from numpyro.infer import MCMC, NUTS, init_to_uniform  # noqa: E402
 from numpyro.infer.util import constrain_fn, potential_energy  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
+from polyppl.backends.numpyro.stan_transforms import AffineConstraint, stan_positive_ordered  # noqa: E402
+
 #: NumPyro has no default optimiser for SVI; Adam with this step size, as in NumPyro's examples.
 ADAM_STEP_SIZE = 0.01
 
@@ -87,6 +89,14 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "neg_binomial_2_log": lambda shape, log_mu, phi: dist.NegativeBinomial2(jnp.exp(log_mu), phi),
     # The shape is (K, K): one matrix; NumPyro samples it through CorrCholeskyTransform.
     "lkj_corr_cholesky": lambda shape, eta: dist.LKJCholesky(shape[-1], eta),
+    # Flat on Stan's constrained types, through Stan's transforms (stan_transforms.py).
+    "flat_ordered": lambda shape: dist.ImproperUniform(constraints.ordered_vector, shape[:-1], shape[-1:]),
+    "flat_positive_ordered": lambda shape: dist.ImproperUniform(stan_positive_ordered, shape[:-1], shape[-1:]),
+    "flat_simplex": lambda shape: dist.ImproperUniform(constraints.simplex, shape[:-1], shape[-1:]),
+    "flat_lower": lambda shape, lower: dist.ImproperUniform(constraints.greater_than(lower), shape, ()),
+    "flat_upper": lambda shape, upper: dist.ImproperUniform(constraints.less_than(upper), shape, ()),
+    "flat_interval": lambda shape, lower, upper: dist.ImproperUniform(constraints.interval(lower, upper), shape, ()),
+    "flat_affine": lambda shape, offset, multiplier: dist.ImproperUniform(AffineConstraint(offset, multiplier), shape, ()),
 }
 
 FUNCTIONS = {
@@ -98,6 +108,8 @@ FUNCTIONS = {
     "inv_logit": jax.nn.sigmoid,
     "logit": jax.scipy.special.logit,
     "where": jnp.where,
+    "log_sum_exp": jnp.logaddexp,
+    "sum": jnp.sum,
     "matmul": jnp.matmul,
     "transpose": jnp.transpose,
     "diag_pre_multiply": lambda v, a: v[:, None] * a,

@@ -13,6 +13,8 @@ import numpy as np
 
 from polyppl.backends.beta_binomial_math import pytensor_beta_binomial_logpmf
 from polyppl.backends.pymc.corr_cholesky import lkj_corr_cholesky
+from polyppl.backends.pymc.stan_transforms import FAMILIES as CONSTRAINED_FLAT
+from polyppl.backends.pymc.stan_transforms import constrained_flat
 from polyppl.inference.draws import STAT_NAMES, Approximation, Draws, LogDensity, Timings, split_by_gradients, stopwatch
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
 from polyppl.inference.variational import ELBO_EVERY, psis_resample
@@ -77,6 +79,8 @@ FUNCTIONS = {
     "transpose": lambda a: a.T,
     "diag_pre_multiply": lambda v, a: v[:, None] * a,
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
+    "log_sum_exp": pt.logaddexp,
+    "sum": pt.sum,
     "|": pt.or_,
     "concat": lambda *parts: pt.concatenate([pt.flatten(p) for p in parts]),
     "scan": lambda step, init, sequences, outer: _scan(step, init, sequences, outer),
@@ -115,6 +119,9 @@ def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **
     if dist.family == "lkj_corr_cholesky":
         k = len(pm.modelcontext(None).coords[dims[0]])
         return lkj_corr_cholesky(name, evaluate(dist.kwargs["eta"], env, FUNCTIONS), k, dims)
+    if dist.family in CONSTRAINED_FLAT:
+        k = len(pm.modelcontext(None).coords[dims[0]]) if dist.info.event_dims else None
+        return constrained_flat(name, dist.family, [evaluate(e, env, FUNCTIONS) for _, e in dist.args], dims, k)
     cls, names = DISTRIBUTIONS[dist.family]
     args = {names[k]: _ARGUMENT_SCALE.get((dist.family, k), lambda x: x)(evaluate(e, env, FUNCTIONS))
             for k, e in dist.args}

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from polyppl.backends.stan import cmdstan_version, cxx_version
 from polyppl.backends.stan.program import engine_code, stan_data, stan_program
 from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, stopwatch
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
-from polyppl.inference.numpy_model import corr_cholesky_from_partial
+from polyppl.inference.numpy_model import constrain_point
 from polyppl.inference.variational import psis_resample
 from polyppl.spec import Dataset, Model, Observed, Param, SpecError, unconstrained_shape
 
@@ -167,7 +167,8 @@ class StanModel:
 
     def log_density(self) -> LogDensity:
         shapes = {p.name: unconstrained_shape(p, self.dataset) for p in self.model.params}
-        evaluate = self.runner.log_density_function(self.data, self.model, shapes)
+        evaluate = self.runner.log_density_function(
+            self.data, self.model, shapes, lambda point: constrain_point(self.model, self.dataset, point))
 
         def function(point: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
             logp, flat_gradient = evaluate(point)
@@ -288,11 +289,13 @@ class CmdStanPyEngine:
             console = _console(fit._runset.stdout_files)  # cmdstanpy keeps the console files on the run set
         return {name: array[:, i] for i, name in enumerate(fit.column_names)}, console, elapsed()
 
-    def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]]):
+    def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]],
+                             constrain: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]):
         def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
-            # CmdStan's log_prob method takes constrained values and returns the gradient
-            # with respect to the unconstrained ones.
-            constrained = {p.name: _constrain(p, np.asarray(point[p.name], dtype=float)).tolist() for p in model.params}
+            # CmdStan's log_prob method takes constrained values (by the transforms every
+            # backend shares, numpy_model.constrain) and returns the gradient with respect to
+            # the unconstrained ones.
+            constrained = {name: value.tolist() for name, value in constrain(point).items()}
             with captured_output():
                 frame = self.model.log_prob(constrained, data, jacobian=True, sig_figs=18)
             row = frame.iloc[0].to_numpy(dtype=float)
@@ -403,7 +406,8 @@ class PyStanEngine:
         columns = {name: np.ascontiguousarray(draws[index].T) for index, name in enumerate(names)}
         return _split_warmup(columns, settings.tune) + (warmup, sampling, total)
 
-    def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]]):
+    def log_density_function(self, data: dict, model: Model, shapes: Mapping[str, tuple[int, ...]],
+                             constrain: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]):
         posterior = self.posterior or self._build(1)
 
         def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
@@ -603,12 +607,3 @@ def _unflatten(flat: np.ndarray, model: Model, shapes: Mapping[str, tuple[int, .
     return out
 
 
-def _constrain(param: Param, z: np.ndarray) -> np.ndarray:
-    if param.support == "corr_cholesky":
-        return corr_cholesky_from_partial(np.tanh(z))
-    lower, upper = param.bounds
-    if lower is None and upper is None:
-        return z
-    if upper is None:
-        return lower + np.exp(z)
-    return lower + (upper - lower) / (1.0 + np.exp(-z))

@@ -18,6 +18,7 @@ import numpy as np
 from polyppl.backends.beta_binomial_math import STAN_FUNCTIONS
 from polyppl.models import MODELS
 from polyppl.spec import (
+    CONSTRAINED_FLAT,
     FAMILIES,
     Binary,
     Call,
@@ -305,9 +306,23 @@ def _declare(name: str, dtype: str, dims: tuple[str, ...], bounds: str) -> str:
     return f"vector{bounds}[{sizes}] {name}" if dims else f"real{bounds} {name}"
 
 
-def _param_declaration(param: Param) -> str:
+#: Stan's vector types of the flat families on them.
+_VECTOR_TYPES = {"flat_ordered": "ordered", "flat_positive_ordered": "positive_ordered", "flat_simplex": "simplex"}
+#: The bounds Stan declares for the elementwise flat families: (Stan's word, the argument).
+_BOUND_ARGS = {"flat_lower": (("lower", "lower"),), "flat_upper": (("upper", "upper"),),
+               "flat_interval": (("lower", "lower"), ("upper", "upper")),
+               "flat_affine": (("offset", "offset"), ("multiplier", "multiplier"))}
+
+
+def _param_declaration(writer: _ExprWriter, param: Param) -> str:
     if param.support == "corr_cholesky":
         return f"cholesky_factor_corr[{dim_size_name(param.dims[0])}] {param.name}"
+    if param.dist.family in _VECTOR_TYPES:
+        return f"{_VECTOR_TYPES[param.dist.family]}[{dim_size_name(param.dims[0])}] {param.name}"
+    if param.dist.family in _BOUND_ARGS:
+        kwargs = param.dist.kwargs
+        parts = [f"{word}={writer.as_real(writer.write(kwargs[arg])).text}" for word, arg in _BOUND_ARGS[param.dist.family]]
+        return _declare(param.name, "real", param.dims, f"<{', '.join(parts)}>")
     return _declare(param.name, "real", param.dims, _bounds(*param.bounds))
 
 
@@ -377,7 +392,7 @@ def _statement(writer: _ExprWriter, node: Param | Observed) -> str | None:
         glm = _glm_statement(writer, node)
         if glm:
             return glm
-    if dist.family in ("flat", "half_flat"):
+    if dist.family in ("flat", "half_flat") or dist.family in CONSTRAINED_FLAT:
         return None  # an improper flat density adds nothing to the target
     # Stan's vectorised densities take vectors: a matrix of independent values goes through to_vector.
     flat = len(node.dims) == 2 and not dist.info.event_dims
@@ -403,7 +418,7 @@ def stan_program(model: Model) -> str:
     needed = density_dependencies(model)
     data = [f"  int<lower=1> {dim_size_name(d)};" for d in model.dims]
     data += [f"  {_data_declaration(n)};" for n in model.nodes if isinstance(n, (Data, Observed))]
-    params = [f"  {_param_declaration(p)};" for p in model.params]
+    params = [f"  {_param_declaration(writer, p)};" for p in model.params]
     transformed, body, generated = [], [], []
     for node in model.nodes:
         if isinstance(node, Deterministic):
