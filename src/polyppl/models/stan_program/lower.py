@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from polyppl import spec as s
-from polyppl.models.stan_program import functions, interpret, loops, rng
+from polyppl.models.stan_program import densities, functions, interpret, loops, rng, types
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
 from polyppl.models.stan_program.symbols import BACKENDS_WORDS, Sym, unsupported
@@ -227,11 +227,8 @@ class Lowering:
         return rng.with_draws(self, out)
 
     def _check_parameter_type(self, decl: Decl) -> None:
-        if decl.type.base not in ("real", "vector", "row_vector", "matrix"):
+        if decl.type.base not in types.PARAMETER_TYPES:
             raise unsupported(decl.line, f"the parameter type {decl.type.base} ({decl.name})")
-        for kind, _ in decl.type.bounds:
-            if kind in ("offset", "multiplier"):
-                raise unsupported(decl.line, f"<{kind}=...> ({decl.name})")
 
     # ------------------------------------------------------------------ dims and declarations
 
@@ -248,8 +245,8 @@ class Lowering:
         return tuple(self._dim(e) for e in stan_type.array_sizes + stan_type.shape)
 
     def _declared_sym(self, decl: Decl, expr: s.Expr) -> Sym:
-        kind = "array" if decl.type.array_sizes else (decl.type.base if decl.type.base in (
-            "vector", "row_vector", "matrix") else "scalar")
+        base = "vector" if decl.type.base in types.VECTOR_TYPES else decl.type.base
+        kind = "array" if decl.type.array_sizes else (base if base in ("vector", "row_vector", "matrix") else "scalar")
         return Sym(expr, self._dims(decl.type), kind, whole=decl.name)
 
     def _data_sym(self, name: str, line: int) -> Sym:
@@ -301,6 +298,13 @@ class Lowering:
             return evaluate(expr, self.values)
         except Unsupported:
             raise unsupported(expr.line, f"{what} that depends on parameters") from None
+
+    def _constant_or_none(self, expr: StanExpr):
+        """The value of an expression of data alone, or None where it reads parameters."""
+        try:
+            return evaluate(expr, self.values)
+        except (Unsupported, KeyError):
+            return None
 
     def _value_for(self, name: str, value: Sym, dims: tuple[str, ...], line: int) -> Sym:
         if value.dims != dims and not (value.dims == () and not dims):
@@ -437,6 +441,8 @@ class Lowering:
             if sign < 0 or not (isinstance(summand, FnCall) and summand.conditional
                                 and summand.name.endswith(_SUFFIXES)) or functions.is_user_density(self, summand.name):
                 value = self._expr(summand)
+                if value.nloop and not value.dims[value.nloop:]:
+                    value = Sym(s.sum_all(value.expr), (), "scalar")  # one term per iteration of its loops
                 if value.dims:
                     raise unsupported(line, "target += of a vector that is not a *_lpdf / *_lpmf term")
                 self.scalar_terms.append((line, s.Call("neg", (value.expr,)) if sign < 0 else value.expr))
@@ -528,6 +534,10 @@ class Lowering:
         declared constraint (None where it is not: a truncated prior, which stays a factor),
         or, without a term, flat on its constraint."""
         dims = self._dims(decl.type)
+        constrained = types.constrained_dist(decl, self._constant_or_none, lambda e: self._expr(e).expr)
+        if constrained is not None:
+            # Flat on the type or constraint, through Stan's transform; its densities are factors.
+            return s.Param(decl.name, constrained, dims) if term is None else None
         lower, upper = decl.type.bound("lower"), decl.type.bound("upper")
         lo = None if lower is None else self._data_value_of(lower, "a bound")
         hi = None if upper is None else self._data_value_of(upper, "a bound")
@@ -660,9 +670,35 @@ class Lowering:
             return Sym(s.rows_dot(args[0].expr, args[1].expr), args[0].dims[:1], "vector")
         if name == "diag_pre_multiply" and len(args) == 2:
             return Sym(s.diag_pre_multiply(args[0].expr, args[1].expr), args[1].dims, "matrix")
+        if name.endswith(_SUFFIXES) and expr.conditional:
+            value = self._elementwise(args, lambda *e: densities.elementwise_lpdf(name, e[0], e[1:], line), line)
+            if value.nloop == 0 and value.dims:
+                return Sym(s.sum_all(value.expr), (), "scalar")  # Stan's density of a vector is its sum
+            if value.dims[value.nloop:]:
+                raise unsupported(line, f"{name} of a vector inside a loop")
+            return value
+        if name == "log_mix" and len(args) == 3 and all(not a.dims[a.nloop:] for a in args):
+            return self._elementwise(args, densities.log_mix, line)
+        if name == "log_sum_exp" and len(args) == 2:
+            return self._elementwise(args, s.log_sum_exp, line)
+        if name == "log_sum_exp" and len(args) == 1 and not args[0].nloop and len(args[0].dims) == 1:
+            dim = args[0].dims[0]
+            elements = [s.Index(args[0].expr, s.Var(self._constant_index(dim, i, line)))
+                        for i in range(1, self.dim_sizes[dim] + 1)]
+            return Sym(densities.log_sum_exp_of(elements), (), "scalar")
         if name.endswith(_SUFFIXES + ("_lcdf", "_lccdf", "_cdf", "_rng")):
             raise unsupported(line, f"{name} inside an expression")
         raise unsupported(line, name if name not in DATA_FUNCTIONS else f"{name} of parameters")
+
+    def _elementwise(self, args: list[Sym], build, line: int) -> Sym:
+        """``build`` of the arguments' expressions, elementwise: dims and loops as a binary
+        operator's, folded over the arguments."""
+        dims, loop, kind = args[0].dims, args[0].nloop, args[0].kind
+        for arg in args[1:]:
+            loop = self._loop_dims(Sym(s.Const(0.0), dims, kind, nloop=loop), arg, line)
+            dims = self._elementwise_dims(Sym(s.Const(0.0), dims, kind), arg, line)
+            kind = kind if kind != "scalar" else arg.kind
+        return Sym(build(*(a.expr for a in args)), dims, kind, nloop=loop)
 
     def _repeat(self, expr: FnCall, kind: str) -> Sym:
         """``rep_vector(x, N)`` and its kin, of a scalar ``x``: ``x`` plus zeros over the sizes' dims."""

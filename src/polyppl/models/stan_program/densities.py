@@ -1,0 +1,95 @@
+"""Log densities inside expressions, and the functions that mix them.
+
+``target += log_mix(theta, normal_lpdf(y[n] | mu[1], sigma[1]), normal_lpdf(y[n] | mu[2], sigma[2]))``
+in a loop over n needs each density per row, not summed (a spec ``LogPdf`` is a sum): here
+a family's ``_lpdf`` inside an expression is its closed form, with every constant (as Stan's
+``_lpdf`` keeps them), written with the spec's elementwise functions, so that it is one
+expression over the loop's rows on every backend. ``log_mix`` and ``log_sum_exp`` of two
+values are the spec's ``log_sum_exp``; ``log_sum_exp`` of a vector of known size folds it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import special
+
+from polyppl import spec as s
+from polyppl.models.stan_program.interpret import Unsupported
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _constant(expr: s.Expr, family: str, arg: str, line: int) -> float:
+    if not isinstance(expr, s.Const):
+        raise Unsupported(line, f"{family}_lpdf inside an expression with a {arg} that is not a constant "
+                          "is not supported for PyMC and NumPyro")
+    return expr.value
+
+
+def _normal(x, mu, sigma, line):
+    z = (x - mu) / sigma
+    return -0.5 * z * z - s.log(sigma) - _HALF_LOG_2PI
+
+
+def _std_normal(x, line):
+    return -0.5 * x * x - _HALF_LOG_2PI
+
+
+def _cauchy(x, mu, sigma, line):
+    z = (x - mu) / sigma
+    return -math.log(math.pi) - s.log(sigma) - s.log1p(z * z)
+
+
+def _lognormal(x, mu, sigma, line):
+    z = (s.log(x) - mu) / sigma
+    return -0.5 * z * z - s.log(sigma) - s.log(x) - _HALF_LOG_2PI
+
+
+def _exponential(x, rate, line):
+    return s.log(rate) - rate * x
+
+
+def _logistic(x, mu, sigma, line):
+    z = (x - mu) / sigma
+    return -z - s.log(sigma) - 2.0 * s.log1p(s.exp(-z))
+
+
+def _student_t(x, nu, mu, sigma, line):
+    n = _constant(nu, "student_t", "nu", line)
+    z = (x - mu) / sigma
+    constant = float(special.gammaln((n + 1) / 2) - special.gammaln(n / 2) - 0.5 * math.log(n * math.pi))
+    return constant - s.log(sigma) - (n + 1) / 2 * s.log1p(z * z / n)
+
+
+#: Stan's family -> its log density per element, of the value and Stan's arguments (spec expressions).
+CLOSED_FORMS = {"normal": _normal, "std_normal": _std_normal, "cauchy": _cauchy, "lognormal": _lognormal,
+                "exponential": _exponential, "logistic": _logistic, "student_t": _student_t}
+
+
+def elementwise_lpdf(function: str, value: s.Expr, args: tuple[s.Expr, ...], line: int) -> s.Expr:
+    """``function`` (``normal_lpdf``, ...) of ``value`` per element, as a spec expression."""
+    family, suffix = function.rsplit("_", 1)
+    if suffix != "lpdf":
+        raise Unsupported(line, f"{function} inside an expression (only _lpdf, which keeps Stan's constants) "
+                          "is not supported for PyMC and NumPyro")
+    form = CLOSED_FORMS.get(family)
+    if form is None:
+        raise Unsupported(line, f"{function} inside an expression is not supported for PyMC and NumPyro "
+                          f"(only {', '.join(f + '_lpdf' for f in CLOSED_FORMS)})")
+    if form.__code__.co_argcount != len(args) + 2:
+        raise Unsupported(line, f"{function} with {len(args)} arguments")
+    return form(value, *args, line)
+
+
+def log_mix(theta: s.Expr, first: s.Expr, second: s.Expr) -> s.Expr:
+    """Stan's ``log_mix(theta, lp1, lp2)``: log(theta exp(lp1) + (1 - theta) exp(lp2))."""
+    return s.log_sum_exp(s.log(theta) + first, s.log1p(-theta) + second)
+
+
+def log_sum_exp_of(elements: list[s.Expr]) -> s.Expr:
+    """log(sum(exp(elements))), folded two at a time."""
+    total = elements[0]
+    for element in elements[1:]:
+        total = s.log_sum_exp(total, element)
+    return total
