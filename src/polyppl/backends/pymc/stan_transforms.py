@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from pymc.distributions.shape_utils import rv_size_is_none
 from pymc.distributions.transforms import Interval, Ordered
 from pymc.logprob.transforms import Transform
 
@@ -83,7 +84,7 @@ FAMILIES = frozenset(_VECTOR) | frozenset(_ELEMENTWISE)
 
 def _start(value, size):
     # Of the size, not of the variable itself (a graph of the variable would draw from it).
-    return value if size is None or pt.as_tensor(size).type.shape == (0,) else pt.broadcast_to(value, size)
+    return value if rv_size_is_none(size) else pt.broadcast_to(value, size)
 
 
 def constrained_flat(name: str, family: str, args: list, dims: tuple[str, ...], k: int | None):
