@@ -119,8 +119,8 @@ def test_a_still_unsupported_type_is_named_with_its_line(tmp_path):
     path, data = _write(tmp_path, program, MIXTURE_DATA)
     support = check_support(path, data)
     assert (support.line, support.construct) == (
-        10, "the parameter type cov_matrix (S) is not supported for PyMC and NumPyro")
-    with pytest.raises(UserError, match=r"line 10: the parameter type cov_matrix \(S\) is not supported for PyMC "
+        9, "the parameter type cov_matrix (S) is not supported for PyMC and NumPyro")
+    with pytest.raises(UserError, match=r"line 9: the parameter type cov_matrix \(S\) is not supported for PyMC "
                        r"and NumPyro \(`--backends stan` still runs the program as it is\)"):
         stan_program(path, data)
 
@@ -128,7 +128,7 @@ def test_a_still_unsupported_type_is_named_with_its_line(tmp_path):
 def test_lupdf_inside_an_expression_is_named_with_its_line(tmp_path):
     program = MIXTURE.replace("student_t_lpdf(y[n] | 4,", "student_t_lupdf(y[n] | 4,")
     support = check_support(*_write(tmp_path, program, MIXTURE_DATA))
-    assert support.line == 20 and "student_t_lupdf inside an expression" in support.construct
+    assert support.line == 19 and "student_t_lupdf inside an expression" in support.construct
 
 
 def test_the_transforms_numpy_model_shares_are_stans():
