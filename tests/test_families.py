@@ -17,12 +17,11 @@ import math
 
 import numpy as np
 import pytest
-from scipy import special
 
 from conftest import stan_engines_of_a_repeat
 from polyppl import spec as s
 from polyppl.inference.numpy_model import FUNCTIONS as NUMPY_FUNCTIONS
-from polyppl.inference.numpy_model import logpdf
+from polyppl.inference.numpy_model import constrain, logpdf
 from test_log_density import assert_same_density, densities
 
 V = s.Var
@@ -55,11 +54,23 @@ def all_families_model() -> s.Model:
         s.Param("x_logistic", s.Logistic(mu, sigma)),
         s.Param("x_weibull", s.Weibull(nu, sigma)),
         s.Param("x_chi_square", s.ChiSquare(nu)),
+        # Flat on Stan's constrained types, through Stan's transforms; bounds of other parameters.
+        s.Param("x_ordered", s.FlatOrdered(), ("cell",)),
+        s.Param("x_positive_ordered", s.FlatPositiveOrdered(), ("cell",)),
+        s.Param("x_simplex", s.FlatSimplex(), ("cell",)),
+        s.Param("x_lower", s.FlatLower(mu)),
+        s.Param("x_upper", s.FlatUpper(mu + 1.0)),
+        s.Param("x_interval", s.FlatInterval(mu, mu + sigma)),
+        s.Param("x_affine", s.FlatAffine(mu, sigma), ("cell",)),
+        s.Factor("constrained_types", s.lpdf(s.Normal(0.0, 2.0), V("x_ordered")) - s.sum_all(V("x_positive_ordered"))
+                 + s.sum_all(s.log(V("x_simplex"))) - (V("x_lower") - V("x_upper")) ** 2 / 4.0 + V("x_interval")
+                 + s.lpdf(s.Normal(0.0, 3.0), V("x_affine"))),
         # Every expression function and operator, in the density.
         s.Factor("every_function", -0.5 * (s.log1p(s.sqrt(V("x_gamma"))) - s.logit(V("x_beta")) / 4.0) ** 2
                  + s.where((V("x_flat") > 1.0) | (V("x_flat") < -3.0) | (V("x_half_flat") >= 5.0)
                            | (V("x_uniform") <= -0.9), -(V("x_flat") ** 2), -V("x_flat") / 2.0)
-                 - s.exp(-V("x_half_flat")) + s.log(V("x_half_flat") + 1.0) - s.inv_logit(V("x_uniform"))),
+                 - s.exp(-V("x_half_flat")) + s.log(V("x_half_flat") + 1.0) - s.inv_logit(V("x_uniform"))
+                 - s.log_sum_exp(V("x_flat"), V("x_half_flat"))),
         s.Observed("y_binomial", s.Binomial(V("trials"), p), ("cell",)),
         s.Observed("y_binomial_logit", s.BinomialLogit(V("trials"), mu), ("cell",)),
         s.Observed("y_beta_binomial", s.BetaBinomial(V("trials"), sigma + 1.0, nu), ("cell",)),
@@ -111,17 +122,6 @@ def test_every_family_and_function_is_in_the_model():
         assert f"op='{op}'" in text, f"add the operator {op} to the test model"
 
 
-def _constrained(param: s.Param, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The constrained value of an unconstrained z and the log Jacobian of the transform."""
-    lower, upper = param.bounds
-    if lower is None and upper is None:
-        return z, np.zeros_like(z)
-    if upper is None:
-        return lower + np.exp(z), z
-    width = upper - lower
-    return lower + width * special.expit(z), np.log(width) + special.log_expit(z) + special.log_expit(-z)
-
-
 def scipy_log_density(model: s.Model, dataset: s.Dataset, point: dict) -> float:
     """The log density from SciPy's (via ``numpy_model.logpdf``, itself tested against
     ``scipy.stats``), with every normalising constant, plus the log Jacobians."""
@@ -129,8 +129,8 @@ def scipy_log_density(model: s.Model, dataset: s.Dataset, point: dict) -> float:
     total = 0.0
     for node in model.nodes:
         if isinstance(node, s.Param):
-            value, log_jacobian = _constrained(node, np.asarray(point[node.name], dtype=float))
             args = {k: np.asarray(s.evaluate(e, env, NUMPY_FUNCTIONS)) for k, e in node.dist.args}
+            value, log_jacobian = constrain(node.dist.family, np.asarray(point[node.name], dtype=float), args)
             total += float(np.sum(logpdf(node.dist.family, value, args)) + np.sum(log_jacobian))
             env[node.name] = value
         elif isinstance(node, s.Factor):

@@ -22,7 +22,7 @@ ALPHA = 1e-4
 FAMILIES = sorted(s.FAMILIES)
 #: Families of one value per element; lkj_corr_cholesky (a matrix per value) has tests of its own.
 MATRIX_VALUED = {"lkj_corr_cholesky"}
-PROPER = [f for f in FAMILIES if f not in ("flat", "half_flat") and f not in MATRIX_VALUED]
+PROPER = [f for f in FAMILIES if f not in nm.IMPROPER and f not in MATRIX_VALUED]
 
 
 def _expit(x: float) -> float:
@@ -99,7 +99,7 @@ def test_functions_cover_the_spec():
 
 
 def test_every_family_has_a_case():
-    assert set(CASES) | {"flat", "half_flat"} | MATRIX_VALUED == set(FAMILIES)
+    assert set(CASES) | nm.IMPROPER | MATRIX_VALUED == set(FAMILIES)
     assert set(nm.PARAMS) == set(FAMILIES)
 
 
@@ -120,6 +120,24 @@ def test_improper_families_score_zero_and_refuse_to_draw():
         with pytest.raises(nm.ImproperPriorError, match="improper") as err:
             nm.draw(family, {}, np.random.default_rng(0), (3,))
         assert err.value.name == family and substitute in str(err.value)
+
+
+@pytest.mark.parametrize("family,args,inside,outside", [
+    ("flat_ordered", {}, [-1.0, 0.5, 2.0], [0.0, 1.0, 1.0]),
+    ("flat_positive_ordered", {}, [0.1, 0.5, 2.0], [-0.1, 0.5, 2.0]),
+    ("flat_simplex", {}, [0.2, 0.3, 0.5], [0.2, 0.3, 0.6]),
+    ("flat_lower", {"lower": 1.5}, [1.6, 3.0, 9.0], [1.6, 3.0, 1.4]),
+    ("flat_upper", {"upper": -1.0}, [-1.5, -3.0, -9.0], [-1.5, -0.5, -9.0]),
+    ("flat_interval", {"lower": -1.0, "upper": 2.0}, [-0.9, 0.0, 1.9], [-0.9, 2.1, 1.9]),
+])
+def test_flat_families_on_stan_types_score_zero_on_their_support(family, args, inside, outside):
+    """Zero on the support, minus infinity off it (per vector for the vector types), and
+    nothing to draw from: an improper prior."""
+    args = {k: np.asarray(v) for k, v in args.items()}
+    assert np.all(nm.logpdf(family, np.array(inside), args) == 0.0)
+    assert np.any(np.isneginf(nm.logpdf(family, np.array(outside), args)))
+    with pytest.raises(nm.ImproperPriorError, match="improper"):
+        nm.draw(family, args, np.random.default_rng(0), (3,))
 
 
 def _chi_square_pvalue(draws: np.ndarray, ref) -> float:
