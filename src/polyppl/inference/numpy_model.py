@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Collection, Mapping
 
 import numpy as np
-from scipy import special, stats
+from scipy import linalg, special, stats
 
 from polyppl import spec
 from polyppl.spec import (
@@ -49,6 +49,9 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "log_sum_exp": np.logaddexp,
     "sum": np.sum,
+    "cholesky": np.linalg.cholesky,
+    "solve_lower": lambda lower, b: linalg.solve_triangular(lower, b, lower=True),
+    "diagonal": np.diagonal,
     "|": np.logical_or,
     "concat": lambda *parts: np.concatenate([np.ravel(p) for p in parts]),
     "scan": lambda step, init, sequences, outer: _scan(step, init, sequences, outer),
@@ -507,6 +510,9 @@ _BATCHED_MATRIX: dict[str, Callable[..., np.ndarray]] = {
     "diag_pre_multiply": lambda v, a: v[0][..., :, None] * a[0],
     "rows_dot": lambda a, b: (a[0] * b[0]).sum(axis=-1),
     "sum": lambda a: a[0].reshape(a[0].shape[:1] + (-1,)).sum(axis=-1) if a[1] else np.sum(a[0]),
+    "cholesky": lambda a: np.linalg.cholesky(a[0]),
+    "solve_lower": lambda lower, b: np.linalg.solve(lower[0], b[0][..., None])[..., 0],
+    "diagonal": lambda a: np.diagonal(a[0], axis1=-2, axis2=-1),
 }
 
 

@@ -167,13 +167,17 @@ FUNCTIONS: dict[str, int] = {
     "where": 3,
     "log_sum_exp": 2,
     "sum": 1,
+    "cholesky": 1,
+    "solve_lower": 2,
+    "diagonal": 1,
     "matmul": 2,
     "transpose": 1,
     "diag_pre_multiply": 2,
     "rows_dot": 2,
 }
 #: The functions that are not elementwise: their dims follow linear algebra (``expr_dims``).
-MATRIX_FUNCTIONS = frozenset({"matmul", "transpose", "diag_pre_multiply", "rows_dot", "sum"})
+MATRIX_FUNCTIONS = frozenset({"matmul", "transpose", "diag_pre_multiply", "rows_dot", "sum", "cholesky", "solve_lower",
+                              "diagonal"})
 
 
 def as_expr(value: ExprLike) -> Expr:
@@ -221,6 +225,21 @@ def log_sum_exp(a: ExprLike, b: ExprLike) -> Expr:
 def sum_all(x: ExprLike) -> Expr:
     """The sum of every element of ``x``: a scalar (for a Factor of per-row terms)."""
     return _call("sum", x)
+
+
+def cholesky(a: Expr) -> Expr:
+    """The lower Cholesky factor ``L`` of a symmetric positive definite matrix (i, i): ``L L' = a``."""
+    return _call("cholesky", a)
+
+
+def solve_lower(lower: Expr, b: Expr) -> Expr:
+    """``L^-1 b`` for a lower triangular ``L`` (i, i) and a vector ``b`` (i,), by substitution."""
+    return _call("solve_lower", lower, b)
+
+
+def diagonal(a: Expr) -> Expr:
+    """The diagonal of a square matrix (i, i): a vector (i,)."""
+    return _call("diagonal", a)
 
 
 def where(condition: Expr, if_true: ExprLike, if_false: ExprLike) -> Expr:

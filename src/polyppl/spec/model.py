@@ -483,6 +483,12 @@ def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
     """Dims of the linear algebra functions, or a SpecError saying what they take."""
     if fn == "sum":
         return ()
+    if fn in ("cholesky", "diagonal") and len(args[0]) == 2 and args[0][0] == args[0][1]:
+        return args[0] if fn == "cholesky" else args[0][:1]
+    if fn == "solve_lower":
+        lower, b = args
+        if len(lower) == 2 and lower[0] == lower[1] and b == lower[:1]:
+            return b
     if fn == "transpose" and len(args[0]) == 2:
         return args[0][::-1]
     if fn == "matmul":
@@ -503,6 +509,9 @@ def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
         "diag_pre_multiply": "a vector (i,) and a matrix (i, j)",
         "rows_dot": "two matrices of the same dims (i, j)",
         "sum": "any value",
+        "cholesky": "a square matrix (i, i)",
+        "diagonal": "a square matrix (i, i)",
+        "solve_lower": "a square matrix (i, i) and a vector (i,)",
     }[fn]
     raise SpecError(f"{fn} takes {takes}, not values of dims {', '.join(str(a) for a in args)}")
 

@@ -185,6 +185,9 @@ class _ExprWriter:
                 return _Code(f"{_wrap(args[0], prec)} * {_wrap(args[1], prec + 1)}", dims, "real", prec)
             if expr.fn == "transpose":
                 return _Code(f"{_wrap(args[0], _ATOM)}'", dims, "real", _POSTFIX)
+            if expr.fn in ("cholesky", "solve_lower"):
+                stan_name = {"cholesky": "cholesky_decompose", "solve_lower": "mdivide_left_tri_low"}[expr.fn]
+                return _Code(f"{stan_name}({', '.join(a.text for a in args)})", dims, "real", _ATOM)
             if expr.fn == "rows_dot":
                 return _Code(f"rows_dot_product({args[0].text}, {args[1].text})", dims, "real", _ATOM)
             if expr.fn == "neg":

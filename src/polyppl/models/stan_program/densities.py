@@ -82,6 +82,13 @@ def elementwise_lpdf(function: str, value: s.Expr, args: tuple[s.Expr, ...], lin
     return form(value, *args, line)
 
 
+def multi_normal_cholesky(value: s.Expr, mu: s.Expr, lower: s.Expr, size: int) -> s.Expr:
+    """Stan's ``multi_normal_cholesky_lpdf(y | mu, L)`` with its constants:
+    -sum(log(diag(L))) - |L^-1 (y - mu)|^2 / 2 - size log(2 pi) / 2."""
+    z = s.solve_lower(lower, value - mu)
+    return -s.sum_all(s.log(s.diagonal(lower))) - 0.5 * s.sum_all(z * z) - size * _HALF_LOG_2PI
+
+
 def log_mix(theta: s.Expr, first: s.Expr, second: s.Expr) -> s.Expr:
     """Stan's ``log_mix(theta, lp1, lp2)``: log(theta exp(lp1) + (1 - theta) exp(lp2))."""
     return s.log_sum_exp(s.log(theta) + first, s.log1p(-theta) + second)

@@ -104,6 +104,8 @@ HALF = {"normal": ("half_normal", "mu"), "cauchy": ("half_cauchy", "mu"), "stude
 #: Elementwise functions of the spec, by their Stan names.
 ELEMENTWISE = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "inv_logit": "inv_logit", "logit": "logit"}
 _SUFFIXES = ("_lpdf", "_lupdf", "_lpmf", "_lupmf")
+#: Stan's matrix functions the lowering takes (``Lowering._matrix_function``).
+MATRICES = frozenset({"gp_exp_quad_cov", "diag_matrix", "cholesky_decompose"})
 #: Stan's functions that repeat a scalar: (number of sizes, the kind of the result).
 REPEATS = {"rep_vector": (1, "vector"), "rep_row_vector": (1, "row_vector"), "rep_matrix": (2, "matrix"),
            "rep_array": (1, "array")}
@@ -461,6 +463,9 @@ class Lowering:
             return False
 
     def _add_term(self, distribution: str, value: Sym, args: tuple[Sym, ...], line: int) -> None:
+        if distribution in ("multi_normal", "multi_normal_cholesky"):
+            self.scalar_terms.append((line, self._multi_normal(distribution, value, args, line)))
+            return
         if distribution == "std_normal":
             family, names, args = "normal", ("mu", "sigma"), (self._const(0), self._const(1))
         elif distribution in GLMS:
@@ -476,6 +481,14 @@ class Lowering:
         if len(args) != len(names):
             raise unsupported(line, f"{distribution} with {len(args)} arguments")
         self.terms.append(Term(family, value, tuple(zip(names, args)), line))
+
+    def _multi_normal(self, distribution: str, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
+        """A multivariate normal density of one vector: a factor, in closed form."""
+        if len(args) != 2 or value.nloop or any(a.nloop for a in args) or len(value.dims) != 1 \
+                or args[0].dims not in ((), value.dims) or args[1].dims != value.dims * 2:
+            raise unsupported(line, f"{distribution} of these arguments (one vector, its mean and a matrix)")
+        lower = args[1].expr if distribution == "multi_normal_cholesky" else s.cholesky(args[1].expr)
+        return densities.multi_normal_cholesky(value.expr, args[0].expr, lower, self.dim_sizes[value.dims[0]])
 
     def _const(self, value: float) -> Sym:
         return Sym(s.Const(float(value)), (), "scalar", int_value=int(value) if float(value).is_integer() else None)
@@ -686,9 +699,41 @@ class Lowering:
             elements = [s.Index(args[0].expr, s.Var(self._constant_index(dim, i, line)))
                         for i in range(1, self.dim_sizes[dim] + 1)]
             return Sym(densities.log_sum_exp_of(elements), (), "scalar")
+        if name in MATRICES:
+            return self._matrix_function(name, args, expr)
         if name.endswith(_SUFFIXES + ("_lcdf", "_lccdf", "_cdf", "_rng")):
             raise unsupported(line, f"{name} inside an expression")
         raise unsupported(line, name if name not in DATA_FUNCTIONS else f"{name} of parameters")
+
+    def _matrix_function(self, name: str, args: list[Sym], expr: FnCall) -> Sym:
+        """gp_exp_quad_cov of 1-D data, diag_matrix, cholesky_decompose: square matrices
+        (their two dims the same, as Stan sizes them)."""
+        line = expr.line
+        if any(a.nloop for a in args):
+            raise unsupported(line, f"{name} inside a loop")
+        if name == "gp_exp_quad_cov" and len(args) == 3 and isinstance(expr.args[0], Name) \
+                and expr.args[0].name in self.values and not args[1].dims and not args[2].dims:
+            x = np.asarray(self.values[expr.args[0].name], dtype=float)
+            if x.ndim != 1:
+                raise unsupported(line, "gp_exp_quad_cov of points that are not numbers")
+            dims = args[0].dims * 2
+            squared = self._synthetic(f"squared_distance_{expr.args[0].name}", (x[:, None] - x[None, :]) ** 2, dims)
+            alpha, rho = args[1].expr, args[2].expr
+            return Sym(alpha * alpha * s.exp(-0.5 * s.Var(squared) / (rho * rho)), dims, "matrix")
+        if name == "diag_matrix" and len(args) == 1 and len(args[0].dims) == 1:
+            dims = args[0].dims * 2
+            identity = self._synthetic(f"identity_{dims[0]}", np.eye(self.dim_sizes[dims[0]]), dims)
+            return Sym(s.diag_pre_multiply(args[0].expr, s.Var(identity)), dims, "matrix")
+        if name == "cholesky_decompose" and len(args) == 1 and len(args[0].dims) == 2 \
+                and args[0].dims[0] == args[0].dims[1]:
+            return Sym(s.cholesky(args[0].expr), args[0].dims, "matrix")
+        raise unsupported(line, f"{name} of these arguments")
+
+    def _synthetic(self, name: str, value: np.ndarray, dims: tuple[str, ...]) -> str:
+        """A data array the lowering computes from the data, as a Data node of its own."""
+        self.values[name] = value
+        self.synthetic_dims[name] = dims
+        return name
 
     def _elementwise(self, args: list[Sym], build, line: int) -> Sym:
         """``build`` of the arguments' expressions, elementwise: dims and loops as a binary
