@@ -187,7 +187,7 @@ class Lowering:
         self._run(statements)
         loops.complete(self)
         out = []
-        for decl in (st for st in statements if isinstance(st, Decl)):
+        for decl in (st for st in statements if isinstance(st, Decl) and not st.nested):
             if decl.name not in self.syms:
                 raise unsupported(decl.line, f"{decl.name}, never assigned as a whole (or in one loop over all of it),")
             value = self.syms[decl.name]
@@ -217,7 +217,7 @@ class Lowering:
                                   f"(line {exc.line}: {exc.what})")
         loops.complete(self)
         out = []
-        for decl in (st for st in statements if isinstance(st, Decl)):
+        for decl in (st for st in statements if isinstance(st, Decl) and not st.nested):
             value = self.syms.get(decl.name)
             declared = self._dims(decl.type)
             if decl.name in left_out or value is None or value.dims != declared or value.nloop:

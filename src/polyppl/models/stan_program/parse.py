@@ -7,7 +7,7 @@ for programs Stan accepts, so this module does not repeat Stan's type checks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Union
@@ -111,6 +111,8 @@ class Decl:
     name: str
     value: StanExpr | None
     line: int
+    #: Declared inside a nested ``{ ... }``: a local variable, never one of the block's outputs.
+    nested: bool = False
 
 
 @dataclass(frozen=True)
@@ -428,7 +430,7 @@ def _flatten(statements) -> tuple:
     out = []
     for statement in statements:
         if isinstance(statement, tuple):
-            out.extend(_flatten(statement))
+            out.extend(replace(s, nested=True) if isinstance(s, Decl) else s for s in _flatten(statement))
         elif not (isinstance(statement, Other) and statement.kind == "empty"):
             out.append(statement)
     return tuple(out)
