@@ -81,6 +81,41 @@ model {
 BOUNDS_DATA = {"N": 3, "lo": [-0.5, 0.0, 1.5], "m": 0.7}
 
 
+#: A Gaussian process: gp_exp_quad_cov of 1-D data, diag_matrix, cholesky_decompose,
+#: multi_normal_cholesky and multi_normal of one vector, locals in a nested block of
+#: transformed parameters (locals, not outputs).
+GAUSSIAN_PROCESS = """data {
+  int<lower=1> N;
+  array[N] real x;
+  vector[N] y;
+  vector[N] y2;
+}
+parameters {
+  real<lower=0> rho;
+  real<lower=0> alpha;
+  real<lower=0> sigma;
+  vector[N] eta;
+}
+transformed parameters {
+  vector[N] f;
+  {
+    matrix[N, N] K = gp_exp_quad_cov(x, alpha, rho) + diag_matrix(rep_vector(1e-6, N));
+    f = cholesky_decompose(K) * eta;
+  }
+}
+model {
+  matrix[N, N] cov = gp_exp_quad_cov(x, alpha, rho) + diag_matrix(rep_vector(square(sigma), N));
+  rho ~ gamma(5, 4);
+  alpha ~ normal(0, 2);
+  sigma ~ normal(0, 1);
+  eta ~ std_normal();
+  y ~ multi_normal_cholesky(f, cholesky_decompose(cov));
+  y2 ~ multi_normal(rep_vector(0, N), cov);
+}
+"""
+GAUSSIAN_PROCESS_DATA = {"N": 4, "x": [-1.0, 0.5, 1.0, 2.5], "y": [0.3, -0.2, 1.1, 0.4], "y2": [1.0, 0.2, -0.3, 0.0]}
+
+
 def _write(tmp_path, program: str, data: dict):
     (tmp_path / "p.stan").write_text(program)
     (tmp_path / "d.json").write_text(json.dumps(data))
@@ -110,6 +145,15 @@ def test_general_bounds_and_offset_multiplier_match_stan(tmp_path):
                         "e": "flat_interval", "f": "flat_affine", "tau": "half_normal", "z": "flat_affine",
                         "g": "flat_affine"}
     assert s.free_vars(found.model["d"].dist.kwargs["upper"]) == {"a", "b"}
+    result = check_translation(found)
+    assert result.points == 20 and result.max_rel_error <= 1e-8
+
+
+def test_gaussian_process_matches_stan(tmp_path):
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*_write(tmp_path, GAUSSIAN_PROCESS, GAUSSIAN_PROCESS_DATA))
+    assert "K" not in found.model.output_names and "f" in found.model.output_names
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
