@@ -116,6 +116,29 @@ model {
 GAUSSIAN_PROCESS_DATA = {"N": 4, "x": [-1.0, 0.5, 1.0, 2.5], "y": [0.3, -0.2, 1.1, 0.4], "y2": [1.0, 0.2, -0.3, 0.0]}
 
 
+#: categorical of a simplex and categorical_logit of a vector, of integer data as a whole and
+#: row by row in a loop.
+CATEGORICAL = """data {
+  int<lower=1> N;
+  int<lower=2> K;
+  array[N] int<lower=1, upper=K> y;
+  array[N] int<lower=1, upper=K> z;
+}
+parameters {
+  simplex[K] theta;
+  vector[K] beta;
+}
+model {
+  beta ~ normal(0, 2);
+  y ~ categorical(theta);
+  for (n in 1:N) {
+    z[n] ~ categorical_logit(beta);
+  }
+}
+"""
+CATEGORICAL_DATA = {"N": 6, "K": 3, "y": [1, 3, 3, 2, 1, 3], "z": [2, 2, 1, 3, 2, 2]}
+
+
 def _write(tmp_path, program: str, data: dict):
     (tmp_path / "p.stan").write_text(program)
     (tmp_path / "d.json").write_text(json.dumps(data))
@@ -154,6 +177,15 @@ def test_gaussian_process_matches_stan(tmp_path):
 
     found = stan_program(*_write(tmp_path, GAUSSIAN_PROCESS, GAUSSIAN_PROCESS_DATA))
     assert "K" not in found.model.output_names and "f" in found.model.output_names
+    result = check_translation(found)
+    assert result.points == 20 and result.max_rel_error <= 1e-8
+
+
+def test_categorical_matches_stan(tmp_path):
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*_write(tmp_path, CATEGORICAL, CATEGORICAL_DATA))
+    assert found.model["theta"].dist.family == "flat_simplex"
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
 

@@ -466,6 +466,9 @@ class Lowering:
         if distribution in ("multi_normal", "multi_normal_cholesky"):
             self.scalar_terms.append((line, self._multi_normal(distribution, value, args, line)))
             return
+        if distribution in ("categorical", "categorical_logit"):
+            self.scalar_terms.append((line, self._categorical(distribution, value, args, line)))
+            return
         if distribution == "std_normal":
             family, names, args = "normal", ("mu", "sigma"), (self._const(0), self._const(1))
         elif distribution in GLMS:
@@ -489,6 +492,24 @@ class Lowering:
             raise unsupported(line, f"{distribution} of these arguments (one vector, its mean and a matrix)")
         lower = args[1].expr if distribution == "multi_normal_cholesky" else s.cholesky(args[1].expr)
         return densities.multi_normal_cholesky(value.expr, args[0].expr, lower, self.dim_sizes[value.dims[0]])
+
+    def _categorical(self, distribution: str, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
+        """categorical(theta) or categorical_logit(beta) of integer data, with one vector of
+        probabilities (or logits) for every row: the log probability of each row's category,
+        picked by the data as an index, summed over the rows."""
+        if len(args) != 1 or args[0].nloop or len(args[0].dims) != 1 or (
+                value.int_data is None and value.int_value is None) or len(value.dims) > 1:
+            raise unsupported(line, f"{distribution} of these arguments (integer data and one vector)")
+        dim = args[0].dims[0]
+        if distribution == "categorical":
+            log_probability = s.log(args[0].expr)
+        else:
+            elements = [s.Index(args[0].expr, s.Var(self._constant_index(dim, i, line)))
+                        for i in range(1, self.dim_sizes[dim] + 1)]
+            log_probability = args[0].expr - densities.log_sum_exp_of(elements)
+        if value.int_value is not None:
+            return s.Index(log_probability, s.Var(self._constant_index(dim, value.int_value, line)))
+        return s.sum_all(s.Index(log_probability, s.Var(self._index_node(value.int_data, dim, line))))
 
     def _const(self, value: float) -> Sym:
         return Sym(s.Const(float(value)), (), "scalar", int_value=int(value) if float(value).is_integer() else None)
