@@ -117,7 +117,7 @@ GAUSSIAN_PROCESS_DATA = {"N": 4, "x": [-1.0, 0.5, 1.0, 2.5], "y": [0.3, -0.2, 1.
 
 
 #: categorical of a simplex and categorical_logit of a vector, of integer data as a whole and
-#: row by row in a loop.
+#: row by row in a loop; a prior truncated with constant bounds (T[0, ], T[, 4]).
 CATEGORICAL = """data {
   int<lower=1> N;
   int<lower=2> K;
@@ -127,9 +127,13 @@ CATEGORICAL = """data {
 parameters {
   simplex[K] theta;
   vector[K] beta;
+  real<lower=0> s;
+  real<upper=4> u;
 }
 model {
   beta ~ normal(0, 2);
+  s ~ normal(1, 2) T[0, ];
+  u ~ cauchy(0, 3) T[, 4];
   y ~ categorical(theta);
   for (n in 1:N) {
     z[n] ~ categorical_logit(beta);
@@ -185,7 +189,7 @@ def test_categorical_matches_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
     found = stan_program(*_write(tmp_path, CATEGORICAL, CATEGORICAL_DATA))
-    assert found.model["theta"].dist.family == "flat_simplex"
+    assert found.model["theta"].dist.family == "flat_simplex" and found.model["u"].dist.family == "flat_upper"
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
@@ -199,6 +203,14 @@ def test_a_still_unsupported_type_is_named_with_its_line(tmp_path):
     with pytest.raises(UserError, match=r"line 9: the parameter type cov_matrix \(S\) is not supported for PyMC "
                        r"and NumPyro \(`--backends stan` still runs the program as it is\)"):
         stan_program(path, data)
+
+
+def test_truncation_of_parameters_is_named_with_its_line(tmp_path):
+    """T[L, U] whose normalising term reads parameters (it needs the family's cdf of them)."""
+    program = CATEGORICAL.replace("  u ~ cauchy(0, 3) T[, 4];", "  u ~ cauchy(s, 3) T[, 4];")
+    support = check_support(*_write(tmp_path, program, CATEGORICAL_DATA))
+    assert (support.line, support.construct) == (
+        16, "truncation T[,] whose bounds or arguments depend on parameters is not supported for PyMC and NumPyro")
 
 
 def test_lupdf_inside_an_expression_is_named_with_its_line(tmp_path):

@@ -427,7 +427,12 @@ class Lowering:
 
     def _tilde(self, st: Tilde) -> None:
         if st.truncation is not None:
-            raise unsupported(st.line, "truncation T[,]")
+            # T[L, U] divides the density by the probability of [L, U]: a constant where the
+            # family's arguments and the bounds are data (a prior truncated at its parameter's
+            # bound), dropped as ~ drops constants; of parameters it needs the family's cdf.
+            bounds = [b for b in st.truncation if b is not None]
+            if not all(self._is_data_only(e) for e in (*st.args, *bounds)):
+                raise unsupported(st.line, "truncation T[,] whose bounds or arguments depend on parameters")
         if functions.is_user_density(self, st.distribution):
             value = self._call(functions.density_call(self, st.distribution, st.value, st.args, st.line))
             if value.dims:
