@@ -1,6 +1,7 @@
 """The specification rejects models no compiler could build, and its rewrites keep names."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -80,6 +81,17 @@ def test_models_and_datasets_survive_json_with_the_same_hash():
     changed = MODELS["eight-schools"].spec("noncentered", MODELS["eight-schools"].dataset())
     nodes = tuple(s.Param("mu", s.Normal(0.0, 5.5)) if n.name == "mu" else n for n in changed.nodes)
     assert model_hash(s.Model(changed.name, nodes)) != model_hash(changed)
+
+
+def test_arrays_keep_their_shape_through_json():
+    """A 0-d array (a Stan program's constant index, ``n2_1``) stays 0-d: a child process
+    that got it back 1-d failed to save its fit."""
+    from polyppl.spec.serialize import array_from_json, array_to_json
+
+    for value in (np.asarray(3), np.arange(6.0).reshape(2, 3), np.arange(6).reshape(3, 2).T):
+        again = array_from_json(json.loads(json.dumps(array_to_json(value))))
+        assert again.shape == value.shape and again.dtype == value.dtype
+        np.testing.assert_array_equal(again, value)
 
 
 def test_row_level_data_aggregates_to_the_seed_counts():

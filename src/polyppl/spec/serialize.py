@@ -160,11 +160,13 @@ def model_from_json(data: dict[str, Any]) -> Model:
 
 
 def array_to_json(value: np.ndarray) -> dict[str, Any]:
-    array = np.ascontiguousarray(value)
+    array = np.asarray(value)
     if array.dtype.kind not in "biuf":
         raise SpecError(f"data arrays must be numbers, not {array.dtype}")
+    # The shape of the array itself: ascontiguousarray makes a 0-d array 1-d (a scalar index
+    # node of a Stan program, n2_1, came back of shape (1,) in a child process).
     return {"dtype": array.dtype.str, "shape": list(array.shape),
-            "zlib_base64": base64.b64encode(zlib.compress(array.tobytes(), 6)).decode("ascii")}
+            "zlib_base64": base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes(), 6)).decode("ascii")}
 
 
 def array_from_json(data: dict[str, Any]) -> np.ndarray:
