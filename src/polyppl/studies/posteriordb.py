@@ -84,7 +84,7 @@ class PosteriorPlan:
     requests: dict[str, FitRequest]  # by column label; empty when unsupported or not imported
     status: str | None = None  # unsupported or error, decided before anything runs
     reason: str = ""
-    #: The translation check's task, for a model lowered from its program (not for a stand-in).
+    #: The translation check's task, for a model lowered from its program. 
     check: GridTask | None = None
 
 
@@ -183,7 +183,7 @@ def plan_study(root: Path, names: Sequence[str] = (), selection: str = "names", 
 
 def _translation_task(problem: Problem, posterior: db.Posterior, seed: int, stan_engine: str | None) -> GridTask | None:
     """The Stan front end's translation check of a model lowered from its program (the
-    model carries its program as ``source``), as a task; None for a stand-in."""
+    model carries its program as ``source``), as a task; None for a model without one."""
     if getattr(problem.model, "source", None) is None:
         return None
     return GridTask(FitKey(posterior.name, TRANSLATION, "check", db.SCENARIO, seed),
@@ -237,7 +237,7 @@ class PosteriorResult:
     reason: str
     backends: dict[str, BackendResult]
     tests: list[PairTest]
-    #: The translation check's ``{points, max_rel_error}``; None for a stand-in or where it did not pass.
+    #: The translation check's ``{points, max_rel_error}``; None where it did not pass.
     translation: dict[str, Any] | None = None
 
     @property
