@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_posteriordb(args: argparse.Namespace) -> int:
     from polyppl.inference.idata import save_json
     from polyppl.inference.methods import SamplerSettings
-    from polyppl.render.posteriordb_report import posteriordb_text, write_posteriordb_report
+    from polyppl.render.posteriordb_report import posteriordb_text, write_posteriordb_report, write_speed_png
     from polyppl.render.text import table
     from polyppl.studies.posteriordb import listing, run_posteriordb
 
@@ -90,4 +90,7 @@ def cmd_posteriordb(args: argparse.Namespace) -> int:
         save_json(result, args.json)
         print(f"saved: {args.json}")
     print(f"report: {write_posteriordb_report(run, args.report)}")
+    png = write_speed_png(run)
+    if png is not None:
+        print(f"speed plot: {png}")
     return run.exit_code

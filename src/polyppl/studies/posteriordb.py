@@ -408,21 +408,31 @@ class StudyRun:
             return 1
         return 3 if counts["inconclusive"] else 0
 
-    def speed_ratios(self) -> tuple[dict[str, float], int]:
-        """Each backend's ESS/s over the fastest backend's, geometric mean over the posteriors
-        where every backend converged and none failed to agree; and how many those are."""
-        import math
-
-        logs: dict[str, list[float]] = {label: [] for label in self.plan.labels}
+    def speed_by_posterior(self) -> dict[str, dict[str, Any]]:
+        """Per posterior where every backend converged and none disagreed (pass, or
+        inconclusive only for want of a reference): the fastest backend by ESS/s, each
+        backend's ESS/s and its ratio to the fastest's (1 for the fastest)."""
+        out = {}
         for result in self.results:
             if result.fastest is None or result.status not in ("pass", "inconclusive"):
                 continue
             speeds = {label: b.speed()["ess_per_s"] for label, b in result.backends.items()}
             best = speeds[result.fastest]
-            for label, speed in speeds.items():
-                logs[label].append(math.log(speed / best))
-        counted = len(next(iter(logs.values()), []))
-        return {label: math.exp(sum(v) / len(v)) for label, v in logs.items() if v}, counted
+            out[result.name] = {"fastest": result.fastest, "ess_per_s": speeds,
+                                "over_fastest": {label: speed / best for label, speed in speeds.items()}}
+        return out
+
+    def speed_ratios(self) -> tuple[dict[str, float], int]:
+        """Each backend's ESS/s over the fastest backend's, geometric mean over the posteriors
+        of :meth:`speed_by_posterior`; and how many those are."""
+        import math
+
+        per_posterior = self.speed_by_posterior()
+        logs: dict[str, list[float]] = {label: [] for label in self.plan.labels}
+        for row in per_posterior.values():
+            for label, ratio in row["over_fastest"].items():
+                logs[label].append(math.log(ratio))
+        return {label: math.exp(sum(v) / len(v)) for label, v in logs.items() if v}, len(per_posterior)
 
     def to_json(self) -> dict[str, Any]:
         posteriors = {}
@@ -458,7 +468,10 @@ class StudyRun:
             "remedies": list(self.plan.remedies),
             "floor_sd": self.plan.floor, "statistics": ["mean", "sd", "q05", "q95"],
             "posteriors": posteriors, "summary": self.counts(),
-            "speed": {"ess_per_s_over_fastest_geometric_mean": ratios, "posteriors_compared": compared},
+            "speed": {"ess_per_s_over_fastest_geometric_mean": ratios, "posteriors_compared": compared,
+                      "per_posterior": self.speed_by_posterior(),
+                      "fastest_count": {label: sum(1 for row in self.speed_by_posterior().values()
+                                                   if row["fastest"] == label) for label in self.plan.labels}},
             "grid": self.grid, "ledger": str(self.ledger),
         }
 
