@@ -11,7 +11,7 @@ through the Stan front end and its translation check.
 Statistics: every test of a run is one Holm family per posterior at a family-wise
 false-alarm rate of 1% (the study's default, ``studies.agreement``), so a run of correct
 backends on one posterior fails with probability at most 1%; the CI set runs at 0.05% per
-posterior (six posteriors: 0.3% in all) with fewer draws; the seeds are fixed, so each
+posterior (six posteriors: 0.03% in all) with fewer draws; the seeds are fixed, so each
 outcome is repeatable.
 
 Time: about 1 minute for the three backends on eight schools with Stan's program compiled
@@ -57,9 +57,11 @@ AWAITING = {
     "arK-arK": "a time series: needs loops from an offset (scan)",
 }
 #: The CI set's settings: fewer draws than the defaults (4 x 500 + 500 still leaves an ESS
-#: well above 400 on each), and a family-wise false-alarm rate of 0.05% per posterior.
+#: above 400 on each), and a family-wise false-alarm rate of 0.005% per posterior (the
+#: suite's flakiness budget of 2% is nearly spent; a real error such as the skewed backend's
+#: is at z = -32, far beyond Holm's threshold at this rate, z of about 5).
 CI_SETTINGS = SamplerSettings(chains=4, draws=500, tune=500, seed=1)
-CI_FAMILY_ALPHA = 0.0005
+CI_FAMILY_ALPHA = 0.00005
 
 
 def polyppl(*args, cwd, env=None, timeout=1200):
@@ -155,7 +157,7 @@ def ci_run(tmp_path_factory):
 def test_every_backend_agrees_with_the_reference_and_each_other_on_the_ci_set(ci_run, name):
     """PyMC, NumPyro and Stan (4 x 500 + 500, seed 1) on each posterior of the CI set: every
     quantity's mean, sd, q05 and q95 within Monte Carlo error of posteriordb's reference draws
-    (where it has them) and of the other backends (Holm, 0.05% per posterior), every backend
+    (where it has them) and of the other backends (Holm, 0.005% per posterior), every backend
     converged (after the remedies ladder where a fit was flagged); the JSON in the issue's
     format, each backend's record and speed. (Eight schools at the defaults, 4 x 1000: 336
     tests, smallest p before Holm 0.013.)"""
@@ -177,6 +179,8 @@ def test_every_backend_agrees_with_the_reference_and_each_other_on_the_ci_set(ci
         assert entry["tests"] == 10 * 4 * 3 + 18 * 4 * 3
 
 
+# Arithmetic on the CI run's records (its statistical verdicts are the test above's).
+@pytest.mark.false_alarm(0)
 def test_the_ci_run_answers_which_backend_is_fastest_and_resumes_from_its_ledger(ci_run, tmp_path):
     """The speed answer (the fastest converged backend per posterior by ESS/s, each backend's
     ratio to it, the geometric mean) in the JSON, the terminal's table, the report and the PNG;
