@@ -256,6 +256,10 @@ def _speed_figure(run: StudyRun) -> str:
     return _figure(fig, "ESS per second by posterior and backend", speed_note(run))
 
 
+def _titled(table: Table) -> str:
+    return f"<h3>{_e(table.title)}</h3>" + table.html() + "".join(f'<p class="note">{_e(n)}</p>' for n in table.notes)
+
+
 def _ratio_figure(run: StudyRun) -> str:
     fig = speed_figure(run)
     if fig is None:
@@ -282,7 +286,7 @@ def _page(run: StudyRun) -> str:
         ("summary", "Summary", summary + f"<p>{_e(speed_note(run))}</p>" + (f"<ul>{reasons}</ul>" if reasons else "")),
         ("grid", "Posteriors by backend", GRID_CSS + _grid_html(run) + method),
         ("worst", "Worst quantities", worst_table(run).html()),
-        ("speed", "Speed", _ratio_figure(run) + fastest_table(run).html() + _speed_figure(run) + speed_table(run).html()),
+        ("speed", "Speed", _ratio_figure(run) + _titled(fastest_table(run)) + _speed_figure(run) + speed_table(run).html()),
         ("provenance", "How this was run",
          f"<p>posteriordb snapshot: {_e(run.plan.root)} (posteriordb, https://github.com/stan-dev/posteriordb, BSD "
          f"3-Clause licence). Grid: {_e(run.grid['where'])}; {run.grid['fits_run']} fits run, "
