@@ -221,8 +221,8 @@ def test_a_divergent_simulation_climbs_the_ladder_and_gives_the_chosen_rungs_ran
     process: a fit with divergent transitions at target 0.9 runs again on the same data and
     seed at 0.95 (then 0.99), its record is the rung the ladder chose, as compare chooses it
     (measured: simulations 0 and 1 diverge and climb); the JSON and the table count them.
-    With ``--remedies none`` no fit climbs and every record is at 0.9; parametrization is
-    refused for SBC with a one-line reason."""
+    By default (no remedies, as every SBC figure so far was measured) no fit climbs and every
+    record is at 0.9; parametrization is refused for SBC with a one-line reason."""
     from dataclasses import replace
 
     from polyppl.render.sbc_report import backends_table
@@ -230,12 +230,12 @@ def test_a_divergent_simulation_climbs_the_ladder_and_gives_the_chosen_rungs_ran
 
     settings = SamplerSettings(chains=4, draws=100, tune=100)
     runs = {}
-    for remedies in (None, ["none"]):
+    for remedies in (["target"], None):  # None: the default, no remedies (docs/sbc.md)
         run = run_sbc("eight-schools", ["numpyro"], simulations=4, seed=1, parametrization="centered",
                       settings=settings, remedies=remedies, out=tmp_path / str(remedies), scheduler=IN_PROCESS)
         fits = [SbcFit.from_json(e["result"]) for e in _entries(run.ledger)]
         runs[str(remedies)] = (run, fits)
-    run, fits = runs["None"]
+    run, fits = runs["['target']"]
     climbed = [f for f in fits if f.climbed]
     assert climbed and run.columns["numpyro"].counts["remedied"] == len(climbed)
     for fit in climbed:
@@ -249,8 +249,8 @@ def test_a_divergent_simulation_climbs_the_ladder_and_gives_the_chosen_rungs_ran
     assert sum(run.columns["numpyro"].remedied.values()) == len(climbed)
     assert run.to_json()["remedies"] == ["target"] and run.to_json()["backends"]["numpyro"]["remedied"]
     assert "remedied" in backends_table(run).text()
-    off, off_fits = runs["['none']"]
-    assert off.columns["numpyro"].counts["remedied"] == 0 and not any(f.climbed for f in off_fits)
+    off, off_fits = runs["None"]
+    assert off.remedies == () and off.columns["numpyro"].counts["remedied"] == 0 and not any(f.climbed for f in off_fits)
     assert all(f.record.settings["target_accept"] == 0.9 for f in off_fits)
     assert off.columns["numpyro"].counts["divergent"] >= len(climbed)
     with pytest.raises(UserError, match="--remedies parametrization does not apply to SBC"):
