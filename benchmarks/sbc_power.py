@@ -22,9 +22,10 @@ from pathlib import Path
 
 import polyppl.backends.numpyro.compiler as numpyro_compiler
 from polyppl.execution.grid import forget_compiled
+from polyppl.execution.record import FitRecord
 from polyppl.inference.numpy_model import substitute
 from polyppl.studies import sbc_stats
-from polyppl.studies.sbc import DEFAULT_SETTINGS, SbcJob, choose_run_L, parse_substitute, run_simulation
+from polyppl.studies.sbc import DEFAULT_SETTINGS, SbcFit, SbcJob, choose_run_L, parse_substitute, run_simulation
 from polyppl.models import resolve
 
 
@@ -54,11 +55,13 @@ def main() -> None:
             for simulation in range(args.simulations):
                 if (seed, simulation) in done:
                     continue
+                record = FitRecord(problem.name, problem.scenario, None, "numpyro", "numpyro", "nuts", "ok", seed,
+                                   settings.as_dict())
                 job = SbcJob(model, problem.dataset, "numpyro", "numpyro", "nuts", (), replace(settings, seed=seed),
-                             "numpyro", simulation, seed, ladder)
-                result = run_simulation(job)
-                handle.write(json.dumps({"seed": seed, "simulation": simulation, "ranks": result["ranks"],
-                                         "ess": result["ess_bulk_min"]}) + "\n")
+                             "numpyro", simulation, seed, ladder, record)  # no remedies: the sampler's own power
+                result = SbcFit.from_json(run_simulation(job))
+                handle.write(json.dumps({"seed": seed, "simulation": simulation, "ranks": result.ranks,
+                                         "ess": result.record.diagnostics.ess_bulk_min}) + "\n")
                 handle.flush()
     rows = [json.loads(line) for line in args.out.read_text().splitlines()]
     by_seed = collections.defaultdict(list)

@@ -57,9 +57,14 @@ def test_in_process_grid_resumes_and_reruns_a_changed_config(tmp_path):
     assert [first.entries[t.key]["result"]["value"] for t in _tasks(3)] == [0, 1, 2]
     again = run_grid(_tasks(5), ledger=ledger, scheduler=IN_PROCESS)
     assert (again.ran, again.reused) == (2, 3)
-    changed = run_grid(_tasks(5, config="c2"), ledger=ledger, scheduler=IN_PROCESS)
+    lines: list[str] = []
+    changed = run_grid(_tasks(5, config="c2"), ledger=ledger, scheduler=IN_PROCESS, progress=lines.append)
     assert (changed.ran, changed.reused) == (5, 0)
     assert len(ledger.read_text().splitlines()) == 10
+    # Entries of another config (other settings, or an older layout of a study's results: its
+    # LEDGER_FORMAT is in the config) are never read as today's, and the progress says so.
+    assert lines[0] == ("5 tasks in the ledger for other settings or an older layout of its results (a study's "
+                        "LEDGER_FORMAT): not reused, run again")
 
 
 def test_a_failing_task_is_recorded_in_process(tmp_path):

@@ -7,15 +7,18 @@ the false alarms among replications of backends that are right, at a stated rate
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from scipy import stats
 
 from polyppl.cli import main
 from polyppl.execution.grid import IN_PROCESS, GridRun, forget_compiled
+from polyppl.inference.diagnostics import RunDiagnostics
 from polyppl.models import resolve
 from polyppl.studies.agreement import FAMILY_ALPHA as FAMILY_ALPHA_OF_COMPARE
 from polyppl.studies.replications import (
+    ReplicationResult,
     REPLICATIONS_ALPHA, plan_replications, replication_seed, run_replications, summarize,
 )
 from stat_tolerance import FAMILY_ALPHA, allowed_count
@@ -29,9 +32,13 @@ def _grid(plan, verdicts) -> GridRun:
             continue
         flagged = [{"quantity": "mu", "backends": ["numpyro", "stan"], "statistic": "mean", "gap": 1.0,
                     "p_value": 1e-6}] if verdict == "disagree" else []
-        columns = {label: {"divergences": 0, "flags": []} for label in plan.labels}
-        entries[task.key] = {"status": "ok", "result": {"verdict": verdict, "tests": 72, "flagged": flagged,
-                                                        "columns": columns}}
+        # Each column's record as a replication's task returns it: no divergences, no flags.
+        diagnostics = RunDiagnostics(rhat_max=1.0, ess_bulk_min=1000.0, ess_tail_min=1000.0, divergences=0,
+                                     divergence_rate=0.0, tree_depth_saturation=0.0, ebfmi_min=1.0,
+                                     gradient_evaluations=1000, flags=())
+        records = {label: replace(base, diagnostics=diagnostics) for label, _, _, _, base in task.argument.columns}
+        entries[task.key] = {"status": "ok", "result": ReplicationResult(verdict, 1, 72, tuple(flagged), records,
+                                                                          dict.fromkeys(records, 0.0)).to_json()}
     return GridRun(entries, reused=0, ran=len(entries), wall_seconds=1.0, workers=1, where=IN_PROCESS)
 
 

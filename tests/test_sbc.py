@@ -209,3 +209,56 @@ def test_cli_writes_json_report_and_figures(tmp_path, capsys):
     again = json.loads((tmp_path / "sbc.json").read_text())
     assert again["grid"]["fits_reused"] == 3 and again["grid"]["fits_run"] == 0
     assert again["backends"]["stan"]["parameters"] == data["backends"]["stan"]["parameters"]
+
+
+# --------------------------------------------------------------------------- remedies
+
+
+# Arithmetic on fixed seeds: which fits climb is decided by their own diagnostics.
+@pytest.mark.false_alarm(0)
+def test_a_divergent_simulation_climbs_the_ladder_and_gives_the_chosen_rungs_ranks(tmp_path):
+    """Eight schools, centered (divergences are common), four simulations on NumPyro, in this
+    process: a fit with divergent transitions at target 0.9 runs again on the same data and
+    seed at 0.95 (then 0.99), its record is the rung the ladder chose, as compare chooses it
+    (measured: simulations 0 and 1 diverge and climb); the JSON and the table count them.
+    By default (no remedies, as every SBC figure so far was measured) no fit climbs and every
+    record is at 0.9; parametrization is refused for SBC with a one-line reason."""
+    from dataclasses import replace
+
+    from polyppl.render.sbc_report import backends_table
+    from polyppl.studies.sbc import SbcFit
+
+    settings = SamplerSettings(chains=4, draws=100, tune=100)
+    runs = {}
+    for remedies in (["target"], None):  # None: the default, no remedies (docs/sbc.md)
+        run = run_sbc("eight-schools", ["numpyro"], simulations=4, seed=1, parametrization="centered",
+                      settings=settings, remedies=remedies, out=tmp_path / str(remedies), scheduler=IN_PROCESS)
+        fits = [SbcFit.from_json(e["result"]) for e in _entries(run.ledger)]
+        runs[str(remedies)] = (run, fits)
+    run, fits = runs["['target']"]
+    climbed = [f for f in fits if f.climbed]
+    assert climbed and run.columns["numpyro"].counts["remedied"] == len(climbed)
+    for fit in climbed:
+        rungs = fit.ladder.rungs
+        assert rungs[0].rung == "at target 0.9" and "divergent transition" in rungs[0].findings
+        assert [r.settings["target_accept"] for r in rungs] == [0.9, 0.95, 0.99][:len(rungs)]
+        assert fit.record.settings == rungs[fit.ladder.chosen].settings  # the record is the chosen rung's
+    for fit in fits:
+        if not fit.climbed:
+            assert fit.record.settings["target_accept"] == 0.9 and not fit.record.diagnostics.divergences
+    assert sum(run.columns["numpyro"].remedied.values()) == len(climbed)
+    assert run.to_json()["remedies"] == ["target"] and run.to_json()["backends"]["numpyro"]["remedied"]
+    assert "remedied" in backends_table(run).text()
+    off, off_fits = runs["None"]
+    assert off.remedies == () and off.columns["numpyro"].counts["remedied"] == 0 and not any(f.climbed for f in off_fits)
+    assert all(f.record.settings["target_accept"] == 0.9 for f in off_fits)
+    assert off.columns["numpyro"].counts["divergent"] >= len(climbed)
+    with pytest.raises(UserError, match="--remedies parametrization does not apply to SBC"):
+        plan_sbc("eight-schools", ["numpyro"], simulations=1, settings=replace(settings), remedies=["parametrization"],
+                 out=tmp_path)
+
+
+def _entries(ledger) -> list[dict]:
+    from polyppl.execution.grid import read_ledger
+
+    return [e for e in read_ledger(ledger).entries.values() if e["status"] == "ok"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
     add_engine_arguments, add_grid_arguments, column_list, engines_from, non_negative_int, positive_int, progress,
+    remedy_list,
 )
 from polyppl.errors import UserError
 
@@ -40,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tune", type=non_negative_int, default=1000, help="warm-up iterations per chain (default 1000)")
     parser.add_argument("--seed", type=non_negative_int, default=1, help="the sampler seed of every fit (default 1)")
     add_engine_arguments(parser)
+    parser.add_argument("--remedies", type=remedy_list, metavar="RUNGS",
+                        help="what a posterior tries when a backend's fit is flagged, every backend again at each rung, "
+                        "each rung's fits kept in the ledger (default: target,draws: divergences -> target acceptance "
+                        "0.95, then 0.99; R-hat or ESS without divergences -> longer chains from the ESS per draw, at most "
+                        "10 x --draws; 'none' turns the ladder off). Not the other parametrization: the reference draws "
+                        "are of the program as written")
     add_grid_arguments(parser, "fits")
     parser.add_argument("--timeout", type=float, help="seconds allowed per fit (default: none)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for the ledger and results (default {DEFAULT_OUT})")
@@ -52,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_posteriordb(args: argparse.Namespace) -> int:
     from polyppl.inference.idata import save_json
     from polyppl.inference.methods import SamplerSettings
-    from polyppl.render.posteriordb_report import posteriordb_text, write_posteriordb_report
+    from polyppl.render.posteriordb_report import posteriordb_text, write_posteriordb_report, write_speed_png
     from polyppl.render.text import table
     from polyppl.studies.posteriordb import listing, run_posteriordb
 
@@ -73,7 +80,7 @@ def cmd_posteriordb(args: argparse.Namespace) -> int:
     run = run_posteriordb(
         args.path, args.names, selection, [c.label for c in args.backends] if args.backends else None,
         settings=settings, engines=engines_from(args), out=args.out, scheduler=args.scheduler, workers=args.workers,
-        timeout=args.timeout, retries=args.retries, progress=progress)
+        timeout=args.timeout, retries=args.retries, remedies=args.remedies, progress=progress)
     print(posteriordb_text(run))
     result = run.to_json()
     saved = args.out / "posteriordb.json"
@@ -83,4 +90,7 @@ def cmd_posteriordb(args: argparse.Namespace) -> int:
         save_json(result, args.json)
         print(f"saved: {args.json}")
     print(f"report: {write_posteriordb_report(run, args.report)}")
+    png = write_speed_png(run)
+    if png is not None:
+        print(f"speed plot: {png}")
     return run.exit_code

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from polyppl.backends import BACKENDS
 from polyppl.cli.common import (
-    add_engine_arguments, add_grid_arguments, add_model_arguments, column_list, engines_from, method_list,
+    add_engine_arguments, add_grid_arguments, add_model_arguments, column_list, engines_from, method_list, remedy_list,
     non_negative_int, positive_int, problem_from, progress,
 )
 from polyppl.inference.methods import METHODS
@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-accept", type=float,
                         help="NUTS target acceptance, all backends (default: 0.9, or what the model asks for)")
     add_engine_arguments(parser)
+    parser.add_argument("--remedies", type=remedy_list, metavar="RUNGS",
+                        help="what a flagged NUTS fit of a simulation tries before its ranks are taken (default: none, the "
+                        "sampler as asked; target: divergences -> the same data and seed at target acceptance 0.95, then "
+                        "0.99; draws: longer chains for R-hat or ESS). The ranks are the chosen rung's, by a rule that never "
+                        "sees the true values: SBC then calibrates NUTS with the ladder, as compare and run deliver it "
+                        "(docs/sbc.md)")
     add_grid_arguments(parser, "fits")
     parser.add_argument("--timeout", type=float, help="seconds allowed per fit (default: none)")
     parser.add_argument("--alpha", type=float, default=0.05,
@@ -63,7 +69,7 @@ def cmd_sbc(args: argparse.Namespace) -> int:
         problem, backends=[c.label for c in args.backends] if args.backends else None, methods=args.methods,
         simulations=args.simulations, seed=args.seed, settings=settings, substitutes=substitutes, engines=engines_from(args),
         out=args.out, scheduler=args.scheduler, workers=args.workers, timeout=args.timeout, retries=args.retries,
-        family_alpha=args.alpha, progress=progress,
+        family_alpha=args.alpha, remedies=args.remedies, progress=progress,
     )
     print(sbc_text(run))
     print(f"\nsaved: {save_json_result(run)} (ledger {run.ledger})")

@@ -199,6 +199,14 @@ def read_ledger(path: Path) -> Ledger:
     return Ledger(entries, unreadable)
 
 
+def stale_tasks(ledger: Ledger, tasks: Sequence[GridTask]) -> int:
+    """How many of ``tasks`` the ledger holds under another ``config``: run with other
+    settings, or written in an older layout of their results (each study puts its
+    ``LEDGER_FORMAT`` in the config), so never read as today's."""
+    keys = {key for key, _ in ledger.entries}
+    return sum(1 for t in tasks if t.key.text() in keys)
+
+
 def append_line(path: Path, entry: Mapping[str, Any]) -> None:
     """Append one ledger line with a single write, flushed to disk; a line left unfinished by
     a kill is first closed, so that it spoils only itself."""
@@ -433,6 +441,10 @@ def _run_grid(tasks: Sequence[GridTask], ledger: Path | None, scheduler: str | N
                  "(cut short, run together or changed on disk): re-run")
     entries = {t.key: done.entries[t.key.text(), t.config] for t in tasks if (t.key.text(), t.config) in done.entries}
     todo = [t for t in tasks if t.key not in entries]
+    stale = stale_tasks(done, todo)
+    if stale and progress is not None:
+        progress(f"{stale} task{'s' if stale != 1 else ''} in the ledger for other settings or an older layout of "
+                 "its results (a study's LEDGER_FORMAT): not reused, run again")
 
     def record(task: GridTask, outcome: dict[str, Any]) -> None:
         outcome = dict(outcome)

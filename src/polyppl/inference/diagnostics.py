@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -232,13 +232,25 @@ def run_diagnostics(summaries: dict[str, Summary], sample_stats: xr.Dataset, max
                     sampling_seconds: float | None = None, warmup_gradient_evaluations: int = 0) -> RunDiagnostics:
     """Flags and cost of a run from its summaries and sampler statistics; with the sampling
     time, also the speed (bulk ESS per second and per gradient)."""
-    chains, n_draws = sample_stats.sizes["chain"], sample_stats.sizes["draw"]
     rhat = max((s.rhat for s in summaries.values()), default=1.0)
     ess_bulk = min((s.ess_bulk for s in summaries.values()), default=np.inf)
     ess_tail = min((s.ess_tail for s in summaries.values()), default=np.inf)
-    diverging = sample_stats["diverging"].values.astype(bool)
-    depth = sample_stats["tree_depth"].values
-    energy = sample_stats["energy"].values
+    stats = {name: sample_stats[name].values for name in ("diverging", "tree_depth", "energy", "n_steps")}
+    return diagnose(rhat, ess_bulk, ess_tail, stats, max_tree_depth, sampling_seconds, warmup_gradient_evaluations)
+
+
+def diagnose(rhat_max: float, ess_bulk_min: float, ess_tail_min: float, stats: Mapping[str, np.ndarray],
+             max_tree_depth: int, sampling_seconds: float | None = None,
+             warmup_gradient_evaluations: int = 0) -> RunDiagnostics:
+    """Flags and cost of a run from its largest R-hat, smallest bulk and tail ESS and its
+    sampler statistics (``diverging``, ``tree_depth``, ``energy``, ``n_steps``, each (chain,
+    draw)): the one definition of the flags, for :func:`run_diagnostics` and for studies that
+    compute R-hat and ESS their own faster way (SBC)."""
+    diverging = np.asarray(stats["diverging"]).astype(bool)
+    chains, n_draws = diverging.shape[:2]
+    depth = np.asarray(stats["tree_depth"])
+    energy = np.asarray(stats["energy"], dtype=float)
+    rhat, ess_bulk, ess_tail = float(rhat_max), float(ess_bulk_min), float(ess_tail_min)
     ebfmi = float(np.min(bfmi(energy))) if energy.shape[1] > 1 else float("nan")
     flags = convergence_flags(rhat, ess_bulk, ess_tail, chains)
     if diverging.any():
@@ -248,12 +260,12 @@ def run_diagnostics(summaries: dict[str, Summary], sample_stats: xr.Dataset, max
         flags.append("tree_depth")
     if ebfmi < EBFMI_MIN:
         flags.append("ebfmi")
-    gradients = int(sample_stats["n_steps"].values.sum())
+    gradients = int(np.asarray(stats["n_steps"]).sum())
     timed = sampling_seconds is not None and sampling_seconds > 0
     return RunDiagnostics(
-        rhat_max=float(rhat),
-        ess_bulk_min=float(ess_bulk),
-        ess_tail_min=float(ess_tail),
+        rhat_max=rhat,
+        ess_bulk_min=ess_bulk,
+        ess_tail_min=ess_tail,
         divergences=int(diverging.sum()),
         divergence_rate=float(diverging.mean()),
         tree_depth_saturation=saturation,
@@ -262,7 +274,7 @@ def run_diagnostics(summaries: dict[str, Summary], sample_stats: xr.Dataset, max
         flags=tuple(flags),
         warmup_gradient_evaluations=warmup_gradient_evaluations,
         gradients_per_draw=gradients / (chains * n_draws),
-        ess_bulk_per_second=float(ess_bulk) / sampling_seconds if timed else None,
-        ess_bulk_per_1000_gradients=1000 * float(ess_bulk) / gradients if gradients else None,
+        ess_bulk_per_second=ess_bulk / sampling_seconds if timed else None,
+        ess_bulk_per_1000_gradients=1000 * ess_bulk / gradients if gradients else None,
         seconds_per_gradient=sampling_seconds / gradients if timed and gradients else None,
     )

@@ -10,11 +10,8 @@ Stan's name of a scalar quantity, ``theta[1]``, to its draws; 10 chains of 1,000
 thinned from long rstan runs).
 
 Importing a posterior turns its Stan program and data into a spec model
-(:func:`import_posterior`). That is the Stan front end's job (``stan_program(program, data)``,
-``models/stan_program``, the Stan-program issue); where it is not installed, only the
-posteriors in :data:`STAND_INS` import, each mapped to a built-in model whose spec is the
-program's and whose quantities carry Stan's names, so that the study runs end to end on real
-backends.
+(:func:`import_posterior`) through the Stan front end (``models/stan_program``); a program
+outside its subset is unsupported, naming the construct and its line.
 """
 
 from __future__ import annotations
@@ -24,12 +21,13 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from polyppl.errors import UserError
 from polyppl.models.base import Labels, Problem
+from polyppl.models.stan_program import stan_program
 
 #: Where the snapshot is read when no path is given.
 ENVIRONMENT_VARIABLE = "POLYPPL_POSTERIORDB"
@@ -145,34 +143,15 @@ def import_posterior(posterior: Posterior) -> Problem:
 
     Raises :class:`UnsupportedPosterior` (with the construct and its line, as the front end
     says) for a program outside the subset, and :class:`UserError` for unreadable files."""
-    translate = stan_front_end()
-    if translate is None:
-        stand_in = STAND_INS.get(posterior.name)
-        if stand_in is None:
-            raise UnsupportedPosterior("no Stan front end")
-        return stand_in(posterior)
     if not posterior.program.exists():
         raise UnsupportedPosterior(f"no Stan program ({posterior.program} is missing)")
     try:
-        problem = translate(posterior.program, posterior.data)
+        problem = stan_program(posterior.program, posterior.data)
     except UserError as exc:
         # posteriordb's programs and data are valid Stan: what the front end refuses is outside its
         # subset. (Its message starts with the program's path, which the posterior's name says.)
         raise UnsupportedPosterior(str(exc).removeprefix(f"{posterior.program}: ")) from None
     return Problem(problem.model, problem.dataset, Labels(posterior.name, SCENARIO))
-
-
-def stan_front_end() -> Callable[[Path, Path], Problem] | None:
-    """The Stan front end's ``stan_program(program, data) -> Problem`` (branch ``stanfront``,
-    the Stan-program issue); None where polyppl has none yet, and then :data:`STAND_INS` import
-    what they can. (Once the front end is merged, this is a plain import and the stand-ins go.)"""
-    try:
-        from polyppl.models.stan_program import stan_program
-    except ModuleNotFoundError as exc:
-        if exc.name != "polyppl.models.stan_program":
-            raise  # the front end is there but something it needs is not: say so
-        return None
-    return stan_program
 
 
 def support(posterior: Posterior) -> tuple[str, str]:
@@ -184,40 +163,8 @@ def support(posterior: Posterior) -> tuple[str, str]:
         return "unsupported", str(exc)
     except UserError as exc:
         return "error", str(exc)
-    stand_in = stan_front_end() is None
-    return "supported", "stand-in: a built-in model until the Stan front end" if stand_in else ""
+    return "supported", ""
 
 
-# --------------------------------------------------------------------------- stand-ins
-
-
-def _eight_schools_noncentered(posterior: Posterior) -> Problem:
-    """STAND-IN for the Stan front end's ``stan_program`` on ``eight_schools_noncentered.stan``:
-    polyppl's built-in eight schools, non-centered, is that program (theta_trans ~ normal(0, 1),
-    theta = mu + tau * theta_trans, mu ~ normal(0, 5), tau ~ cauchy(0, 5) on tau > 0,
-    y ~ normal(theta, sigma)), with the schools labelled 1..J so that its quantities carry
-    Stan's names (``theta[1]``; ``theta_trans`` is called ``theta_z``). Its data come from the
-    posterior's data file. Replace by the front end's translation when it lands."""
-    from polyppl.models import eight_schools
-
-    data = read_data(posterior)
-    try:
-        count, y, sigma = int(data["J"]), [float(v) for v in data["y"]], [float(v) for v in data["sigma"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{posterior.data}: expected J, y[J] and sigma[J] ({type(exc).__name__}: {exc})") from None
-    if not count == len(y) == len(sigma):
-        raise UserError(f"{posterior.data}: J = {count} but y has {len(y)} values and sigma {len(sigma)}")
-    dataset = eight_schools.make_dataset([str(j) for j in range(1, count + 1)], y, sigma,
-                                         f"posteriordb {posterior.data_name}")
-    return Problem(eight_schools.MODEL.spec("noncentered", dataset), dataset, Labels(posterior.name, SCENARIO))
-
-
-#: Posteriors imported through a built-in model while there is no Stan front end (stand-ins
-#: for its translation, so that the study runs end to end on real backends before it lands).
-STAND_INS: dict[str, Callable[[Posterior], Problem]] = {
-    "eight_schools-eight_schools_noncentered": _eight_schools_noncentered,
-}
-
-
-__all__ = ["ENVIRONMENT_VARIABLE", "STAND_INS", "Posterior", "UnsupportedPosterior", "import_posterior", "locate",
-           "posteriors", "read_data", "reference_draws", "stan_front_end", "support"]
+__all__ = ["ENVIRONMENT_VARIABLE", "Posterior", "UnsupportedPosterior", "import_posterior", "locate",
+           "posteriors", "read_data", "reference_draws", "support"]

@@ -109,8 +109,71 @@ def worst_table(run: StudyRun) -> Table:
                     rows, bad)
 
 
+def fastest_table(run: StudyRun) -> Table:
+    """Which backend for which model: per posterior where every backend converged and none
+    disagreed, the fastest by ESS/s and each backend's ESS/s over the fastest's; the last row
+    their geometric mean over those posteriors."""
+    labels = run.plan.labels
+    per_posterior = run.speed_by_posterior()
+    rows = [[name, row["fastest"], *(row["over_fastest"].get(label) for label in labels)]
+            for name, row in per_posterior.items()]
+    ratios, compared = run.speed_ratios()
+    if compared:
+        wins = {label: sum(1 for row in per_posterior.values() if row["fastest"] == label) for label in labels}
+        rows.append([f"geometric mean over {compared}", ", ".join(f"{label} {n}" for label, n in wins.items() if n),
+                     *(ratios.get(label) for label in labels)])
+    return Table.of("The fastest backend per posterior: each backend's ESS/s over the fastest's (1 = fastest)",
+                    ["posterior", "fastest", *labels], rows,
+                    notes=["Only posteriors where every backend converged and agreed: a speed that buys wrong draws "
+                           "is not a speed. ESS/s: smallest bulk ESS over the seconds of sampling (warm-up excluded)."])
+
+
 def posteriordb_text(run: StudyRun) -> str:
-    return "\n\n".join(t.text() for t in (summary_table(run), speed_table(run)))
+    return "\n\n".join(t.text() for t in (summary_table(run), fastest_table(run), speed_table(run)))
+
+
+def speed_figure(run: StudyRun):
+    """Each backend's ESS/s over the fastest backend's, posterior by posterior (log scale),
+    with the geometric mean as a vertical line per backend; None without a posterior to show."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    per_posterior = run.speed_by_posterior()
+    if not per_posterior:
+        return None
+    names, labels = list(per_posterior), run.plan.labels
+    ratios, compared = run.speed_ratios()
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.35 * len(names)))
+    for offset, label in zip(np.linspace(-0.15, 0.15, len(labels)), labels):
+        values = [per_posterior[n]["over_fastest"].get(label, np.nan) for n in names]
+        ax.scatter(values, np.arange(len(names)) + offset, color=color(label), label=label, s=36, zorder=3)
+        if label in ratios:
+            ax.axvline(ratios[label], color=color(label), lw=1, ls="--", alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8.5)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlabel("ESS/s over the fastest backend's (log scale; 1 = fastest; dashed: geometric mean)")
+    ax.legend(fontsize=8.5, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncol=len(labels))
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def write_speed_png(run: StudyRun, path: str | Path | None = None) -> Path | None:
+    """The speed figure as a PNG (default ``OUT/posteriordb-speed.png``); None without data."""
+    import matplotlib.pyplot as plt
+
+    fig = speed_figure(run)
+    if fig is None:
+        return None
+    path = Path(path) if path is not None else run.ledger.with_name("posteriordb-speed.png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight", facecolor="white"))
+    plt.close(fig)
+    return path
 
 
 # --------------------------------------------------------------------------- the page
@@ -193,6 +256,17 @@ def _speed_figure(run: StudyRun) -> str:
     return _figure(fig, "ESS per second by posterior and backend", speed_note(run))
 
 
+def _titled(table: Table) -> str:
+    return f"<h3>{_e(table.title)}</h3>" + table.html() + "".join(f'<p class="note">{_e(n)}</p>' for n in table.notes)
+
+
+def _ratio_figure(run: StudyRun) -> str:
+    fig = speed_figure(run)
+    if fig is None:
+        return ""
+    return _figure(fig, "ESS per second over the fastest backend's, by posterior", speed_note(run))
+
+
 def _page(run: StudyRun) -> str:
     counts = run.counts()
     s = run.plan.settings
@@ -212,7 +286,7 @@ def _page(run: StudyRun) -> str:
         ("summary", "Summary", summary + f"<p>{_e(speed_note(run))}</p>" + (f"<ul>{reasons}</ul>" if reasons else "")),
         ("grid", "Posteriors by backend", GRID_CSS + _grid_html(run) + method),
         ("worst", "Worst quantities", worst_table(run).html()),
-        ("speed", "Speed", _speed_figure(run) + speed_table(run).html()),
+        ("speed", "Speed", _ratio_figure(run) + _titled(fastest_table(run)) + _speed_figure(run) + speed_table(run).html()),
         ("provenance", "How this was run",
          f"<p>posteriordb snapshot: {_e(run.plan.root)} (posteriordb, https://github.com/stan-dev/posteriordb, BSD "
          f"3-Clause licence). Grid: {_e(run.grid['where'])}; {run.grid['fits_run']} fits run, "
@@ -223,4 +297,5 @@ def _page(run: StudyRun) -> str:
     return html_page("polyppl posteriordb", "posteriordb", "reference posteriors", subtitle, sections)
 
 
-__all__ = ["posteriordb_text", "speed_table", "summary_table", "worst_table", "write_posteriordb_report"]
+__all__ = ["fastest_table", "posteriordb_text", "speed_figure", "speed_table", "summary_table", "worst_table",
+           "write_posteriordb_report", "write_speed_png"]

@@ -41,14 +41,26 @@ def backends_table(run: SbcRun) -> Table:
         flagged = [q for q, r in column.results.items() if r.verdict == "miscalibrated"]
         failed = counts["error"] + counts["timeout"] + counts["crashed"]
         rows.append([column.label, column.engine, column.verdict, f"{counts['ok']}/{counts['requested']}", failed,
-                     counts["divergent"], counts["unconverged"], counts["ess_below_L"], ", ".join(flagged) or "-"])
+                     counts["divergent"], counts["unconverged"], counts["ess_below_L"], _remedied(column),
+                     ", ".join(flagged) or "-"])
         if column.verdict != "calibrated":
             bad.append(i)
     notes = [f"Ranks among L = {run.L} draws thinned evenly from each chain; ess < L: fits whose smallest bulk ESS fell "
              f"short of L (their ranks may pile up at the ends)." if run.L else "No fit finished: no ranks."]
+    notes.append(f"remedied: fits flagged at the settings asked that climbed the remedies ladder ({', '.join(run.remedies)}) "
+                 "and gave the ranks of the rung it chose (docs/sbc.md); divergent and unconverged count the fits whose "
+                 "ranks were used." if run.remedies else "remedies off (--remedies none): every fit at the settings asked.")
     return Table.of("SBC verdict per backend",
                     ["backend", "engine", "verdict", "fits with draws", "failed", "divergent", "unconverged", "ess < L",
-                     "miscalibrated quantities"], rows, bad, text_columns=(8,), notes=notes)
+                     "remedied", "miscalibrated quantities"], rows, bad, text_columns=(8, 9), notes=notes)
+
+
+def _remedied(column) -> str:
+    """``3 (2 at target 0.95, 1 at target 0.99)``, or ``0``."""
+    total = column.counts.get("remedied", 0)
+    if not total:
+        return "0"
+    return f"{total} ({', '.join(f'{n} {rung}' for rung, n in column.remedied.items())})"
 
 
 def quantities_table(run: SbcRun) -> Table:

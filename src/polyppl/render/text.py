@@ -19,7 +19,7 @@ def fmt(value: Any, digits: int = 3) -> str:
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -(digits)):
-            return f"{value:.{digits - 1}e}"
+            return f"{value:.{max(digits - 1, 0)}e}"  # digits 0 (whole numbers): one significant digit
         return f"{value:.{digits}f}"
     return str(value)
 

@@ -42,6 +42,7 @@ from polyppl.models import Problem
 from polyppl.models import posteriordb as db
 from polyppl.spec.serialize import content_hash, dataset_hash, model_hash
 from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, SummarySource, holm, summary_pair_tests
+from polyppl.studies.remedies import Findings, Ladder, LadderSummary, Rung, Step, check_remedies, next_rung, off_note
 
 DEFAULT_OUT = Path("polyppl-posteriordb")
 #: The source name of posteriordb's reference draws among the backends' columns.
@@ -52,6 +53,9 @@ STATUSES = ("pass", "fail", "inconclusive", "unsupported", "error")
 SELECTIONS = ("names", "all", "reference-only")
 #: Bumped when what a task records changes, so that older ledger lines are not reused.
 LEDGER_FORMAT = 1
+#: The rungs of the remedies ladder a flagged posterior climbs by default: not the other
+#: parametrization (posteriordb's reference is of the program as written, which Stan runs).
+POSTERIORDB_REMEDIES = ("target", "draws")
 Progress = Callable[[str], None]
 
 
@@ -84,8 +88,9 @@ class PosteriorPlan:
     requests: dict[str, FitRequest]  # by column label; empty when unsupported or not imported
     status: str | None = None  # unsupported or error, decided before anything runs
     reason: str = ""
-    #: The translation check's task, for a model lowered from its program (not for a stand-in).
+    #: The translation check's task, for a model lowered from its program.
     check: GridTask | None = None
+    problem: Problem | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class StudyPlan:
     floor: float
     tasks: list[GridTask]
     ledger: Path
+    #: The rungs a flagged posterior may climb (empty: ``--remedies none``).
+    remedies: tuple[str, ...] = ()
 
     @property
     def checks(self) -> list[GridTask]:
@@ -137,7 +144,7 @@ def select(root: Path, names: Sequence[str] = (), selection: str = "names") -> l
 def plan_study(root: Path, names: Sequence[str] = (), selection: str = "names", backends: Sequence[str] | None = None,
                settings: SamplerSettings | None = None, engines: Mapping[str, str] | None = None,
                family_alpha: float = FAMILY_ALPHA, floor: float = PRACTICAL_FLOOR,
-               out: str | Path = DEFAULT_OUT) -> StudyPlan:
+               out: str | Path = DEFAULT_OUT, remedies: Sequence[str] | None = None) -> StudyPlan:
     """Every posterior imported and every fit request made (checked) before anything runs."""
     if not 0 < family_alpha < 1:
         raise UserError(f"family_alpha must lie strictly between 0 and 1, got {family_alpha!r}")
@@ -147,6 +154,7 @@ def plan_study(root: Path, names: Sequence[str] = (), selection: str = "names", 
     if any(c.label == REFERENCE for c in columns):
         raise UserError(f"{REFERENCE!r} names posteriordb's draws; it cannot be a backend's label")
     settings = settings or SamplerSettings()
+    remedies = posteriordb_remedies(remedies)
     plans, tasks = [], []
     for posterior in select(root, names, selection):
         try:
@@ -171,19 +179,47 @@ def plan_study(root: Path, names: Sequence[str] = (), selection: str = "names", 
             # is outside what all the backends asked for run, and none of them runs it.
             plans.append(PosteriorPlan(posterior, {}, "unsupported", f"{column.label}: {exc}"))
             continue
-        for label, request in requests.items():
-            tasks.append(GridTask(FitKey(posterior.name, label, "nuts", db.SCENARIO, settings.seed),
-                                  "polyppl.studies.posteriordb:run_posterior_fit", request,
-                                  content_hash([LEDGER_FORMAT, request.hash_parts()])))
+        tasks += [_fit_task(posterior.name, label, request, "", settings.seed) for label, request in requests.items()]
         plans.append(PosteriorPlan(posterior, requests, check=_translation_task(problem, posterior, settings.seed,
-                                                                             (engines or {}).get("stan"))))
+                                                                             (engines or {}).get("stan")),
+                                   problem=problem))
     return StudyPlan(root, plans, tuple(c.label for c in columns), settings, family_alpha, floor, tasks,
-                     Path(out) / "posteriordb-ledger.jsonl")
+                     Path(out) / "posteriordb-ledger.jsonl", remedies)
+
+
+def _fit_task(name: str, label: str, request: FitRequest, suffix: str, seed: int) -> GridTask:
+    """The grid task of one fit; ``suffix`` names its rung of the remedies ladder (empty for
+    the settings asked, ``-target95`` ...), so that every rung's fits keep their own ledger lines."""
+    return GridTask(FitKey(name, label, "nuts", db.SCENARIO + suffix, seed), "polyppl.studies.posteriordb:run_posterior_fit",
+                    request, content_hash([LEDGER_FORMAT, request.hash_parts()]))
+
+
+def rung_tasks(plan: PosteriorPlan, rung: Rung, seed: int) -> dict[str, GridTask]:
+    """Every backend of a posterior at a rung of the ladder (all of them, so that the columns
+    stay comparable): the plan's own requests at the first rung."""
+    tasks = {}
+    for label, request in plan.requests.items():
+        if not rung.is_first:
+            settings = replace(rung.settings, chain_method=request.settings.chain_method)
+            request = FitRequest.make(request.model, request.dataset, request.backend, request.engine, "nuts", settings,
+                                      dict(request.options), request.labels)
+        tasks[label] = _fit_task(plan.posterior.name, label, request, rung.suffix, seed)
+    return tasks
+
+
+def posteriordb_remedies(names: Sequence[str] | None) -> tuple[str, ...]:
+    """The rungs a flagged posterior climbs: :data:`POSTERIORDB_REMEDIES` for None, else as
+    asked (``studies.remedies.check_remedies``), the other parametrization refused."""
+    rungs = POSTERIORDB_REMEDIES if names is None else check_remedies(names)
+    if "parametrization" in rungs:
+        raise UserError("--remedies parametrization does not apply to posteriordb: its reference draws are of the "
+                        "program as written; use target and draws")
+    return rungs
 
 
 def _translation_task(problem: Problem, posterior: db.Posterior, seed: int, stan_engine: str | None) -> GridTask | None:
     """The Stan front end's translation check of a model lowered from its program (the
-    model carries its program as ``source``), as a task; None for a stand-in."""
+    model carries its program as ``source``), as a task; None for a model without one."""
     if getattr(problem.model, "source", None) is None:
         return None
     return GridTask(FitKey(posterior.name, TRANSLATION, "check", db.SCENARIO, seed),
@@ -237,8 +273,10 @@ class PosteriorResult:
     reason: str
     backends: dict[str, BackendResult]
     tests: list[PairTest]
-    #: The translation check's ``{points, max_rel_error}``; None for a stand-in or where it did not pass.
+    #: The translation check's ``{points, max_rel_error}``; None where it did not pass.
     translation: dict[str, Any] | None = None
+    #: The remedies ladder (each rung's findings and verdict); None where no fit ran.
+    ladder: LadderSummary | None = None
 
     @property
     def name(self) -> str:
@@ -370,21 +408,31 @@ class StudyRun:
             return 1
         return 3 if counts["inconclusive"] else 0
 
-    def speed_ratios(self) -> tuple[dict[str, float], int]:
-        """Each backend's ESS/s over the fastest backend's, geometric mean over the posteriors
-        where every backend converged and none failed to agree; and how many those are."""
-        import math
-
-        logs: dict[str, list[float]] = {label: [] for label in self.plan.labels}
+    def speed_by_posterior(self) -> dict[str, dict[str, Any]]:
+        """Per posterior where every backend converged and none disagreed (pass, or
+        inconclusive only for want of a reference): the fastest backend by ESS/s, each
+        backend's ESS/s and its ratio to the fastest's (1 for the fastest)."""
+        out = {}
         for result in self.results:
             if result.fastest is None or result.status not in ("pass", "inconclusive"):
                 continue
             speeds = {label: b.speed()["ess_per_s"] for label, b in result.backends.items()}
             best = speeds[result.fastest]
-            for label, speed in speeds.items():
-                logs[label].append(math.log(speed / best))
-        counted = len(next(iter(logs.values()), []))
-        return {label: math.exp(sum(v) / len(v)) for label, v in logs.items() if v}, counted
+            out[result.name] = {"fastest": result.fastest, "ess_per_s": speeds,
+                                "over_fastest": {label: speed / best for label, speed in speeds.items()}}
+        return out
+
+    def speed_ratios(self) -> tuple[dict[str, float], int]:
+        """Each backend's ESS/s over the fastest backend's, geometric mean over the posteriors
+        of :meth:`speed_by_posterior`; and how many those are."""
+        import math
+
+        per_posterior = self.speed_by_posterior()
+        logs: dict[str, list[float]] = {label: [] for label in self.plan.labels}
+        for row in per_posterior.values():
+            for label, ratio in row["over_fastest"].items():
+                logs[label].append(math.log(ratio))
+        return {label: math.exp(sum(v) / len(v)) for label, v in logs.items() if v}, len(per_posterior)
 
     def to_json(self) -> dict[str, Any]:
         posteriors = {}
@@ -410,14 +458,20 @@ class StudyRun:
                 "translation": result.translation, "fastest": result.fastest,
                 "tests": len(result.tests), "disagreements": [t.as_dict() for t in result.tests if not t.agree],
                 "backends": backends,
+                **(result.ladder.to_json() if result.ladder is not None else
+                   {"remedies": [], "remedies_enabled": bool(self.plan.remedies), "remedies_stopped": None}),
             }
         ratios, compared = self.speed_ratios()
         return {
             "posteriordb": str(self.plan.root), "backends": list(self.plan.labels),
             "settings": self.plan.settings.as_dict(), "family_alpha": self.plan.family_alpha,
+            "remedies": list(self.plan.remedies),
             "floor_sd": self.plan.floor, "statistics": ["mean", "sd", "q05", "q95"],
             "posteriors": posteriors, "summary": self.counts(),
-            "speed": {"ess_per_s_over_fastest_geometric_mean": ratios, "posteriors_compared": compared},
+            "speed": {"ess_per_s_over_fastest_geometric_mean": ratios, "posteriors_compared": compared,
+                      "per_posterior": self.speed_by_posterior(),
+                      "fastest_count": {label: sum(1 for row in self.speed_by_posterior().values()
+                                                   if row["fastest"] == label) for label in self.plan.labels}},
             "grid": self.grid, "ledger": str(self.ledger),
         }
 
@@ -437,14 +491,20 @@ def run_posteriordb(
     workers: int | None = None,
     timeout: float | None = None,
     retries: int = DEFAULT_RETRIES,
+    remedies: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> StudyRun:
     """The posteriors of the posteriordb snapshot at ``path`` (a checkout or its
     ``posterior_database`` folder; ``$POLYPPL_POSTERIORDB`` when None) named or selected
     (``all``, ``reference-only``) on every backend, on the grid (``scheduler``: None for a
-    local Dask cluster of ``workers`` processes, ``tcp://HOST:PORT``, or ``in-process``)."""
+    local Dask cluster of ``workers`` processes, ``tcp://HOST:PORT``, or ``in-process``).
+
+    ``remedies``: the rungs a posterior climbs when a backend's fit is flagged
+    (:func:`posteriordb_remedies`; None: target acceptance, then longer chains; ``("none",)``:
+    none). Every backend of the posterior runs again at each rung, each rung's fits in the
+    ledger, and the posterior is judged on the rung the ladder chooses."""
     root = db.locate(path)
-    plan = plan_study(root, names, selection, backends, settings, engines, family_alpha, floor, out)
+    plan = plan_study(root, names, selection, backends, settings, engines, family_alpha, floor, out, remedies)
     if progress:
         runnable = sum(1 for p in plan.posteriors if p.requests)
         progress(f"posteriordb at {root}: {len(plan.posteriors)} posteriors, {runnable} importable, "
@@ -466,9 +526,57 @@ def run_posteriordb(
     todo = sum(1 for t in plan.tasks if (t.key.text(), t.config) not in in_ledger)
     if progress and todo < len(plan.tasks):
         progress(f"{len(plan.tasks) - todo} fits already in the ledger; running the other {todo}")
-    grid = run_grid(plan.tasks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
-                    retries=retries, on_result=_fit_line(progress, plan, todo))
-    return summarize(plan, grid, checks)
+
+    def run_round(tasks: list[GridTask]) -> GridRun:
+        waiting = sum(1 for t in tasks if (t.key.text(), t.config) not in read_ledger(plan.ledger).entries)
+        return run_grid(tasks, ledger=plan.ledger, scheduler=scheduler, workers=workers, timeout=timeout,
+                        retries=retries, on_result=_fit_line(progress, tasks, waiting))
+
+    ladders, grids = climb_posteriors(plan, run_round, plan.remedies, progress)
+    return summarize(plan, ladders, grids, checks)
+
+
+#: One posterior's fits at one rung: its records by backend label.
+RungRecords = dict[str, FitRecord]
+
+
+def climb_posteriors(plan: StudyPlan, run_round: Callable[[list[GridTask]], GridRun], remedies: Sequence[str],
+                     progress: Progress | None = None) -> tuple[dict[str, Ladder[RungRecords]], list[GridRun]]:
+    """Every posterior's fits at the settings asked, then, round after round on the grid,
+    every backend of each flagged posterior again at its next rung (``studies.remedies``),
+    until no posterior has a rung left to climb. Each posterior's ladder (its rungs' records),
+    and each round's grid."""
+    rungs = {p.posterior.name: Rung.first(p.problem, plan.settings) for p in plan.posteriors
+             if p.requests and p.problem is not None}
+    plans = {p.posterior.name: p for p in plan.posteriors}
+    steps: dict[str, list[Step[RungRecords]]] = {name: [] for name in rungs}
+    reasons: dict[str, str | None] = dict.fromkeys(rungs)
+    stopped: dict[str, str | None] = {}
+    grids = []
+    while rungs:
+        tasks = {name: rung_tasks(plans[name], rung, plan.settings.seed) for name, rung in rungs.items()}
+        grid = run_round([t for by_label in tasks.values() for t in by_label.values()])
+        grids.append(grid)
+        following = {}
+        for name, rung in rungs.items():
+            records = {label: record_of(task.argument, grid.entries[task.key])
+                       for label, task in tasks[name].items() if task.key in grid.entries}
+            findings = Findings.of(records)
+            steps[name].append(Step(rung, records, findings, "clean" if findings.clean else "flagged", reasons[name],
+                                    tuple(records)))
+            if not remedies:
+                stopped[name] = None if findings.clean else off_note(rung, findings)
+                continue
+            after, why = next_rung(rung, findings, remedies)
+            if after is None:
+                stopped[name] = None if findings.clean else why
+                continue
+            reasons[name] = f"{rung.describe()}: {findings.text()}"
+            if progress:
+                progress(f"{name}: remedies: {reasons[name]} -> all backends {after.describe()}")
+            following[name] = after
+        rungs = following
+    return {name: Ladder(s, tuple(remedies), stopped.get(name)) for name, s in steps.items()}, grids
 
 
 def _check_line(progress: Progress | None) -> Callable[[GridTask, dict[str, Any]], None]:
@@ -479,9 +587,9 @@ def _check_line(progress: Progress | None) -> Callable[[GridTask, dict[str, Any]
     return line
 
 
-def _fit_line(progress: Progress | None, plan: StudyPlan, todo: int) -> Callable[[GridTask, dict[str, Any]], None]:
+def _fit_line(progress: Progress | None, tasks: Sequence[GridTask], todo: int) -> Callable[[GridTask, dict[str, Any]], None]:
     """A progress line per finished fit: its status, time and speed."""
-    requests = {task.key: task.argument for task in plan.tasks}
+    requests = {task.key: task.argument for task in tasks}
     done = 0
 
     def line(task: GridTask, entry: dict[str, Any]) -> None:
@@ -497,19 +605,18 @@ def _fit_line(progress: Progress | None, plan: StudyPlan, todo: int) -> Callable
                     f"{speed['us_per_gradient'] or 0:.1f} µs/gradient{flags}")
         else:
             what = f"{record.status}: {(record.error or '').splitlines()[0] if record.error else ''}"
-        progress(f"[{done}/{todo}] {task.key.model} on {task.key.backend}: {what}")
+        rung = str(task.key.simulation).removeprefix(db.SCENARIO).lstrip("-")
+        progress(f"[{done}/{todo}] {task.key.model} on {task.key.backend}{f' ({rung})' if rung else ''}: {what}")
     return line
 
 
-def summarize(plan: StudyPlan, grid: GridRun, checks: GridRun | None = None) -> StudyRun:
-    """Every posterior judged from the ledger's records (and its translation check's)."""
+def summarize(plan: StudyPlan, ladders: Mapping[str, Ladder[RungRecords]], grids: Sequence[GridRun],
+              checks: GridRun | None = None) -> StudyRun:
+    """Every posterior judged on the rung its ladder chose (its records from the ledger), with
+    its translation check's outcome and the ladder's rungs, each rung's verdict its own."""
     results = []
     for posterior_plan in plan.posteriors:
-        records = {}
-        for label, request in posterior_plan.requests.items():
-            entry = grid.entries.get(FitKey(posterior_plan.posterior.name, label, "nuts", db.SCENARIO, plan.settings.seed))
-            if entry is not None:
-                records[label] = record_of(request, entry)
+        name = posterior_plan.posterior.name
         reference = None
         if posterior_plan.status is None and posterior_plan.posterior.has_reference:
             reference = reference_source(posterior_plan.posterior)
@@ -517,10 +624,25 @@ def summarize(plan: StudyPlan, grid: GridRun, checks: GridRun | None = None) -> 
         if checks is not None and posterior_plan.check is not None:
             entry = checks.entries.get(posterior_plan.check.key)
             translation = entry["result"] if entry and entry["status"] == "ok" else None
-        results.append(replace(judge(posterior_plan, records, reference, plan.family_alpha, plan.floor),
-                               translation=translation))
-    facts = {"where": grid.where, "workers": grid.workers, "fits_run": grid.ran, "fits_reused": grid.reused,
-             "wall_seconds": grid.wall_seconds}
+        ladder = ladders.get(name)
+        if ladder is None:
+            results.append(replace(judge(posterior_plan, {}, reference, plan.family_alpha, plan.floor),
+                                   translation=translation))
+            continue
+        judged = [judge(posterior_plan, step.result, reference, plan.family_alpha, plan.floor) for step in ladder.steps]
+        ladder.steps = [replace(step, verdict=j.status) for step, j in zip(ladder.steps, judged)]
+        result = judged[ladder.chosen]
+        summary = ladder.summary()
+        reason = result.reason
+        if summary.climbed:
+            reason = f"{summary.line(result.status)}; {reason}"
+        if summary.stopped is not None and result.status == "inconclusive":
+            reason += f"; the ladder stopped {summary.rungs[-1].rung}: {summary.stopped}"
+        results.append(replace(result, reason=reason, translation=translation, ladder=summary))
+    first = grids[0] if grids else None
+    facts = {"where": first.where if first else "nothing to run", "workers": max((g.workers for g in grids), default=0),
+             "fits_run": sum(g.ran for g in grids), "fits_reused": sum(g.reused for g in grids),
+             "wall_seconds": sum(g.wall_seconds for g in grids), "rounds": len(grids)}
     return StudyRun(plan, results, facts)
 
 

@@ -27,9 +27,11 @@ import numpy as np
 
 from polyppl.backends import get_backend, parse_columns
 from polyppl.errors import UserError
+from polyppl.execution.fit import base_record
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
+from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest
-from polyppl.inference.diagnostics import convergence_flags
+from polyppl.inference.diagnostics import convergence_failures, diagnose
 from polyppl.inference.methods import SamplerSettings
 from polyppl.models import Problem
 from polyppl.spec import Dataset, Model
@@ -40,8 +42,9 @@ DEFAULT_REPLICATIONS = 30
 #: The replications' own false-alarm rate: "disagree" when so many replications disagree
 #: that Binomial(judged, family rate) reaches that count with a smaller probability.
 REPLICATIONS_ALPHA = 0.01
-#: Bumped when what a replication records changes, so that older ledger lines are not reused.
-LEDGER_FORMAT = 1
+#: Bumped when what a replication records changes, so that older ledger lines are not reused
+#: (2: a :class:`ReplicationResult`, each column's :class:`FitRecord` inside).
+LEDGER_FORMAT = 2
 VERDICTS = ("agree", "disagree", "inconclusive")
 Progress = Callable[[str], None]
 
@@ -49,11 +52,12 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class ReplicationJob:
     """Everything one replication's task needs (picklable): the model and data, each column
-    as (label, backend, engine, options), the settings, and which replication of which seed."""
+    as (label, backend, engine, options, its record before anything ran), the settings, and
+    which replication of which seed."""
 
     model: Model
     dataset: Dataset
-    columns: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...]
+    columns: tuple[tuple[str, str, str, tuple[tuple[str, str], ...], FitRecord], ...]
     settings: SamplerSettings
     family_alpha: float
     floor: float
@@ -67,44 +71,63 @@ def replication_seed(seed: int, replication: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(replication,)).generate_state(1)[0] % 2**31)
 
 
+@dataclass(frozen=True)
+class ReplicationResult:
+    """What one replication's task returns and its ledger line keeps: the verdict, the number
+    of tests, every flagged test (quantity, backends, statistic, gap, unadjusted p-value),
+    and each column's :class:`FitRecord` (summaries of every quantity, the run diagnostics'
+    flags, timings), with the seconds it spent compiling in this task."""
+
+    verdict: str
+    sampler_seed: int
+    tests: int
+    flagged: tuple[dict[str, Any], ...]
+    records: dict[str, FitRecord]
+    compile_seconds: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "sampler_seed": self.sampler_seed, "tests": self.tests,
+                "flagged": list(self.flagged), "records": {k: r.to_json() for k, r in self.records.items()},
+                "compile_seconds": self.compile_seconds}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> ReplicationResult:
+        return cls(values["verdict"], values["sampler_seed"], values["tests"], tuple(values["flagged"]),
+                   {k: FitRecord.from_json(r) for k, r in values["records"].items()}, values["compile_seconds"])
+
+
 def run_replication(job: ReplicationJob) -> dict[str, Any]:
     """Fit every column with the replication's seed and test agreement as ``compare`` does
-    (on a worker of the grid). Returns the verdict, the number of tests, every flagged test
-    (quantity, pair, statistic, gap, unadjusted p-value) and each column's convergence."""
-    from polyppl.inference.draws import stopwatch
+    (on a worker of the grid): a :class:`ReplicationResult` as JSON. Each column's record has
+    the run diagnostics' flags (``inference.diagnostics``); a column they call unconverged
+    makes the replication inconclusive unless another test flags a difference."""
     from polyppl.studies.compare import quantities
 
     settings = replace(job.settings, seed=replication_seed(job.seed, job.replication))
-    sources, columns, unconverged = {}, {}, []
-    for label, backend, engine, options in job.columns:
+    sources, records, compiles, unconverged = {}, {}, {}, []
+    for label, backend, engine, options, base in job.columns:
         compiled, compile_seconds = compiled_for(backend, engine, job.model, job.dataset, dict(options))
-        with stopwatch() as fit_clock:
-            draws = compiled.run("nuts", settings)
+        draws = compiled.run("nuts", settings)
         sources[label] = quantities(job.model, job.dataset, {n: draws.posterior[n] for n in job.model.output_names})
-        summaries = [q.summary for q in sources[label].values() if not q.is_probability]
-        flags = convergence_flags(max(s.rhat for s in summaries), min(s.ess_bulk for s in summaries),
-                                  min(s.ess_tail for s in summaries), settings.chains)
-        if flags:
+        summaries = {name: q.summary for name, q in sources[label].items() if not q.is_probability}
+        diagnostics = diagnose(max(s.rhat for s in summaries.values()), min(s.ess_bulk for s in summaries.values()),
+                               min(s.ess_tail for s in summaries.values()), draws.stats, settings.max_tree_depth,
+                               draws.timings.sampling_seconds, draws.warmup_gradient_evaluations)
+        records[label] = replace(base, seed=settings.seed, settings=settings.as_dict(), engine=draws.engine,
+                                 timings=draws.timings, diagnostics=diagnostics, posterior=summaries)
+        compiles[label] = compile_seconds + draws.timings.compile_seconds
+        if convergence_failures(diagnostics.flags):
             unconverged.append(label)
-        columns[label] = {
-            "engine": draws.engine, "flags": flags,
-            "divergences": int(np.asarray(draws.stats["diverging"], dtype=bool).sum()),
-            "sampler_seconds": draws.timings.warmup_seconds + draws.timings.sampling_seconds,
-            "compile_seconds": compile_seconds + draws.timings.compile_seconds, "fit_seconds": fit_clock(),
-        }
     labels = list(sources)
     pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
     tests = holm(pair_tests(sources, job.floor, pairs), job.family_alpha)
     flagged = [t for t in tests if not t.agree and not set(t.backends) & set(unconverged)]
     verdict = "disagree" if flagged else "inconclusive" if unconverged else "agree"
-    return {
-        "verdict": verdict,
-        "sampler_seed": settings.seed,
-        "tests": len(tests),
-        "flagged": [{"quantity": t.quantity, "backends": list(t.backends), "statistic": t.statistic,
-                     "gap": t.gap, "p_value": t.p_value} for t in flagged],
-        "columns": columns,
-    }
+    return ReplicationResult(
+        verdict, settings.seed, len(tests),
+        tuple({"quantity": t.quantity, "backends": list(t.backends), "statistic": t.statistic, "gap": t.gap,
+               "p_value": t.p_value} for t in flagged),
+        records, compiles).to_json()
 
 
 # --------------------------------------------------------------------------- a run
@@ -148,7 +171,8 @@ def plan_replications(problem: Problem, backends: Sequence[str] | None = None, r
         raise UserError("a backend appears twice")
     settings = columns[0][1].settings
     config = content_hash([LEDGER_FORMAT, [r.hash_parts() for _, r in columns], family_alpha, floor])
-    described = tuple((label, r.backend, r.engine, r.options) for label, r in columns)
+    described = tuple((label, r.backend, r.engine, r.options, base_record(replace(r, labels=problem.labels)))
+                      for label, r in columns)
     labels = tuple(label for label, _ in columns)
     tasks = [GridTask(FitKey(problem.labels.model, ",".join(labels), "nuts", i, seed),
                       "polyppl.studies.replications:run_replication",
@@ -259,12 +283,12 @@ def summarize(plan: ReplicationPlan, grid: GridRun) -> Replications:
         if entry["status"] != "ok":
             counts[entry["status"]] = counts.get(entry["status"], 0) + 1
             continue
-        result = entry["result"]
-        counts[result["verdict"]] += 1
-        for test in result["flagged"]:
+        result = ReplicationResult.from_json(entry["result"])
+        counts[result.verdict] += 1
+        for test in result.flagged:
             flagged[test["quantity"], " vs ".join(test["backends"]), test["statistic"]] += 1
-        for label, column in result["columns"].items():
-            divergent[label] += column["divergences"] > 0
+        for label, record in result.records.items():
+            divergent[label] += record.diagnostics.divergences > 0
     judged = counts["agree"] + counts["disagree"]
     p_value = float(stats.binom.sf(counts["disagree"] - 1, judged, plan.family_alpha)) if judged else None
     ranked = [(q, pair, s, n) for (q, pair, s), n in sorted(flagged.items(), key=lambda item: (-item[1], item[0]))]
@@ -280,7 +304,7 @@ def replications_path(run: Replications) -> Path:
 
 
 __all__ = [
-    "DEFAULT_REPLICATIONS", "REPLICATIONS_ALPHA", "ReplicationJob", "ReplicationPlan", "Replications",
+    "DEFAULT_REPLICATIONS", "REPLICATIONS_ALPHA", "ReplicationJob", "ReplicationPlan", "ReplicationResult", "Replications",
     "plan_replications", "replication_seed", "replications_path", "run_replication",
     "run_replications", "summarize",
 ]

@@ -48,11 +48,12 @@ import numpy as np
 
 from polyppl.backends import get_backend, parse_columns
 from polyppl.errors import UserError, did_you_mean
+from polyppl.execution.fit import base_record
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
+from polyppl.execution.record import ApproximationSummary, FitRecord
 from polyppl.execution.request import FitRequest
 from polyppl.inference.convergence import convergence, prepare as prepare_convergence
-from polyppl.inference.diagnostics import (EBFMI_MIN, FLAG_MEANINGS, bfmi, convergence_failures,
-                                           convergence_flags)
+from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures, diagnose
 from polyppl.inference.methods import SamplerSettings, get_method
 from polyppl.inference.numpy_model import log_likelihood, simulate, substitute
 from polyppl.models import Labels, Problem, resolve
@@ -62,6 +63,7 @@ from polyppl.spec import FAMILIES, Dataset, Dist, Model
 from polyppl.spec.serialize import content_hash, dataset_from_json, dataset_to_json, model_from_json, model_to_json
 from polyppl.studies import sbc_stats
 from polyppl.studies.translation import LOWERED_BACKENDS, check_translation
+from polyppl.studies.remedies import LadderSummary, Rung, check_remedies, climb
 
 DEFAULT_OUT = Path("polyppl-sbc")
 DEFAULT_SIMULATIONS = 200
@@ -74,8 +76,14 @@ DEFAULT_SETTINGS = SamplerSettings(chains=4, draws=250, tune=500)
 LOG_LIKELIHOOD = "log_likelihood"
 #: The run's L is the largest rung that the smallest ESS of at least this share of fits reaches.
 L_SHARE = 0.9
-#: Bumped when what a fit records changes, so that older ledger lines are not reused.
-LEDGER_FORMAT = 2
+#: Bumped when what a fit records changes, so that older ledger lines are not reused (3: each
+#: task's result is an :class:`SbcFit`, its fit's :class:`FitRecord` inside, and the ladder).
+LEDGER_FORMAT = 3
+#: The rungs of the remedies ladder an SBC fit climbs by default: none yet. The ladder is sound
+#: for SBC (docs/sbc.md), but every SBC figure so far (the power against broken compilers, the
+#: calibration tests, selftest's claims) was measured on the sampler as asked; ``("target",)``
+#: once they are measured again with it. ``--remedies target`` asks for it now.
+SBC_REMEDIES: tuple[str, ...] = ()
 Progress = Callable[[str], None]
 
 
@@ -97,6 +105,10 @@ class SbcJob:
     simulation: int
     seed: int
     ladder: tuple[int, ...]  # the values of L at which ranks are computed
+    #: The column's record before anything ran (the request's identity); each fit's record starts from it.
+    record: FitRecord
+    #: The rungs of the remedies ladder this fit may climb (``studies.remedies``); () for none.
+    remedies: tuple[str, ...] = ()
 
 
 def simulation_rng(seed: int, simulation: int) -> np.random.Generator:
@@ -129,68 +141,118 @@ def scalar_values(model: Model, dataset: Dataset, values: Mapping[str, np.ndarra
     return out
 
 
-def run_simulation(job: SbcJob) -> dict[str, Any]:
-    """Simulate, fit and rank one simulation on one backend (on a worker of the grid).
+@dataclass(frozen=True)
+class SbcFit:
+    """What one SBC task returns and its ledger line keeps: the fit's :class:`FitRecord` (the
+    record every study's fit has: diagnostics and flags from ``inference.diagnostics``,
+    timings, engine; no per-quantity summaries, which SBC does not need and which would cost
+    more than its ranks), its ranks at each L, the true values, the task's own times, and the
+    remedies ladder it climbed (None when it climbed none)."""
 
-    Returns the ranks at each L of the job's ladder, the true values, the convergence
-    numbers (smallest bulk and tail ESS, largest R-hat, divergences, flags) and the times:
-    the sampler's own (warm-up and sampling, as the engine reports them), the compile (0 on
-    a warm worker) and the whole task's."""
+    record: FitRecord
+    ranks: dict[str, dict[str, int]]
+    truth: dict[str, float]
+    #: Seconds compiling in this task (0 on a warm worker), the fit's, and the whole task's.
+    compile_seconds: float
+    fit_seconds: float
+    task_seconds: float
+    ladder: LadderSummary | None = None
+
+    @property
+    def sampler_seconds(self) -> float:
+        """Warm-up and sampling, as the engine reports them: of the rung whose ranks these are."""
+        t = self.record.timings
+        return t.warmup_seconds + t.sampling_seconds if t is not None else 0.0
+
+    @property
+    def climbed(self) -> bool:
+        return self.ladder is not None and self.ladder.climbed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"record": self.record.to_json(), "ranks": self.ranks, "truth": self.truth,
+                "compile_seconds": self.compile_seconds, "fit_seconds": self.fit_seconds,
+                "task_seconds": self.task_seconds, "ladder": self.ladder.to_json() if self.ladder else None}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> SbcFit:
+        ladder = LadderSummary.from_json(values["ladder"]) if values.get("ladder") else None
+        return cls(FitRecord.from_json(values["record"]), values["ranks"], values["truth"], values["compile_seconds"],
+                   values["fit_seconds"], values["task_seconds"], ladder)
+
+
+def run_simulation(job: SbcJob) -> dict[str, Any]:
+    """Simulate, fit and rank one simulation on one backend (on a worker of the grid): an
+    :class:`SbcFit` as JSON.
+
+    Where the fit is flagged and ``job.remedies`` allow, the fit climbs the remedies ladder
+    (``studies.remedies.climb``: higher target acceptance for divergences; longer chains for
+    R-hat or ESS, where asked) with the same data and seed, and the ranks are those of the rung
+    the ladder chooses, as ``compare`` chooses it; the rule never sees the true values."""
     from polyppl.inference.draws import stopwatch
 
     with stopwatch() as task_clock:
         simulated = simulate(job.model, job.dataset, simulation_rng(job.seed, job.simulation))
         compiled, compile_seconds = compiled_for(job.backend, job.engine, job.model, simulated.dataset, dict(job.options))
         compile_seconds += prepare_convergence()  # Numba's compile (or cache load), once per process
-        settings = replace(job.settings, seed=sampler_seed(job.seed, job.simulation))
-        with stopwatch() as fit_clock:
-            draws = compiled.run(job.method, settings)
-        fit_seconds = fit_clock()
         truth = scalar_values(job.model, simulated.dataset, simulated.truth, 0)
-        posterior = scalar_values(job.model, simulated.dataset, draws.posterior, 2)
-        params = {p.name: draws.posterior[p.name] for p in job.model.params}
         truth[LOG_LIKELIHOOD] = log_likelihood(job.model, simulated.dataset, simulated.truth)
-        posterior[LOG_LIKELIHOOD] = log_likelihood(job.model, simulated.dataset, params)
-        names = list(posterior)
-        stacked = np.stack([posterior[q] for q in names], axis=-1)
-        chains, n_draws = stacked.shape[:2]
-        ess_bulk, ess_tail, rhat = convergence(stacked)
-        constant = np.ptp(stacked.reshape(chains * n_draws, -1), axis=0) == 0
-        rhat = np.where(constant, 1.0, rhat)  # as polyppl's summaries report a constant quantity
-        flat = stacked.reshape(chains * n_draws, -1)
-        index = np.arange(chains * n_draws, dtype=float).reshape(chains, n_draws)
-        true_values = np.array([truth[q] for q in names], dtype=float)
-        ranks: dict[str, dict[str, int]] = {}
-        for L in job.ladder:
-            if L > chains * n_draws:
-                continue
-            rng = _ranks_rng(job.seed, job.simulation, job.column, L)
-            kept = flat[sbc_stats.thin_to(index, L, rng).astype(np.int64)]
-            ranks[str(L)] = dict(zip(names, sbc_stats.column_ranks(true_values, kept, rng).tolist()))
-    diverging = np.asarray(draws.stats["diverging"], dtype=bool)
-    depth = np.asarray(draws.stats["tree_depth"])
-    flags = convergence_flags(float(np.nanmax(rhat)), float(np.min(ess_bulk)), float(np.min(ess_tail)), chains)
-    if diverging.any():
-        flags.append("divergences")
-    if (depth >= settings.max_tree_depth).any():
-        flags.append("tree_depth")
-    if n_draws > 1 and np.min(bfmi(np.asarray(draws.stats["energy"], dtype=float))) < EBFMI_MIN:
-        flags.append("ebfmi")
-    timings = draws.timings
-    return {
-        "engine": draws.engine,
-        "ranks": ranks,
-        "truth": {q: float(v) for q, v in truth.items()},
-        "ess_bulk_min": float(np.min(ess_bulk)),
-        "ess_tail_min": float(np.min(ess_tail)),
-        "rhat_max": float(np.nanmax(rhat)),
-        "divergences": int(diverging.sum()),
-        "flags": flags,
-        "sampler_seconds": timings.warmup_seconds + timings.sampling_seconds,
-        "compile_seconds": compile_seconds + timings.compile_seconds,
-        "fit_seconds": fit_seconds,
-        "task_seconds": task_clock(),
-    }
+        base = replace(job.record, seed=sampler_seed(job.seed, job.simulation),
+                       data_source=f"simulation {job.simulation} of seed {job.seed}")
+        settings = replace(job.settings, seed=base.seed)
+        fit_seconds = 0.0
+
+        def attempt(rung: Rung) -> tuple[FitRecord, dict[str, dict[str, int]]]:
+            nonlocal fit_seconds
+            with stopwatch() as fit_clock:
+                draws = compiled.run(job.method, rung.settings)
+            fit_seconds += fit_clock()
+            return _rank(job, simulated, draws, truth, rung.settings, replace(base, settings=rung.settings.as_dict()))
+
+        problem = Problem(job.model, simulated.dataset, Labels(base.model, base.scenario, base.parametrization))
+        if job.remedies and not isinstance(settings, SamplerSettings):
+            raise ValueError("the remedies ladder is for NUTS fits")
+        if job.remedies:
+            ladder = climb(problem, settings, attempt, lambda result: {job.column: result[0]},
+                           lambda result: "flagged" if result[0].diagnostics.flags else "clean", job.remedies)
+            (record, ranks), summary = ladder.final.result, ladder.summary()
+            summary = summary if summary.climbed else None
+        else:
+            (record, ranks), summary = attempt(Rung(problem, settings, settings, base.parametrization)), None
+    return SbcFit(record, ranks, {q: float(v) for q, v in truth.items()}, compile_seconds + record.timings.compile_seconds,
+                  fit_seconds, task_clock(), summary).to_json()
+
+
+def _rank(job: SbcJob, simulated, draws, truth: Mapping[str, Any], settings: SamplerSettings,
+          base: FitRecord) -> tuple[FitRecord, dict[str, dict[str, int]]]:
+    """One fit's record (the run diagnostics' flags, from R-hat and ESS of every test quantity
+    computed at once by Numba) and the ranks of the true values at each L of the job's ladder."""
+    posterior = scalar_values(job.model, simulated.dataset, draws.posterior, 2)
+    params = {p.name: draws.posterior[p.name] for p in job.model.params}
+    posterior[LOG_LIKELIHOOD] = log_likelihood(job.model, simulated.dataset, params)
+    names = list(posterior)
+    stacked = np.stack([posterior[q] for q in names], axis=-1)
+    chains, n_draws = stacked.shape[:2]
+    ess_bulk, ess_tail, rhat = convergence(stacked)
+    constant = np.ptp(stacked.reshape(chains * n_draws, -1), axis=0) == 0
+    rhat = np.where(constant, 1.0, rhat)  # as polyppl's summaries report a constant quantity
+    flat = stacked.reshape(chains * n_draws, -1)
+    index = np.arange(chains * n_draws, dtype=float).reshape(chains, n_draws)
+    true_values = np.array([truth[q] for q in names], dtype=float)
+    ranks: dict[str, dict[str, int]] = {}
+    for L in job.ladder:
+        if L > chains * n_draws:
+            continue
+        rng = _ranks_rng(job.seed, job.simulation, job.column, L)
+        kept = flat[sbc_stats.thin_to(index, L, rng).astype(np.int64)]
+        ranks[str(L)] = dict(zip(names, sbc_stats.column_ranks(true_values, kept, rng).tolist()))
+    record = replace(base, engine=draws.engine, timings=draws.timings)
+    if draws.approximation is not None:  # no chains to judge: what the approximation's fit reports
+        a = draws.approximation
+        return replace(record, approximation=ApproximationSummary(a.family, a.iterations, a.gradient_evaluations,
+                                                                  a.converged, int(np.size(a.log_p)), a.notes)), ranks
+    diagnostics = diagnose(float(np.nanmax(rhat)), float(np.min(ess_bulk)), float(np.min(ess_tail)), draws.stats,
+                           settings.max_tree_depth, draws.timings.sampling_seconds)
+    return replace(record, diagnostics=diagnostics), ranks
 
 
 # --------------------------------------------------------------------------- substitutes
@@ -255,6 +317,8 @@ class SbcColumn:
     failures: list[dict[str, Any]]  # simulation, status, error of each fit without ranks
     timing: dict[str, float | int | None]
     engines_seen: list[str] = field(default_factory=list)
+    #: Fits whose ranks came from a rung of the remedies ladder, by rung (``at target 0.99``).
+    remedied: dict[str, int] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -270,7 +334,8 @@ class SbcColumn:
     def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend, "engine": self.engine, "method": self.method, "engines_seen": self.engines_seen,
-            "verdict": self.verdict, "fits": self.counts, "failures": self.failures, "timing": self.timing,
+            "verdict": self.verdict, "fits": self.counts, "remedied": self.remedied, "failures": self.failures,
+            "timing": self.timing,
             "parameters": {q: r.as_dict() for q, r in self.results.items()},
         }
 
@@ -290,6 +355,8 @@ class SbcRun:
     columns: dict[str, SbcColumn]
     grid: dict[str, Any]
     ledger: Path
+    #: The rungs a flagged NUTS fit could climb (empty: ``--remedies none``).
+    remedies: tuple[str, ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -309,6 +376,7 @@ class SbcRun:
             "model": labels.model, "scenario": labels.scenario, "parametrization": labels.parametrization,
             "data_source": self.problem.dataset.source, "simulations": self.simulations, "seed": self.seed,
             "settings": self.settings.as_dict(), "substitutes": self.substitutes, "L": self.L,
+            "remedies": list(self.remedies),
             "test": sbc_stats.METHOD, "family_alpha": self.family_alpha, "band_level": sbc_stats.BAND_LEVEL,
             "verdict": self.verdict, "grid": self.grid, "ledger": str(self.ledger),
             "backends": {label: column.to_json() for label, column in self.columns.items()},
@@ -329,10 +397,10 @@ class SbcRun:
             ranks = {q: p["ranks"] for q, p in c["parameters"].items()}
             results = sbc_stats.judge(ranks, L, alpha) if ranks and L else {}
             columns[label] = SbcColumn(label, c["backend"], c["engine"], c["method"], c["fits"], results, c["failures"],
-                                       c["timing"], c.get("engines_seen", []))
+                                       c["timing"], c.get("engines_seen", []), c.get("remedied", {}))
         return cls(problem, model_from_json(saved["problem"]["fitted"]), saved["substitutes"], saved["simulations"],
                    saved["seed"], SamplerSettings.from_dict(saved["settings"]), L, alpha, columns, saved["grid"],
-                   path.with_name(path.name.replace(".json", "-ledger.jsonl")))
+                   path.with_name(path.name.replace(".json", "-ledger.jsonl")), tuple(saved.get("remedies", ())))
 
 
 def sbc_stem(out: Path, problem: Problem) -> Path:
@@ -354,6 +422,7 @@ class SbcPlan:
     columns: list[tuple[str, FitRequest]]
     tasks: list[GridTask]
     ledger: Path
+    remedies: tuple[str, ...] = ()
 
 
 def plan_sbc(
@@ -370,9 +439,13 @@ def plan_sbc(
     substitutes: Mapping[str, Dist | None] | None = None,
     engines: Mapping[str, str] | None = None,
     out: str | Path = DEFAULT_OUT,
+    remedies: Sequence[str] | None = None,
 ) -> SbcPlan:
     """Check the input and lay out the tasks of :func:`run_sbc` (same arguments); bad input
-    (an improper prior, a backend that cannot run the method) fails here, naming it."""
+    (an improper prior, a backend that cannot run the method) fails here, naming it.
+    ``remedies``: the rungs an SBC fit climbs when flagged (None: :data:`SBC_REMEDIES`;
+    ``("none",)``: none); the other parametrization is not one of them."""
+    remedies = sbc_remedies(remedies)
     if not isinstance(simulations, int) or simulations < 1:
         raise UserError(f"simulations must be a positive whole number, got {simulations!r}")
     if not isinstance(seed, int) or not 0 <= seed < 2**31:
@@ -405,17 +478,30 @@ def plan_sbc(
             columns.append((label, request))
     if len({label for label, _ in columns}) != len(columns):
         raise UserError("a backend or method appears twice")
+    records = {label: base_record(replace(request, labels=problem.labels)) for label, request in columns}
     tasks = []
     for simulation in range(simulations):
         for label, request in columns:
+            rungs = remedies if request.method == "nuts" else ()
             job = SbcJob(fitted, problem.dataset, request.backend, request.engine, request.method, request.options,
-                         request.settings, label, simulation, seed, ladder)
-            config = content_hash([LEDGER_FORMAT, request.hash_parts(), list(ladder)])
+                         request.settings, label, simulation, seed, ladder, records[label], rungs)
+            config = content_hash([LEDGER_FORMAT, request.hash_parts(), list(ladder), list(rungs)])
             tasks.append(GridTask(FitKey(problem.labels.model, label, request.method, simulation, seed),
                                   "polyppl.studies.sbc:run_simulation", job, config))
     stem = sbc_stem(Path(out), problem)
     return SbcPlan(problem, fitted, substitutes, simulations, seed, settings, columns, tasks,
-                   stem.with_name(stem.name + "-ledger.jsonl"))
+                   stem.with_name(stem.name + "-ledger.jsonl"), remedies)
+
+
+def sbc_remedies(names: Sequence[str] | None) -> tuple[str, ...]:
+    """The rungs an SBC fit may climb: :data:`SBC_REMEDIES` for None, else as asked
+    (``studies.remedies.check_remedies``), the other parametrization refused (its quantities
+    are not the simulated model's)."""
+    rungs = SBC_REMEDIES if names is None else check_remedies(names)
+    if "parametrization" in rungs:
+        raise UserError("--remedies parametrization does not apply to SBC: the other parametrization's quantities are "
+                        "not those simulated; use target and draws")
+    return rungs
 
 
 def run_sbc(
@@ -437,6 +523,7 @@ def run_sbc(
     timeout: float | None = None,
     retries: int = DEFAULT_RETRIES,
     family_alpha: float = sbc_stats.FAMILY_ALPHA,
+    remedies: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> SbcRun:
     """SBC of ``model`` (a built-in name, ``FILE.py:NAME`` or a Problem) on ``backends``
@@ -450,9 +537,11 @@ def run_sbc(
     simulated and fitted. ``engines`` picks the engine of a backend named without one
     (``{"stan": "pystan"}``). The ledger, ``OUT/<model>-<scenario>-sbc-ledger.jsonl``, is
     read first and appended to as fits finish. A script that starts a local cluster must
-    guard its entry point (``if __name__ == "__main__":``): Dask starts workers by spawn."""
+    guard its entry point (``if __name__ == "__main__":``): Dask starts workers by spawn.
+    ``remedies``: the rungs a flagged NUTS fit climbs (:func:`sbc_remedies`; docs/sbc.md)."""
     plan = plan_sbc(model, backends, methods, simulations, seed, scenario=scenario, data=data,
-                    parametrization=parametrization, settings=settings, substitutes=substitutes, engines=engines, out=out)
+                    parametrization=parametrization, settings=settings, substitutes=substitutes, engines=engines, out=out,
+                    remedies=remedies)
     if plan.fitted.source is not None and any(request.backend in LOWERED_BACKENDS for _, request in plan.columns):
         # A Stan program beside the spec lowered from it: never calibrate a wrong translation (a
         # mismatch would show as Stan's miscalibration). Raises before any fit.
@@ -484,43 +573,54 @@ def choose_run_L(ess_minima: Sequence[float], ladder: Sequence[int]) -> int | No
         return min(ladder)
 
 
+def fit_of(task: GridTask, entry: Mapping[str, Any]) -> SbcFit | None:
+    """The :class:`SbcFit` of a finished task's ledger entry; None for one that ended in
+    error, timeout or crash (the entry's status and error say which)."""
+    return SbcFit.from_json(entry["result"]) if entry["status"] == "ok" else None
+
+
 def summarize(plan: SbcPlan, grid: GridRun, family_alpha: float = sbc_stats.FAMILY_ALPHA) -> SbcRun:
     """Verdicts, counts and timings from the grid's entries."""
     columns, simulations = plan.columns, plan.simulations
-    by_label: dict[str, list[tuple[int, dict[str, Any]]]] = {label: [] for label, _ in columns}
+    by_label: dict[str, list[tuple[int, dict[str, Any], SbcFit | None]]] = {label: [] for label, _ in columns}
     for task in plan.tasks:
         if task.key in grid.entries:
-            by_label[task.key.backend].append((int(task.key.simulation), grid.entries[task.key]))
-    ess_minima = [e["result"]["ess_bulk_min"] for rows in by_label.values() for _, e in rows if e["status"] == "ok"]
+            entry = grid.entries[task.key]
+            by_label[task.key.backend].append((int(task.key.simulation), entry, fit_of(task, entry)))
+    ess_minima = [f.record.diagnostics.ess_bulk_min for rows in by_label.values() for _, _, f in rows
+                  if f is not None and f.record.diagnostics is not None]
     L = choose_run_L(ess_minima, plan.tasks[0].argument.ladder)
     out = {}
     for label, request in columns:
         rows = sorted(by_label[label], key=lambda row: row[0])
-        ok = [entry["result"] for _, entry in rows if entry["status"] == "ok"]
+        ok = [f for _, _, f in rows if f is not None]
         counts = {"requested": simulations, **{status: 0 for status in ("ok", "error", "timeout", "crashed")}}
-        for _, entry in rows:
+        for _, entry, _ in rows:
             counts[entry["status"]] = counts.get(entry["status"], 0) + 1
-        # Fits with draws keep their ranks; how many of them the diagnostics flag (CONVERGENCE_FLAGS:
-        # R-hat, bulk or tail ESS), and per flag.
-        counts["divergent"] = sum(1 for r in ok if r["divergences"] > 0)
-        counts["unconverged"] = sum(1 for r in ok if convergence_failures(r["flags"]))
+        # Fits with draws keep their ranks; how many of them the run diagnostics flag (their
+        # record's flags: R-hat, bulk or tail ESS, divergences, ...), and per flag.
+        judged = [f.record.diagnostics for f in ok if f.record.diagnostics is not None]
+        counts["divergent"] = sum(1 for d in judged if d.divergences > 0)
+        counts["unconverged"] = sum(1 for d in judged if convergence_failures(d.flags))
         for flag in FLAG_MEANINGS:
-            counts[f"flag_{flag}"] = sum(1 for r in ok if flag in r["flags"])
-        counts["ess_below_L"] = sbc_stats.count_below([r["ess_bulk_min"] for r in ok], L) if L else 0
+            counts[f"flag_{flag}"] = sum(1 for d in judged if flag in d.flags)
+        counts["ess_below_L"] = sbc_stats.count_below([d.ess_bulk_min for d in judged], L) if L and judged else 0
+        # The remedies ladder: fits that climbed, and the rung whose ranks they gave.
+        counts["remedied"] = sum(1 for f in ok if f.climbed)
         results = {}
         if ok and L is not None:
-            quantities = list(ok[0]["ranks"][str(L)])
-            results = sbc_stats.judge({q: [r["ranks"][str(L)][q] for r in ok] for q in quantities}, L, family_alpha)
+            quantities = list(ok[0].ranks[str(L)])
+            results = sbc_stats.judge({q: [f.ranks[str(L)][q] for f in ok] for q in quantities}, L, family_alpha)
         failures = [{"simulation": simulation, "status": entry["status"], "error": entry.get("error")}
-                    for simulation, entry in rows if entry["status"] != "ok"]
-        finished = [entry for _, entry in rows if entry["status"] == "ok"]
+                    for simulation, entry, f in rows if f is None]
         out[label] = SbcColumn(label, request.backend, request.engine, request.method, counts, results, failures,
-                               _timing(finished), sorted({r["engine"] for r in ok}))
+                               _timing([(entry, f) for _, entry, f in rows if f is not None]),
+                               sorted({f.record.engine for f in ok}), _rungs(ok))
     # The grid's facts are the whole grid's (which may have run other plans' tasks too).
-    ran = [entry for entry in grid.entries.values() if entry["status"] == "ok"]
-    sampler = sum(e["result"]["sampler_seconds"] for e in ran)
-    compiles = sum(e["result"]["compile_seconds"] for e in ran)
-    per_fit = sum(e["result"]["task_seconds"] for e in ran) - sampler - compiles
+    ran = [SbcFit.from_json(entry["result"]) for entry in grid.entries.values() if entry["status"] == "ok"]
+    sampler = sum(f.sampler_seconds for f in ran)
+    compiles = sum(f.compile_seconds for f in ran)
+    per_fit = sum(f.task_seconds for f in ran) - sampler - compiles
     cpu = sum(e.get("cpu_seconds") or 0.0 for e in grid.entries.values())
     whole_run = grid.reused == 0 and grid.ran and sampler > 0
     grid_facts = {
@@ -541,7 +641,7 @@ def summarize(plan: SbcPlan, grid: GridRun, family_alpha: float = sbc_stats.FAMI
         "per_fit_overhead_share": per_fit / sampler if whole_run else None,
     }
     return SbcRun(plan.problem, plan.fitted, {k: _describe(v) for k, v in plan.substitutes.items()}, simulations,
-                  plan.seed, plan.settings, L, family_alpha, out, grid_facts, plan.ledger)
+                  plan.seed, plan.settings, L, family_alpha, out, grid_facts, plan.ledger, plan.remedies)
 
 
 def _describe(dist: Dist | None) -> str | None:
@@ -552,29 +652,40 @@ def _describe(dist: Dist | None) -> str | None:
     return f"{dist.family}({args})"
 
 
-def _timing(entries: Sequence[Mapping[str, Any]]) -> dict[str, float | int | None]:
-    """Per-fit times of one backend's finished fits (ledger entries): the sampler's own time,
-    compiles, the rest of each task (simulation, data hand-over, the call around the sampler,
-    diagnostics, ranks), and CPU seconds."""
-    if not entries:
+def _timing(fits: Sequence[tuple[Mapping[str, Any], SbcFit]]) -> dict[str, float | int | None]:
+    """Per-fit times of one backend's finished fits (ledger entry and fit): the sampler's own
+    time, compiles, the rest of each task (simulation, data hand-over, the call around the
+    sampler, diagnostics, ranks; a remedies ladder's earlier rungs), and CPU seconds."""
+    if not fits:
         return {"fits": 0}
-    ok = [e["result"] for e in entries]
-    cpu = sum(e.get("cpu_seconds") or 0.0 for e in entries)
-    sampler = sum(r["sampler_seconds"] for r in ok)
-    compile_seconds = sum(r["compile_seconds"] for r in ok)
-    task = sum(r["task_seconds"] for r in ok)
+    n = len(fits)
+    cpu = sum(entry.get("cpu_seconds") or 0.0 for entry, _ in fits)
+    sampler = sum(f.sampler_seconds for _, f in fits)
+    compile_seconds = sum(f.compile_seconds for _, f in fits)
+    task = sum(f.task_seconds for _, f in fits)
     overhead = task - sampler - compile_seconds
     return {
-        "fits": len(ok),
-        "sampler_seconds_per_fit": sampler / len(ok),
-        "task_seconds_per_fit": task / len(ok),
+        "fits": n,
+        "sampler_seconds_per_fit": sampler / n,
+        "task_seconds_per_fit": task / n,
         "compile_seconds_total": compile_seconds,
-        "overhead_seconds_per_fit": overhead / len(ok),
+        "overhead_seconds_per_fit": overhead / n,
         # The per-fit overhead (compiles excluded) against the sampler's own time.
         "overhead_share": overhead / sampler if sampler > 0 else None,
-        "fits_per_worker_minute": 60 * len(ok) / task if task > 0 else None,
-        "cpu_seconds_per_fit": cpu / len(ok),
+        "fits_per_worker_minute": 60 * n / task if task > 0 else None,
+        "cpu_seconds_per_fit": cpu / n,
     }
+
+
+def _rungs(fits: Sequence[SbcFit]) -> dict[str, int]:
+    """How many fits' ranks came from each rung of the remedies ladder, by the rung's words
+    (``at target 0.99``); the fits that climbed none are not counted."""
+    counts: dict[str, int] = {}
+    for f in fits:
+        if f.climbed:
+            rung = f.ladder.rungs[f.ladder.chosen].rung
+            counts[rung] = counts.get(rung, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def save_json_result(run: SbcRun, path: Path | None = None) -> Path:
@@ -616,7 +727,8 @@ def load_sbc_run(out_dir: str | Path, model: str | None = None, scenario: str | 
 
 
 __all__ = [
-    "DEFAULT_SETTINGS", "DEFAULT_SIMULATIONS", "LOG_LIKELIHOOD", "SbcColumn", "SbcJob", "SbcPlan", "SbcRun",
-    "choose_run_L", "load_sbc_run", "parse_substitute", "plan_sbc", "run_sbc", "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
+    "DEFAULT_SETTINGS", "DEFAULT_SIMULATIONS", "LOG_LIKELIHOOD", "SBC_REMEDIES", "SbcColumn", "SbcFit", "SbcJob",
+    "SbcPlan", "SbcRun", "choose_run_L", "fit_of", "load_sbc_run", "parse_substitute", "plan_sbc", "run_sbc", "sbc_remedies",
+    "summarize", "run_simulation", "sampler_seed", "save_json_result", "scalar_values",
     "simulation_rng",
 ]
