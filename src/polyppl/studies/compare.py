@@ -33,7 +33,7 @@ from polyppl.errors import UserError, unknown
 from polyppl.execution.fit import result_stem
 from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest
-from polyppl.execution.runner import FitOutcome, run_fit
+from polyppl.execution.runner import FitJob, FitOutcome, run_fits
 from polyppl.execution.store import file_sha256, folder_lock
 from polyppl.inference.diagnostics import convergence_failures, flatten
 from polyppl.inference.idata import load_netcdf, save_json
@@ -445,22 +445,14 @@ def compare(
     load_start = load_now()
 
     def run(runs: list[tuple[str, str, FitRequest]], suffix: str) -> dict[str, FitOutcome]:
-        """Each (label, column, request), reused or run, as the progress lines count them."""
-        outcomes = {}
+        """Each (label, column, request), reused or run (``run_fits``: prepared at once,
+        sampled one at a time), as the progress lines count them."""
+        jobs = []
         for i, (label, column, request) in enumerate(runs, start=1):
-            def note(line: str, i: int = i) -> None:
-                progress(f"[{i}/{len(runs)}] {line}")
-
             stem = result_stem(out, problem.labels, column, request.method)
-            outcome = run_fit(request, stem.with_name(stem.name + suffix), timeout=timeout, force=force,
-                              progress=note, label=label)
-            if outcome.reused:
-                note(f"{label}: {outcome.note}")
-            else:
-                r = outcome.record
-                note(f"{label}: {r.status} " + (f"in {r.wall_seconds:.1f} s" if r.ok else f"- {r.error}"))
-            outcomes[label] = outcome
-        return outcomes
+            jobs.append(FitJob(request, stem.with_name(stem.name + suffix), f"[{i}/{len(runs)}] {label}"))
+        outcomes = run_fits(jobs, timeout=timeout, force=force, progress=progress)
+        return {label: outcome for (label, _, _), outcome in zip(runs, outcomes)}
 
     def attempt(rung: Rung) -> Comparison:
         rung_requests = requests if rung.is_first else nuts_requests(rung.problem, columns, rung.settings, engines or {})
