@@ -194,7 +194,7 @@ def _listen(r: _Running, progress: Progress) -> None:
             progress(f"{r.job.label}: {text}")
         elif kind == "wait":
             r.state, r.waiting_since = WAITING, r.child.elapsed
-            progress(f"{r.job.label}: compiled; waits for its turn to sample (one fit samples at a time, alone)")
+            progress(f"{r.job.label}: ready; waits for its turn to sample (one fit samples at a time, alone)")
         elif kind == "start":
             if r.waiting_since is not None:
                 r.waited += r.child.elapsed - r.waiting_since
