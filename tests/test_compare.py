@@ -318,8 +318,7 @@ def test_a_comparison_ends_with_a_recommendation_and_a_narrower_one_keeps_its_ow
     # A backend with divergent transitions or a failed fit is left out, with why.
     from dataclasses import replace
 
-    from polyppl.studies.compare import load_comparison
-    from polyppl.studies.recommendation import recommend
+    from polyppl.studies.compare import load_comparison, recommend
 
     comparison = load_comparison(out, backends=["numpyro", stan])
     fit = comparison.outcomes["numpyro"]

@@ -43,7 +43,8 @@ from polyppl.models import MODELS, Labels, Problem, get_model, resolve
 from polyppl.spec import Dataset, Model
 from polyppl.spec.serialize import dataset_from_json, dataset_to_json, model_from_json, model_to_json
 from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, QuantityDraws, holm, pair_tests
-from polyppl.studies.recommendation import Recommendation, load_now, recommend
+from polyppl.studies.recommendation import Recommendation, load_now
+from polyppl.studies.recommendation import recommend as recommend_among
 from polyppl.studies.remedies import Ladder, LadderSummary, Rung, check_remedies, climb
 from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, Scorecard, score
 from polyppl.studies.translation import LOWERED_BACKENDS, check_translation
@@ -308,6 +309,13 @@ def assess(comparison: Comparison) -> Comparison:
     else:
         comparison.verdict = "agree"
     return comparison
+
+
+def recommend(comparison: Comparison, load: dict[str, float] | None = None) -> Recommendation:
+    """Which backend to use (``studies.recommendation``): among the judged comparison's NUTS
+    columns that converged, had no divergences and took part in no disagreement."""
+    disagreeing = {backend for t in comparison.disagreements() for backend in t.backends}
+    return recommend_among(comparison.records, comparison.sources, disagreeing, load)
 
 
 # --------------------------------------------------------------------------- approximations

@@ -25,14 +25,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from polyppl.execution.record import FitRecord
 from polyppl.inference.diagnostics import convergence_failures, ess
-
-if TYPE_CHECKING:
-    from polyppl.studies.compare import Comparison
+from polyppl.studies.agreement import QuantityDraws
 
 #: A margin under this factor is within the run-to-run noise of timings on a shared machine,
 #: whatever the chains' spread says: each backend's warm-up and sampling seconds varied by
@@ -172,20 +171,20 @@ def relative_se(chains: list[np.ndarray]) -> float | None:
     return float(per_chain.std(ddof=1) / mean / math.sqrt(len(per_chain))) if mean > 0 else None
 
 
-def per_chain_ess(comparison: Comparison, column: str) -> list[np.ndarray]:
+def per_chain_ess(quantities: dict[str, QuantityDraws]) -> list[float]:
     """Each chain's bulk ESS, its minimum over the posterior's quantities (decision
     indicators left out, as in the diagnostics)."""
-    draws = [q.draws for q in comparison.sources[column].values() if not q.is_probability]
+    draws = [q.draws for q in quantities.values() if not q.is_probability]
     chains = draws[0].shape[0] if draws else 0
     return [min(ess(d[c]) for d in draws) for c in range(chains)]
 
 
-def recommend(comparison: Comparison, load: dict[str, float] | None = None) -> Recommendation:
-    """The recommendation of a judged comparison (its NUTS columns, its tests)."""
-    disagreeing = {b for t in comparison.disagreements() for b in t.backends}
+def recommend(records: dict[str, FitRecord], sources: dict[str, dict[str, QuantityDraws]], disagreeing: set[str],
+              load: dict[str, float] | None = None) -> Recommendation:
+    """The recommendation among NUTS columns (``records``, with every quantity's draws in
+    ``sources``), those in a disagreement (``disagreeing``) left out."""
     rates, excluded = [], {}
-    for column, outcome in comparison.outcomes.items():
-        record = outcome.record
+    for column, record in records.items():
         if not record.ok:
             excluded[column] = f"did not finish: {record.status}"
             continue
@@ -197,11 +196,11 @@ def recommend(comparison: Comparison, load: dict[str, float] | None = None) -> R
             excluded[column] = f"{d.divergences} divergent transitions"
         elif column in disagreeing:
             excluded[column] = "disagreed with another backend"
-        elif column not in comparison.sources:
+        elif column not in sources:
             excluded[column] = "its draws are missing"
         else:
             rates.append(Rate(column, record.engine, d.ess_bulk_min, t.compile_seconds, t.compile_cached,
-                              t.warmup_seconds + t.sampling_seconds, relative_se(per_chain_ess(comparison, column))))
+                              t.warmup_seconds + t.sampling_seconds, relative_se(per_chain_ess(sources[column]))))
     picks = [_pick(way, rates) for way in WAYS] if rates else []
     return Recommendation(rates, excluded, picks, load)
 
