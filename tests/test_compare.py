@@ -290,7 +290,7 @@ def test_a_comparison_ends_with_a_recommendation_and_a_narrower_one_keeps_its_ow
         best, other = pick["best"], pick["runner_up"]
         assert rates[best][key] >= rates[other][key]
         assert pick["margin"] == pytest.approx(rates[best][key] / rates[other][key])
-        assert pick["noise_factor"] >= 1.3 and pick["beyond_noise"] == (pick["margin"] > pick["noise_factor"])
+        assert pick["noise_factor"] >= 1.5 and pick["beyond_noise"] == (pick["margin"] > pick["noise_factor"])
     tail = proc.stdout.rstrip().splitlines()[-4:]  # the heading, two ways, the noise: the last lines
     assert tail[0].startswith("RECOMMENDATION (") and tail[-1].startswith("  noise: per-chain ESS spread"), tail
     assert tail[1].startswith(f"  one fit, compile included: {recommendation['picks']['one_fit']['best']} (")
