@@ -206,9 +206,9 @@ def test_interrupted_comparison_resumes_where_it_stopped(tmp_path):
     reader.start()
     first = out / "eight-schools-classic-stan-nuts.nc"
     deadline = time.monotonic() + 900
-    # Interrupt once the second backend's worker runs (its progress line is out): the first
-    # fit is on disk by then.
-    while not any("[2/2] pymc: sampling" in line for line in lines) and time.monotonic() < deadline \
+    # Interrupt once the second backend's turn to sample has come (its progress line is out):
+    # the first fit is on disk by then (a turn comes once every other fit waits or has ended).
+    while not any("[2/2] pymc: running nuts" in line for line in lines) and time.monotonic() < deadline \
             and proc.poll() is None:
         time.sleep(0.2)
     assert first.exists(), "the first backend never finished"
@@ -242,3 +242,91 @@ def test_bad_input_names_what_is_wrong_and_writes_nothing(tmp_path):
         proc = polyppl(*args, "--out", tmp_path / "out", cwd=tmp_path, timeout=300)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
     assert not (tmp_path / "out").exists()
+
+
+PROGRAM = Path(__file__).resolve().parents[1] / "examples" / "eight_schools.stan"
+
+
+@pytest.mark.false_alarm(FAMILY_ALPHA)
+def test_a_comparison_ends_with_a_recommendation_and_a_narrower_one_keeps_its_own_files(tmp_path):
+    """A user's Stan program on NumPyro and Stan: the fits prepare at once and sample one at a
+    time (no fit's turn to sample begins before the other's has ended); the last lines name
+    the backend with the most bulk ESS per second, one fit and repeated fits, computed from
+    the records as the JSON says, with its margin and noise; the report shows it first. A
+    one-backend comparison into the same --out writes files of its own, the two-backend
+    comparison and report stay as they were, and ``report`` finds either by its columns."""
+    stan = "stan:cmdstanpy" if HAVE_CMDSTAN else "stan:pystan"
+    out = tmp_path / "out"
+    data = PROGRAM.with_suffix(".json")
+    proc = polyppl("compare", PROGRAM, "--data", data, "--backends", f"numpyro,{stan}", *FAST, *STRICT,
+                   "--remedies", "none", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert "still running" not in proc.stderr
+    # Both start (import, compile) before either samples; each turn ends before the next begins.
+    turns = [next(i for i, line in enumerate(lines) if f"] {column}: running nuts" in line) for column in ("numpyro", stan)]
+    ends = [next(i for i, line in enumerate(lines) if f"] {column}: ok: compile" in line) for column in ("numpyro", stan)]
+    starts = [next(i for i, line in enumerate(lines) if f"] {column}: starting" in line) for column in ("numpyro", stan)]
+    assert max(starts) < min(turns), lines
+    first, second = sorted(range(2), key=lambda k: turns[k])
+    assert turns[first] < ends[first] < turns[second] < ends[second], lines
+    assert lines.index(next(line for line in lines if "numpyro: tracing the model" in line)) > turns[0]
+
+    stem = f"eight_schools-eight_schools-numpyro+{stan.replace(':', '-')}"  # <program>-<data>-<columns>
+    saved = json.loads((out / f"{stem}-comparison.json").read_text())
+    recommendation = saved["recommendation"]
+    rates = {r["column"]: r for r in recommendation["eligible"]}
+    assert set(rates) == {"numpyro", stan} and not recommendation["excluded"]
+    for column, rate in rates.items():
+        record = saved["backends"][column]
+        t, ess = record["timings"], record["diagnostics"]["ess_bulk_min"]
+        assert rate["repeated_ess_per_second"] == pytest.approx(ess / (t["warmup_seconds"] + t["sampling_seconds"]))
+        assert rate["one_fit_ess_per_second"] == pytest.approx(
+            ess / (t["compile_seconds"] + t["warmup_seconds"] + t["sampling_seconds"]))
+        assert 0 < rate["relative_se"] < 1
+        assert record["turn_wait_seconds"] is not None and record["turn_wait_seconds"] >= 0
+    for way, key in (("one_fit", "one_fit_ess_per_second"), ("repeated", "repeated_ess_per_second")):
+        pick = recommendation["picks"][way]
+        best, other = pick["best"], pick["runner_up"]
+        assert rates[best][key] >= rates[other][key]
+        assert pick["margin"] == pytest.approx(rates[best][key] / rates[other][key])
+        assert pick["noise_factor"] >= 1.5 and pick["beyond_noise"] == (pick["margin"] > pick["noise_factor"])
+    tail = proc.stdout.rstrip().splitlines()[-4:]  # the heading, two ways, the noise: the last lines
+    assert tail[0].startswith("RECOMMENDATION (") and tail[-1].startswith("  noise: per-chain ESS spread"), tail
+    assert tail[1].startswith(f"  one fit, compile included: {recommendation['picks']['one_fit']['best']} (")
+    assert tail[2].startswith(f"  repeated fits, compile paid once: {recommendation['picks']['repeated']['best']} (")
+    page = (out / f"{stem}-report.html").read_text()
+    assert page.index("<h2>Recommendation</h2>") < page.index("<h2>Verdict</h2>")
+
+    kept = {p.name: p.read_bytes() for p in out.glob(f"{stem}-*")}
+    narrow = polyppl("compare", PROGRAM, "--data", data, "--backends", "numpyro", *FAST, "--remedies", "none",
+                     "--out", out, cwd=tmp_path)
+    assert narrow.returncode == 3 and "numpyro: reusing the finished run" in narrow.stderr, narrow.stderr[-2000:]
+    assert "the only backend eligible" in narrow.stdout
+    assert (out / "eight_schools-eight_schools-numpyro-comparison.json").exists()
+    assert (out / "eight_schools-eight_schools-numpyro-report.html").exists()
+    assert {p.name: p.read_bytes() for p in out.glob(f"{stem}-*")} == kept
+
+    which = polyppl("report", "--out", out, cwd=tmp_path, timeout=300)
+    assert which.returncode == 2 and f"--backends numpyro,{stan}" in which.stderr, which.stderr
+    assert any(f"--backends numpyro{end}" in which.stderr for end in (";", "\n")), which.stderr
+    rebuilt = polyppl("report", "--out", out, "--backends", f"{stan},numpyro", "--report", tmp_path / "r.html",
+                      cwd=tmp_path, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert "<h2>Recommendation</h2>" in (tmp_path / "r.html").read_text()
+
+    # A backend with divergent transitions or a failed fit is left out, with why.
+    from dataclasses import replace
+
+    from polyppl.studies.compare import load_comparison, recommend
+
+    comparison = load_comparison(out, backends=["numpyro", stan])
+    fit = comparison.outcomes["numpyro"]
+    comparison.outcomes["numpyro"] = replace(fit, record=replace(
+        fit.record, diagnostics=replace(fit.record.diagnostics, divergences=3)))
+    left = recommend(comparison)
+    assert left.excluded == {"numpyro": "3 divergent transitions"}
+    assert [(p.best, p.runner_up) for p in left.picks] == [(stan, None), (stan, None)]
+    comparison.outcomes[stan] = replace(comparison.outcomes[stan], record=comparison.outcomes[stan].record.failed(
+        "timeout", "no result after 1 s"))
+    assert recommend(comparison).lines()[0].startswith("RECOMMENDATION: none: no backend converged and agreed")

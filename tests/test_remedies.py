@@ -43,7 +43,7 @@ def test_a_centered_funnel_climbs_the_ladder_to_the_noncentered_form_agrees_and_
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     assert "VERDICT: AGREE\n  - after remedies: at target 0.9: numpyro " in proc.stdout
     assert "-> all backends at target 0.99, non-centered: no divergences, converged -> AGREE" in proc.stdout
-    saved = json.loads((out / "eight-schools-classic-comparison.json").read_text())
+    saved = json.loads((out / f"eight-schools-classic-numpyro+{STAN_FILE}-comparison.json").read_text())
     rungs = saved["remedies"]
     assert [r["rung"] for r in rungs] == ["at target 0.9", "at target 0.95", "at target 0.99",
                                           "at target 0.99, non-centered"]
@@ -64,7 +64,7 @@ def test_a_centered_funnel_climbs_the_ladder_to_the_noncentered_form_agrees_and_
     again = polyppl(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stderr.count("reusing the finished run") == 7, again.stderr[-3000:]
-    assert f"[2/2] {STAN}: sampling" in again.stderr and "VERDICT: AGREE" in again.stdout
+    assert f"[2/2] {STAN}: running nuts" in again.stderr and "VERDICT: AGREE" in again.stdout
 
 
 def test_an_improper_posterior_is_not_rescued_and_the_verdict_names_the_last_rung(tmp_path):
@@ -79,7 +79,7 @@ def test_an_improper_posterior_is_not_rescued_and_the_verdict_names_the_last_run
                    "--tune", "200", "--out", out, cwd=tmp_path)
     assert proc.returncode == 3, proc.stdout[-4000:] + proc.stderr[-3000:]
     assert "VERDICT: INCONCLUSIVE" in proc.stdout and "no remedy rescued it: the last rung tried (at target" in proc.stdout
-    saved = json.loads((out / "two-groups-data-comparison.json").read_text())
+    saved = json.loads((out / f"two-groups-data-{STAN_FILE}-comparison.json").read_text())
     last = saved["remedies"][-1]
     assert len(saved["remedies"]) > 1 and saved["remedies_stopped"]
     reasons = " ".join(saved["agreement"]["reasons"])
@@ -116,7 +116,7 @@ def test_remedies_none_keeps_a_flagged_run_as_it_was(tmp_path):
     assert "after remedies" not in proc.stdout and "no remedy rescued it" not in proc.stdout
     assert "stopped: remedies off (--remedies none)" in proc.stdout
     assert sorted(p.name for p in out.glob("*.nc")) == [f"eight-schools-classic-{STAN_FILE}-nuts.nc"]
-    saved = json.loads((out / "eight-schools-classic-comparison.json").read_text())
+    saved = json.loads((out / f"eight-schools-classic-{STAN_FILE}-comparison.json").read_text())
     assert len(saved["remedies"]) == 1 and saved["remedies_enabled"] is False
 
 

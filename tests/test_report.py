@@ -29,7 +29,11 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 #: (1) fails the test, by chance with probability at most the declared rate (``--alpha``).
 SMALL = ["--chains", "2", "--draws", "300", "--tune", "300", "--remedies", "none"]
 STRICT = ["--alpha", repr(FAMILY_ALPHA)]
-REPORT_NAME = "multilevel-logistic-seed-report.html"
+#: Both Stan engines as columns of their own: the report shows every engine. Not every
+#: backend's default column set, so the comparison's files carry the columns in their name.
+COLUMNS = ["pymc", "numpyro", "stan:pystan"] + (["stan:cmdstanpy"] if HAVE_CMDSTAN else [])
+NAME = "multilevel-logistic-seed-" + "+".join(column.replace(":", "-") for column in COLUMNS)
+REPORT_NAME = f"{NAME}-report.html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -69,9 +73,7 @@ def polyppl(*args, cwd, timeout=900):
 def seed_comparison(tmp_path_factory):
     """The seed's multilevel model on all three backends, small enough for a test."""
     tmp = tmp_path_factory.mktemp("report")
-    # Both Stan engines as columns of their own: the report shows every engine.
-    columns = "pymc,numpyro,stan:pystan" + (",stan:cmdstanpy" if HAVE_CMDSTAN else "")
-    proc = polyppl("compare", "multilevel-logistic", "--backends", columns, *SMALL, *STRICT, "--out", tmp / "out",
+    proc = polyppl("compare", "multilevel-logistic", "--backends", ",".join(COLUMNS), *SMALL, *STRICT, "--out", tmp / "out",
                    cwd=tmp)
     assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-3000:]
     return tmp, proc
@@ -109,7 +111,7 @@ def test_report_command_rebuilds_the_report_without_sampling(seed_comparison):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == f"report: {output}"
     assert proc.stderr == "", "drawing the figures printed warnings:\n" + proc.stderr[-3000:]
-    saved = json.loads((tmp / "out" / "multilevel-logistic-seed-comparison.json").read_text())
+    saved = json.loads((tmp / "out" / f"{NAME}-comparison.json").read_text())
     page = output.read_text()
     assert f"<strong>{saved['agreement']['verdict'].upper()}</strong>" in page
     assert f"{saved['agreement']['n_tests']} agreement tests" in page
@@ -120,7 +122,7 @@ def test_report_command_rebuilds_the_report_without_sampling(seed_comparison):
 def test_report_command_asks_which_comparison_when_there_are_several(seed_comparison, tmp_path):
     tmp, _ = seed_comparison
     shutil.copytree(tmp / "out", tmp_path / "out")
-    other = json.loads((tmp_path / "out" / "multilevel-logistic-seed-comparison.json").read_text())
+    other = json.loads((tmp_path / "out" / f"{NAME}-comparison.json").read_text())
     other["scenario"] = "seed-rows"
     (tmp_path / "out" / "multilevel-logistic-seed-rows-comparison.json").write_text(json.dumps(other))
     proc = polyppl("report", "--out", tmp_path / "out", cwd=tmp_path, timeout=120)

@@ -306,7 +306,7 @@ def test_two_compare_runs_on_one_out_take_turns(tmp_path):
     from polyppl.inference.idata import load_netcdf
 
     draws = load_netcdf(tmp_path / "out" / "eight-schools-classic-numpyro-nuts.nc")["posterior"].sizes["draw"]
-    saved = json.loads((tmp_path / "out" / "eight-schools-classic-comparison.json").read_text())
+    saved = json.loads((tmp_path / "out" / "eight-schools-classic-numpyro-comparison.json").read_text())
     assert draws == record["settings"]["draws"] == saved["settings"]["draws"]
 
     same = [start(draws, "c"), start(draws, "d")]

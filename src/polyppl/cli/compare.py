@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="redo fits already finished in --out")
     parser.add_argument("--alpha", type=float, default=0.01, help="family-wise false-alarm rate of the agreement tests")
     parser.add_argument("--report", type=Path, metavar="FILE.html",
-                        help="HTML report to write (default OUT/<model>-<scenario>-report.html)")
+                        help="HTML report to write (default OUT/<model>-<scenario>-report.html, with the columns "
+                        "after the scenario unless every backend runs, e.g. OUT/eight-schools-classic-stan-report.html)")
     add_settings_arguments(parser)
     add_remedies_argument(parser)
     add_variational_arguments(parser)
@@ -65,13 +66,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
             timeout=args.timeout, force=args.force, family_alpha=args.alpha, methods=args.methods,
             variational=variational_from(args), remedies=args.remedies, progress=progress,
         )
-        print(comparison_text(comparison))
-        print(f"\nsaved: {comparison_path(args.out, comparison.problem.labels)} (and one .nc/.json per backend in {args.out})")
+        print(comparison_text(comparison, recommendation=False))
+        print(f"\nsaved: {comparison_path(args.out, comparison.problem.labels, list(comparison.outcomes))} (and one .nc/.json per backend in {args.out})")
         if args.json:
             save_json(comparison.to_json(), args.json)
             print(f"saved: {args.json}")
         report = write_report(comparison, args.report or default_report_path(args.out, comparison))
         print(f"report: {report}")
+    if comparison.recommendation is not None:  # the choice the comparison was run for, last
+        print("\n" + "\n".join(comparison.recommendation.lines()))
     return comparison.exit_code
 
 

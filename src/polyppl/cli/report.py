@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polyppl.cli.common import DEFAULT_OUT
+from polyppl.cli.common import DEFAULT_OUT, column_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "OUT/<model>-<scenario>-sbc-report.html for an SBC run)")
     parser.add_argument("--model", help="which comparison, when OUT holds several")
     parser.add_argument("--scenario", help="which comparison, when OUT holds several")
+    parser.add_argument("--backends", type=column_list,
+                        help="which comparison, by its columns (as given to `polyppl compare --backends`), "
+                        "when OUT holds several of one model and scenario")
     parser.set_defaults(func=cmd_report)
 
 
@@ -31,7 +34,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from polyppl.render.report import default_report_path, write_report
     from polyppl.studies.compare import load_comparison
 
-    comparison = load_comparison(args.out, args.model, args.scenario)
+    backends = [c.label for c in args.backends] if args.backends else None
+    comparison = load_comparison(args.out, args.model, args.scenario, backends)
     path = args.report or default_report_path(args.out, comparison)
     print(f"report: {write_report(comparison, path)}")
     return 0

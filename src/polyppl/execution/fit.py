@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Mapping
 
 import xarray as xr
 
@@ -24,6 +25,7 @@ from polyppl.inference.draws import Timings
 from polyppl.inference.idata import load_netcdf, run_attrs, save_json, save_netcdf, stem_path, to_inference_data
 from polyppl.inference.methods import SamplerSettings, VariationalSettings, is_approximation
 from polyppl.inference.posterior import complete, decision_draws
+from polyppl.inference.progress import listening, note
 from polyppl.models import Labels, Problem, resolve
 from polyppl.spec import Dataset, Model
 
@@ -60,23 +62,28 @@ class FitResult:
 
 
 def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
-        compiled: CompiledModel | None = None) -> FitResult:
+        compiled: CompiledModel | None = None, turn: Callable[[], ContextManager[object]] = nullcontext) -> FitResult:
     """Run ``request`` here and now. ``compiled``: run on this compiled model instead of
     compiling the request's (the benchmarks time a hand-written model through the same
-    path, from sampler call to record)."""
+    path, from sampler call to record). ``turn``: entered around the method's run, after the
+    compile (a comparison's fits wait there for their turn to sample, one at a time).
+    ``progress`` hears each phase, and the backend's own notes (``inference.progress``)."""
     _refuse_while_bootstrapping()
     labels = request.labels
-    if progress:
-        s = request.settings
-        what = (f"{request.method}, {s.draws} draws" if isinstance(s, VariationalSettings)
-                else f"{s.chains} chains x {s.tune} warm-up + {s.draws} draws")
-        progress(f"{'fitting' if is_approximation(request.method) else 'sampling'} {labels.model} "
-                 f"({labels.parametrization or 'as declared'}, {labels.scenario}) on {request.backend} "
-                 f"({request.engine}): {what}, seed {s.seed}")
-    if compiled is None:
-        compiled = get_backend(request.backend).compile(request.model, request.dataset, request.engine,
-                                                        dict(request.options))
-    draws = compiled.run(request.method, request.settings)
+    with listening(progress):
+        if compiled is None:
+            note(f"importing {request.backend} and building the model ({request.engine})")
+            compiled = get_backend(request.backend).compile(request.model, request.dataset, request.engine,
+                                                            dict(request.options))
+        with turn():
+            if progress:
+                s = request.settings
+                what = (f"{request.method}, {s.draws} draws" if isinstance(s, VariationalSettings)
+                        else f"{s.chains} chains x {s.tune} warm-up + {s.draws} draws")
+                progress(f"running {request.method} on {labels.model} ({labels.parametrization or 'as declared'}, "
+                         f"{labels.scenario}): {what}, seed {s.seed}")
+            draws = compiled.run(request.method, request.settings)
+        note("summarising the draws")
     posterior = complete(request.model, request.dataset, draws.posterior, request.settings.seed)
     attrs = {
         "model": labels.model,

@@ -68,6 +68,9 @@ class FitRecord:
     traceback: str | None = None
     output_tail: str | None = None
     wall_seconds: float | None = None
+    #: Seconds its process waited for its turn to sample (the fits of a comparison import and
+    #: compile at once, and sample one at a time); not in ``wall_seconds``. None: it did not wait.
+    turn_wait_seconds: float | None = None
     peak_memory_mb: float | None = None
     #: SHA-256 of the fit's draws file (``STEM.nc``), written after it; checked before reuse.
     netcdf_sha256: str | None = None

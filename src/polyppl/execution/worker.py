@@ -11,10 +11,11 @@ import json
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from polyppl.execution.child import die_with_parent, use_forkserver
+from polyppl.execution.child import Channel, die_with_parent, use_forkserver
 from polyppl.execution.fit import base_record, fit
 from polyppl.execution.request import FitRequest
 from polyppl.inference.idata import save_json, stem_path
@@ -32,17 +33,25 @@ def peak_memory_mb() -> float | None:
     return None
 
 
-def main(request_json: bytes, stem: str) -> int:
+def main(request_json: bytes, stem: str, channel: Channel | None = None) -> int:
+    """Run the request; with a ``channel`` to the parent (``runner.run_fits``), say what it
+    is doing and sample only when given the turn. The record's wall seconds leave out the
+    wait for the turn (``turn_wait_seconds``)."""
     request = FitRequest.from_json(json.loads(request_json))
     start = time.perf_counter()
+    progress = channel.note if channel else None
+    turn = channel.turn if channel else nullcontext
     try:
-        result = fit(request)
+        result = fit(request, progress, turn=turn)
     except Exception as exc:  # the point of a worker: record any failure of the backend, then exit
+        waited = channel.waited if channel else 0.0
         record = base_record(request).failed("error", f"{type(exc).__name__}: {exc}",
-                                             wall_seconds=time.perf_counter() - start)
+                                             wall_seconds=time.perf_counter() - start - waited)
         save_json(replace(record, traceback=traceback.format_exc()[-4000:]).to_json(), stem_path(Path(stem), ".json"))
         return 1
-    record = replace(result.record, wall_seconds=time.perf_counter() - start, peak_memory_mb=peak_memory_mb())
+    waited = channel.waited if channel else 0.0
+    record = replace(result.record, wall_seconds=time.perf_counter() - start - waited,
+                     turn_wait_seconds=waited if channel else None, peak_memory_mb=peak_memory_mb())
     replace(result, record=record).save(Path(stem))
     return 0
 
@@ -50,4 +59,4 @@ def main(request_json: bytes, stem: str) -> int:
 if __name__ == "__main__":
     die_with_parent()
     use_forkserver()
-    sys.exit(main(sys.stdin.buffer.read(), sys.argv[1]))
+    sys.exit(main(sys.stdin.buffer.read(), sys.argv[1], Channel.from_environment()))

@@ -37,7 +37,8 @@ from polyppl.render.tables import (
     speed_table,
     versions_table,
 )
-from polyppl.studies.compare import Comparison, exact_posterior
+from polyppl.studies.compare import Comparison, comparison_name, exact_posterior
+from polyppl.studies.recommendation import WAYS, pick_words
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -88,8 +89,8 @@ def write_report(comparison: Comparison, path: str | Path) -> Path:
 
 
 def default_report_path(out_dir: str | Path, comparison: Comparison) -> Path:
-    labels = comparison.problem.labels
-    return Path(out_dir) / f"{labels.model}-{labels.scenario}-report.html"
+    """``OUT/<name>-report.html``, named as the comparison's own files (``comparison_name``)."""
+    return Path(out_dir) / f"{comparison_name(comparison.problem.labels, list(comparison.outcomes))}-report.html"
 
 
 def _load_inputs(comparison: Comparison) -> ReportInputs:
@@ -113,6 +114,7 @@ def _page(inputs: ReportInputs) -> str:
     c = inputs.comparison
     title = f"polyppl: {c.problem.name} · {c.problem.scenario}"
     sections = [
+        ("recommendation", "Recommendation", _recommendation_section(c)),
         ("verdict", "Verdict", _verdict_section(c)),
         ("decisions", "Decisions", _decisions_section(inputs)),
         ("posterior", "Posterior", _drawn(_forest_section, inputs)),
@@ -222,6 +224,21 @@ def _drawn(section, inputs: ReportInputs) -> str:
         plt.close("all")
         return (f'<p class="note">These figures could not be drawn from the draws ({_e(type(exc).__name__)}: '
                 f"{_e(str(exc))}); the diagnostics below say why the draws are unusual.</p>")
+
+
+def _recommendation_section(c: Comparison) -> str:
+    """Which backend to use: the choice the comparison was run for, first on the page."""
+    r = c.recommendation
+    if r is None:
+        return ""
+    if not r.picks:
+        return f"<p>{_e(r.lines()[0].removeprefix('RECOMMENDATION: '))}</p>"
+    items = "".join(f"<li><strong>{_e(WAYS[p.way])}</strong>: {_e(pick_words(p, r.rates))}</li>" for p in r.picks)
+    left_out = "".join(f"<li>{_e(column)}: {_e(why)}</li>" for column, why in r.excluded.items())
+    return (f"<p>The most bulk ESS per second among the backends that converged and agreed "
+            f"({_e(', '.join(x.column for x in r.rates))}):</p><ul>{items}</ul>"
+            + (f"<p>Left out:</p><ul>{left_out}</ul>" if left_out else "")
+            + f'<p class="note">{_e(r.noise_words())}.</p>')
 
 
 def _verdict_section(c: Comparison) -> str:

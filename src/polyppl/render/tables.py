@@ -257,9 +257,10 @@ def scorecard_reasons(c: Comparison) -> list[tuple[str, str, tuple[str, ...]]]:
     return [(cell, card.verdict, card.reasons) for cell, card in c.scorecards.items()]
 
 
-def comparison_text(c: Comparison) -> str:
-    """What ``polyppl compare`` prints: decisions first, then diagnostics, speed, agreement
-    and the verdict."""
+def comparison_text(c: Comparison, recommendation: bool = True) -> str:
+    """What ``polyppl compare`` prints: decisions first, then diagnostics, speed, agreement,
+    the verdict and (unless ``recommendation`` is False: the command prints it last, after
+    where the files went) the recommendation."""
     s = c.settings
     parts = [f"{c.problem.describe()}; {s.chains} chains x {s.tune} warm-up + {s.draws} draws, seed {s.seed}"]
     decisions = decisions_table(c)
@@ -277,7 +278,10 @@ def comparison_text(c: Comparison) -> str:
         reasons.insert(0, f"after remedies: {c.remedies.line(c.verdict)}")
     if reasons:
         verdict += "\n" + "\n".join(f"  - {r}" for r in reasons)
-    return "\n\n".join(parts + [verdict])
+    parts.append(verdict)
+    if recommendation and c.recommendation is not None:
+        parts.append("\n".join(c.recommendation.lines()))
+    return "\n\n".join(parts)
 
 
 def replications_text(run: Replications) -> str:

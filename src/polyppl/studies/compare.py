@@ -28,12 +28,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from polyppl.backends import Column, parse_columns
+from polyppl.backends import BACKENDS, Column, parse_columns
 from polyppl.errors import UserError, unknown
 from polyppl.execution.fit import result_stem
 from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest
-from polyppl.execution.runner import FitOutcome, run_fit
+from polyppl.execution.runner import FitJob, FitOutcome, run_fits
 from polyppl.execution.store import file_sha256, folder_lock
 from polyppl.inference.diagnostics import convergence_failures, flatten
 from polyppl.inference.idata import load_netcdf, save_json
@@ -43,6 +43,8 @@ from polyppl.models import MODELS, Labels, Problem, get_model, resolve
 from polyppl.spec import Dataset, Model
 from polyppl.spec.serialize import dataset_from_json, dataset_to_json, model_from_json, model_to_json
 from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, QuantityDraws, holm, pair_tests
+from polyppl.studies.recommendation import Recommendation, load_now
+from polyppl.studies.recommendation import recommend as recommend_among
 from polyppl.studies.remedies import Ladder, LadderSummary, Rung, check_remedies, climb
 from polyppl.studies.scorecard import K_RELIABLE, K_USABLE, MEAN_SHIFT_MAX_SD, SD_RATIO_MIN, Scorecard, score
 from polyppl.studies.translation import LOWERED_BACKENDS, check_translation
@@ -86,6 +88,8 @@ class Comparison:
     remedies: LadderSummary | None = None
     #: For a model lowered from a user's program: its translation check, ``{points, max_rel_error}``.
     translation: dict[str, Any] | None = None
+    #: Which backend to use: the most bulk ESS per second among those that converged and agreed.
+    recommendation: Recommendation | None = None
 
     @property
     def records(self) -> dict[str, FitRecord]:
@@ -133,6 +137,7 @@ class Comparison:
                                "mean_shift_sd": MEAN_SHIFT_MAX_SD, "sd_ratio": SD_RATIO_MIN},
             },
             "translation": self.translation,
+            "recommendation": self.recommendation.to_json() if self.recommendation else None,
             "problem": {"model": model_to_json(self.problem.model), "dataset": dataset_to_json(self.problem.dataset)},
             **(self.remedies.to_json() if self.remedies else {}),
         }
@@ -191,6 +196,8 @@ class Comparison:
         comparison.remedies = LadderSummary.from_json(saved)
         comparison.sources = load_sources(comparison)
         comparison.translation = saved.get("translation")
+        comparison.recommendation = (Recommendation.from_json(saved["recommendation"]) if saved.get("recommendation")
+                                     else recommend(comparison))
         cells = saved.get("methods") or {}
         comparison.methods = tuple(dict.fromkeys(entry["method"] for entry in cells.values())) or ("nuts",)
         if saved.get("variational_settings"):
@@ -302,6 +309,13 @@ def assess(comparison: Comparison) -> Comparison:
     else:
         comparison.verdict = "agree"
     return comparison
+
+
+def recommend(comparison: Comparison, load: dict[str, float] | None = None) -> Recommendation:
+    """Which backend to use (``studies.recommendation``): among the judged comparison's NUTS
+    columns that converged, had no divergences and took part in no disagreement."""
+    disagreeing = {backend for t in comparison.disagreements() for backend in t.backends}
+    return recommend_among(comparison.records, comparison.sources, disagreeing, load)
 
 
 # --------------------------------------------------------------------------- approximations
@@ -436,24 +450,17 @@ def compare(
         translation = checked.to_json()
         progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
     out = Path(out)
+    load_start = load_now()
 
     def run(runs: list[tuple[str, str, FitRequest]], suffix: str) -> dict[str, FitOutcome]:
-        """Each (label, column, request), reused or run, as the progress lines count them."""
-        outcomes = {}
+        """Each (label, column, request), reused or run (``run_fits``: prepared at once,
+        sampled one at a time), as the progress lines count them."""
+        jobs = []
         for i, (label, column, request) in enumerate(runs, start=1):
-            def note(line: str, i: int = i) -> None:
-                progress(f"[{i}/{len(runs)}] {line}")
-
             stem = result_stem(out, problem.labels, column, request.method)
-            outcome = run_fit(request, stem.with_name(stem.name + suffix), timeout=timeout, force=force,
-                              progress=note, label=label)
-            if outcome.reused:
-                note(f"{label}: {outcome.note}")
-            else:
-                r = outcome.record
-                note(f"{label}: {r.status} " + (f"in {r.wall_seconds:.1f} s" if r.ok else f"- {r.error}"))
-            outcomes[label] = outcome
-        return outcomes
+            jobs.append(FitJob(request, stem.with_name(stem.name + suffix), f"[{i}/{len(runs)}] {label}"))
+        outcomes = run_fits(jobs, timeout=timeout, force=force, progress=progress)
+        return {label: outcome for (label, _, _), outcome in zip(runs, outcomes)}
 
     def attempt(rung: Rung) -> Comparison:
         rung_requests = requests if rung.is_first else nuts_requests(rung.problem, columns, rung.settings, engines or {})
@@ -465,6 +472,8 @@ def compare(
         ladder = climb(problem, settings, attempt, lambda c: c.records, lambda c: c.verdict, remedies, progress)
         comparison = conclude(ladder)
         comparison.translation = translation
+        load_end, cpus = load_now()
+        comparison.recommendation = recommend(comparison, {"start": load_start[0], "end": load_end, "cpus": cpus})
         if approximation_requests:
             final = ladder.final.rung
             if final.problem is not problem:  # the other parametrization: its own requests and files
@@ -474,7 +483,7 @@ def compare(
             comparison.approximations = run([(cell, cell.rpartition("/")[0], request)
                                              for cell, request in approximation_requests.items()], form)
             score_approximations(comparison)
-        save_json(comparison.to_json(), comparison_path(out, problem.labels))
+        save_json(comparison.to_json(), comparison_path(out, problem.labels, [c.label for c in columns]))
         return comparison
 
 
@@ -542,14 +551,26 @@ def lock_name(labels: Labels) -> str:
     return f"{labels.model}-{labels.scenario}"
 
 
-def comparison_path(out: str | Path, labels: Labels) -> Path:
-    """Where a comparison's verdict and tests are saved: ``OUT/<model>-<scenario>-comparison.json``."""
-    return Path(out) / f"{labels.model}-{labels.scenario}-comparison.json"
+def comparison_name(labels: Labels, columns: Sequence[str]) -> str:
+    """The name a comparison's files share: ``<model>-<scenario>`` for every backend, else
+    with its columns (``<model>-<scenario>-pymc+stan-pystan``), so that a comparison of
+    other columns in the same ``--out`` never overwrites it."""
+    name = f"{labels.model}-{labels.scenario}"
+    if set(columns) == set(BACKENDS):
+        return name
+    return name + "-" + "+".join(column.replace(":", "-") for column in columns)
 
 
-def load_comparison(out_dir: str | Path, model: str | None = None, scenario: str | None = None) -> Comparison:
-    """A finished comparison from ``OUT_DIR`` (pick one with ``model``/``scenario`` when the
-    folder holds several), without sampling."""
+def comparison_path(out: str | Path, labels: Labels, columns: Sequence[str] = tuple(BACKENDS)) -> Path:
+    """Where a comparison's verdict and tests are saved: ``OUT/<name>-comparison.json``
+    (``comparison_name``)."""
+    return Path(out) / f"{comparison_name(labels, columns)}-comparison.json"
+
+
+def load_comparison(out_dir: str | Path, model: str | None = None, scenario: str | None = None,
+                    backends: Sequence[str] | None = None) -> Comparison:
+    """A finished comparison from ``OUT_DIR`` (pick one with ``model``, ``scenario`` and its
+    columns ``backends`` when the folder holds several), without sampling."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise UserError(f"{out_dir} is not a folder; give the --out folder of a finished `polyppl compare`")
@@ -559,14 +580,17 @@ def load_comparison(out_dir: str | Path, model: str | None = None, scenario: str
             saved = json.loads(path.read_bytes())
         except ValueError as exc:
             raise UserError(f"{path} is unreadable ({exc}); run the comparison again") from None
-        if (model is None or saved.get("model") == model) and (scenario is None or saved.get("scenario") == scenario):
+        if ((model is None or saved.get("model") == model) and (scenario is None or saved.get("scenario") == scenario)
+                and (backends is None or set(saved.get("backends", ())) == set(backends))):
             found.append((path, saved))
     if not found:
-        wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario)) if v)
+        wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario),
+                                                    ("backends", ",".join(backends or ()))) if v)
         raise UserError(f"no comparison {('matching ' + wanted + ' ') if wanted else ''}in {out_dir}: "
                         f"run `polyppl compare MODEL --out {out_dir}` first")
     if len(found) > 1:
-        listing = "; ".join(f"--model {s['model']} --scenario {s['scenario']}" for _, s in found)
+        listing = "; ".join(f"--model {s['model']} --scenario {s['scenario']} --backends {','.join(s.get('backends', ()))}"
+                            for _, s in found)
         raise UserError(f"{len(found)} comparisons in {out_dir}; pick one with {listing}")
     path, saved = found[0]
     if "problem" not in saved:

@@ -16,6 +16,7 @@ from polyppl.inference.draws import (
     Approximation, Draws, LogDensity, Timings, split_by_gradients, stopwatch, tree_depth_from_steps,
 )
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
+from polyppl.inference.progress import note
 from polyppl.inference.variational import ELBO_EVERY, ElboConvergence, psis_resample, uniform_starts
 from polyppl.spec import (
     Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate, unconstrained_shape,
@@ -359,6 +360,7 @@ def _reused_nuts(samplers: _ReusedSamplers, model: Model, settings: SamplerSetti
     """NUTS through the program compiled once for these settings (``_ReusedSamplers``):
     warm-up and sampling are one call, split in proportion to their gradient evaluations."""
     clock = _CompileClock()
+    note("tracing the model and compiling the sampler (JAX), then warm-up and sampling in one compiled loop")
     try:
         with stopwatch() as building:  # the first run of these settings traces the model and builds the loop
             program = samplers.program(settings, data)
@@ -420,6 +422,7 @@ def _nuts(model_fn: Callable[[], None], model: Model, settings: SamplerSettings,
         progress_bar=False,
     )
     clock = _CompileClock()
+    note("tracing the model and compiling the sampler (JAX), then warm-up and sampling in one compiled loop")
     try:
         key = jax.random.PRNGKey(settings.seed)
         with stopwatch() as warmup:

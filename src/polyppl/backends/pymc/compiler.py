@@ -17,6 +17,7 @@ from polyppl.backends.pymc.stan_transforms import FAMILIES as CONSTRAINED_FLAT
 from polyppl.backends.pymc.stan_transforms import constrained_flat
 from polyppl.inference.draws import STAT_NAMES, Approximation, Draws, LogDensity, Timings, split_by_gradients, stopwatch
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
+from polyppl.inference.progress import Percent, note
 from polyppl.inference.variational import ELBO_EVERY, psis_resample
 from polyppl.spec import Data, Dataset, Deterministic, Dist, Factor, Model, Observed, Param, evaluate
 
@@ -259,6 +260,10 @@ class PyMCModel:
         init = {"default": "jitter+adapt_diag", "advi": "advi", "pathfinder": "adapt_diag",
                 "uniform": "adapt_diag"}[settings.init]
         kwargs = _sampler_kwargs(self.engine, settings)
+        if self.engine == "pymc":  # the others take no per-draw callback
+            percent = Percent(settings.chains * (settings.tune + settings.draws))
+            kwargs["callback"] = lambda trace, draw: percent.step()
+            note("compiling the log density and its gradient (PyTensor), starting the chains' processes")
         if settings.init == "uniform":
             kwargs["initvals"] = _uniform_initvals(self.pymc_model, settings)
         elif settings.init == "pathfinder":
@@ -347,6 +352,9 @@ class _SharedDataModel:
             values[name] = np.asarray(value, dtype=current.dtype)
         return values
 
+    def needs_compile(self, settings: SamplerSettings) -> bool:
+        return (settings.target_accept, settings.max_tree_depth) not in self._steps
+
     def step(self, settings: SamplerSettings) -> tuple[object, float]:
         """The NUTS step for these settings and the seconds its compile took (0 once cached)."""
         key = (settings.target_accept, settings.max_tree_depth)
@@ -378,8 +386,11 @@ def _sample_with_step(shared: _SharedDataModel, model: Model, settings: SamplerS
     from the step's own default (mean 0, variance 1) rather than the mean of those points,
     which only weighs the adaptation's first window. Draws come back as PyMC's own trace
     (no InferenceData), to keep what surrounds the sampling loop short."""
+    if shared.needs_compile(settings):
+        note("compiling the log density and its gradient (PyTensor)")
     step, compile_seconds = shared.step(settings)
     starts = shared.initial_points(settings.chains, settings.seed)
+    percent = Percent(settings.chains * (settings.tune + settings.draws))
     cores = 1 if settings.chain_method == "sequential" else min(settings.chains, os.cpu_count() or 1)
     with shared.pymc_model, stopwatch() as elapsed, warnings.catch_warnings():
         # The warm-up draws are kept on purpose (their gradient count is the warm-up's cost).
@@ -390,7 +401,7 @@ def _sample_with_step(shared: _SharedDataModel, model: Model, settings: SamplerS
         trace = pm.sample(
             draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=cores, random_seed=settings.seed,
             step=step, initvals=starts, progressbar=False, compute_convergence_checks=False,
-            return_inferencedata=False, discard_tuned_samples=False,
+            return_inferencedata=False, discard_tuned_samples=False, callback=lambda trace, draw: percent.step(),
         )
     total = elapsed()
     loop = float(trace.report.t_sampling or total)

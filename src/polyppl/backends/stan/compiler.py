@@ -35,6 +35,7 @@ from polyppl.backends.stan.program import engine_code, stan_data, stan_program
 from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, stopwatch
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
 from polyppl.inference.numpy_model import constrain_point
+from polyppl.inference.progress import note
 from polyppl.inference.variational import psis_resample
 from polyppl.spec import Dataset, Model, Observed, Param, SpecError, unconstrained_shape
 
@@ -60,6 +61,10 @@ _ADVI_ROW = re.compile(r"^\s*(\d+)\s+\S+\s+\S+\s+\S+(.*)$", re.MULTILINE)
 # "Path [1] :Best Iter: [15] ELBO (-39.43) evaluations: (651)".
 _PATH_ROW = re.compile(r"^\s+(\d+)\s+[-+0-9.eE]+\s", re.MULTILINE)
 _PATH_EVALUATIONS = re.compile(r"Best Iter: \[\d+\].*evaluations: \((\d+)\)")
+
+
+#: What the first run of a Stan program waits for (51 to 86 s measured on 2 cores).
+FIRST_COMPILE = "compiling the Stan program (first run of this program: about a minute; cached afterwards)"
 
 
 def compile(model: Model, dataset: Dataset, engine: str, options: Mapping[str, str]) -> StanModel:
@@ -200,6 +205,8 @@ class CmdStanPyEngine:
         # Processes that compile the same program at once (workers of a grid) take turns.
         with exclusive(directory / "compile.lock"):
             self.compile_cached = exe.exists()
+            if not self.compile_cached:
+                note(FIRST_COMPILE)
             with stopwatch() as elapsed, captured_output():
                 self.model = cmdstanpy.CmdStanModel(stan_file=str(stan_file),
                                                     exe_file=str(exe) if self.compile_cached else None)
@@ -347,6 +354,8 @@ class PyStanEngine:
         # Processes that build the same program at once (workers of a grid) take turns.
         with exclusive(_cache_root() / "httpstan-locks" / f"{name.replace('/', '-')}.lock"):
             self.compile_cached = name in httpstan.cache.list_model_names()
+            if not self.compile_cached:
+                note(FIRST_COMPILE)
             with stopwatch() as elapsed:
                 self.posterior = self._build(1)
         self.compile_seconds = elapsed()
