@@ -18,7 +18,9 @@ from polyppl.models import get_model
 
 from polyppl.inference import numpy_model as nm
 
-ALPHA = 1e-4
+# Each test's false-alarm rate; 5e-5 (not 1e-4) since the families added for Stan programs grew
+# the parametrised cases and the suite must stay within its 2% budget (tests/stat_tolerance.py).
+ALPHA = 5e-5
 FAMILIES = sorted(s.FAMILIES)
 #: Families of one value per element; lkj_corr_cholesky (a matrix per value) has tests of its own.
 MATRIX_VALUED = {"lkj_corr_cholesky"}
