@@ -181,3 +181,39 @@ def test_beta_binomial_is_exact_at_huge_concentration(stan_engine):
     # error of a few ulps of 1e7 (measured: 1.4e-9 between Stan and PyMC), so the gradients
     # are compared to 1e-8 absolute there, 1e-8 relative elsewhere.
     assert_same_density(found, points, grad_atol=1e-8)
+
+
+@pytest.mark.parametrize("stan_engine", stan_engines_of_a_repeat(False))
+def test_logit_families_keep_their_gradient_at_large_log_odds(stan_engine):
+    """Bernoulli and Binomial by their log-odds at log-odds out to +-70 (posteriordb's
+    wells_dist reaches 67): every backend's gradient equals the closed form
+    sum(y - n * inv_logit(eta)) * d eta, and they agree with each other. PyMC's own
+    Bernoulli(logit_p=...) gave NaN there (its form goes through the probability)."""
+    a, b = V("a"), V("b")
+    eta = a + b * V("x")
+    model = s.Model("logit-extreme", (
+        s.Data("x", "real", ("row",)),
+        s.Data("trials", "int", ("row",), lower=0),
+        s.Param("a", s.Flat()),
+        s.Param("b", s.Flat()),
+        s.Observed("switched", s.BernoulliLogit(eta), ("row",)),
+        s.Observed("successes", s.BinomialLogit(V("trials"), eta), ("row",)),
+    ))
+    x = np.array([-70.0, -40.0, -37.0, -1.0, 0.0, 2.0, 36.5, 45.0, 70.0])
+    y = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0])
+    trials = np.full(x.size, 5)
+    successes = np.array([0, 5, 1, 2, 3, 4, 0, 5, 2])
+    dataset = s.Dataset({"x": x, "trials": trials, "switched": y, "successes": successes},
+                        {"row": tuple(str(i) for i in range(x.size))})
+    found = densities(model, dataset, stan_engine)
+    points = [{"a": np.asarray(a0), "b": np.asarray(b0)} for a0, b0 in [(0.0, 1.0), (0.5, -1.0), (0.1, 0.9)]]
+    assert_same_density(found, points)
+    for point in points:
+        eta_value = float(point["a"]) + float(point["b"]) * x
+        p = 1.0 / (1.0 + np.exp(-eta_value))
+        residual = (y - p) + (successes - trials * p)
+        for backend, density in found.items():
+            _, grad = density(point)
+            np.testing.assert_allclose([float(grad["a"]), float(grad["b"])],
+                                       [residual.sum(), (residual * x).sum()], rtol=1e-8, atol=1e-8,
+                                       err_msg=f"{backend} at {point}")

@@ -107,10 +107,44 @@ def _scan(step, init, sequences, outer):
     return pytensor.scan(one, sequences=sequences, outputs_info=[state], non_sequences=outer, return_updates=False)
 
 
+def _logit_logpmf(value, logit_p, n=None):
+    """The Bernoulli (``n`` None) or Binomial log-pmf of ``value`` given the log-odds, as
+    ``value * logit_p - n * softplus(logit_p)`` plus the binomial coefficient: PyMC's own
+    (``Bernoulli(logit_p=...)``, ``Binomial(logit_p=...)``) goes through the probability, and
+    its gradient is NaN once a log-odds passes about 36 (posteriordb's wells_dist, whose
+    log-odds reach 67, had a NaN gradient in beta); -inf off the support."""
+    if n is None:
+        inside, coefficient, n = pt.eq(value, 0) | pt.eq(value, 1), 0.0, 1
+    else:
+        inside = (value >= 0) & (value <= n)
+        coefficient = pt.gammaln(n + 1.0) - pt.gammaln(value + 1.0) - pt.gammaln(n - value + 1.0)
+    return pt.switch(inside, coefficient + value * logit_p - n * pt.softplus(logit_p), -np.inf)
+
+
+def _logit_draws(*args, rng=None, size=None):
+    """Draws of a Bernoulli (log-odds) or Binomial (n, log-odds)."""
+    n, logit_p = (1, args[0]) if len(args) == 1 else args
+    return rng.binomial(n, 1.0 / (1.0 + np.exp(-np.asarray(logit_p))), size=size)
+
+
+def _logit_variable(name: str, family: str, args: dict, **kwargs):
+    if family == "bernoulli_logit":
+        return pm.CustomDist(name, args["logit_p"], logp=lambda value, x: _logit_logpmf(value, x),
+                             random=_logit_draws, dtype="int64", **kwargs)
+    return pm.CustomDist(name, args["n"], args["logit_p"], logp=lambda value, n, x: _logit_logpmf(value, x, n),
+                         random=_logit_draws, dtype="int64", **kwargs)
+
+
+#: Families with a log-odds argument, whose log-pmf is written out (``_logit_logpmf``).
+_LOGIT_FAMILIES = frozenset({"bernoulli_logit", "binomial_logit"})
+
+
 def _lpdf(family: str, args: dict, value):
     """``family``'s log density of ``value``, summed over its elements (a Factor's term)."""
     if family == "beta_binomial":
         return pytensor_beta_binomial_logpmf(value, args["n"], args["alpha"], args["beta"]).sum()
+    if family in _LOGIT_FAMILIES:
+        return _logit_logpmf(value, args["logit_p"], args.get("n")).sum()
     cls, names = DISTRIBUTIONS[family]
     scaled = {names[k]: _ARGUMENT_SCALE.get((family, k), lambda x: x)(v) for k, v in args.items()}
     return pm.logp(cls.dist(**scaled), value).sum()
@@ -131,6 +165,9 @@ def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **
             for k, e in dist.args}
     if dist.family == "beta_binomial":
         return _beta_binomial(name, **args, dims=dims or None, **kwargs)
+    if dist.family in _LOGIT_FAMILIES:
+        return _logit_variable(name, dist.family, {k: evaluate(e, env, FUNCTIONS) for k, e in dist.args},
+                               dims=dims or None, **kwargs)
     return cls(name, **args, dims=dims or None, **kwargs)
 
 
