@@ -16,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+from polyppl.errors import UserError
 
 _PART = re.compile(r"^\..+\.(\d+)-[0-9a-f]+\.part$")
 
@@ -135,3 +138,28 @@ def _running(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
         return state != "Z"
     return True
+
+
+def find_saved(out_dir: Path, suffix: str, what: str, command: str, matches: Callable[[dict], bool],
+               wanted: str, how_to_pick: Callable[[dict], str]) -> tuple[Path, dict[str, Any]]:
+    """The one result file ``OUT_DIR/*SUFFIX`` (a finished study's JSON) that ``matches``,
+    and its content; a UserError names what is missing (``wanted``: the options given, and
+    ``command`` to make one) or lists ``how_to_pick`` each of several."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir} is not a folder; give the --out folder of a finished `{command}`")
+    found = []
+    for path in sorted(out_dir.glob(f"*{suffix}")):
+        try:
+            saved = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise UserError(f"{path} is unreadable ({exc}); run the {what} again") from None
+        if matches(saved):
+            found.append((path, saved))
+    if not found:
+        raise UserError(f"no {what} {('matching ' + wanted + ' ') if wanted else ''}in {out_dir}: "
+                        f"run `{command} MODEL --out {out_dir}` first")
+    if len(found) > 1:
+        listing = "; ".join(how_to_pick(saved) for _, saved in found)
+        raise UserError(f"{len(found)} {what}s in {out_dir}; pick one with {listing}")
+    return found[0]

@@ -34,7 +34,7 @@ from polyppl.execution.fit import result_stem
 from polyppl.execution.record import FitRecord
 from polyppl.execution.request import FitRequest
 from polyppl.execution.runner import FitJob, FitOutcome, run_fits
-from polyppl.execution.store import file_sha256, folder_lock
+from polyppl.execution.store import file_sha256, find_saved, folder_lock
 from polyppl.inference.diagnostics import convergence_failures, flatten
 from polyppl.inference.idata import load_netcdf, save_json
 from polyppl.inference.methods import METHODS, SamplerSettings, VariationalSettings
@@ -571,28 +571,14 @@ def load_comparison(out_dir: str | Path, model: str | None = None, scenario: str
                     backends: Sequence[str] | None = None) -> Comparison:
     """A finished comparison from ``OUT_DIR`` (pick one with ``model``, ``scenario`` and its
     columns ``backends`` when the folder holds several), without sampling."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise UserError(f"{out_dir} is not a folder; give the --out folder of a finished `polyppl compare`")
-    found = []
-    for path in sorted(out_dir.glob("*-comparison.json")):
-        try:
-            saved = json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise UserError(f"{path} is unreadable ({exc}); run the comparison again") from None
-        if ((model is None or saved.get("model") == model) and (scenario is None or saved.get("scenario") == scenario)
-                and (backends is None or set(saved.get("backends", ())) == set(backends))):
-            found.append((path, saved))
-    if not found:
-        wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario),
-                                                    ("backends", ",".join(backends or ()))) if v)
-        raise UserError(f"no comparison {('matching ' + wanted + ' ') if wanted else ''}in {out_dir}: "
-                        f"run `polyppl compare MODEL --out {out_dir}` first")
-    if len(found) > 1:
-        listing = "; ".join(f"--model {s['model']} --scenario {s['scenario']} --backends {','.join(s.get('backends', ()))}"
-                            for _, s in found)
-        raise UserError(f"{len(found)} comparisons in {out_dir}; pick one with {listing}")
-    path, saved = found[0]
+    wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario),
+                                                ("backends", ",".join(backends or ()))) if v)
+    path, saved = find_saved(
+        out_dir, "-comparison.json", "comparison", "polyppl compare",
+        lambda saved: ((model is None or saved.get("model") == model)
+                       and (scenario is None or saved.get("scenario") == scenario)
+                       and (backends is None or set(saved.get("backends", ())) == set(backends))),
+        wanted, lambda s: f"--model {s['model']} --scenario {s['scenario']} --backends {','.join(s.get('backends', ()))}")
     if "problem" not in saved:
         raise UserError(f"{path} was written by an older polyppl; run the comparison again")
     with folder_lock(out_dir, lock_name(Labels(saved["model"], saved["scenario"])), shared=True):

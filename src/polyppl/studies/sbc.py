@@ -51,6 +51,7 @@ from polyppl.errors import UserError, did_you_mean
 from polyppl.execution.fit import base_record
 from polyppl.execution.grid import DEFAULT_RETRIES, FitKey, GridRun, GridTask, compiled_for, run_grid
 from polyppl.execution.record import ApproximationSummary, FitRecord
+from polyppl.execution.store import find_saved
 from polyppl.execution.request import FitRequest
 from polyppl.inference.convergence import convergence, prepare as prepare_convergence
 from polyppl.inference.diagnostics import FLAG_MEANINGS, convergence_failures, diagnose
@@ -700,27 +701,12 @@ def save_json_result(run: SbcRun, path: Path | None = None) -> Path:
 def load_sbc_run(out_dir: str | Path, model: str | None = None, scenario: str | None = None) -> SbcRun:
     """A finished SBC run from ``OUT_DIR`` (its ``<model>-<scenario>-sbc.json``; pick one with
     ``model``/``scenario`` when the folder holds several), without fitting."""
-    import json
-
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise UserError(f"{out_dir} is not a folder; give the --out folder of a finished `polyppl sbc`")
-    found = []
-    for path in sorted(out_dir.glob("*-sbc.json")):
-        try:
-            saved = json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise UserError(f"{path} is unreadable ({exc}); run the SBC again") from None
-        if (model is None or saved.get("model") == model) and (scenario is None or saved.get("scenario") == scenario):
-            found.append((path, saved))
-    if not found:
-        wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario)) if v)
-        raise UserError(f"no SBC run {('matching ' + wanted + ' ') if wanted else ''}in {out_dir}: "
-                        f"run `polyppl sbc MODEL --out {out_dir}` first")
-    if len(found) > 1:
-        listing = "; ".join(f"--model {s['model']} --scenario {s['scenario']}" for _, s in found)
-        raise UserError(f"{len(found)} SBC runs in {out_dir}; pick one with {listing}")
-    path, saved = found[0]
+    wanted = " ".join(f"--{k} {v}" for k, v in (("model", model), ("scenario", scenario)) if v)
+    path, saved = find_saved(
+        out_dir, "-sbc.json", "SBC run", "polyppl sbc",
+        lambda saved: ((model is None or saved.get("model") == model)
+                       and (scenario is None or saved.get("scenario") == scenario)),
+        wanted, lambda s: f"--model {s['model']} --scenario {s['scenario']}")
     if "problem" not in saved:
         raise UserError(f"{path} was written by an older polyppl; run the SBC again (its ledger's fits are reused)")
     return SbcRun.from_json(saved, path)
