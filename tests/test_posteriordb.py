@@ -53,12 +53,10 @@ CI_SET = {
     "kidiq-kidscore_momhs": "a regression on a binary predictor (reference draws)",
     "radon_mn-radon_variable_intercept_noncentered": "a hierarchical model, 85 counties (no reference)",
     "arK-arK": "a time series: AR(5), its loop from an offset (reference draws)",
+    "low_dim_gauss_mix-low_dim_gauss_mix": "a mixture: ordered means, log_mix (reference draws)",
 }
 #: Posteriors of the set that the default run does not run, and why.
 NOT_IN_CI = {
-    "low_dim_gauss_mix-low_dim_gauss_mix": "a mixture (ordered means, log_mix): imports since the Stan front end "
-                                           "lowers ordered (2026-12-07) and translates (1.8e-14); its time on CI's "
-                                           "machine is not yet measured, so not yet in the default run",
     "mcycle_splines-accel_splines": "the brms-generated program imports and runs, but too slowly for CI: measured "
                                     "2026-12-07 at 4 x 500 + 500 (load 10 on 2 cores), PyMC 696 divergent transitions "
                                     "and stuck chains, NumPyro and Stan a few divergences and 1 ESS/s, 6-8 min a backend, "
