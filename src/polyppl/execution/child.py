@@ -5,14 +5,14 @@ their output is kept in a file and its tail returned.
 A child dies with the process that started it, however that one ends (``kill -9``
 included): it receives the read end of a pipe whose only writer is its parent, and hands
 it to a small guard process (:func:`die_with_parent`, the guard of ``reaper``) that kills
-the child's process group when the pipe closes. A parent-death signal (``PR_SET_PDEATHSIG``) would kill the child alone and leave
-its own children running.
+the child's process group when the pipe closes. A parent-death signal
+(``PR_SET_PDEATHSIG``) would kill the child alone and leave its own children running.
 
 A fit's child (``runner``) also has a channel to its parent: it says what it is doing
 (compiling, sampling 40%) and waits for its turn to sample, so that several fits import and
-compile at once while only one samples. Two uses: a fit in a child (``runner``), and a function called in a child with its own
-environment (``call_in_child``), for measurements that change process-wide state (JAX's
-precision, a PATH without a C++ compiler).
+compile at once while only one samples. Two uses: a fit in a child (``runner``), and a
+function called in a child with its own environment (``call_in_child``), for measurements
+that change process-wide state (JAX's precision, a PATH without a C++ compiler).
 """
 
 from __future__ import annotations
