@@ -156,10 +156,12 @@ def pick_words(pick: Pick, rates: list[Rate]) -> str:
         text += f" ({best.compile_seconds:.1f} s compile{' from the cache' if best.compile_cached else ''})"
     if pick.runner_up is None:
         return text + " (the only backend eligible)"
-    margin = pick.margin
+    # As many decimals as it takes for a margin and the factor it is judged against never to
+    # print alike ("1.50x ...: beyond noise" beside "needs over 1.50x" reads as a contradiction).
+    digits = next((d for d in range(2, 7) if f"{pick.margin:.{d}f}" != f"{pick.noise_factor:.{d}f}"), 6)
     verdict = ("beyond noise" if pick.beyond_noise else
-               f"within noise (needs over {pick.noise_factor:.2f}x): {pick.best} or {pick.runner_up}")
-    return f"{text}, {margin:.2f}x {pick.runner_up}'s {pick.runner_up_rate:,.0f}: {verdict}"
+               f"within noise (needs over {pick.noise_factor:.{digits}f}x): {pick.best} or {pick.runner_up}")
+    return f"{text}, {pick.margin:.{digits}f}x {pick.runner_up}'s {pick.runner_up_rate:,.0f}: {verdict}"
 
 
 def relative_se(chains: list[np.ndarray]) -> float | None:
