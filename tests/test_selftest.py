@@ -168,10 +168,10 @@ def test_a_claim_that_no_longer_holds_fails_with_exit_code_1(tmp_path, capsys, m
     """The agreement test's power claim, with the skew taken out of its double (mu's prior
     scale multiplied by 1, not 0.65): the claim that comparisons catch it is now false and
     selftest says so, exit code 1, the claim marked FAIL."""
-    from polyppl.studies.selftest_breaks import _scale_prior
+    from polyppl.studies.selftest_breaks import _move_normal
 
     monkeypatch.setitem(BREAKS, "mu-prior-scale", Break("mu-prior-scale", "numpyro", "no change at all",
-                                                        _scale_prior("mu", 1.0)))
+                                                        _move_normal("mu", factor=1.0)))
     claim = AgreementPower("agreement-power", "eight-schools", "mu-prior-scale", "stan", 20, 0.01, 0.2,
                            SamplerSettings(chains=4, draws=500, tune=500))
     monkeypatch.setitem(selftest.PROFILES, "quick", Profile("quick", (claim,), "one claim, made false"))

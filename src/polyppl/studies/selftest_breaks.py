@@ -44,29 +44,13 @@ def _with_node(model: Model, name: str, rebuild: Callable[[Any], Any]) -> Model:
     return replace(model, nodes=tuple(rebuild(node) if node.name == name else node for node in model.nodes))
 
 
-def _scale_prior(name: str, factor: float) -> Callable[[Model], Model]:
+def _move_normal(name: str, shift: float = 0.0, factor: float = 1.0) -> Callable[[Model], Model]:
+    """A change of the model: node ``name``'s Normal (a prior or the likelihood) moved by
+    ``shift`` and its sd scaled by ``factor``."""
     def change(model: Model) -> Model:
-        def rebuild(node: s.Param) -> s.Param:
-            kw = node.dist.kwargs
-            return replace(node, dist=s.Normal(kw["mu"], kw["sigma"] * factor))
-        return _with_node(model, name, rebuild)
-    return change
-
-
-def _shift_prior(name: str, shift: float) -> Callable[[Model], Model]:
-    def change(model: Model) -> Model:
-        def rebuild(node: s.Param) -> s.Param:
-            kw = node.dist.kwargs
-            return replace(node, dist=s.Normal(kw["mu"] + shift, kw["sigma"]))
-        return _with_node(model, name, rebuild)
-    return change
-
-
-def _scale_likelihood(name: str, factor: float) -> Callable[[Model], Model]:
-    def change(model: Model) -> Model:
-        def rebuild(node: s.Observed) -> s.Observed:
-            kw = node.dist.kwargs
-            return replace(node, dist=s.Normal(kw["mu"], kw["sigma"] * factor))
+        def rebuild(node):
+            mu, sigma = node.dist.kwargs["mu"], node.dist.kwargs["sigma"]
+            return replace(node, dist=s.Normal(mu + shift if shift else mu, sigma * factor if factor != 1.0 else sigma))
         return _with_node(model, name, rebuild)
     return change
 
@@ -75,13 +59,13 @@ def _scale_likelihood(name: str, factor: float) -> Callable[[Model], Model]:
 BREAKS = {b.name: b for b in (
     # The agreement test's skew (tests/skewed_backend.py does the same to PyMC): mu's prior
     # sd 5 becomes 3.25, which moves mu by about half a posterior sd.
-    Break("mu-prior-scale", "numpyro", "mu ~ Normal(0, 3.25) instead of Normal(0, 5)", _scale_prior("mu", 0.65)),
+    Break("mu-prior-scale", "numpyro", "mu ~ Normal(0, 3.25) instead of Normal(0, 5)", _move_normal("mu", factor=0.65)),
     # SBC's breaks, one of each kind: a prior's scale, a prior's location, the likelihood's scale.
     Break("theta-z-scale", "numpyro", "theta_z ~ Normal(0, 2) instead of Normal(0, 1) (the schools' standardised "
-          "effects)", _scale_prior("theta_z", 2.0)),
-    Break("mu-prior-shift", "numpyro", "mu ~ Normal(5, 5) instead of Normal(0, 5)", _shift_prior("mu", 5.0)),
+          "effects)", _move_normal("theta_z", factor=2.0)),
+    Break("mu-prior-shift", "numpyro", "mu ~ Normal(5, 5) instead of Normal(0, 5)", _move_normal("mu", shift=5.0)),
     Break("y-sd-scale", "numpyro", "y ~ Normal(theta, 1.5 sigma) instead of Normal(theta, sigma)",
-          _scale_likelihood("y", 1.5)),
+          _move_normal("y", factor=1.5)),
 )}
 _BY_BACKEND = {b.backend: b for b in BREAKS.values()}
 
