@@ -152,15 +152,23 @@ def speed_figure(run: StudyRun):
         ax.scatter(values, np.arange(len(names)) + offset, color=color(label), label=label, s=36, zorder=3)
         if label in ratios:
             ax.axvline(ratios[label], color=color(label), lw=1, ls="--", alpha=0.7)
+    _style_dot_plot(ax, names, "ESS/s over the fastest backend's (log scale; 1 = fastest; dashed: geometric mean)",
+                    len(labels))
+    fig.tight_layout()
+    return fig
+
+
+def _style_dot_plot(ax, names: list[str], xlabel: str, columns: int) -> None:
+    """A log-scale dot plot's axes: one row per posterior, top to bottom, the legend above."""
+    import numpy as np
+
     ax.set_xscale("log")
     ax.set_yticks(np.arange(len(names)), names, fontsize=8.5)
     ax.set_ylim(len(names) - 0.5, -0.5)
-    ax.set_xlabel("ESS/s over the fastest backend's (log scale; 1 = fastest; dashed: geometric mean)")
-    ax.legend(fontsize=8.5, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncol=len(labels))
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8.5, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncol=columns)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
 
 
 def write_speed_png(run: StudyRun, path: str | Path | None = None) -> Path | None:
@@ -245,13 +253,8 @@ def _speed_figure(run: StudyRun) -> str:
         values = [r.backends[label].speed()["ess_per_s"] if label in r.backends and r.backends[label].converged
                   else np.nan for r in rows]
         ax.scatter(values, np.arange(len(rows)), color=color(label), label=label, s=36, zorder=3)
-    ax.set_xscale("log")
-    ax.set_yticks(np.arange(len(rows)), [r.name for r in rows], fontsize=8.5)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlabel("smallest bulk ESS per second of sampling (log scale; converged fits only)")
-    ax.legend(fontsize=8.5, frameon=False, loc="lower right", bbox_to_anchor=(1, 1), ncol=len(labels))
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(alpha=0.3)
+    _style_dot_plot(ax, [r.name for r in rows], "smallest bulk ESS per second of sampling (log scale; converged fits "
+                    "only)", len(labels))
     fig.tight_layout()
     return _figure(fig, "ESS per second by posterior and backend", speed_note(run))
 
