@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from conftest import HAVE_CMDSTAN
+from conftest import HAVE_CMDSTAN, REPO
 
 #: Stan's engine here: CmdStan where installed (seconds to compile), else PyStan.
 STAN = "stan:cmdstanpy" if HAVE_CMDSTAN else "stan:pystan"
@@ -139,3 +139,23 @@ def test_a_short_run_gets_longer_chains_sized_from_its_ess(tmp_path):
     off = polyppl(*short, "--remedies", "none", cwd=tmp_path)
     assert off.returncode == 0
     assert f"the ESS per draw observed asks for about {draws} draws per chain (--draws {draws})" in off.stdout
+
+
+def test_a_centered_stan_program_climbs_to_its_offset_multiplier_form(tmp_path):
+    """posteriordb's centered eight schools as a Stan program diverges at target 0.9 on
+    NumPyro and Stan; its other form is the program rewritten with ``<offset, multiplier>``,
+    checked against Stan's own log density before it samples, and run by Stan as text: clean
+    on both, AGREE (exit 0). Without the NumPyro replay of parameter-bounded supports its theta
+    draws were off by several sds and this ended DISAGREE."""
+    data = REPO / "tests" / "data" / "posteriordb"
+    out = tmp_path / "out"
+    proc = polyppl("compare", data / "eight_schools_centered.stan", "--data", data / "eight_schools.json.zip",
+                   "--remedies", "parametrization", "--backends", f"numpyro,{STAN}", *FAST, *STRICT, "--out", out,
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert "checking the translation of the noncentered program" in proc.stderr
+    assert "-> all backends at target 0.9, non-centered: no divergences, converged -> AGREE" in proc.stdout
+    saved = json.loads((out / f"eight_schools_centered-eight_schools-numpyro+{STAN_FILE}-comparison.json").read_text())
+    assert [r["rung"] for r in saved["remedies"]] == ["at target 0.9", "at target 0.9, non-centered"]
+    assert saved["parametrization"] == "noncentered" and saved["agreement"]["verdict"] == "agree"
+    assert saved["files"][STAN] == f"eight_schools_centered-eight_schools-{STAN_FILE}-nuts-noncentered"

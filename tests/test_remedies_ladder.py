@@ -183,3 +183,24 @@ def test_with_remedies_off_divergences_leave_the_tests_verdict_standing():
                           ("pymc", "stan"))], (), "remedies off (--remedies none)")
     concluded = conclude(ladder)
     assert concluded.verdict == "agree" and concluded.tests_verdict is None and concluded.reasons == []
+
+
+def test_a_stan_programs_other_form_is_the_program_with_offset_and_multiplier():
+    """posteriordb's centered eight schools declares theta before mu and tau; its other form
+    declares it after them, ``<offset=mu, multiplier=tau>`` (Stan reads a declaration's bounds
+    from parameters declared before it), lowered again so that its theta samples through the
+    affine map; rewriting back removes them. The Stan column runs the rewritten program: its
+    model carries the new text. A program with no group-level Normal effect has one form."""
+    data = REPO / "tests" / "data" / "posteriordb"
+    centered = resolve(str(data / "eight_schools_centered.stan"), data=data / "eight_schools.json.zip")
+    assert centered.parametrization == "centered" and centered.scenario == "eight_schools"
+    other = centered.counterpart()
+    assert other.parametrization == "noncentered" and other.scenario == "eight_schools"
+    text = other.model.source.text
+    assert "real<lower=0> tau; // hyper-parameter of sdv\n  array[J] real<offset=mu, multiplier=tau> theta;" in text
+    assert text.count(" theta;") == 1 and other.model["theta"].dist.family == "flat_affine"
+    back = other.counterpart()
+    assert back.parametrization == "centered" and back.model["theta"].dist.family == "normal"
+    assert "array[J] real theta;" in back.model.source.text
+    noncentered = resolve(str(data / "eight_schools_noncentered.stan"), data=data / "eight_schools.json.zip")
+    assert noncentered.parametrization is None and noncentered.counterpart() is None

@@ -442,3 +442,23 @@ def test_sleepstudy_runs_on_pystan(tmp_path):
                      "--out", "out", cwd=tmp_path, timeout=1800)
     record = json.loads((tmp_path / "out" / "formula-sleepstudy-stan-pystan-nuts.json").read_text())
     assert record["status"] == "ok", (record.get("error"), result.stderr[-2000:])
+
+
+def test_a_change_to_the_fitting_code_is_a_new_version(tmp_path):
+    """A result is reused only when the code that fitted it is the same, polyppl's own
+    included: an edit to a backend's compiler between two releases (a fix) changes the
+    request's versions, so a fit of the old code runs again ("package versions or polyppl's
+    fitting code" changed) rather than being reused as a stale answer. Studies, rendering and
+    the CLI are not part of it: a report's change re-runs no fit."""
+    from polyppl.execution.request import FIT_CODE, code_digest
+
+    root = tmp_path / "polyppl"
+    for part in (*FIT_CODE, "render"):
+        (root / part / "sub").mkdir(parents=True)
+        (root / part / "sub" / "module.py").write_text("x = 1\n")
+    before = code_digest(root)
+    (root / "render" / "sub" / "module.py").write_text("x = 2\n")
+    assert code_digest(root) == before
+    (root / "backends" / "sub" / "module.py").write_text("x = 2\n")
+    assert code_digest(root) != before
+    assert len(before) == 12 and code_digest() == code_digest()

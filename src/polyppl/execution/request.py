@@ -3,16 +3,20 @@
 The model and the dataset travel inside the request (not a model's name), so a child
 process or a worker on another machine runs any model. The content hash covers every input
 of the result: the model's nodes, the data values and labels, the backend, engine and its
-options, the method, the settings and the versions of every package the engine runs on. A
+options, the method, the settings, the versions of every package the engine runs on and a digest
+of polyppl's own code that fits run (``code_digest``). A
 finished result is reused only when the hash is the same; ``differences`` says which part
 changed when it is not.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from polyppl import __version__
@@ -65,8 +69,8 @@ class FitRequest:
         chosen = spec.check(engine, method, settings, options)
         # ArviZ and xarray hold and summarise every backend's draws: a result of another
         # version is not reused.
-        versions = {"polyppl": __version__, "python": platform.python_version(), **_versions("arviz", "xarray"),
-                    **spec.versions(chosen.name)}
+        versions = {"polyppl": __version__, "polyppl-code": code_digest(), "python": platform.python_version(),
+                    **_versions("arviz", "xarray"), **spec.versions(chosen.name)}
         return cls(model, dataset, backend, chosen.name, method, settings, tuple(sorted((options or {}).items())),
                    labels or Labels(model.name), tuple(sorted(versions.items())))
 
@@ -119,13 +123,38 @@ class FitRequest:
 #: Words for each hash part, for "re-running: the data changed".
 PART_WORDS = {
     "model": "the model", "data": "the data", "backend": "the backend or engine",
-    "method": "the method or its settings", "versions": "package versions",
+    "method": "the method or its settings", "versions": "package versions or polyppl's fitting code",
 }
 
 
 def differences(old_parts: Mapping[str, str], new_parts: Mapping[str, str]) -> list[str]:
     """Which inputs differ between two requests, in words."""
     return [PART_WORDS.get(k, k) for k in new_parts if old_parts.get(k) != new_parts[k]]
+
+
+#: The parts of polyppl that turn a request into draws: the spec, the backends' compilers and
+#: the inference layer. A result is not reused across a change of them even where polyppl's
+#: version number stayed the same (a compiler fix between releases, a checkout's edits).
+FIT_CODE = ("spec", "backends", "inference")
+
+
+def code_digest(root: Path | None = None) -> str:
+    """A short digest of the Python sources in :data:`FIT_CODE` under ``root`` (default: this
+    installed polyppl, read once per process)."""
+    return _installed_digest() if root is None else _digest(root)
+
+
+@functools.cache
+def _installed_digest() -> str:
+    return _digest(Path(__file__).resolve().parents[1])
+
+
+def _digest(root: Path) -> str:
+    files = sorted(f for part in FIT_CODE for f in (root / part).rglob("*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _versions(*packages: str) -> dict[str, str]:

@@ -153,6 +153,9 @@ class Problem:
         non-centered effects centered, else its group-level Normal effects non-centered
         (``spec.rewrites.counterpart``). None otherwise."""
         if self.builtin is None and self.rebuild is None:  # a user's model: rewritten, once
+            if self.model.source is not None:
+                # A program's lowering: the program would run unchanged beside a rewritten spec.
+                return None
             found = None if self.parametrization else rewrites.counterpart(self.model)
             if found is None:
                 return None

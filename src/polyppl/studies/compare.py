@@ -463,6 +463,11 @@ def compare(
         return {label: outcome for (label, _, _), outcome in zip(runs, outcomes)}
 
     def attempt(rung: Rung) -> Comparison:
+        if rung.problem is not problem and translation is not None:
+            # A program in its other form is another program: checked before it samples too.
+            progress(f"checking the translation of the {rung.problem.parametrization} program ...")
+            checked = check_translation(rung.problem, stan_engine=(engines or {}).get("stan"))
+            progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
         rung_requests = requests if rung.is_first else nuts_requests(rung.problem, columns, rung.settings, engines or {})
         outcomes = run([(label, label, request) for label, request in rung_requests.items()], rung.suffix)
         return assess(Comparison(rung.problem, rung.settings, outcomes, family_alpha, floor, reference=reference,

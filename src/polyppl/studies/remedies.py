@@ -8,7 +8,8 @@ user would by hand:
    columns stay comparable) at target acceptance 0.95, then 0.99;
 2. ``parametrization``: divergences left at the highest target -> the model's other form,
    centered <-> non-centered, where it has one (a built-in model's or a formula's; a user's
-   model rewritten, ``Problem.counterpart``), at that target;
+   model rewritten, ``Problem.counterpart``; a Stan program rewritten with or without
+   ``<offset, multiplier>``, ``stan_program.reparametrize``), at that target;
 3. ``draws``: R-hat above 1.01 or bulk or tail ESS below 100 per chain, and no divergences ->
    longer chains: the draws per chain that the ESS per draw observed needs (with a margin),
    at most ``DRAWS_CAP_FACTOR`` times the draws asked.
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 REMEDIES = {
     "target": "divergences: every backend again at target acceptance 0.95, then 0.99",
     "parametrization": "divergences left at the highest target: the model's other form, centered <-> non-centered "
-                       "(built-in models, formulas, and a user's model rewritten)",
+                       "(built-in models, formulas, a user's model rewritten, a Stan program's <offset, multiplier>)",
     "draws": "R-hat or bulk/tail ESS flagged, without divergences: longer chains, draws from the ESS per draw "
              "observed (at most 10 x the draws asked)",
 }

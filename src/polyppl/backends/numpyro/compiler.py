@@ -120,6 +120,17 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "flat_affine": lambda shape, offset, multiplier: dist.ImproperUniform(AffineConstraint(offset, multiplier), shape, ()),
 }
 
+#: Flat families whose support may be bounded by other parameters (``real<upper=b>``,
+#: ``<offset=mu, multiplier=tau>``). NumPyro constrains draws with the transform of its first
+#: trace unless the model holds a deterministic site or a support it recognizes as dynamic
+#: (``infer.util._transforms_from_trace`` looks only at lower bounds and intervals), so the
+#: draws of ``<offset=mu, multiplier=tau>`` would be mapped with the first point's mu and tau:
+#: a log density right at every point and every draw wrong. A model with one of these
+#: families gets a deterministic site (``REPLAY_SITE``, never an output) so that NumPyro
+#: replays it for every draw.
+BOUNDED_BY_VALUES = ("flat_lower", "flat_upper", "flat_interval", "flat_affine")
+REPLAY_SITE = "_polyppl_replay"
+
 FUNCTIONS = {
     "neg": jnp.negative,
     "exp": jnp.exp,
@@ -193,9 +204,12 @@ def model_of_data(model: Model, dataset: Dataset) -> Callable[[dict], None]:
     # Python's int and float: JAX gives them 64 bits when x64 is on, 32 when it is off.
     dtypes = {n.name: int if n.dtype == "int" else float for n in model.nodes if isinstance(n, (Data, Observed))}
     shapes = {n.name: dataset.shape(getattr(n, "dims", ())) for n in model.nodes}
+    replay = any(isinstance(n, Param) and n.dist.family in BOUNDED_BY_VALUES for n in model.nodes)
 
     def numpyro_model(data: dict) -> None:
         env: dict = {}
+        if replay:
+            numpyro.deterministic(REPLAY_SITE, jnp.zeros(()))
         for node in model.nodes:
             if isinstance(node, Data):
                 env[node.name] = jnp.asarray(data[node.name], dtype=dtypes[node.name])

@@ -23,6 +23,7 @@ from polyppl.models.stan_program.data import check_data, read_stan_json
 from polyppl.models.stan_program.interpret import Unsupported
 from polyppl.models.stan_program.lower import BACKENDS_WORDS, lower
 from polyppl.models.stan_program.parse import Name, Program, parse_program
+from polyppl.models.stan_program.reparametrize import form_of, rewritten
 from polyppl.models.stan_program.stanc import check_with_stanc
 
 #: What the message of a construct outside the subset adds.
@@ -77,21 +78,39 @@ class _UnsupportedProgram(UserError):
 def stan_program(path: str | Path, data: str | Path | dict) -> Problem:
     """A Stan program and its data (a Stan JSON file, ``.json`` or ``.json.zip``, or the
     variables as a dict) as a :class:`Problem`: the lowered spec model, carrying the program
-    for the Stan backend, and its dataset. Quantities keep Stan's names (``theta[1]``)."""
+    for the Stan backend, and its dataset. Quantities keep Stan's names (``theta[1]``).
+
+    Its parametrization is the program's form (``reparametrize.form_of``): ``centered`` where
+    a group-level Normal effect could be declared ``<offset, multiplier>``, ``noncentered``
+    where one is; the problem's other form is the program rewritten so, lowered again."""
     path = Path(path)
     program = read_program(path)
     raw = read_stan_json(Path(data)) if not isinstance(data, dict) else data
     source = str(data) if not isinstance(data, dict) else "data"
     values = check_data(program, raw, source)
-    name = path.stem
+    return _problem(path, program, values, source, form_of(program))
+
+
+def _problem(path: Path, program: Program, values: dict, source: str, form: str | None) -> Problem:
+    """The problem of a program already read and its checked data, in the form named."""
     try:
-        lowered = lower(program, values, name)
+        lowered = lower(program, values, path.stem)
     except Unsupported as exc:
         raise _UnsupportedProgram(path, exc) from None
     stan_data = {d.name: _jsonable(values[d.name]) for d in program.data}
     model = replace(lowered.model, source=s.SourceProgram(
         "stan", program.text, json.dumps(stan_data, sort_keys=True), tuple(d.name for d in program.parameters)))
-    return Problem(model, replace(lowered.dataset, source=f"file {source}"), Labels(name, Path(source).stem), None)
+
+    def other_form(form: str) -> Problem:
+        text = rewritten(program, form)
+        if text is None:
+            raise UserError(f"{path}: nothing to write in the {form} form")
+        check_with_stanc(text, f"{path} ({form})")
+        return _problem(path, parse_program(text, str(path)), values, source, form)
+
+    scenario = Path(source).name.removesuffix(".zip").removesuffix(".json")  # eight_schools.json.zip: eight_schools
+    return Problem(model, replace(lowered.dataset, source=f"file {source}"), Labels(path.stem, scenario, form),
+                   None, rebuild=other_form if form is not None else None)
 
 
 def check_simulable(model: s.Model) -> None:

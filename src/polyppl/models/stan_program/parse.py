@@ -101,6 +101,11 @@ class StanType:
     array_sizes: tuple[StanExpr, ...] = ()
     bounds: tuple[tuple[str, StanExpr], ...] = ()
 
+    #: Where the base type's keyword (``real``, ``vector``...) ends in the program's text: where
+    #: a ``<...>`` constraint starts, so that a program can be rewritten with other bounds
+    #: (``stan_program.reparametrize``); None where not read from a program's text.
+    keyword_end: int | None = field(default=None, compare=False)
+
     def bound(self, kind: str) -> StanExpr | None:
         return dict(self.bounds).get(kind)
 
@@ -113,6 +118,8 @@ class Decl:
     line: int
     #: Declared inside a nested ``{ ... }``: a local variable, never one of the block's outputs.
     nested: bool = False
+    #: Where the declaration starts and ends in the program's text (None: not read from one).
+    span: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,11 @@ def _line(meta) -> int:
     return getattr(meta, "line", 0)
 
 
+def _keyword_end(meta, keyword: str) -> int | None:
+    start = getattr(meta, "start_pos", None)
+    return None if start is None else start + len(keyword)
+
+
 def _body(statement) -> tuple:
     """A statement's body as a tuple of statements (a block's own, or the one statement)."""
     return _flatten(statement if isinstance(statement, tuple) else (statement,))
@@ -294,22 +306,22 @@ class _ToTree(Transformer):
         return StanType("int", (), (), children[0] if children else ())
 
     def real_type(self, meta, children):
-        return StanType("real", (), (), children[0] if children else ())
+        return StanType("real", (), (), children[0] if children else (), _keyword_end(meta, "real"))
 
-    def _sized(self, base, children):
+    def _sized(self, base, children, meta):
         bounds = children[0] if children and isinstance(children[0], tuple) and children[0] \
             and isinstance(children[0][0], tuple) else ()
         shape = tuple(c for c in children if not (isinstance(c, tuple)))
-        return StanType(base, shape, (), bounds)
+        return StanType(base, shape, (), bounds, _keyword_end(meta, base))
 
     def vector_type(self, meta, children):
-        return self._sized("vector", children)
+        return self._sized("vector", children, meta)
 
     def row_vector_type(self, meta, children):
-        return self._sized("row_vector", children)
+        return self._sized("row_vector", children, meta)
 
     def matrix_type(self, meta, children):
-        return self._sized("matrix", children)
+        return self._sized("matrix", children, meta)
 
     def special_type(self, meta, children):
         return StanType(str(children[0].children[0]), tuple(children[1:]))
@@ -317,13 +329,14 @@ class _ToTree(Transformer):
     def type(self, meta, children):
         if len(children) == 2:
             sizes, base = children
-            return StanType(base.base, base.shape, tuple(sizes), base.bounds)
+            return StanType(base.base, base.shape, tuple(sizes), base.bounds, base.keyword_end)
         return children[0]
 
     # ----- statements
     def var_decl(self, meta, children):
         value = children[2] if len(children) > 2 else None
-        return Decl(children[0], str(children[1]), value, _line(meta))
+        span = (meta.start_pos, meta.end_pos) if hasattr(meta, "start_pos") else None
+        return Decl(children[0], str(children[1]), value, _line(meta), span=span)
 
     def assign(self, meta, children):
         target, op, value = children
