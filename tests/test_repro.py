@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import HAVE_CMDSTAN, STAN_ENGINES
@@ -265,3 +266,23 @@ def test_the_settings_line_names_each_backends_engine():
     engine = get_backend("stan").engine(None).name
     assert f"engines=stan:{engine}" in report.text() and "engines={}" not in report.text()
     assert report.settings["engines"] == {"stan": engine}
+
+
+def test_logit_gradient():
+    """PyMC's own logistic densities lose their gradient past log-odds 36 and NumPyro's are
+    off by n/2 at exactly 0, while polyppl's compiled models are exact on every backend
+    (and Stan's own, which polyppl compiles to, was never wrong here). Deterministic: no
+    sampling. On a PyMC or NumPyro that fixes its density, the outcome flips to not
+    reproduced and this test says so."""
+    report = run_repro("logit-gradient")
+    pymc, numpyro, stan = (report.result(b) for b in ("pymc", "numpyro", "stan"))
+    assert pymc.outcome == REPRODUCED and pymc.fix_works
+    exact = dict(zip(pymc.measurements["log_odds"], pymc.measurements["exact"]))
+    library = dict(zip(pymc.measurements["log_odds"], pymc.measurements["library"]))
+    assert library[40.0] == 0.0 and exact[40.0] == pytest.approx(-4.0)
+    assert numpyro.outcome == REPRODUCED and numpyro.fix_works
+    library = dict(zip(numpyro.measurements["log_odds"], numpyro.measurements["library"]))
+    assert library[0.0] == pytest.approx(2.0) and exact[0.0] == pytest.approx(-1.0)
+    assert stan.outcome == NOT_REPRODUCED
+    for result in (pymc, numpyro, stan):
+        np.testing.assert_allclose(result.measurements["polyppl"], result.measurements["exact"], atol=1e-8)

@@ -21,6 +21,7 @@ from polyppl.studies.repro import (
     centered_funnel,
     float32_jax,
     improper_flat_scale,
+    logit_gradient,
     pytensor_no_compiler,
     tree_depth_unscaled,
 )
@@ -39,7 +40,7 @@ from polyppl.studies.repro.base import (
 SCENARIOS: dict[str, Scenario] = {
     module.SCENARIO.name: module.SCENARIO
     for module in (advi_init, beta_binomial_funnel, centered_funnel, improper_flat_scale, tree_depth_unscaled,
-                   float32_jax, pytensor_no_compiler)
+                   float32_jax, pytensor_no_compiler, logit_gradient)
 }
 
 
