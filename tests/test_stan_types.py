@@ -263,3 +263,37 @@ def test_draws_bounded_by_parameters_are_mapped_with_each_draws_bounds(backend):
     idata = sample(model, dataset, backend, SamplerSettings(chains=2, draws=300, tune=300, seed=3))
     mean = float(idata.posterior["theta"].mean())
     assert abs(mean - 5.0) < 0.5, f"{backend}: theta's draws average {mean:.3f}, not about 5"
+
+
+ODE = """
+functions {
+  vector decay(real t, vector y, real k) {
+    return -k * y;
+  }
+}
+data {
+  int<lower=1> N;
+  array[N] real ts;
+  array[N] real y_obs;
+}
+parameters {
+  real<lower=0> k;
+  real<lower=0> sigma;
+}
+transformed parameters {
+  array[2] real packed = {k, sigma};
+  array[N] vector[1] y = ode_rk45(decay, [1.0]', 0.0, ts, k);
+}
+model {
+  k ~ normal(0, 1);
+  sigma ~ normal(0, 1);
+  for (n in 1:N) y_obs[n] ~ normal(y[n][1], sigma);
+}
+"""
+
+
+def test_a_solver_is_named_before_anything_else_the_program_holds(tmp_path):
+    """An ODE program stops on its solver, with the solver's line, even where a line before it
+    (an array expression of parameters) is also outside the subset: the solver is the reason."""
+    support = check_support(*_write(tmp_path, ODE, {"N": 3, "ts": [1.0, 2.0, 3.0], "y_obs": [0.5, 0.3, 0.1]}))
+    assert (support.line, support.construct) == (18, "the solver ode_rk45 is not supported for PyMC and NumPyro")

@@ -93,6 +93,25 @@ def check_not_a_solver(name: str, line: int) -> None:
         raise unsupported(line, f"the solver {name}")
 
 
+def check_no_solver(tree: object) -> None:
+    """Refuse, by name and line, the first solver call anywhere in ``tree`` (a program's
+    blocks): a solver is the reason such a program is outside the subset, whatever else in
+    it would stop the lowering first (one_comp_mm_elim_abs packs the ODE's parameters into an
+    array a line before it calls ``integrate_ode_bdf``)."""
+    from dataclasses import fields, is_dataclass
+
+    from polyppl.models.stan_program.parse import FnCall
+
+    if isinstance(tree, FnCall):
+        check_not_a_solver(tree.name, tree.line)
+    if isinstance(tree, (tuple, list)):
+        for item in tree:
+            check_no_solver(item)
+    elif is_dataclass(tree) and not isinstance(tree, type):
+        for f in fields(tree):
+            check_no_solver(getattr(tree, f.name))
+
+
 def replace_whole(value):
     from dataclasses import replace
 

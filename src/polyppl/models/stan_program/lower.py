@@ -143,6 +143,8 @@ class Lowering:
 
     def lower(self) -> Lowered:
         program = self.program
+        functions.check_no_solver((program.transformed_data, program.transformed_parameters, program.model,
+                                   program.generated_quantities))
         for statement in program.transformed_data:
             if isinstance(statement, Decl):
                 self.types[statement.name] = statement.type
