@@ -64,6 +64,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         result.save(stem)
     else:
         def attempt(rung):
+            if rung.problem is not problem and rung.problem.model.source is not None \
+                    and backend.backend in LOWERED_BACKENDS:  # a program in its other form: another program
+                progress(f"checking the translation of the {rung.problem.parametrization} program ...")
+                checked = check_translation(rung.problem, stan_engine=engines_from(args).get("stan"))
+                progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
             rung_request = request if rung.is_first else FitRequest.make(
                 rung.problem.model, rung.problem.dataset, request.backend, request.engine, "nuts", rung.settings,
                 labels=rung.problem.labels)
