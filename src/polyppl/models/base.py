@@ -151,7 +151,8 @@ class Problem:
         """The same model and data in the other of its centered and non-centered forms, where
         it offers one: a built-in model's or a formula's other form; for a user's model, its
         non-centered effects centered, else its group-level Normal effects non-centered
-        (``spec.rewrites.counterpart``). None otherwise."""
+        (``spec.rewrites.counterpart``); for a Stan program, the program rewritten
+        (``rebuild``: ``stan_program.reparametrize``), never its lowering alone. None otherwise."""
         if self.builtin is None and self.rebuild is None:  # a user's model: rewritten, once
             if self.model.source is not None:
                 # A program's lowering: the program would run unchanged beside a rewritten spec.
