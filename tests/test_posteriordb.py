@@ -240,6 +240,16 @@ def test_the_ci_run_answers_which_backend_is_fastest_and_resumes_from_its_ledger
     written = document.read_text()
     assert written.startswith("before\n") and written.endswith("after\n") and "old" not in written
     assert f"| {EIGHT} | agree, " in written and f"| geometric mean over {len(compared)} |" in written
+    readme = tmp_path / "readme.md"
+    readme.write_text("<!-- posteriordb-summary:begin -->\n<!-- posteriordb-summary:end -->\n")
+    script = subprocess.run([sys.executable, str(TESTS.parent / "scripts" / "posteriordb_table.py"), tmp_path / "run.json",
+                             "--summary", "--update", readme], capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0, script.stderr
+    rows = [line.split(" | ") for line in readme.read_text().splitlines() if line.startswith("| kidiq (2) |")]
+    statuses = [r.status for r in run.results if r.name.startswith("kidiq-")]  # the CI set's two kidiq posteriors
+    assert len(rows) == 1, readme.read_text()
+    counted = {word: int(n) for n, word in (part.split(" ") for part in rows[0][1].split(", "))}
+    assert counted == {status: statuses.count(status) for status in statuses}
     again = run_posteriordb(SNAPSHOT, list(CI_SET), out=out, workers=2, settings=CI_SETTINGS,
                             family_alpha=CI_FAMILY_ALPHA)
     assert again.grid["fits_run"] == 0 and again.grid["fits_reused"] == run.grid["fits_run"] + run.grid["fits_reused"]
