@@ -22,8 +22,8 @@ import pytest
 from polyppl import spec as s
 from polyppl.backends import get_backend
 from polyppl.backends.stan import cmdstan_path
-from polyppl.models import formula as formula_module
 from polyppl.models.formula import compile_formula
+from polyppl.models.formula import predictor as formula_predictor
 
 GRAD_RTOL = 1e-8
 N_POINTS = 3
@@ -137,7 +137,7 @@ def test_gathered_group_effects_agree(monkeypatch):
     """The first drawn formula with its group effects gathered per cell, as a model with more
     than ``DENSE_GROUP_EFFECTS`` of them is written (Stan on one engine, cmdstanpy where
     installed: the other engine's path is the same for any program)."""
-    monkeypatch.setattr(formula_module, "DENSE_GROUP_EFFECTS", 0)
+    monkeypatch.setattr(formula_predictor, "DENSE_GROUP_EFFECTS", 0)
     formula, family, parametrization, _ = CASES[0]
     data = _data(np.random.default_rng(zlib.crc32(formula.encode())))
     compiled = compile_formula(formula, data, family, parametrization=parametrization)
