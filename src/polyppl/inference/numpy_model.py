@@ -241,6 +241,7 @@ _LOGPDF: dict[str, Callable[..., np.ndarray]] = {
     "flat_lower": lambda x, lower: np.where(x >= lower, 0.0, -np.inf),
     "flat_upper": lambda x, upper: np.where(x <= upper, 0.0, -np.inf),
     "flat_interval": lambda x, lower, upper: np.where((x >= lower) & (x <= upper), 0.0, -np.inf),
+    "flat_corr_cholesky": lambda x: np.zeros(np.shape(x)[:-2]),
     "flat_affine": lambda x, offset, multiplier: np.zeros(np.broadcast_shapes(np.shape(x), np.shape(offset),
                                                                               np.shape(multiplier))),
 }

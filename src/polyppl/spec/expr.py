@@ -233,7 +233,8 @@ def cholesky(a: Expr) -> Expr:
 
 
 def solve_lower(lower: Expr, b: Expr) -> Expr:
-    """``L^-1 b`` for a lower triangular ``L`` (i, i) and a vector ``b`` (i,), by substitution."""
+    """``L^-1 b`` for a lower triangular ``L`` (i, i) and a vector ``b`` (i,) or a matrix (i, k)
+    (each column solved), by substitution."""
     return _call("solve_lower", lower, b)
 
 

@@ -79,10 +79,13 @@ FAMILIES: dict[str, Family] = {
     "flat_upper": Family(("upper",), "upper_bounded", ("real",), improper=True),
     "flat_interval": Family(("lower", "upper"), "bounded", ("real", "real"), improper=True),
     "flat_affine": Family(("offset", "multiplier"), "affine", ("real", "positive"), improper=True),
+    # The Cholesky factor of a correlation matrix (Stan's ``cholesky_factor_corr``), through
+    # the transform LKJCholesky is sampled through.
+    "flat_corr_cholesky": Family((), "corr_cholesky", improper=True, event_dims=2),
 }
 #: The families above: flat on a constrained type, through Stan's transform of that type.
 CONSTRAINED_FLAT = frozenset({"flat_ordered", "flat_positive_ordered", "flat_simplex", "flat_lower", "flat_upper",
-                              "flat_interval", "flat_affine"})
+                              "flat_interval", "flat_affine", "flat_corr_cholesky"})
 
 _CHECKS = {
     "real": (lambda v: not math.isnan(v), "a number"),
@@ -210,6 +213,14 @@ def FlatAffine(offset: ExprLike, multiplier: ExprLike) -> Dist:
     """Flat on the real line, sampled as ``offset + multiplier * u`` (Stan's
     ``<offset, multiplier>``; the log Jacobian is ``log(multiplier)`` per value)."""
     return _dist("flat_affine", offset=offset, multiplier=multiplier)
+
+
+def FlatCorrCholesky() -> Dist:
+    """Flat on the Cholesky factors of K x K correlation matrices (Stan's
+    ``cholesky_factor_corr``), sampled as LKJCholesky is: K (K - 1) / 2 unconstrained values,
+    the tanh of each a canonical partial correlation. Two dims of the same size (a dim and
+    its :func:`~polyppl.spec.column_dim`)."""
+    return _dist("flat_corr_cholesky")
 
 
 def Binomial(n: ExprLike, p: ExprLike) -> Dist:

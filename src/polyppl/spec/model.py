@@ -180,6 +180,12 @@ class SourceProgram:
     data_json: str
     #: The parameters in the program's declaration order (its unconstrained vector's order).
     parameters: tuple[str, ...]
+    #: How many leading dims of each parameter (in ``parameters``' order) are array dims: Stan's
+    #: unconstrained vector holds an array element after element, a matrix column by column.
+    array_ranks: tuple[int, ...] = ()
+
+    def array_rank(self, name: str) -> int:
+        return self.array_ranks[self.parameters.index(name)] if self.array_ranks else 0
 
 
 @dataclass(frozen=True)
@@ -329,7 +335,7 @@ def _check_dims(model: Model, node: Node) -> None:
                 raise fail(f"argument {arg}", got, () if event_dims else node.dims)
     elif isinstance(node, Deterministic):
         got = dims_of(node.expr)
-        if got != node.dims:
+        if not same_dims(got, node.dims):
             raise fail("its expression", got, node.dims)
     elif isinstance(node, Factor):
         got = dims_of(node.expr)
@@ -402,6 +408,27 @@ def unconstrained_shape(param: Param, dataset: Dataset) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------- shapes
+
+
+#: The second dim of a square matrix: the first's name with this suffix (xarray refuses a
+#: variable with one dim twice, as a K x K matrix would have it). Of the same size and coords.
+_COLUMN = "_col"
+
+
+def column_dim(dim: str) -> str:
+    """The second dim of a square matrix whose first is ``dim``: ``K`` -> ``K_col``. Shapes
+    match a dim with its column dim (``L @ z`` for ``L`` (K, K_col) and ``z`` (K, J))."""
+    return dim + _COLUMN
+
+
+def _square_base(dims: tuple[str, ...]) -> tuple[str, ...]:
+    """Dims with each column dim read as its row dim, for matching shapes."""
+    return tuple(d[: -len(_COLUMN)] if d.endswith(_COLUMN) else d for d in dims)
+
+
+def same_dims(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether two values' dims match, a column dim (:func:`column_dim`) matching its row dim."""
+    return a == b or _square_base(a) == _square_base(b)
 
 
 def expr_dims(model: Model, expr: Expr) -> tuple[str, ...]:
@@ -483,25 +510,28 @@ def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
     """Dims of the linear algebra functions, or a SpecError saying what they take."""
     if fn == "sum":
         return ()
-    if fn in ("cholesky", "diagonal") and len(args[0]) == 2 and args[0][0] == args[0][1]:
+    def square(a: tuple[str, ...]) -> bool:
+        return len(a) == 2 and same_dims(a[:1], a[1:])
+
+    if fn in ("cholesky", "diagonal") and square(args[0]):
         return args[0] if fn == "cholesky" else args[0][:1]
     if fn == "solve_lower":
         lower, b = args
-        if len(lower) == 2 and lower[0] == lower[1] and b == lower[:1]:
+        if square(lower) and len(b) in (1, 2) and same_dims(b[:1], lower[:1]):
             return b
     if fn == "transpose" and len(args[0]) == 2:
         return args[0][::-1]
     if fn == "matmul":
         a, b = args
-        if len(a) == 2 and len(b) in (1, 2) and a[1] == b[0]:
+        if len(a) == 2 and len(b) in (1, 2) and same_dims(a[1:], b[:1]):
             return a[:1] + b[1:]
     if fn == "diag_pre_multiply":
         v, a = args
-        if len(v) == 1 and len(a) == 2 and v[0] == a[0]:
+        if len(v) == 1 and len(a) == 2 and same_dims(v, a[:1]):
             return a
     if fn == "rows_dot":
         a, b = args
-        if len(a) == 2 and a == b:
+        if len(a) == 2 and same_dims(a, b):
             return a[:1]
     takes = {
         "transpose": "a matrix (i, j)",
@@ -511,7 +541,7 @@ def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
         "sum": "any value",
         "cholesky": "a square matrix (i, i)",
         "diagonal": "a square matrix (i, i)",
-        "solve_lower": "a square matrix (i, i) and a vector (i,)",
+        "solve_lower": "a square matrix (i, i) and a vector (i,) or a matrix (i, k)",
     }[fn]
     raise SpecError(f"{fn} takes {takes}, not values of dims {', '.join(str(a) for a in args)}")
 
@@ -535,7 +565,7 @@ def expr_dtype(model: Model, expr: Expr) -> DType:
 def _broadcast(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     if not a:
         return b
-    if not b or a == b:
+    if not b or same_dims(a, b):
         return a
     raise SpecError(f"cannot combine values with dims {a} and {b}")
 

@@ -137,7 +137,7 @@ def source_to_json(source: SourceProgram | None) -> dict[str, Any] | None:
     if source is None:
         return None
     return {"language": source.language, "text": source.text, "data_json": source.data_json,
-            "parameters": list(source.parameters)}
+            "parameters": list(source.parameters), "array_ranks": list(source.array_ranks)}
 
 
 def model_to_json(model: Model) -> dict[str, Any]:
@@ -152,7 +152,8 @@ def model_from_json(data: dict[str, Any]) -> Model:
     source = data.get("source")
     return Model(data["name"], tuple(node_from_json(n) for n in data["nodes"]), data.get("description", ""),
                  data.get("target_accept"),
-                 SourceProgram(source["language"], source["text"], source["data_json"], tuple(source["parameters"]))
+                 SourceProgram(source["language"], source["text"], source["data_json"], tuple(source["parameters"]),
+                               tuple(source.get("array_ranks", ())))
                  if source else None)
 
 

@@ -114,6 +114,7 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "flat_ordered": lambda shape: dist.ImproperUniform(constraints.ordered_vector, shape[:-1], shape[-1:]),
     "flat_positive_ordered": lambda shape: dist.ImproperUniform(stan_positive_ordered, shape[:-1], shape[-1:]),
     "flat_simplex": lambda shape: dist.ImproperUniform(constraints.simplex, shape[:-1], shape[-1:]),
+    "flat_corr_cholesky": lambda shape: dist.ImproperUniform(constraints.corr_cholesky, shape[:-2], shape[-2:]),
     "flat_lower": lambda shape, lower: dist.ImproperUniform(constraints.greater_than(lower), shape, ()),
     "flat_upper": lambda shape, upper: dist.ImproperUniform(constraints.less_than(upper), shape, ()),
     "flat_interval": lambda shape, lower, upper: dist.ImproperUniform(constraints.interval(lower, upper), shape, ()),

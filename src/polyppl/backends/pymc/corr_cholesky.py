@@ -70,6 +70,20 @@ def _logp(value, eta):
     return pt.sum((k - order + 2.0 * eta - 2.0) * log_diagonal)
 
 
+def flat_corr_cholesky(name: str, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:
+    """A K x K Cholesky factor of a correlation matrix, flat (Stan's ``cholesky_factor_corr``
+    without a prior on it), through the same transform; its initial value is the identity."""
+    # The identity as the one input: it sizes the value (a signature alone cannot).
+    return pm.CustomDist(
+        name, np.eye(k),
+        logp=lambda value, identity: pt.zeros(()),
+        support_point=lambda rv, size, identity: identity,
+        signature="(k,k)->(k,k)",
+        transform=CholeskyCorrTransform(k),
+        dims=dims,
+    )
+
+
 def lkj_corr_cholesky(name: str, eta, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:
     """A K x K Cholesky factor with an LKJ(eta) prior, in the current PyMC model; its initial
     value is the identity (zero on the unconstrained scale)."""

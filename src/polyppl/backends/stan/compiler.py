@@ -421,7 +421,7 @@ class PyStanEngine:
 
         def evaluate(point: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
             # Stan's unconstrained vector holds a matrix column by column.
-            flat = np.concatenate([np.ravel(point[p.name], order="F") for p in stan_order(model)]).tolist()
+            flat = np.concatenate([stan_ravel(model, p.name, point[p.name]) for p in stan_order(model)]).tolist()
             return float(posterior.log_prob(flat, adjust_transform=True)), np.asarray(posterior.grad_log_prob(flat))
 
         return evaluate
@@ -610,9 +610,28 @@ def _unflatten(flat: np.ndarray, model: Model, shapes: Mapping[str, tuple[int, .
     out, offset = {}, 0
     for p in stan_order(model):
         size = int(np.prod(shapes[p.name], dtype=int))
-        # Stan's unconstrained vector holds a matrix column by column.
-        out[p.name] = np.asarray(flat[offset : offset + size]).reshape(shapes[p.name], order="F")
+        out[p.name] = stan_unravel(model, p.name, np.asarray(flat[offset : offset + size]), shapes[p.name])
         offset += size
     return out
+
+
+def _layout(model: Model, name: str, ndim: int) -> list[int]:
+    """The axes of a parameter's value in the order Stan's unconstrained vector runs them
+    slowest first: an array element after element, a matrix (or vector) column by column."""
+    rank = model.source.array_rank(name) if model.source is not None else 0
+    rank = min(rank, ndim)
+    return list(range(rank)) + list(reversed(range(rank, ndim)))
+
+
+def stan_ravel(model: Model, name: str, value: np.ndarray) -> np.ndarray:
+    """A parameter's unconstrained value as its part of Stan's unconstrained vector."""
+    value = np.asarray(value)
+    return np.ravel(np.transpose(value, _layout(model, name, value.ndim)))
+
+
+def stan_unravel(model: Model, name: str, flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`stan_ravel` undone."""
+    axes = _layout(model, name, len(shape))
+    return np.transpose(flat.reshape([shape[a] for a in axes]), np.argsort(axes))
 
 

@@ -89,6 +89,14 @@ def multi_normal_cholesky(value: s.Expr, mu: s.Expr, lower: s.Expr, size: int) -
     return -s.sum_all(s.log(s.diagonal(lower))) - 0.5 * s.sum_all(z * z) - size * _HALF_LOG_2PI
 
 
+def multi_normal_cholesky_columns(values: s.Expr, mu: s.Expr, lower: s.Expr, size: int, count: int) -> s.Expr:
+    """The sum of ``multi_normal_cholesky_lpdf`` over ``count`` columns of ``values`` (size x
+    count) with the columns of ``mu`` as their means and one factor ``L``."""
+    z = s.solve_lower(lower, values - mu)
+    return (-count * s.sum_all(s.log(s.diagonal(lower))) - 0.5 * s.sum_all(z * z)
+            - count * size * _HALF_LOG_2PI)
+
+
 def log_mix(theta: s.Expr, first: s.Expr, second: s.Expr) -> s.Expr:
     """Stan's ``log_mix(theta, lp1, lp2)``: log(theta exp(lp1) + (1 - theta) exp(lp2))."""
     return s.log_sum_exp(s.log(theta) + first, s.log1p(-theta) + second)

@@ -95,6 +95,7 @@ DISTRIBUTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "chi_square": ("chi_square", ("nu",)),
     "neg_binomial_2": ("neg_binomial_2", ("mu", "phi")),
     "neg_binomial_2_log": ("neg_binomial_2_log", ("log_mu", "phi")),
+    "lkj_corr_cholesky": ("lkj_corr_cholesky", ("eta",)),
 }
 #: Stan's GLM densities: (spec family, the arguments after ``y | x, alpha, beta``).
 GLMS = {"normal_id_glm": ("normal", ("sigma",)), "bernoulli_logit_glm": ("bernoulli_logit", ()),
@@ -194,7 +195,7 @@ class Lowering:
                 raise unsupported(decl.line, f"{decl.name}, never assigned as a whole (or in one loop over all of it),")
             value = self.syms[decl.name]
             declared = self._dims(decl.type)
-            if value.dims != declared or value.nloop:
+            if not s.same_dims(value.dims, declared) or value.nloop:
                 raise unsupported(decl.line, f"{decl.name}: a value of dims {value.dims} for dims {declared}")
             out.append(s.Deterministic(decl.name, value.expr, declared))
             self.syms[decl.name] = self._declared_sym(decl, s.Var(decl.name))
@@ -222,7 +223,7 @@ class Lowering:
         for decl in (st for st in statements if isinstance(st, Decl) and not st.nested):
             value = self.syms.get(decl.name)
             declared = self._dims(decl.type)
-            if decl.name in left_out or value is None or value.dims != declared or value.nloop:
+            if decl.name in left_out or value is None or not s.same_dims(value.dims, declared) or value.nloop:
                 if decl.name not in left_out:
                     self.notes.append(f"left out of the comparison: {decl.name} (line {decl.line}: not assigned "
                                       "as a whole, or in one loop over all of it)")
@@ -246,10 +247,17 @@ class Lowering:
         return name
 
     def _dims(self, stan_type: StanType) -> tuple[str, ...]:
-        return tuple(self._dim(e) for e in stan_type.array_sizes + stan_type.shape)
+        return types.square_dims(stan_type, tuple(self._dim(e) for e in stan_type.array_sizes + stan_type.shape),
+                                 self._column_dim)
+
+    def _column_dim(self, dim: str) -> str:
+        """A square matrix's second dim, of the first's size."""
+        column = s.column_dim(dim)
+        self.dim_sizes.setdefault(column, self.dim_sizes[dim])
+        return column
 
     def _declared_sym(self, decl: Decl, expr: s.Expr) -> Sym:
-        base = "vector" if decl.type.base in types.VECTOR_TYPES else decl.type.base
+        base = types.KINDS.get(decl.type.base, decl.type.base)
         kind = "array" if decl.type.array_sizes else (base if base in ("vector", "row_vector", "matrix") else "scalar")
         return Sym(expr, self._dims(decl.type), kind, whole=decl.name)
 
@@ -311,7 +319,7 @@ class Lowering:
             return None
 
     def _value_for(self, name: str, value: Sym, dims: tuple[str, ...], line: int) -> Sym:
-        if value.dims != dims and not (value.dims == () and not dims):
+        if not s.same_dims(value.dims, dims) and not (value.dims == () and not dims):
             raise unsupported(line, f"assigning a value of dims {value.dims or '()'} to {name} (dims {dims or '()'})")
         return replace(value, whole=None, int_data=None)
 
@@ -493,12 +501,26 @@ class Lowering:
         self.terms.append(Term(family, value, tuple(zip(names, args)), line))
 
     def _multi_normal(self, distribution: str, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
-        """A multivariate normal density of one vector: a factor, in closed form."""
-        if len(args) != 2 or value.nloop or any(a.nloop for a in args) or len(value.dims) != 1 \
-                or args[0].dims not in ((), value.dims) or args[1].dims != value.dims * 2:
-            raise unsupported(line, f"{distribution} of these arguments (one vector, its mean and a matrix)")
+        """A multivariate normal density of one vector, or of every vector of an array (rows
+        of a matrix) with one mean vector and one matrix: a factor, in closed form."""
+        own = value.dims[-1:]
+        rows = value.dims[:-1]
+        if len(args) != 2 or any(a.nloop for a in args) or len(value.dims) not in (1, 2) \
+                or value.nloop not in (0, len(rows)) or not (args[0].dims == () or s.same_dims(args[0].dims, own)) \
+                or len(args[1].dims) != 2 or not s.same_dims(args[1].dims[:1], own) \
+                or self.dim_sizes[args[1].dims[1]] != self.dim_sizes[own[0]]:
+            raise unsupported(line, f"{distribution} of these arguments (a vector or an array of vectors, one mean "
+                              "vector and one matrix)")
         lower = args[1].expr if distribution == "multi_normal_cholesky" else s.cholesky(args[1].expr)
-        return densities.multi_normal_cholesky(value.expr, args[0].expr, lower, self.dim_sizes[value.dims[0]])
+        size = self.dim_sizes[own[0]]
+        if not rows:
+            return densities.multi_normal_cholesky(value.expr, args[0].expr, lower, size)
+        # Each row a vector: the columns of value' (K, J), less the mean in every column.
+        ones = s.Var(self._synthetic(f"ones_{own[0]}_{rows[0]}", np.ones((size, self.dim_sizes[rows[0]])),
+                                     (own[0], rows[0])))
+        mean = args[0].expr * ones if not args[0].dims else s.diag_pre_multiply(args[0].expr, ones)
+        return densities.multi_normal_cholesky_columns(s.transpose(value.expr), mean, lower, size,
+                                                       self.dim_sizes[rows[0]])
 
     def _categorical(self, distribution: str, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
         """categorical(theta) or categorical_logit(beta) of integer data, with one vector of
@@ -546,6 +568,9 @@ class Lowering:
                 assert param is not None
                 loose.extend(terms)
             out.append(param)
+        for term in loose:
+            if s.FAMILIES[term.family].event_dims:
+                raise unsupported(term.line, f"{term.family} other than as the one prior of a parameter of its type")
         increments = [(t.line, s.lpdf(self._dist(t.family, t.args, t.value.dims, t.line), t.value.expr)) for t in loose]
         factors, names = [], set()
         for line, expr in sorted(increments + self.scalar_terms, key=lambda t: t[0]):
@@ -577,7 +602,12 @@ class Lowering:
         dims = self._dims(decl.type)
         constrained = types.constrained_dist(decl, self._constant_or_none, lambda e: self._expr(e).expr)
         if constrained is not None:
-            # Flat on the type or constraint, through Stan's transform; its densities are factors.
+            # Flat on the type or constraint, through Stan's transform; its densities are factors,
+            # but for a prior the type keeps as its own family (lkj_corr_cholesky on a
+            # cholesky_factor_corr).
+            proper = types.PROPER_ON.get(decl.type.base, {})
+            if term is not None and term.family in proper:
+                return s.Param(decl.name, self._dist(term.family, term.args, (), term.line), dims)
             return s.Param(decl.name, constrained, dims) if term is None else None
         lower, upper = decl.type.bound("lower"), decl.type.bound("upper")
         lo = None if lower is None else self._data_value_of(lower, "a bound")
@@ -678,7 +708,7 @@ class Lowering:
         return max(a.nloop, b.nloop)
 
     def _elementwise_dims(self, a: Sym, b: Sym, line: int) -> tuple[str, ...]:
-        if not a.dims or a.dims == b.dims:
+        if not a.dims or s.same_dims(a.dims, b.dims):
             return b.dims
         if not b.dims:
             return a.dims
@@ -709,6 +739,9 @@ class Lowering:
             return self._binary("^", args[0], args[1], line)
         if name == "rows_dot_product" and len(args) == 2 and args[0].dims == args[1].dims and len(args[0].dims) == 2:
             return Sym(s.rows_dot(args[0].expr, args[1].expr), args[0].dims[:1], "vector")
+        if name == "multiply_lower_tri_self_transpose" and len(args) == 1 and len(args[0].dims) == 2 \
+                and not args[0].nloop:
+            return Sym(s.matmul(args[0].expr, s.transpose(args[0].expr)), args[0].dims[:1] * 2, "matrix")
         if name == "diag_pre_multiply" and len(args) == 2:
             return Sym(s.diag_pre_multiply(args[0].expr, args[1].expr), args[1].dims, "matrix")
         if name.endswith(_SUFFIXES) and expr.conditional:

@@ -21,12 +21,32 @@ import numpy as np
 
 from polyppl import spec as s
 from polyppl.models.stan_program.interpret import Unsupported
-from polyppl.models.stan_program.parse import Decl, StanExpr
+from polyppl.models.stan_program.parse import Decl, StanExpr, StanType
 
 #: Stan's vector types -> the spec family flat on them.
 VECTOR_TYPES = {"ordered": s.FlatOrdered, "positive_ordered": s.FlatPositiveOrdered, "simplex": s.FlatSimplex}
+#: Stan's square matrix types -> the spec family flat on them (dims: K and its column dim).
+MATRIX_TYPES = {"cholesky_factor_corr": s.FlatCorrCholesky}
 #: The parameter types the lowering takes: these and real, vector, row_vector, matrix.
-PARAMETER_TYPES = frozenset({"real", "vector", "row_vector", "matrix"}) | frozenset(VECTOR_TYPES)
+PARAMETER_TYPES = frozenset({"real", "vector", "row_vector", "matrix"}) | frozenset(VECTOR_TYPES) \
+    | frozenset(MATRIX_TYPES)
+#: Stan's matrix types of one size (K x K).
+SQUARE_TYPES = frozenset({"cholesky_factor_corr", "cholesky_factor_cov", "corr_matrix", "cov_matrix"})
+#: A Stan type -> the kind of value it holds, where it is not its own name.
+KINDS = {**{t: "vector" for t in VECTOR_TYPES}, **{t: "matrix" for t in SQUARE_TYPES}}
+#: Priors a constrained type keeps as its parameter's own (proper) family: Stan's density -> its family.
+PROPER_ON = {"cholesky_factor_corr": {"lkj_corr_cholesky": s.LKJCholesky}}
+
+
+def square_dims(stan_type: StanType, dims: tuple[str, ...], column_dim: Callable[[str], str]) -> tuple[str, ...]:
+    """The dims of a value of ``stan_type``: a square matrix (``cholesky_factor_corr[K]``,
+    ``matrix[K, K]``) has its second dim named apart from its first (xarray refuses one dim
+    twice), by ``column_dim`` (which also sizes it)."""
+    if stan_type.base in SQUARE_TYPES and len(stan_type.shape) == 1:
+        dims = dims + dims[-1:]
+    if len(stan_type.shape) and len(dims) >= 2 and dims[-1] == dims[-2]:
+        dims = dims[:-1] + (column_dim(dims[-1]),)
+    return dims
 
 
 def constrained_dist(decl: Decl, constant: Callable[[StanExpr], object | None],
@@ -35,6 +55,11 @@ def constrained_dist(decl: Decl, constant: Callable[[StanExpr], object | None],
     or None for the plain cases. ``constant(e)`` is the value of a data-only expression (None
     where it depends on parameters); ``expression(e)`` its spec expression."""
     stan_type = decl.type
+    if stan_type.base in MATRIX_TYPES:
+        if stan_type.array_sizes:
+            raise Unsupported(decl.line, f"an array of {stan_type.base} ({decl.name}) is not supported for "
+                              "PyMC and NumPyro")
+        return MATRIX_TYPES[stan_type.base]()
     if stan_type.base in VECTOR_TYPES:
         if stan_type.bounds:
             raise Unsupported(decl.line, f"bounds on a {stan_type.base} ({decl.name})")
