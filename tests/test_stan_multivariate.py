@@ -82,3 +82,54 @@ def test_varying_slopes_with_cholesky_factor_corr_match_stan(tmp_path):
     assert found.dataset.coords["K_col"] == found.dataset.coords["K"] == (1, 2, 3)
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
+
+
+#: dirichlet on a simplex (~ and target += dirichlet_lpdf), categorical_logit with one vector
+#: of logits per row (a row of x * beta, transposed) and categorical with one simplex per row
+#: (a row of a matrix of softmax-like probabilities built from a simplex).
+CATEGORIES = """data {
+  int<lower=1> N;
+  int<lower=2> K;
+  int<lower=1> D;
+  array[N] int<lower=1, upper=K> y;
+  matrix[N, D] x;
+  vector<lower=0>[K] alpha;
+}
+parameters {
+  simplex[K] theta;
+  simplex[K] phi;
+  matrix[D, K] beta;
+}
+transformed parameters {
+  matrix[N, K] eta = x * beta;
+}
+model {
+  theta ~ dirichlet(alpha);
+  target += dirichlet_lpdf(phi | rep_vector(2, K));
+  for (d in 1:D) {
+    beta[d] ~ normal(0, 2);
+  }
+  for (n in 1:N) {
+    y[n] ~ categorical_logit(eta[n]');
+  }
+  y ~ categorical(theta);
+}
+"""
+CATEGORIES_DATA = {"N": 6, "K": 3, "D": 2, "y": [1, 3, 3, 2, 1, 3], "alpha": [1.5, 2.0, 0.7],
+                   "x": [[1, 0.2], [1, -1.1], [1, 0.4], [1, 1.5], [1, -0.3], [1, 0.8]]}
+
+
+def test_dirichlet_and_categorical_per_row_match_stan(tmp_path):
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*write(tmp_path, CATEGORIES, CATEGORIES_DATA))
+    assert found.model["theta"].dist.family == "flat_simplex"
+    result = check_translation(found)
+    assert result.points == 20 and result.max_rel_error <= 1e-8
+
+
+def test_dirichlet_of_a_parameter_alpha_is_named_with_its_line(tmp_path):
+    program = CATEGORIES.replace("  matrix[D, K] beta;\n", "  matrix[D, K] beta;\n  vector<lower=0>[K] a;\n") \
+        .replace("theta ~ dirichlet(alpha);", "theta ~ dirichlet(a);")
+    support = check_support(*write(tmp_path, program, CATEGORIES_DATA))
+    assert support.line == 20 and "dirichlet whose alpha depends on parameters" in support.construct

@@ -484,6 +484,9 @@ class Lowering:
         if distribution in ("categorical", "categorical_logit"):
             self.scalar_terms.append((line, self._categorical(distribution, value, args, line)))
             return
+        if distribution == "dirichlet":
+            self.scalar_terms.append((line, self._dirichlet(value, args, line)))
+            return
         if distribution == "std_normal":
             family, names, args = "normal", ("mu", "sigma"), (self._const(0), self._const(1))
         elif distribution in GLMS:
@@ -522,10 +525,40 @@ class Lowering:
         return densities.multi_normal_cholesky_columns(s.transpose(value.expr), mean, lower, size,
                                                        self.dim_sizes[rows[0]])
 
+    def _dirichlet(self, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
+        """dirichlet(alpha) of a simplex (or of vectors, elementwise with alpha), alpha data:
+        sum((alpha - 1) log(theta)); its normalising term is then a constant, dropped."""
+        if len(args) != 1 or not value.dims or args[0].dims not in ((), value.dims) or args[0].nloop != value.nloop:
+            raise unsupported(line, "dirichlet of these arguments (a simplex and a vector alpha of its size)")
+        if s.free_vars(args[0].expr) & set(self.syms):
+            raise unsupported(line, "dirichlet whose alpha depends on parameters (its normalising term needs lgamma)")
+        return s.sum_all((args[0].expr - 1.0) * s.log(value.expr))
+
+    def _categorical_rows(self, distribution: str, value: Sym, arg: Sym, line: int) -> s.Expr:
+        """categorical(theta[n]) or categorical_logit(eta[n]') of y[n] in a loop over n: one
+        vector of probabilities (or logits) per row, a row of a matrix (N, K); each row's
+        category picked by a one-hot matrix of the data."""
+        rows, dim = arg.dims[0], arg.dims[1]
+        y = np.asarray(self.values[value.int_data]).astype(int)
+        size = self.dim_sizes[dim]
+        if y.min() < 1 or y.max() > size:
+            raise Unsupported(line, f"{value.int_data} holds categories outside 1..{size}")
+        one_hot = self._synthetic(f"one_hot_{value.int_data}_{dim}", np.eye(size)[y - 1], arg.dims)
+        if distribution == "categorical":
+            return s.sum_all(s.rows_dot(s.Var(one_hot), s.log(arg.expr)))
+        # Column k of every row: the dot product of each row with the k-th unit vector.
+        units = [self._synthetic(f"unit_{rows}_{dim}_{k + 1}", np.tile(np.eye(size)[k], (self.dim_sizes[rows], 1)),
+                                 arg.dims) for k in range(size)]
+        elements = [s.rows_dot(s.Var(unit), arg.expr) for unit in units]
+        return s.sum_all(s.rows_dot(s.Var(one_hot), arg.expr) - densities.log_sum_exp_of(elements))
+
     def _categorical(self, distribution: str, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
         """categorical(theta) or categorical_logit(beta) of integer data, with one vector of
         probabilities (or logits) for every row: the log probability of each row's category,
         picked by the data as an index, summed over the rows."""
+        if len(args) == 1 and args[0].nloop == 1 and len(args[0].dims) == 2 and value.nloop == 1 \
+                and value.int_data is not None and value.dims == args[0].dims[:1]:
+            return self._categorical_rows(distribution, value, args[0], line)
         if len(args) != 1 or args[0].nloop or len(args[0].dims) != 1 or (
                 value.int_data is None and value.int_value is None) or len(value.dims) > 1:
             raise unsupported(line, f"{distribution} of these arguments (integer data and one vector)")
@@ -667,6 +700,9 @@ class Lowering:
                                    int_value=None if operand.int_value is None else -operand.int_value)
                 if expr.op == "'" and operand.kind == "matrix" and not operand.nloop:
                     return replace(operand, expr=s.transpose(operand.expr), dims=operand.dims[::-1], whole=None)
+                if expr.op == "'" and operand.kind in ("vector", "row_vector") and len(operand.dims) == operand.nloop + 1:
+                    # A row of a loop's matrix as a vector: the same values.
+                    return replace(operand, kind="vector" if operand.kind == "row_vector" else "row_vector", whole=None)
                 raise unsupported(expr.line, f"the operator {expr.op}")
             return self._binary(expr.op, self._expr(expr.args[0]), self._expr(expr.args[1]), expr.line)
         if isinstance(expr, FnCall):
