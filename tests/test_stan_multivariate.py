@@ -133,3 +133,54 @@ def test_dirichlet_of_a_parameter_alpha_is_named_with_its_line(tmp_path):
         .replace("theta ~ dirichlet(alpha);", "theta ~ dirichlet(a);")
     support = check_support(*write(tmp_path, program, CATEGORIES_DATA))
     assert support.line == 20 and "dirichlet whose alpha depends on parameters" in support.construct
+
+
+#: normal and exponential _lcdf, _lccdf and _cdf of parameters inside expressions (per row of a
+#: loop, and of a vector), and truncations whose bounds or arguments are parameters: T[L, ] of
+#: a normal (its lccdf), T[, U] of an exponential (its lcdf), T[L, U] of an exponential, per row
+#: of a loop and of one value.
+CDFS = """data {
+  int<lower=1> N;
+  vector<lower=0>[N] t;
+  vector<lower=0>[N] u;
+  vector[N] w;
+  vector[N] v;
+}
+parameters {
+  real mu;
+  real<lower=1> sigma;
+  real<lower=0> rate;
+  real<lower=0> cap;
+  real<lower=mu> a;
+  real<lower=0, upper=cap> b;
+}
+model {
+  mu ~ normal(0, 1);
+  sigma ~ normal(0, 1);
+  rate ~ gamma(2, 2);
+  cap ~ normal(3, 1);
+  a ~ normal(0, 2) T[mu, ];
+  b ~ exponential(rate) T[, cap];
+  for (n in 1:N) {
+    w[n] ~ normal(mu, sigma) T[-3, ];
+    t[n] ~ exponential(rate) T[0.1 * cap, 10];
+    target += exponential_lccdf(u[n] | rate) + normal_lccdf(v[n] | mu, sigma);
+  }
+  target += exponential_lcdf(u | rate) + log(normal_cdf(0.5 | mu, sigma)) + exponential_cdf(1 | rate);
+}
+"""
+CDFS_DATA = {"N": 4, "t": [1.5, 1.2, 3.0, 0.8], "u": [0.3, 2.0, 0.9, 1.4],
+             "w": [0.2, -0.5, 1.1, 0.0], "v": [-0.7, 0.4, 1.6, 0.1]}
+
+
+def test_cdfs_and_truncation_of_parameters_match_stan(tmp_path):
+    from polyppl.studies.translation import check_translation
+
+    result = check_translation(stan_program(*write(tmp_path, CDFS, CDFS_DATA)))
+    assert result.points == 20 and result.max_rel_error <= 1e-8
+
+
+def test_a_cdf_outside_the_closed_forms_is_named_with_its_line(tmp_path):
+    program = CDFS.replace("normal_lccdf(v[n] | mu, sigma)", "cauchy_lccdf(v[n] | mu, sigma)")
+    support = check_support(*write(tmp_path, program, CDFS_DATA))
+    assert support.line == 28 and "cauchy_lccdf of parameters is not supported" in support.construct

@@ -39,6 +39,7 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "exp": np.exp,
     "log": np.log,
     "log1p": np.log1p,
+    "erfc": special.erfc,
     "sqrt": np.sqrt,
     "inv_logit": special.expit,
     "logit": special.logit,

@@ -161,6 +161,7 @@ FUNCTIONS: dict[str, int] = {
     "exp": 1,
     "log": 1,
     "log1p": 1,
+    "erfc": 1,
     "sqrt": 1,
     "inv_logit": 1,
     "logit": 1,
@@ -202,6 +203,11 @@ def log(x: ExprLike) -> Expr:
 
 def log1p(x: ExprLike) -> Expr:
     return _call("log1p", x)
+
+
+def erfc(x: ExprLike) -> Expr:
+    """The complementary error function, 1 - erf(x), elementwise (normal cdfs are of it)."""
+    return _call("erfc", x)
 
 
 def sqrt(x: ExprLike) -> Expr:

@@ -137,6 +137,7 @@ FUNCTIONS = {
     "exp": jnp.exp,
     "log": jnp.log,
     "log1p": jnp.log1p,
+    "erfc": jax.scipy.special.erfc,
     "sqrt": jnp.sqrt,
     "inv_logit": jax.nn.sigmoid,
     "logit": jax.scipy.special.logit,

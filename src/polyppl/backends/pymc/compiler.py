@@ -72,6 +72,7 @@ FUNCTIONS = {
     "exp": pt.exp,
     "log": pt.log,
     "log1p": pt.log1p,
+    "erfc": pt.erfc,
     "sqrt": pt.sqrt,
     "inv_logit": pm.math.invlogit,
     "logit": pm.math.logit,

@@ -82,6 +82,58 @@ def elementwise_lpdf(function: str, value: s.Expr, args: tuple[s.Expr, ...], lin
     return form(value, *args, line)
 
 
+_LOG_HALF = math.log(0.5)
+
+
+def _normal_lcdf(x, mu, sigma, line):
+    return s.log(s.erfc(-(x - mu) / (sigma * math.sqrt(2.0)))) + _LOG_HALF
+
+
+def _normal_lccdf(x, mu, sigma, line):
+    return s.log(s.erfc((x - mu) / (sigma * math.sqrt(2.0)))) + _LOG_HALF
+
+
+def _exponential_lcdf(x, rate, line):
+    return s.log1p(-s.exp(-rate * x))
+
+
+def _exponential_lccdf(x, rate, line):
+    return -rate * x
+
+
+#: Stan's family -> its log cdf and log complementary cdf per element (``_cdf`` is exp of the first).
+CDFS = {"normal": (_normal_lcdf, _normal_lccdf), "exponential": (_exponential_lcdf, _exponential_lccdf)}
+
+
+def elementwise_cdf(function: str, value: s.Expr, args: tuple[s.Expr, ...], line: int) -> s.Expr:
+    """``function`` (``normal_lcdf``, ``exponential_lccdf``, ``normal_cdf``, ...) of ``value``
+    per element, as a spec expression."""
+    family, suffix = function.rsplit("_", 1)
+    forms = CDFS.get(family)
+    if forms is None:
+        raise Unsupported(line, f"{function} of parameters is not supported for PyMC and NumPyro "
+                          f"(only the cdfs of {', '.join(CDFS)})")
+    form = forms[1] if suffix == "lccdf" else forms[0]
+    if form.__code__.co_argcount != len(args) + 2:
+        raise Unsupported(line, f"{function} with {len(args)} arguments")
+    out = form(value, *args, line)
+    return s.exp(out) if suffix == "cdf" else out
+
+
+def truncation(family: str, lower: s.Expr | None, upper: s.Expr | None, args: tuple[s.Expr, ...],
+               line: int) -> s.Expr:
+    """The log probability of [lower, upper] under ``family``, which ``T[lower, upper]``
+    subtracts, as Stan's generated code computes it: lccdf(lower), lcdf(upper), or
+    log_diff_exp(lcdf(upper), lcdf(lower))."""
+    if lower is None:
+        return elementwise_cdf(f"{family}_lcdf", upper, args, line)
+    if upper is None:
+        return elementwise_cdf(f"{family}_lccdf", lower, args, line)
+    high = elementwise_cdf(f"{family}_lcdf", upper, args, line)
+    low = elementwise_cdf(f"{family}_lcdf", lower, args, line)
+    return high + s.log1p(-s.exp(low - high))
+
+
 def multi_normal_cholesky(value: s.Expr, mu: s.Expr, lower: s.Expr, size: int) -> s.Expr:
     """Stan's ``multi_normal_cholesky_lpdf(y | mu, L)`` with its constants:
     -sum(log(diag(L))) - |L^-1 (y - mu)|^2 / 2 - size log(2 pi) / 2."""

@@ -442,7 +442,7 @@ class Lowering:
             # bound), dropped as ~ drops constants; of parameters it needs the family's cdf.
             bounds = [b for b in st.truncation if b is not None]
             if not all(self._is_data_only(e) for e in (*st.args, *bounds)):
-                raise unsupported(st.line, "truncation T[,] whose bounds or arguments depend on parameters")
+                self._truncation(st)
         if functions.is_user_density(self, st.distribution):
             value = self._call(functions.density_call(self, st.distribution, st.value, st.args, st.line))
             if value.dims:
@@ -450,6 +450,29 @@ class Lowering:
             self.scalar_terms.append((st.line, value.expr))
             return
         self._add_term(st.distribution, self._expr(st.value), tuple(self._expr(a) for a in st.args), st.line)
+
+    def _truncation(self, st: Tilde) -> None:
+        """T[L, U] whose bounds or the family's arguments are parameters: minus the log
+        probability of [L, U] (densities.truncation), once per value (per iteration of its
+        loops)."""
+        value = self._expr(st.value)
+        if value.dims[value.nloop:]:
+            raise unsupported(st.line, "truncation T[,] of a vector")
+        lower, upper = (None if b is None else self._expr(b) for b in st.truncation)
+        args = [self._expr(a) for a in st.args]
+        present = [b for b in (lower, upper) if b is not None]
+        if any(b.dims[b.nloop:] for b in present):
+            raise unsupported(st.line, "truncation T[,] with bounds that are not scalars")
+        operands = present + args
+        mass = self._elementwise(operands, lambda *e: densities.truncation(
+            st.distribution, e[0] if lower is not None else None,
+            (e[1] if lower is not None else e[0]) if upper is not None else None, e[len(present):], st.line), st.line)
+        if value.nloop > 1 and not mass.nloop:
+            raise unsupported(st.line, "truncation T[,] inside nested loops")
+        # As many terms as values: the loop's rows, where the bounds and arguments are the same in each.
+        count = self.dim_sizes[value.dims[0]] if value.nloop and not mass.nloop else 1
+        total = s.sum_all(mass.expr) if mass.nloop else mass.expr
+        self.scalar_terms.append((st.line, s.Call("neg", (total * float(count) if count != 1 else total,))))
 
     def _target(self, expr: StanExpr, line: int) -> None:
         for sign, summand in _summands(expr, 1):
@@ -607,9 +630,10 @@ class Lowering:
         increments = [(t.line, s.lpdf(self._dist(t.family, t.args, t.value.dims, t.line), t.value.expr)) for t in loose]
         factors, names = [], set()
         for line, expr in sorted(increments + self.scalar_terms, key=lambda t: t[0]):
-            name = f"target_line{line}"
-            while name in names:
-                name += "_"
+            name, count = f"target_line{line}", 1
+            while name in names:  # the second term of a line is target_line12_2 (Stan refuses names ending in __)
+                count += 1
+                name = f"target_line{line}_{count}"
             names.add(name)
             factors.append(s.Factor(name, expr))
         return out, observed, factors
@@ -798,6 +822,15 @@ class Lowering:
             return Sym(densities.log_sum_exp_of(elements), (), "scalar")
         if name in MATRICES:
             return self._matrix_function(name, args, expr)
+        if name.endswith(("_lcdf", "_lccdf", "_cdf")) and expr.conditional:
+            value = self._elementwise(args, lambda *e: densities.elementwise_cdf(name, e[0], e[1:], line), line)
+            if value.nloop == 0 and value.dims:
+                if name.endswith("_cdf"):
+                    raise unsupported(line, f"{name} of a vector")
+                return Sym(s.sum_all(value.expr), (), "scalar")  # Stan's log cdf of a vector is its sum
+            if value.dims[value.nloop:]:
+                raise unsupported(line, f"{name} of a vector inside a loop")
+            return value
         if name.endswith(_SUFFIXES + ("_lcdf", "_lccdf", "_cdf", "_rng")):
             raise unsupported(line, f"{name} inside an expression")
         raise unsupported(line, name if name not in DATA_FUNCTIONS else f"{name} of parameters")
