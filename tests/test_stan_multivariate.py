@@ -84,6 +84,54 @@ def test_varying_slopes_with_cholesky_factor_corr_match_stan(tmp_path):
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
 
+#: cov_matrix and cholesky_factor_cov[K] parameters (flat, through Stan's transforms, Jacobians
+#: included), under multi_normal and multi_normal_cholesky of an array of vectors and of one
+#: vector, with an expression of them in generated quantities.
+COVARIANCE = """data {
+  int<lower=1> J;
+  int<lower=1> K;
+  array[J] vector[K] y;
+  vector[K] y1;
+}
+parameters {
+  vector[K] mu;
+  cov_matrix[K] Sigma;
+  cholesky_factor_cov[K] Lc;
+  cholesky_factor_cov[K, K] Lk;
+}
+model {
+  mu ~ normal(0, 2);
+  y ~ multi_normal(mu, Sigma);
+  y1 ~ multi_normal_cholesky(mu, Lc);
+  y ~ multi_normal_cholesky(mu, Lk);
+}
+generated quantities {
+  cov_matrix[K] S = multiply_lower_tri_self_transpose(Lc);
+}
+"""
+COVARIANCE_DATA = {"J": 4, "K": 3, "y": [[0.1, -0.5, 1.2], [0.9, 0.3, -0.4], [-1.1, 0.8, 0.2], [0.4, -0.2, 0.6]],
+                   "y1": [0.5, -1.0, 0.3]}
+
+
+def test_cov_matrix_and_cholesky_factor_cov_match_stan(tmp_path):
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*write(tmp_path, COVARIANCE, COVARIANCE_DATA))
+    families = {p.name: p.dist.family for p in found.model.params}
+    assert families == {"mu": "normal", "Sigma": "flat_cov_matrix", "Lc": "flat_cholesky_factor_cov",
+                        "Lk": "flat_cholesky_factor_cov"}
+    assert found.model["Sigma"].dims == ("K", "K_col")
+    result = check_translation(found)
+    assert result.points == 20 and result.max_rel_error <= 1e-8
+
+
+def test_a_cholesky_factor_cov_of_more_rows_than_columns_is_named_with_its_line(tmp_path):
+    program = COVARIANCE.replace("cholesky_factor_cov[K, K] Lk;", "cholesky_factor_cov[K + 1, K] Lk;") \
+        .replace("  y ~ multi_normal_cholesky(mu, Lk);\n", "")
+    support = check_support(*write(tmp_path, program, COVARIANCE_DATA))
+    assert (support.line, support.construct) == (
+        11, "a cholesky_factor_cov of more rows than columns (Lk) is not supported for PyMC and NumPyro")
+
 #: dirichlet on a simplex (~ and target += dirichlet_lpdf), categorical_logit with one vector
 #: of logits per row (a row of x * beta, transposed) and categorical with one simplex per row
 #: (a row of a matrix of softmax-like probabilities built from a simplex).

@@ -195,22 +195,27 @@ def test_categorical_matches_stan(tmp_path):
 
 
 def test_a_still_unsupported_type_is_named_with_its_line(tmp_path):
-    program = MIXTURE.replace("  simplex[3] w;\n", "  simplex[3] w;\n  cov_matrix[2] S;\n")
+    program = MIXTURE.replace("  simplex[3] w;\n", "  simplex[3] w;\n  unit_vector[2] S;\n")
     path, data = _write(tmp_path, program, MIXTURE_DATA)
     support = check_support(path, data)
     assert (support.line, support.construct) == (
-        9, "the parameter type cov_matrix (S) is not supported for PyMC and NumPyro")
-    with pytest.raises(UserError, match=r"line 9: the parameter type cov_matrix \(S\) is not supported for PyMC "
+        9, "the parameter type unit_vector (S) is not supported for PyMC and NumPyro")
+    with pytest.raises(UserError, match=r"line 9: the parameter type unit_vector \(S\) is not supported for PyMC "
                        r"and NumPyro \(`--backends stan` still runs the program as it is\)"):
         stan_program(path, data)
 
 
 def test_truncation_of_parameters_is_named_with_its_line(tmp_path):
-    """T[L, U] whose normalising term reads parameters (it needs the family's cdf of them)."""
+    """T[L, U] whose normalising term reads parameters needs the family's cdf of them: a
+    family without one in closed form is named (normal and exponential have one:
+    test_stan_multivariate.py)."""
     program = CATEGORICAL.replace("  u ~ cauchy(0, 3) T[, 4];", "  u ~ cauchy(s, 3) T[, 4];")
     support = check_support(*_write(tmp_path, program, CATEGORICAL_DATA))
     assert (support.line, support.construct) == (
-        16, "truncation T[,] whose bounds or arguments depend on parameters is not supported for PyMC and NumPyro")
+        16, "cauchy_lcdf of parameters is not supported for PyMC and NumPyro (only the cdfs of normal, exponential)")
+    program = CATEGORICAL.replace("  u ~ cauchy(0, 3) T[, 4];", "  u ~ normal(s, 3) T[, 4];")
+    support = check_support(*_write(tmp_path, program, CATEGORICAL_DATA))
+    assert support.line == 16 and support.construct.startswith("normal_lcdf of parameters")
 
 
 def test_lupdf_inside_an_expression_is_named_with_its_line(tmp_path):

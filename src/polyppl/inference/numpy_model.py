@@ -243,6 +243,8 @@ _LOGPDF: dict[str, Callable[..., np.ndarray]] = {
     "flat_upper": lambda x, upper: np.where(x <= upper, 0.0, -np.inf),
     "flat_interval": lambda x, lower, upper: np.where((x >= lower) & (x <= upper), 0.0, -np.inf),
     "flat_corr_cholesky": lambda x: np.zeros(np.shape(x)[:-2]),
+    "flat_cholesky_factor_cov": lambda x: np.zeros(np.shape(x)[:-2]),
+    "flat_cov_matrix": lambda x: np.zeros(np.shape(x)[:-2]),
     "flat_affine": lambda x, offset, multiplier: np.zeros(np.broadcast_shapes(np.shape(x), np.shape(offset),
                                                                               np.shape(multiplier))),
 }
@@ -258,6 +260,22 @@ def _stick_breaking(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([left[..., :-1] * z, left[..., -1:]], axis=-1)
     log_jacobian = np.sum(np.log(left[..., :-1]) + special.log_expit(adjusted) + special.log_expit(-adjusted), axis=-1)
     return x, log_jacobian
+
+
+def _cholesky_factor_cov(z: np.ndarray, covariance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Stan's ``cholesky_factor_constrain`` (K (K + 1) / 2 values: the lower triangle row by
+    row, each diagonal element as its log), and for a covariance matrix ``cov_matrix_constrain``
+    (L L^T, log Jacobian K log 2 + sum_k (K - k + 2) log L_kk, k from 1), with the log Jacobian."""
+    k = int(round((np.sqrt(1 + 8 * z.shape[-1]) - 1) / 2))
+    rows, cols = np.tril_indices(k)
+    on_diagonal = rows == cols
+    value = np.zeros(z.shape[:-1] + (k, k))
+    value[..., rows, cols] = np.where(on_diagonal, np.exp(z), z)
+    log_diagonal = z[..., on_diagonal]
+    if not covariance:
+        return value, np.sum(log_diagonal, axis=-1)
+    weights = k - np.arange(k) + 1.0
+    return value @ np.swapaxes(value, -1, -2), k * np.log(2.0) + np.sum(weights * log_diagonal, axis=-1)
 
 
 def constrain(family: str, z: np.ndarray, args: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +296,8 @@ def constrain(family: str, z: np.ndarray, args: Mapping[str, np.ndarray]) -> tup
         left = np.cumprod(1.0 - w**2, axis=-1)
         left = np.concatenate([np.ones(left.shape[:-1] + (1,)), left[..., :-1]], axis=-1)[..., rows, cols]
         return value, np.sum(np.log1p(-partial**2), axis=-1) + 0.5 * np.sum(np.log(left[..., cols > 0]), axis=-1)
+    if support in ("cholesky_factor_cov", "cov_matrix"):
+        return _cholesky_factor_cov(z, support == "cov_matrix")
     if support == "ordered":
         return np.cumsum(np.concatenate([z[..., :1], np.exp(z[..., 1:])], axis=-1), axis=-1), np.sum(z[..., 1:], axis=-1)
     if support == "positive_ordered":

@@ -14,7 +14,7 @@ from typing import Literal
 from polyppl.spec.expr import Const, Expr, ExprLike, LogPdf, as_expr
 
 Support = Literal["real", "positive", "unit", "interval", "count", "binary", "corr_cholesky",
-                  "ordered", "positive_ordered", "simplex", "lower_bounded", "upper_bounded", "bounded", "affine"]
+                  "cholesky_factor_cov", "cov_matrix", "ordered", "positive_ordered", "simplex", "lower_bounded", "upper_bounded", "bounded", "affine"]
 #: What an argument must be: any real, positive, in [0, 1], a whole number >= 0.
 Constraint = Literal["real", "positive", "unit", "count"]
 
@@ -82,10 +82,16 @@ FAMILIES: dict[str, Family] = {
     # The Cholesky factor of a correlation matrix (Stan's ``cholesky_factor_corr``), through
     # the transform LKJCholesky is sampled through.
     "flat_corr_cholesky": Family((), "corr_cholesky", improper=True, event_dims=2),
+    # The Cholesky factor of a covariance matrix (Stan's ``cholesky_factor_cov[K]``: lower
+    # triangular, positive diagonal) and a covariance matrix (``cov_matrix[K]``), each from
+    # K (K + 1) / 2 unconstrained values: the lower triangle row by row, the diagonal as its log.
+    "flat_cholesky_factor_cov": Family((), "cholesky_factor_cov", improper=True, event_dims=2),
+    "flat_cov_matrix": Family((), "cov_matrix", improper=True, event_dims=2),
 }
 #: The families above: flat on a constrained type, through Stan's transform of that type.
 CONSTRAINED_FLAT = frozenset({"flat_ordered", "flat_positive_ordered", "flat_simplex", "flat_lower", "flat_upper",
-                              "flat_interval", "flat_affine", "flat_corr_cholesky"})
+                              "flat_interval", "flat_affine", "flat_corr_cholesky",
+                              "flat_cholesky_factor_cov", "flat_cov_matrix"})
 
 _CHECKS = {
     "real": (lambda v: not math.isnan(v), "a number"),
@@ -221,6 +227,20 @@ def FlatCorrCholesky() -> Dist:
     the tanh of each a canonical partial correlation. Two dims of the same size (a dim and
     its :func:`~polyppl.spec.column_dim`)."""
     return _dist("flat_corr_cholesky")
+
+
+def FlatCholeskyFactorCov() -> Dist:
+    """Flat on the lower triangular K x K matrices with a positive diagonal (Stan's
+    ``cholesky_factor_cov[K]``): K (K + 1) / 2 unconstrained values, the lower triangle row by
+    row with the log of each diagonal element."""
+    return _dist("flat_cholesky_factor_cov")
+
+
+def FlatCovMatrix() -> Dist:
+    """Flat on the K x K covariance matrices (Stan's ``cov_matrix[K]``): ``L @ L.T`` of the
+    Cholesky factor ``L`` that FlatCholeskyFactorCov samples, with Stan's log Jacobian
+    ``K log 2 + sum_k (K - k + 2) log L_kk`` (k from 1)."""
+    return _dist("flat_cov_matrix")
 
 
 def Binomial(n: ExprLike, p: ExprLike) -> Dist:

@@ -404,6 +404,9 @@ def unconstrained_shape(param: Param, dataset: Dataset) -> tuple[int, ...]:
         return (k * (k - 1) // 2,)
     if param.support == "simplex":
         return (shape[0] - 1,)
+    if param.support in ("cholesky_factor_cov", "cov_matrix"):
+        k = shape[0]
+        return (k * (k + 1) // 2,)
     return shape
 
 

@@ -31,7 +31,9 @@ from numpyro.infer import MCMC, NUTS, init_to_uniform  # noqa: E402
 from numpyro.infer.util import constrain_fn, potential_energy  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
-from polyppl.backends.numpyro.stan_transforms import AffineConstraint, stan_positive_ordered  # noqa: E402
+from polyppl.backends.numpyro.stan_transforms import (  # noqa: E402
+    AffineConstraint, stan_cholesky_factor_cov, stan_cov_matrix, stan_positive_ordered,
+)
 
 #: NumPyro has no default optimiser for SVI; Adam with this step size, as in NumPyro's examples.
 ADAM_STEP_SIZE = 0.01
@@ -115,6 +117,8 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "flat_positive_ordered": lambda shape: dist.ImproperUniform(stan_positive_ordered, shape[:-1], shape[-1:]),
     "flat_simplex": lambda shape: dist.ImproperUniform(constraints.simplex, shape[:-1], shape[-1:]),
     "flat_corr_cholesky": lambda shape: dist.ImproperUniform(constraints.corr_cholesky, shape[:-2], shape[-2:]),
+    "flat_cholesky_factor_cov": lambda shape: dist.ImproperUniform(stan_cholesky_factor_cov, shape[:-2], shape[-2:]),
+    "flat_cov_matrix": lambda shape: dist.ImproperUniform(stan_cov_matrix, shape[:-2], shape[-2:]),
     "flat_lower": lambda shape, lower: dist.ImproperUniform(constraints.greater_than(lower), shape, ()),
     "flat_upper": lambda shape, upper: dist.ImproperUniform(constraints.less_than(upper), shape, ()),
     "flat_interval": lambda shape, lower, upper: dist.ImproperUniform(constraints.interval(lower, upper), shape, ()),

@@ -62,6 +62,104 @@ class AffineConstraint(constraints.Constraint):
         return (self.offset, self.multiplier), (("offset", "multiplier"), dict())
 
 
+class _StanCholeskyFactorCov(constraints._SingletonConstraint):
+    """Lower triangular square matrices with a positive diagonal (Stan's
+    ``cholesky_factor_cov[K]``), sampled as Stan samples them."""
+
+    event_dim = 2
+
+    def __call__(self, x):
+        lower = jnp.all(jnp.triu(x, 1) == 0, axis=(-2, -1))
+        return jnp.logical_and(lower, jnp.all(jnp.diagonal(x, axis1=-2, axis2=-1) > 0, axis=-1))
+
+    def feasible_like(self, prototype):
+        return jnp.broadcast_to(jnp.eye(prototype.shape[-1]), prototype.shape)
+
+
+class _StanCovMatrix(constraints._SingletonConstraint):
+    """Covariance matrices (Stan's ``cov_matrix[K]``), sampled as Stan samples them."""
+
+    event_dim = 2
+
+    def __call__(self, x):
+        return constraints.positive_definite(x)
+
+    def feasible_like(self, prototype):
+        return jnp.broadcast_to(jnp.eye(prototype.shape[-1]), prototype.shape)
+
+
+stan_cholesky_factor_cov = _StanCholeskyFactorCov()
+stan_cov_matrix = _StanCovMatrix()
+
+
+def _size(m: int) -> int:
+    """K from K (K + 1) / 2."""
+    return int(round(((1 + 8 * m) ** 0.5 - 1) / 2))
+
+
+class StanCholeskyFactorCovTransform(ParameterFreeTransform):
+    """Stan's ``cholesky_factor_constrain`` (K x K): the lower triangle row by row from
+    K (K + 1) / 2 values, each diagonal element the exp of its value; log Jacobian the sum of
+    the diagonal's values. ``StanCovMatrixTransform``: L L^T (``cov_matrix_constrain``)."""
+
+    domain = constraints.real_vector
+    codomain = stan_cholesky_factor_cov
+
+    def _lower(self, x):
+        k = _size(x.shape[-1])
+        rows, cols = jnp.tril_indices(k)
+        diagonal = rows == cols
+        entries = jnp.where(diagonal, jnp.exp(x), x)
+        return jnp.zeros(x.shape[:-1] + (k, k)).at[..., rows, cols].set(entries)
+
+    def __call__(self, x):
+        return self._lower(x)
+
+    def _inverse(self, y):
+        k = y.shape[-1]
+        rows, cols = jnp.tril_indices(k)
+        entries = y[..., rows, cols]
+        return jnp.where(rows == cols, jnp.log(entries), entries)
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        k = _size(x.shape[-1])
+        rows, cols = jnp.tril_indices(k)
+        return jnp.sum(jnp.where(rows == cols, x, 0.0), axis=-1)
+
+    def forward_shape(self, shape):
+        return shape[:-1] + (_size(shape[-1]),) * 2
+
+    def inverse_shape(self, shape):
+        return shape[:-2] + (shape[-1] * (shape[-1] + 1) // 2,)
+
+
+class StanCovMatrixTransform(StanCholeskyFactorCovTransform):
+    codomain = stan_cov_matrix
+
+    def __call__(self, x):
+        lower = self._lower(x)
+        return lower @ jnp.swapaxes(lower, -1, -2)
+
+    def _inverse(self, y):
+        return super()._inverse(jnp.linalg.cholesky(y))
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        k = _size(x.shape[-1])
+        rows, cols = jnp.tril_indices(k)
+        weights = jnp.where(rows == cols, k - rows + 1.0, 0.0)
+        return k * jnp.log(2.0) + jnp.sum(weights * x, axis=-1)
+
+
+@biject_to.register(_StanCholeskyFactorCov)
+def _cholesky_factor_cov(constraint):
+    return StanCholeskyFactorCovTransform()
+
+
+@biject_to.register(_StanCovMatrix)
+def _cov_matrix(constraint):
+    return StanCovMatrixTransform()
+
+
 @biject_to.register(_StanPositiveOrdered)
 def _positive_ordered(constraint):
     return StanPositiveOrderedTransform()

@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from polyppl.backends.beta_binomial_math import pytensor_beta_binomial_logpmf
-from polyppl.backends.pymc.corr_cholesky import flat_corr_cholesky, lkj_corr_cholesky
+from polyppl.backends.pymc.corr_cholesky import flat_cholesky_factor_cov, flat_corr_cholesky, lkj_corr_cholesky
 from polyppl.backends.pymc.stan_transforms import FAMILIES as CONSTRAINED_FLAT
 from polyppl.backends.pymc.stan_transforms import constrained_flat
 from polyppl.inference.draws import STAT_NAMES, Approximation, Draws, LogDensity, Timings, split_by_gradients, stopwatch
@@ -160,6 +160,9 @@ def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **
         return lkj_corr_cholesky(name, evaluate(dist.kwargs["eta"], env, FUNCTIONS), k, dims)
     if dist.family == "flat_corr_cholesky":
         return flat_corr_cholesky(name, len(pm.modelcontext(None).coords[dims[0]]), dims)
+    if dist.family in ("flat_cholesky_factor_cov", "flat_cov_matrix"):
+        return flat_cholesky_factor_cov(name, len(pm.modelcontext(None).coords[dims[0]]),
+                                        dist.family == "flat_cov_matrix", dims)
     if dist.family in CONSTRAINED_FLAT:
         k = len(pm.modelcontext(None).coords[dims[0]]) if dist.info.event_dims else None
         return constrained_flat(name, dist.family, [evaluate(e, env, FUNCTIONS) for _, e in dist.args], dims, k)

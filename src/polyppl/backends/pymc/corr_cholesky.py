@@ -61,6 +61,51 @@ class CholeskyCorrTransform(Transform):
         return pt.sum(pt.log1p(-(z**2))) + 0.5 * pt.sum(pt.log(left[self.cols > 0]))
 
 
+class CholeskyFactorCovTransform(Transform):
+    """Stan's transform of a K x K Cholesky factor of a covariance matrix
+    (``cholesky_factor_constrain``): K (K + 1) / 2 unconstrained values, the lower triangle
+    row by row, each diagonal element the exp of its value; log Jacobian the sum of the
+    diagonal's values. With ``covariance``, the matrix L L^T (``cov_matrix_constrain``), log
+    Jacobian K log 2 + sum_k (K - k + 2) log L_kk (k from 1)."""
+
+    name = "cholesky_factor_cov"
+
+    def __init__(self, k: int, covariance: bool) -> None:
+        self.k, self.covariance = k, covariance
+        self.rows, self.cols = np.tril_indices(k)
+        self.diagonal = np.flatnonzero(self.rows == self.cols)
+
+    def backward(self, value, *inputs):
+        entries = pt.set_subtensor(value[self.diagonal], pt.exp(value[self.diagonal]))
+        lower = pt.set_subtensor(pt.zeros((self.k, self.k))[self.rows, self.cols], entries)
+        return lower @ lower.T if self.covariance else lower
+
+    def forward(self, value, *inputs):
+        lower = pt.linalg.cholesky(value, lower=True) if self.covariance else value
+        entries = lower[self.rows, self.cols]
+        return pt.set_subtensor(entries[self.diagonal], pt.log(entries[self.diagonal]))
+
+    def log_jac_det(self, value, *inputs):
+        log_diagonal = value[self.diagonal]
+        if not self.covariance:
+            return pt.sum(log_diagonal)
+        weights = self.k - np.arange(self.k) + 1.0
+        return self.k * np.log(2.0) + pt.sum(weights * log_diagonal)
+
+
+def flat_cholesky_factor_cov(name: str, k: int, covariance: bool, dims: tuple[str, ...]) -> pt.TensorVariable:
+    """A K x K Cholesky factor of a covariance matrix (or, with ``covariance``, a covariance
+    matrix), flat, through Stan's transform; its initial value is the identity."""
+    return pm.CustomDist(
+        name, np.eye(k),
+        logp=lambda value, identity: pt.zeros(()),
+        support_point=lambda rv, size, identity: identity,
+        signature="(k,k)->(k,k)",
+        transform=CholeskyFactorCovTransform(k, covariance),
+        dims=dims,
+    )
+
+
 def _logp(value, eta):
     """Stan's ``lkj_corr_cholesky_lpdf`` without its normalising constant (which ``~`` drops
     too): sum over rows k = 2..K of (K - k + 2 eta - 2) log L_kk."""

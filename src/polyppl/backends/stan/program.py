@@ -318,8 +318,9 @@ _BOUND_ARGS = {"flat_lower": (("lower", "lower"),), "flat_upper": (("upper", "up
 
 
 def _param_declaration(writer: _ExprWriter, param: Param) -> str:
-    if param.support == "corr_cholesky":
-        return f"cholesky_factor_corr[{dim_size_name(param.dims[0])}] {param.name}"
+    if param.support in ("corr_cholesky", "cholesky_factor_cov", "cov_matrix"):
+        stan_type = {"corr_cholesky": "cholesky_factor_corr"}.get(param.support, param.support)
+        return f"{stan_type}[{dim_size_name(param.dims[0])}] {param.name}"
     if param.dist.family in _VECTOR_TYPES:
         return f"{_VECTOR_TYPES[param.dist.family]}[{dim_size_name(param.dims[0])}] {param.name}"
     if param.dist.family in _BOUND_ARGS:

@@ -26,7 +26,8 @@ from polyppl.models.stan_program.parse import Decl, StanExpr, StanType
 #: Stan's vector types -> the spec family flat on them.
 VECTOR_TYPES = {"ordered": s.FlatOrdered, "positive_ordered": s.FlatPositiveOrdered, "simplex": s.FlatSimplex}
 #: Stan's square matrix types -> the spec family flat on them (dims: K and its column dim).
-MATRIX_TYPES = {"cholesky_factor_corr": s.FlatCorrCholesky}
+MATRIX_TYPES = {"cholesky_factor_corr": s.FlatCorrCholesky, "cholesky_factor_cov": s.FlatCholeskyFactorCov,
+                "cov_matrix": s.FlatCovMatrix}
 #: The parameter types the lowering takes: these and real, vector, row_vector, matrix.
 PARAMETER_TYPES = frozenset({"real", "vector", "row_vector", "matrix"}) | frozenset(VECTOR_TYPES) \
     | frozenset(MATRIX_TYPES)
@@ -59,6 +60,9 @@ def constrained_dist(decl: Decl, constant: Callable[[StanExpr], object | None],
         if stan_type.array_sizes:
             raise Unsupported(decl.line, f"an array of {stan_type.base} ({decl.name}) is not supported for "
                               "PyMC and NumPyro")
+        if len(stan_type.shape) == 2 and constant(stan_type.shape[0]) != constant(stan_type.shape[1]):
+            raise Unsupported(decl.line, f"a {stan_type.base} of more rows than columns ({decl.name}) is not "
+                              "supported for PyMC and NumPyro")
         return MATRIX_TYPES[stan_type.base]()
     if stan_type.base in VECTOR_TYPES:
         if stan_type.bounds:
