@@ -84,9 +84,9 @@ def test_varying_slopes_with_cholesky_factor_corr_match_stan(tmp_path):
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
 
-#: cov_matrix and cholesky_factor_cov[K] parameters (flat, through Stan's transforms, Jacobians
+#: cov_matrix, corr_matrix and cholesky_factor_cov[K] parameters (flat, through Stan's transforms, Jacobians
 #: included), under multi_normal and multi_normal_cholesky of an array of vectors and of one
-#: vector, with an expression of them in generated quantities.
+#: vector (a covariance quad_form_diag(Omega, tau)), with an expression of them in generated quantities.
 COVARIANCE = """data {
   int<lower=1> J;
   int<lower=1> K;
@@ -98,10 +98,14 @@ parameters {
   cov_matrix[K] Sigma;
   cholesky_factor_cov[K] Lc;
   cholesky_factor_cov[K, K] Lk;
+  corr_matrix[K] Omega;
+  vector<lower=0>[K] tau;
 }
 model {
   mu ~ normal(0, 2);
+  tau ~ normal(0, 1);
   y ~ multi_normal(mu, Sigma);
+  y1 ~ multi_normal(mu, quad_form_diag(Omega, tau));
   y1 ~ multi_normal_cholesky(mu, Lc);
   y ~ multi_normal_cholesky(mu, Lk);
 }
@@ -119,7 +123,7 @@ def test_cov_matrix_and_cholesky_factor_cov_match_stan(tmp_path):
     found = stan_program(*write(tmp_path, COVARIANCE, COVARIANCE_DATA))
     families = {p.name: p.dist.family for p in found.model.params}
     assert families == {"mu": "normal", "Sigma": "flat_cov_matrix", "Lc": "flat_cholesky_factor_cov",
-                        "Lk": "flat_cholesky_factor_cov"}
+                        "Lk": "flat_cholesky_factor_cov", "Omega": "flat_corr_matrix", "tau": "half_normal"}
     assert found.model["Sigma"].dims == ("K", "K_col")
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8

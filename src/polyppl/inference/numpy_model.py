@@ -245,6 +245,7 @@ _LOGPDF: dict[str, Callable[..., np.ndarray]] = {
     "flat_corr_cholesky": lambda x: np.zeros(np.shape(x)[:-2]),
     "flat_cholesky_factor_cov": lambda x: np.zeros(np.shape(x)[:-2]),
     "flat_cov_matrix": lambda x: np.zeros(np.shape(x)[:-2]),
+    "flat_corr_matrix": lambda x: np.zeros(np.shape(x)[:-2]),
     "flat_affine": lambda x, offset, multiplier: np.zeros(np.broadcast_shapes(np.shape(x), np.shape(offset),
                                                                               np.shape(multiplier))),
 }
@@ -260,6 +261,29 @@ def _stick_breaking(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([left[..., :-1] * z, left[..., -1:]], axis=-1)
     log_jacobian = np.sum(np.log(left[..., :-1]) + special.log_expit(adjusted) + special.log_expit(-adjusted), axis=-1)
     return x, log_jacobian
+
+
+def corr_matrix_positions(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, column) of each partial correlation of a K x K correlation matrix in Stan's
+    ``read_corr_L`` order: below the diagonal, column by column."""
+    columns, rows = np.triu_indices(k, 1)
+    return rows, columns
+
+
+def _corr_matrix(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stan's ``corr_matrix_constrain``: the tanh of each value a partial correlation, placed
+    column by column below the diagonal, L by signed stick-breaking of each row, L L^T; log
+    Jacobian sum(log(1 - r^2)) + 0.5 sum over columns c (from 0) of (K - c - 2) log(1 - r^2)."""
+    k = int(round((1 + np.sqrt(1 + 8 * z.shape[-1])) / 2))
+    rows, columns = corr_matrix_positions(k)
+    partial = np.tanh(z)
+    w = np.zeros(z.shape[:-1] + (k, k))
+    w[..., rows, columns] = partial
+    left = np.cumprod(1.0 - w**2, axis=-1)
+    left = np.concatenate([np.ones(left.shape[:-1] + (1,)), left[..., :-1]], axis=-1)
+    lower = (w + np.eye(k)) * np.sqrt(left)
+    weights = 1.0 + 0.5 * (k - columns - 2)
+    return lower @ np.swapaxes(lower, -1, -2), np.sum(weights * np.log1p(-partial**2), axis=-1)
 
 
 def _cholesky_factor_cov(z: np.ndarray, covariance: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +320,8 @@ def constrain(family: str, z: np.ndarray, args: Mapping[str, np.ndarray]) -> tup
         left = np.cumprod(1.0 - w**2, axis=-1)
         left = np.concatenate([np.ones(left.shape[:-1] + (1,)), left[..., :-1]], axis=-1)[..., rows, cols]
         return value, np.sum(np.log1p(-partial**2), axis=-1) + 0.5 * np.sum(np.log(left[..., cols > 0]), axis=-1)
+    if support == "corr_matrix":
+        return _corr_matrix(z)
     if support in ("cholesky_factor_cov", "cov_matrix"):
         return _cholesky_factor_cov(z, support == "cov_matrix")
     if support == "ordered":

@@ -14,7 +14,7 @@ from typing import Literal
 from polyppl.spec.expr import Const, Expr, ExprLike, LogPdf, as_expr
 
 Support = Literal["real", "positive", "unit", "interval", "count", "binary", "corr_cholesky",
-                  "cholesky_factor_cov", "cov_matrix", "ordered", "positive_ordered", "simplex", "lower_bounded", "upper_bounded", "bounded", "affine"]
+                  "cholesky_factor_cov", "cov_matrix", "corr_matrix", "ordered", "positive_ordered", "simplex", "lower_bounded", "upper_bounded", "bounded", "affine"]
 #: What an argument must be: any real, positive, in [0, 1], a whole number >= 0.
 Constraint = Literal["real", "positive", "unit", "count"]
 
@@ -87,11 +87,14 @@ FAMILIES: dict[str, Family] = {
     # K (K + 1) / 2 unconstrained values: the lower triangle row by row, the diagonal as its log.
     "flat_cholesky_factor_cov": Family((), "cholesky_factor_cov", improper=True, event_dims=2),
     "flat_cov_matrix": Family((), "cov_matrix", improper=True, event_dims=2),
+    # A correlation matrix (``corr_matrix[K]``): L L^T of a Cholesky factor built from
+    # K (K - 1) / 2 partial correlations (tanh), read column by column.
+    "flat_corr_matrix": Family((), "corr_matrix", improper=True, event_dims=2),
 }
 #: The families above: flat on a constrained type, through Stan's transform of that type.
 CONSTRAINED_FLAT = frozenset({"flat_ordered", "flat_positive_ordered", "flat_simplex", "flat_lower", "flat_upper",
                               "flat_interval", "flat_affine", "flat_corr_cholesky",
-                              "flat_cholesky_factor_cov", "flat_cov_matrix"})
+                              "flat_cholesky_factor_cov", "flat_cov_matrix", "flat_corr_matrix"})
 
 _CHECKS = {
     "real": (lambda v: not math.isnan(v), "a number"),
@@ -241,6 +244,14 @@ def FlatCovMatrix() -> Dist:
     Cholesky factor ``L`` that FlatCholeskyFactorCov samples, with Stan's log Jacobian
     ``K log 2 + sum_k (K - k + 2) log L_kk`` (k from 1)."""
     return _dist("flat_cov_matrix")
+
+
+def FlatCorrMatrix() -> Dist:
+    """Flat on the K x K correlation matrices (Stan's ``corr_matrix[K]``): ``L @ L.T`` with
+    ``L`` built from K (K - 1) / 2 canonical partial correlations, the tanh of unconstrained
+    values read column by column below the diagonal (Stan's ``read_corr_L``), and Stan's log
+    Jacobian."""
+    return _dist("flat_corr_matrix")
 
 
 def Binomial(n: ExprLike, p: ExprLike) -> Dist:

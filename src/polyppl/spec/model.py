@@ -399,7 +399,7 @@ def unconstrained_shape(param: Param, dataset: Dataset) -> tuple[int, ...]:
     shape, except for the Cholesky factor of a K x K correlation matrix, which has
     K (K - 1) / 2 free values (below the diagonal, row by row)."""
     shape = dataset.shape(param.dims)
-    if param.support == "corr_cholesky":
+    if param.support in ("corr_cholesky", "corr_matrix"):
         k = shape[0]
         return (k * (k - 1) // 2,)
     if param.support == "simplex":

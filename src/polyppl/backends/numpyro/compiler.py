@@ -32,7 +32,7 @@ from numpyro.infer.util import constrain_fn, potential_energy  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from polyppl.backends.numpyro.stan_transforms import (  # noqa: E402
-    AffineConstraint, stan_cholesky_factor_cov, stan_cov_matrix, stan_positive_ordered,
+    AffineConstraint, stan_cholesky_factor_cov, stan_corr_matrix, stan_cov_matrix, stan_positive_ordered,
 )
 
 #: NumPyro has no default optimiser for SVI; Adam with this step size, as in NumPyro's examples.
@@ -119,6 +119,7 @@ DISTRIBUTIONS: dict[str, Callable[..., dist.Distribution]] = {
     "flat_corr_cholesky": lambda shape: dist.ImproperUniform(constraints.corr_cholesky, shape[:-2], shape[-2:]),
     "flat_cholesky_factor_cov": lambda shape: dist.ImproperUniform(stan_cholesky_factor_cov, shape[:-2], shape[-2:]),
     "flat_cov_matrix": lambda shape: dist.ImproperUniform(stan_cov_matrix, shape[:-2], shape[-2:]),
+    "flat_corr_matrix": lambda shape: dist.ImproperUniform(stan_corr_matrix, shape[:-2], shape[-2:]),
     "flat_lower": lambda shape, lower: dist.ImproperUniform(constraints.greater_than(lower), shape, ()),
     "flat_upper": lambda shape, upper: dist.ImproperUniform(constraints.less_than(upper), shape, ()),
     "flat_interval": lambda shape, lower, upper: dist.ImproperUniform(constraints.interval(lower, upper), shape, ()),

@@ -88,6 +88,19 @@ class _StanCovMatrix(constraints._SingletonConstraint):
         return jnp.broadcast_to(jnp.eye(prototype.shape[-1]), prototype.shape)
 
 
+class _StanCorrMatrix(constraints._SingletonConstraint):
+    """Correlation matrices (Stan's ``corr_matrix[K]``), sampled as Stan samples them."""
+
+    event_dim = 2
+
+    def __call__(self, x):
+        return constraints.corr_matrix(x)
+
+    def feasible_like(self, prototype):
+        return jnp.broadcast_to(jnp.eye(prototype.shape[-1]), prototype.shape)
+
+
+stan_corr_matrix = _StanCorrMatrix()
 stan_cholesky_factor_cov = _StanCholeskyFactorCov()
 stan_cov_matrix = _StanCovMatrix()
 
@@ -148,6 +161,60 @@ class StanCovMatrixTransform(StanCholeskyFactorCovTransform):
         rows, cols = jnp.tril_indices(k)
         weights = jnp.where(rows == cols, k - rows + 1.0, 0.0)
         return k * jnp.log(2.0) + jnp.sum(weights * x, axis=-1)
+
+
+def _corr_size(m: int) -> int:
+    """K from K (K - 1) / 2."""
+    return int(round((1 + (1 + 8 * m) ** 0.5) / 2))
+
+
+class StanCorrMatrixTransform(ParameterFreeTransform):
+    """Stan's ``corr_matrix_constrain``: the tanh of K (K - 1) / 2 values, placed column by
+    column below the diagonal (``read_corr_L``), L by the signed stick-breaking of each row,
+    L L^T; log Jacobian sum(log(1 - r^2)) plus 0.5 (K - c - 2) log(1 - r^2) for each value of
+    column c (from 0)."""
+
+    domain = constraints.real_vector
+    codomain = stan_corr_matrix
+
+    @staticmethod
+    def _positions(k: int):
+        columns, rows = jnp.triu_indices(k, 1)
+        return rows, columns
+
+    def __call__(self, x):
+        k = _corr_size(x.shape[-1])
+        rows, columns = self._positions(k)
+        w = jnp.zeros(x.shape[:-1] + (k, k)).at[..., rows, columns].set(jnp.tanh(x))
+        left = jnp.cumprod(1.0 - w**2, axis=-1)
+        left = jnp.concatenate([jnp.ones_like(left[..., :1]), left[..., :-1]], axis=-1)
+        lower = (w + jnp.eye(k)) * jnp.sqrt(left)
+        return lower @ jnp.swapaxes(lower, -1, -2)
+
+    def _inverse(self, y):
+        k = y.shape[-1]
+        rows, columns = self._positions(k)
+        lower = jnp.linalg.cholesky(y)
+        used = jnp.cumsum(lower**2, axis=-1)
+        left = jnp.concatenate([jnp.ones_like(used[..., :1]), 1.0 - used[..., :-1]], axis=-1)
+        return jnp.arctanh(lower[..., rows, columns] / jnp.sqrt(left[..., rows, columns]))
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        k = _corr_size(x.shape[-1])
+        _, columns = self._positions(k)
+        weights = 1.0 + 0.5 * (k - columns - 2)
+        return jnp.sum(weights * jnp.log1p(-jnp.tanh(x) ** 2), axis=-1)
+
+    def forward_shape(self, shape):
+        return shape[:-1] + (_corr_size(shape[-1]),) * 2
+
+    def inverse_shape(self, shape):
+        return shape[:-2] + (shape[-1] * (shape[-1] - 1) // 2,)
+
+
+@biject_to.register(_StanCorrMatrix)
+def _corr_matrix(constraint):
+    return StanCorrMatrixTransform()
 
 
 @biject_to.register(_StanCholeskyFactorCov)

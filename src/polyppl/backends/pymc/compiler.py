@@ -12,7 +12,9 @@ from typing import Mapping
 import numpy as np
 
 from polyppl.backends.beta_binomial_math import pytensor_beta_binomial_logpmf
-from polyppl.backends.pymc.corr_cholesky import flat_cholesky_factor_cov, flat_corr_cholesky, lkj_corr_cholesky
+from polyppl.backends.pymc.corr_cholesky import (
+    flat_cholesky_factor_cov, flat_corr_cholesky, flat_corr_matrix, lkj_corr_cholesky,
+)
 from polyppl.backends.pymc.stan_transforms import FAMILIES as CONSTRAINED_FLAT
 from polyppl.backends.pymc.stan_transforms import constrained_flat
 from polyppl.inference.draws import STAT_NAMES, Approximation, Draws, LogDensity, Timings, split_by_gradients, stopwatch
@@ -160,6 +162,8 @@ def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **
         return lkj_corr_cholesky(name, evaluate(dist.kwargs["eta"], env, FUNCTIONS), k, dims)
     if dist.family == "flat_corr_cholesky":
         return flat_corr_cholesky(name, len(pm.modelcontext(None).coords[dims[0]]), dims)
+    if dist.family == "flat_corr_matrix":
+        return flat_corr_matrix(name, len(pm.modelcontext(None).coords[dims[0]]), dims)
     if dist.family in ("flat_cholesky_factor_cov", "flat_cov_matrix"):
         return flat_cholesky_factor_cov(name, len(pm.modelcontext(None).coords[dims[0]]),
                                         dist.family == "flat_cov_matrix", dims)

@@ -106,6 +106,47 @@ def flat_cholesky_factor_cov(name: str, k: int, covariance: bool, dims: tuple[st
     )
 
 
+class CorrMatrixTransform(Transform):
+    """Stan's transform of a K x K correlation matrix (``corr_matrix_constrain``): the tanh of
+    K (K - 1) / 2 values, placed column by column below the diagonal (``read_corr_L``), L by
+    the signed stick-breaking of each row, L L^T; log Jacobian sum(log(1 - r^2)) plus
+    0.5 (K - c - 2) log(1 - r^2) for each value of column c (from 0)."""
+
+    name = "corr_matrix"
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        columns, rows = np.triu_indices(k, 1)
+        self.rows, self.cols = rows, columns
+
+    def backward(self, value, *inputs):
+        w = pt.set_subtensor(pt.zeros((self.k, self.k))[self.rows, self.cols], pt.tanh(value))
+        lower = (w + pt.eye(self.k)) * pt.sqrt(_stick_left(w))
+        return lower @ lower.T
+
+    def forward(self, value, *inputs):
+        lower = pt.linalg.cholesky(value, lower=True)
+        used = pt.cumsum(lower**2, axis=-1)
+        left = pt.concatenate([pt.ones_like(used[..., :1]), 1.0 - used[..., :-1]], axis=-1)
+        return pt.arctanh(lower[self.rows, self.cols] / pt.sqrt(left[self.rows, self.cols]))
+
+    def log_jac_det(self, value, *inputs):
+        weights = 1.0 + 0.5 * (self.k - self.cols - 2)
+        return pt.sum(weights * pt.log1p(-pt.tanh(value) ** 2))
+
+
+def flat_corr_matrix(name: str, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:
+    """A K x K correlation matrix, flat, through Stan's transform; initially the identity."""
+    return pm.CustomDist(
+        name, np.eye(k),
+        logp=lambda value, identity: pt.zeros(()),
+        support_point=lambda rv, size, identity: identity,
+        signature="(k,k)->(k,k)",
+        transform=CorrMatrixTransform(k),
+        dims=dims,
+    )
+
+
 def _logp(value, eta):
     """Stan's ``lkj_corr_cholesky_lpdf`` without its normalising constant (which ``~`` drops
     too): sum over rows k = 2..K of (K - k + 2 eta - 2) log L_kk."""

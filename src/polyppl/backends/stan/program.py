@@ -318,7 +318,7 @@ _BOUND_ARGS = {"flat_lower": (("lower", "lower"),), "flat_upper": (("upper", "up
 
 
 def _param_declaration(writer: _ExprWriter, param: Param) -> str:
-    if param.support in ("corr_cholesky", "cholesky_factor_cov", "cov_matrix"):
+    if param.support in ("corr_cholesky", "cholesky_factor_cov", "cov_matrix", "corr_matrix"):
         stan_type = {"corr_cholesky": "cholesky_factor_corr"}.get(param.support, param.support)
         return f"{stan_type}[{dim_size_name(param.dims[0])}] {param.name}"
     if param.dist.family in _VECTOR_TYPES:

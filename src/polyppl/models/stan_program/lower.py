@@ -802,6 +802,13 @@ class Lowering:
         if name == "multiply_lower_tri_self_transpose" and len(args) == 1 and len(args[0].dims) == 2 \
                 and not args[0].nloop:
             return Sym(s.matmul(args[0].expr, s.transpose(args[0].expr)), args[0].dims[:1] * 2, "matrix")
+        if name in ("quad_form_diag", "diag_post_multiply") and len(args) == 2 and len(args[0].dims) == 2 \
+                and len(args[1].dims) == 1 and not args[0].nloop and not args[1].nloop:
+            # m diag(v) as (diag(v) m')'; quad_form_diag(m, v) = diag(v) m diag(v).
+            matrix, v = args[0].expr, args[1].expr
+            if name == "quad_form_diag":
+                matrix = s.diag_pre_multiply(v, matrix)
+            return Sym(s.transpose(s.diag_pre_multiply(v, s.transpose(matrix))), args[0].dims, "matrix")
         if name == "diag_pre_multiply" and len(args) == 2:
             return Sym(s.diag_pre_multiply(args[0].expr, args[1].expr), args[1].dims, "matrix")
         if name.endswith(_SUFFIXES) and expr.conditional:

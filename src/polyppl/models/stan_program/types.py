@@ -27,7 +27,7 @@ from polyppl.models.stan_program.parse import Decl, StanExpr, StanType
 VECTOR_TYPES = {"ordered": s.FlatOrdered, "positive_ordered": s.FlatPositiveOrdered, "simplex": s.FlatSimplex}
 #: Stan's square matrix types -> the spec family flat on them (dims: K and its column dim).
 MATRIX_TYPES = {"cholesky_factor_corr": s.FlatCorrCholesky, "cholesky_factor_cov": s.FlatCholeskyFactorCov,
-                "cov_matrix": s.FlatCovMatrix}
+                "cov_matrix": s.FlatCovMatrix, "corr_matrix": s.FlatCorrMatrix}
 #: The parameter types the lowering takes: these and real, vector, row_vector, matrix.
 PARAMETER_TYPES = frozenset({"real", "vector", "row_vector", "matrix"}) | frozenset(VECTOR_TYPES) \
     | frozenset(MATRIX_TYPES)
