@@ -86,7 +86,7 @@ def test_varying_slopes_with_cholesky_factor_corr_match_stan(tmp_path):
 
 #: cov_matrix, corr_matrix and cholesky_factor_cov[K] parameters (flat, through Stan's transforms, Jacobians
 #: included), under multi_normal and multi_normal_cholesky of an array of vectors and of one
-#: vector (a covariance quad_form_diag(Omega, tau)), with an expression of them in generated quantities.
+#: vector (a covariance quad_form_diag(Omega, tau), Omega under lkj_corr), with an expression of them in generated quantities.
 COVARIANCE = """data {
   int<lower=1> J;
   int<lower=1> K;
@@ -104,6 +104,7 @@ parameters {
 model {
   mu ~ normal(0, 2);
   tau ~ normal(0, 1);
+  Omega ~ lkj_corr(3);
   y ~ multi_normal(mu, Sigma);
   y1 ~ multi_normal(mu, quad_form_diag(Omega, tau));
   y1 ~ multi_normal_cholesky(mu, Lc);

@@ -510,6 +510,9 @@ class Lowering:
         if distribution == "dirichlet":
             self.scalar_terms.append((line, self._dirichlet(value, args, line)))
             return
+        if distribution == "lkj_corr":
+            self.scalar_terms.append((line, self._lkj_corr(value, args, line)))
+            return
         if distribution == "std_normal":
             family, names, args = "normal", ("mu", "sigma"), (self._const(0), self._const(1))
         elif distribution in GLMS:
@@ -556,6 +559,17 @@ class Lowering:
         if s.free_vars(args[0].expr) & set(self.syms):
             raise unsupported(line, "dirichlet whose alpha depends on parameters (its normalising term needs lgamma)")
         return s.sum_all((args[0].expr - 1.0) * s.log(value.expr))
+
+    def _lkj_corr(self, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
+        """lkj_corr(eta) of a correlation matrix, eta data: (eta - 1) log det(Omega), the log
+        determinant twice the sum of the logs of its Cholesky factor's diagonal; the
+        normalising term is then a constant, dropped."""
+        if len(args) != 1 or args[0].dims or args[0].nloop or value.nloop or len(value.dims) != 2:
+            raise unsupported(line, "lkj_corr of these arguments (a correlation matrix and a scalar eta)")
+        if s.free_vars(args[0].expr) & set(self.syms):
+            raise unsupported(line, "lkj_corr whose eta depends on parameters (its normalising term needs lgamma)")
+        log_determinant = 2.0 * s.sum_all(s.log(s.diagonal(s.cholesky(value.expr))))
+        return (args[0].expr - 1.0) * log_determinant
 
     def _categorical_rows(self, distribution: str, value: Sym, arg: Sym, line: int) -> s.Expr:
         """categorical(theta[n]) or categorical_logit(eta[n]') of y[n] in a loop over n: one
