@@ -70,7 +70,7 @@ def all_families_model() -> s.Model:
                  + s.where((V("x_flat") > 1.0) | (V("x_flat") < -3.0) | (V("x_half_flat") >= 5.0)
                            | (V("x_uniform") <= -0.9), -(V("x_flat") ** 2), -V("x_flat") / 2.0)
                  - s.exp(-V("x_half_flat")) + s.log(V("x_half_flat") + 1.0) - s.inv_logit(V("x_uniform"))
-                 - s.log_sum_exp(V("x_flat"), V("x_half_flat"))),
+                 - s.log_sum_exp(V("x_flat"), V("x_half_flat")) + s.log(s.erfc(V("x_flat") / 3.0))),
         s.Observed("y_binomial", s.Binomial(V("trials"), p), ("cell",)),
         s.Observed("y_binomial_logit", s.BinomialLogit(V("trials"), mu), ("cell",)),
         s.Observed("y_beta_binomial", s.BetaBinomial(V("trials"), sigma + 1.0, nu), ("cell",)),
@@ -108,6 +108,8 @@ DATASET = s.Dataset(
 
 #: Matrix-valued families and functions are checked in tests/test_formula_density.py.
 MATRIX_FAMILIES = {"lkj_corr_cholesky"}
+#: The flat families on Stan's matrix types are checked against Stan in tests/test_stan_multivariate.py.
+MATRIX_FAMILIES |= {"flat_corr_cholesky", "flat_cholesky_factor_cov", "flat_cov_matrix", "flat_corr_matrix"}
 
 
 def test_every_family_and_function_is_in_the_model():

@@ -23,7 +23,8 @@ from polyppl.inference import numpy_model as nm
 ALPHA = 5e-5
 FAMILIES = sorted(s.FAMILIES)
 #: Families of one value per element; lkj_corr_cholesky (a matrix per value) has tests of its own.
-MATRIX_VALUED = {"lkj_corr_cholesky"}
+MATRIX_VALUED = {"lkj_corr_cholesky", "flat_corr_cholesky", "flat_cholesky_factor_cov", "flat_cov_matrix",
+                 "flat_corr_matrix"}
 PROPER = [f for f in FAMILIES if f not in nm.IMPROPER and f not in MATRIX_VALUED]
 
 
@@ -131,6 +132,10 @@ def test_improper_families_score_zero_and_refuse_to_draw():
     ("flat_lower", {"lower": 1.5}, [1.6, 3.0, 9.0], [1.6, 3.0, 1.4]),
     ("flat_upper", {"upper": -1.0}, [-1.5, -3.0, -9.0], [-1.5, -0.5, -9.0]),
     ("flat_interval", {"lower": -1.0, "upper": 2.0}, [-0.9, 0.0, 1.9], [-0.9, 2.1, 1.9]),
+    ("flat_corr_cholesky", {}, [[1.0, 0.0], [0.6, 0.8]], [[1.0, 0.0], [0.6, 0.7]]),
+    ("flat_cholesky_factor_cov", {}, [[2.0, 0.0], [-3.0, 0.1]], [[2.0, 0.1], [-3.0, 0.1]]),
+    ("flat_cov_matrix", {}, [[2.0, 0.5], [0.5, 1.0]], [[1.0, 2.0], [2.0, 1.0]]),
+    ("flat_corr_matrix", {}, [[1.0, 0.5], [0.5, 1.0]], [[2.0, 0.5], [0.5, 1.0]]),
 ])
 def test_flat_families_on_stan_types_score_zero_on_their_support(family, args, inside, outside):
     """Zero on the support, minus infinity off it (per vector for the vector types), and

@@ -185,7 +185,7 @@ def test_dirichlet_of_a_parameter_alpha_is_named_with_its_line(tmp_path):
     program = CATEGORIES.replace("  matrix[D, K] beta;\n", "  matrix[D, K] beta;\n  vector<lower=0>[K] a;\n") \
         .replace("theta ~ dirichlet(alpha);", "theta ~ dirichlet(a);")
     support = check_support(*write(tmp_path, program, CATEGORIES_DATA))
-    assert support.line == 20 and "dirichlet whose alpha depends on parameters" in support.construct
+    assert support.line == 19 and "dirichlet whose alpha depends on parameters" in support.construct
 
 
 #: normal and exponential _lcdf, _lccdf and _cdf of parameters inside expressions (per row of a
@@ -236,4 +236,4 @@ def test_cdfs_and_truncation_of_parameters_match_stan(tmp_path):
 def test_a_cdf_outside_the_closed_forms_is_named_with_its_line(tmp_path):
     program = CDFS.replace("normal_lccdf(v[n] | mu, sigma)", "cauchy_lccdf(v[n] | mu, sigma)")
     support = check_support(*write(tmp_path, program, CDFS_DATA))
-    assert support.line == 28 and "cauchy_lccdf of parameters is not supported" in support.construct
+    assert support.line == 26 and "cauchy_lccdf of parameters is not supported" in support.construct

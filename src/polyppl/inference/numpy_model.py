@@ -242,13 +242,33 @@ _LOGPDF: dict[str, Callable[..., np.ndarray]] = {
     "flat_lower": lambda x, lower: np.where(x >= lower, 0.0, -np.inf),
     "flat_upper": lambda x, upper: np.where(x <= upper, 0.0, -np.inf),
     "flat_interval": lambda x, lower, upper: np.where((x >= lower) & (x <= upper), 0.0, -np.inf),
-    "flat_corr_cholesky": lambda x: np.zeros(np.shape(x)[:-2]),
-    "flat_cholesky_factor_cov": lambda x: np.zeros(np.shape(x)[:-2]),
-    "flat_cov_matrix": lambda x: np.zeros(np.shape(x)[:-2]),
-    "flat_corr_matrix": lambda x: np.zeros(np.shape(x)[:-2]),
+    "flat_corr_cholesky": lambda x: np.where(_is_cholesky_factor(x) & _unit(np.sum(np.square(x), axis=-1)), 0.0, -np.inf),
+    "flat_cholesky_factor_cov": lambda x: np.where(_is_cholesky_factor(x), 0.0, -np.inf),
+    "flat_cov_matrix": lambda x: np.where(_is_covariance(x), 0.0, -np.inf),
+    "flat_corr_matrix": lambda x: np.where(_is_covariance(x) & _unit(np.diagonal(x, axis1=-2, axis2=-1)), 0.0, -np.inf),
     "flat_affine": lambda x, offset, multiplier: np.zeros(np.broadcast_shapes(np.shape(x), np.shape(offset),
                                                                               np.shape(multiplier))),
 }
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    """Whether every value of the last axis is 1 (to 1e-8)."""
+    return np.all(np.abs(values - 1.0) < 1e-8, axis=-1)
+
+
+def _is_cholesky_factor(x: np.ndarray) -> np.ndarray:
+    """Per matrix: lower triangular with a positive diagonal."""
+    x = np.asarray(x, dtype=float)
+    upper = np.triu(x, 1)
+    return np.all(upper == 0, axis=(-2, -1)) & np.all(np.diagonal(x, axis1=-2, axis2=-1) > 0, axis=-1)
+
+
+def _is_covariance(x: np.ndarray) -> np.ndarray:
+    """Per matrix: symmetric (to 1e-8) and positive definite."""
+    x = np.asarray(x, dtype=float)
+    symmetric = np.all(np.abs(x - np.swapaxes(x, -1, -2)) < 1e-8, axis=(-2, -1))
+    eigenvalues = np.linalg.eigvalsh(x)
+    return symmetric & np.all(eigenvalues > 0, axis=-1)
 
 
 def _stick_breaking(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
