@@ -43,6 +43,7 @@ from polyppl.spec.expr import (
     rows_dot,
     sqrt,
     sum_all,
+    max_all,
     transpose,
     where,
 )
@@ -125,7 +126,7 @@ __all__ = [
     "ARITHMETIC", "COMPARISONS", "FUNCTIONS", "LOGICAL", "MATRIX_FUNCTIONS", "NEG_INF", "Binary", "Call", "Concat",
     "Const", "Expr", "ExprLike", "Index", "LogPdf", "Scan", "Var", "as_expr", "concat", "diag_pre_multiply", "evaluate", "exp",
     "free_vars", "inv_logit", "log", "log1p", "erfc", "logit", "matmul", "rows_dot", "sqrt", "transpose", "where",
-    "log_sum_exp", "sum_all", "cholesky", "diagonal", "solve_lower", "CONSTRAINED_FLAT", "FlatAffine", "FlatCorrCholesky", "FlatCholeskyFactorCov", "FlatCovMatrix", "FlatCorrMatrix", "FlatInterval", "FlatLower", "FlatOrdered",
+    "log_sum_exp", "sum_all", "max_all", "cholesky", "diagonal", "solve_lower", "CONSTRAINED_FLAT", "FlatAffine", "FlatCorrCholesky", "FlatCholeskyFactorCov", "FlatCovMatrix", "FlatCorrMatrix", "FlatInterval", "FlatLower", "FlatOrdered",
     "FlatPositiveOrdered", "FlatSimplex", "FlatUpper",
     "FAMILIES", "Bernoulli", "BernoulliLogit", "Beta", "BetaBinomial", "Binomial", "BinomialLogit", "Cauchy", "Dist",
     "Exponential", "Family", "Flat", "Gamma", "HalfCauchy", "HalfFlat", "HalfNormal", "HalfStudentT", "LKJCholesky", "lpdf", "ChiSquare", "DoubleExponential", "InverseGamma",

@@ -168,6 +168,7 @@ FUNCTIONS: dict[str, int] = {
     "where": 3,
     "log_sum_exp": 2,
     "sum": 1,
+    "max": 1,
     "cholesky": 1,
     "solve_lower": 2,
     "diagonal": 1,
@@ -177,7 +178,7 @@ FUNCTIONS: dict[str, int] = {
     "rows_dot": 2,
 }
 #: The functions that are not elementwise: their dims follow linear algebra (``expr_dims``).
-MATRIX_FUNCTIONS = frozenset({"matmul", "transpose", "diag_pre_multiply", "rows_dot", "sum", "cholesky", "solve_lower",
+MATRIX_FUNCTIONS = frozenset({"matmul", "transpose", "diag_pre_multiply", "rows_dot", "sum", "max", "cholesky", "solve_lower",
                               "diagonal"})
 
 
@@ -231,6 +232,12 @@ def log_sum_exp(a: ExprLike, b: ExprLike) -> Expr:
 def sum_all(x: ExprLike) -> Expr:
     """The sum of every element of ``x``: a scalar (for a Factor of per-row terms)."""
     return _call("sum", x)
+
+
+def max_all(x: ExprLike) -> Expr:
+    """The largest element of ``x``: a scalar (the shift that keeps a log-sum-exp of a
+    matrix's columns from overflowing)."""
+    return _call("max", x)
 
 
 def cholesky(a: Expr) -> Expr:

@@ -511,7 +511,7 @@ def _scan_dims(model: Model, expr: Scan) -> tuple[str, ...]:
 
 def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
     """Dims of the linear algebra functions, or a SpecError saying what they take."""
-    if fn == "sum":
+    if fn in ("sum", "max"):
         return ()
     def square(a: tuple[str, ...]) -> bool:
         return len(a) == 2 and same_dims(a[:1], a[1:])
@@ -542,6 +542,7 @@ def _matrix_dims(fn: str, args: list[tuple[str, ...]]) -> tuple[str, ...]:
         "diag_pre_multiply": "a vector (i,) and a matrix (i, j)",
         "rows_dot": "two matrices of the same dims (i, j)",
         "sum": "any value",
+        "max": "any value",
         "cholesky": "a square matrix (i, i)",
         "diagonal": "a square matrix (i, i)",
         "solve_lower": "a square matrix (i, i) and a vector (i,) or a matrix (i, k)",

@@ -149,6 +149,7 @@ FUNCTIONS = {
     "where": jnp.where,
     "log_sum_exp": jnp.logaddexp,
     "sum": jnp.sum,
+    "max": jnp.max,
     "cholesky": jnp.linalg.cholesky,
     "solve_lower": lambda lower, b: jax.scipy.linalg.solve_triangular(lower, b, lower=True),
     "diagonal": jnp.diagonal,

@@ -85,6 +85,7 @@ FUNCTIONS = {
     "rows_dot": lambda a, b: (a * b).sum(axis=-1),
     "log_sum_exp": pt.logaddexp,
     "sum": pt.sum,
+    "max": pt.max,
     "cholesky": lambda a: pt.linalg.cholesky(a, lower=True),
     "solve_lower": lambda lower, b: pt.linalg.solve_triangular(lower, b, lower=True),
     "diagonal": pt.diagonal,

@@ -58,6 +58,8 @@ class LoopState:
     partial: dict[str, list[Segment]] = field(default_factory=dict)
     #: The int data arrays the lowering gathered (``y[t-k]`` of int data).
     synthetic_int: set[str] = field(default_factory=set)
+    #: Two-dimensional arrays assigned row by row (``vector_recursions.py``).
+    rows: dict = field(default_factory=dict)
     counter: int = 0
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from polyppl import spec as s
-from polyppl.models.stan_program import densities, functions, interpret, loops, rng, types
+from polyppl.models.stan_program import densities, functions, interpret, loops, rng, types, vector_recursions
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
 from polyppl.models.stan_program.symbols import BACKENDS_WORDS, Sym, unsupported
@@ -189,6 +189,7 @@ class Lowering:
         self.block = block
         self._run(statements)
         loops.complete(self)
+        vector_recursions.complete(self)
         out = []
         for decl in (st for st in statements if isinstance(st, Decl) and not st.nested):
             if decl.name not in self.syms:
@@ -219,6 +220,7 @@ class Lowering:
                 self.notes.append(f"left out of the comparison: {', '.join(sorted(names)) or 'a statement'} "
                                   f"(line {exc.line}: {exc.what})")
         loops.complete(self)
+        vector_recursions.complete(self)
         out = []
         for decl in (st for st in statements if isinstance(st, Decl) and not st.nested):
             value = self.syms.get(decl.name)
@@ -325,7 +327,7 @@ class Lowering:
 
     def _assign(self, st: Assign) -> None:
         target = st.target
-        if loops.assign_part(self, st):
+        if vector_recursions.assign_row(self, st) or loops.assign_part(self, st):
             return
         if isinstance(target, Name) and self.loops and target.name not in self.loops[-1].locals \
                 and loops.reduce(self, st):
@@ -411,6 +413,8 @@ class Lowering:
     def _for(self, st: For) -> None:
         if st.end is None:
             raise unsupported(st.line, "a foreach loop")
+        if vector_recursions.recursion(self, st):
+            return
         start = self._data_value_of(st.start, "a loop bound")
         end = self._data_value_of(st.end, "a loop bound")
         if np.ndim(start) or np.ndim(end):
@@ -723,6 +727,8 @@ class Lowering:
                 return self.syms[expr.name]
             if expr.name in self.loop_state.partial:
                 return loops.whole(self, expr.name, expr.line)
+            if expr.name in self.loop_state.rows:
+                return vector_recursions.whole(self, expr.name, expr.line)
             if expr.name in self.values:
                 return self._data_sym(expr.name, expr.line)
             raise unsupported(expr.line, f"{expr.name} before it has a value")
@@ -905,7 +911,9 @@ class Lowering:
         return Sym(s.Binary("+", value.expr, s.Var(self._zeros(dims))), dims, kind)
 
     def _indexed(self, expr: Indexed) -> Sym:
-        found = loops.index(self, expr)
+        found = vector_recursions.index(self, expr)
+        if found is None:
+            found = loops.index(self, expr)
         if found is not None:
             return found
         base = self._expr(expr.base)
