@@ -26,7 +26,25 @@ from polyppl.spec import Dataset, Model
 
 
 def _dataset(arrays: dict[str, tuple[tuple[str, ...], np.ndarray]], coords: dict) -> xr.Dataset:
-    return xr.Dataset({k: (dims, v) for k, (dims, v) in arrays.items()}, coords=coords)
+    coords = dict(coords)
+    variables = {}
+    for name, (dims, values) in arrays.items():
+        distinct = _distinct_dims(dims)
+        for dim, renamed in zip(dims, distinct):
+            if renamed != dim and dim in coords:
+                coords.setdefault(renamed, coords[dim])
+        variables[name] = (distinct, values)
+    return xr.Dataset(variables, coords=coords)
+
+
+def _distinct_dims(dims: tuple[str, ...]) -> tuple[str, ...]:
+    """A square matrix's dims (``("K", "K")``, as Stan sizes ``array[K] simplex[K]``) made
+    distinct for xarray, which takes each dim once: the second is ``K__2``, with K's labels."""
+    out: list[str] = []
+    for i, dim in enumerate(dims):
+        count = dims[:i].count(dim)
+        out.append(dim if count == 0 else f"{dim}__{count + 1}")
+    return tuple(out)
 
 
 # The saved layout's version: raised whenever what a saved fit holds, or how it is read,

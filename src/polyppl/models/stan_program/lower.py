@@ -916,6 +916,9 @@ class Lowering:
             found = loops.index(self, expr)
         if found is not None:
             return found
+        if len(expr.indexes) == 2 and isinstance(expr.indexes[1], Slice) and expr.indexes[1].lower is None \
+                and expr.indexes[1].upper is None and not isinstance(expr.indexes[0], Slice):
+            return self._indexed(Indexed(expr.base, expr.indexes[:1], expr.line))  # x[i, :] is the row x[i]
         base = self._expr(expr.base)
         line = expr.line
         if len(expr.indexes) != 1 or isinstance(expr.indexes[0], Slice):
