@@ -284,7 +284,9 @@ class _Step:
             elif isinstance(st, Assign):
                 self._assign(st)
             else:
-                raise unsupported(st.line, f"{type(st).__name__} in a recursion on {self.name}")
+                what = {"Decl": "a local variable declared", "If": "an if", "While": "a while loop"}.get(
+                    type(st).__name__, "this statement")
+                raise unsupported(st.line, f"{what} inside the step of a recursion on {self.name}")
 
     def _for(self, st: For) -> None:
         role = "k" if "k" not in self.roles.values() else "j" if "j" not in self.roles.values() else None
