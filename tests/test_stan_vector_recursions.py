@@ -161,9 +161,10 @@ def test_a_300_step_recursion_is_no_larger_than_a_30_step_one(tmp_path):
     assert _size(large) == _size(small)
 
 
-def test_the_lowered_model_equals_a_numpy_forward_algorithm(tmp_path):
+def test_the_lowered_model_equals_numpy_loops(tmp_path):
     """The spec's value of the forward algorithm, by NumPy, equals a plain loop over t, j, k
-    (log-sum-exp by SciPy), far from the mode (where an unshifted exp would underflow)."""
+    (log-sum-exp by SciPy), far from the mode (where an unshifted exp would underflow); the
+    linear recursion equals x[t] = rho B x[t - 1] - y[t] / 2."""
     from scipy.special import logsumexp
 
     from polyppl.inference import numpy_model
@@ -187,6 +188,14 @@ def test_the_lowered_model_equals_a_numpy_forward_algorithm(tmp_path):
     want = logsumexp(f)
     assert np.isfinite(want)
     np.testing.assert_allclose(numpy_model.evaluate(forward.expr, env), want, rtol=1e-12)
+    # The linear recursion: x[t] = rho B x[t - 1] - y[t] / 2 (B read as B[k, j]).
+    linear = next(n for n in model.nodes if isinstance(n, s.Factor) and any(
+        isinstance(e, s.Scan) and "B" in s.free_vars(e.body) for e in _walk(n.expr)))
+    x, B = mu, np.asarray(data["B"])
+    for t in range(1, len(y)):
+        x = 0.5 * B @ x - 0.5 * y[t]
+    want = np.sum(-0.5 * (x / 10) ** 2 - np.log(10) - 0.5 * np.log(2 * np.pi))
+    np.testing.assert_allclose(numpy_model.evaluate(linear.expr, env), want, rtol=1e-12)
 
 
 @pytest.mark.parametrize("old,new,message", [
