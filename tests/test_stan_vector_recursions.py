@@ -209,3 +209,17 @@ def test_vector_recursions_outside_the_subset_name_their_line(tmp_path, old, new
     found = check_support(*_write(tmp_path, program, _recursions_data(10)))
     assert not found.supported
     assert found.message == message + " is not supported for PyMC and NumPyro"
+
+
+def test_a_square_matrix_quantity_is_named_as_stan_names_it():
+    """xarray takes each dim once: theta of dims (K, K) (``array[K] simplex[K]``) becomes a
+    DataTree variable over (K, K__2) with K's labels, flattened to Stan's names."""
+    from polyppl.inference.diagnostics import flatten
+    from polyppl.inference.idata import _dataset
+
+    draws = np.arange(16.0).reshape(1, 4, 2, 2)
+    posterior = _dataset({"theta": (("chain", "draw", "K", "K"), draws)},
+                         {"chain": [0], "draw": np.arange(4), "K": [1, 2]})
+    flat = flatten(posterior)
+    assert sorted(flat) == ["theta[1,1]", "theta[1,2]", "theta[2,1]", "theta[2,2]"]
+    np.testing.assert_array_equal(flat["theta[1,2]"], draws[..., 0, 1])
