@@ -95,8 +95,9 @@ def assign_row(lw, st: Assign) -> bool:
         raise unsupported(st.line, f"{st.op} on a row of {name}")
     if len(target.indexes) == 1 and not lw.loops:
         value = lw._expr(st.value)
-        if value.nloop or value.dims != dims[1:]:
+        if value.nloop or len(value.dims) != 1 or lw.dim_sizes[value.dims[0]] != lw.dim_sizes[dims[1]]:
             raise unsupported(st.line, f"a value of dims {value.dims or '()'} for a row of {name} (dims {dims[1:]})")
+        value = Sym(renamed(lw, value.expr, value.dims, dims[1:]), dims[1:], "vector")
     elif len(target.indexes) == 2 and len(lw.loops) == 1 and isinstance(target.indexes[1], Name) \
             and target.indexes[1].name == lw.loops[0].variable:
         loop = lw.loops[0]
@@ -118,6 +119,26 @@ def assign_row(lw, st: Assign) -> bool:
     rows.rows[at] = Sym(expr, dims[1:], "vector")
     lw.syms.pop(name, None)
     return True
+
+
+def _identity(lw, rows: str, cols: str) -> s.Expr:
+    name = f"identity_{rows}_{cols}"
+    lw.values[name] = np.eye(lw.dim_sizes[rows])
+    lw.synthetic_dims[name] = (rows, cols)
+    return s.Var(name)
+
+
+def renamed(lw, expr: s.Expr, dims: tuple[str, ...], to: tuple[str, ...]) -> s.Expr:
+    """``expr`` (a vector or matrix) over dims of the same sizes named ``to`` (``K_col`` for
+    ``K``): a product with an identity matrix, exact."""
+    if len(dims) == 1 and dims != to:
+        return s.matmul(_identity(lw, to[0], dims[0]), expr)
+    if len(dims) == 2:
+        if dims[1] != to[1]:
+            expr = s.matmul(expr, _identity(lw, dims[1], to[1]))
+        if dims[0] != to[0]:
+            expr = s.matmul(_identity(lw, to[0], dims[0]), expr)
+    return expr
 
 
 def _row(lw, name: str, at: int, line: int) -> Sym:
@@ -385,9 +406,10 @@ class _Step:
             if self.lw.dim_sizes[dim] != self.lw.dim_sizes[self.dim_of[role]]:
                 raise unsupported(line, f"a loop over 1:{self.lw.dim_sizes[self.dim_of[role]]} indexing "
                                         f"a dimension of size {self.lw.dim_sizes[dim]}")
+        expr = renamed(self.lw, whole.expr, whole.dims, tuple(self.dim_of[r] for r in roles))
         if roles == ["k", "j"]:
-            return _Value(s.transpose(whole.expr), ("j", "k"))
-        return _Value(whole.expr, tuple(roles))
+            return _Value(s.transpose(expr), ("j", "k"))
+        return _Value(expr, tuple(roles))
 
     def _sequence(self, name: str, position, line: int) -> str:
         """Data read at ``t`` (``y[t]``): a sequence of the scan, its values at every t."""
