@@ -85,12 +85,16 @@ def summary(run: dict[str, Any]) -> str:
     labels = run["backends"]
     groups: dict[str, list[str]] = {}
     for name in run["posteriors"]:
-        groups.setdefault(re.sub(r"\d+$", "", name.split("-")[0]), []).append(name)
+        groups.setdefault(re.sub(r"_?\d+$", "", name.split("-")[0]), []).append(name)
     fastest = (run["speed"].get("per_posterior") or {})
     lines = [f"| data (posteriors) | status | {' | '.join(labels)} | fastest |",
              "|---|---|" + "---|" * len(labels) + "---|"]
+    unsupported = []
     for group, names in groups.items():
         entries = [run["posteriors"][n] for n in names]
+        if all(e["status"] == "unsupported" for e in entries):
+            unsupported += names
+            continue
         status = _counts(e["status"] for e in entries)
         cells = [_counts(_standing(e["backends"].get(label), e["status"]) for e in entries) for label in labels]
         wins = _counts(fastest[n]["fastest"] for n in names if n in fastest) or "-"
@@ -99,7 +103,16 @@ def summary(run: dict[str, Any]) -> str:
     if means:
         lines.append(f"| ESS/s over the fastest, geometric mean ({run['speed']['posteriors_compared']}) | | "
                      f"{' | '.join(_number(means.get(label), 2) for label in labels)} | |")
+    if unsupported:
+        lines += ["", f"Outside the subset ({len(unsupported)}): "
+                      + "; ".join(f"{n} ({_why(run['posteriors'][n]['reason'])})" for n in unsupported) + "."]
     return "\n".join(lines)
+
+
+def _why(reason: str) -> str:
+    """``line 33: the solver integrate_ode_rk45 is not supported ...`` -> ``line 33: the solver
+    integrate_ode_rk45``."""
+    return reason.split(" is not supported")[0].split(" (only ")[0]
 
 
 def _standing(backend: dict[str, Any] | None, status: str) -> str:
