@@ -142,12 +142,12 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
 
 def test_unsupported_posteriors_run_nothing_and_exit_0(tmp_path):
     """A posterior whose program is outside the subset: here the snapshot's mixture with a
-    covariance-matrix parameter added (line 7), which the front end does not lower."""
+    unit-vector parameter added (line 7), which the front end does not lower."""
     name = "low_dim_gauss_mix-low_dim_gauss_mix"
     snapshot = tmp_path / "snapshot"
     shutil.copytree(SNAPSHOT, snapshot)
     program = snapshot / "posterior_database" / "models" / "stan" / "low_dim_gauss_mix.stan"
-    program.write_text(program.read_text().replace("  ordered[2] mu;\n", "  ordered[2] mu;\n  cov_matrix[2] Sigma;\n"))
+    program.write_text(program.read_text().replace("  ordered[2] mu;\n", "  ordered[2] mu;\n  unit_vector[2] u;\n"))
     run = run_posteriordb(snapshot, [name], out=tmp_path / "out", scheduler="in-process")
     assert [r.status for r in run.results] == ["unsupported"]
     assert run.grid["fits_run"] == 0 and run.exit_code == 0
@@ -155,7 +155,7 @@ def test_unsupported_posteriors_run_nothing_and_exit_0(tmp_path):
     assert saved["summary"] == {"pass": 0, "fail": 0, "inconclusive": 0, "unsupported": 1, "error": 0}
     entry = saved["posteriors"][name]
     assert entry["status"] == "unsupported" and entry["reason"].startswith("line 7:"), entry["reason"]
-    assert "cov_matrix" in entry["reason"], entry["reason"]
+    assert "unit_vector" in entry["reason"], entry["reason"]
     assert entry["reference"] is True and entry["backends"] == {} and entry["remedies"] == []
 
 

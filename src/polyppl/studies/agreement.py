@@ -198,6 +198,13 @@ class SummarySource:
     chains: int
 
 
+def not_finite(summaries: dict[str, Summary]) -> list[str]:
+    """The quantities whose mean or sd is not a finite number (infinite or missing draws,
+    saved as null): a summary test cannot be computed for them."""
+    return [q for q, x in summaries.items()
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (x.mean, x.sd))]
+
+
 def summary_pair_tests(
     sources: dict[str, SummarySource],
     pairs: list[tuple[str, str]],
@@ -212,7 +219,8 @@ def summary_pair_tests(
         x, y = sources[first], sources[second]
         names = (quantities or {}).get((first, second)) or [q for q in x.summaries if q in y.summaries]
         chains = min(x.chains, y.chains)
-        for quantity in names:
+        skipped = set(not_finite(x.summaries)) | set(not_finite(y.summaries))  # the caller says why
+        for quantity in (q for q in names if q not in skipped):
             a, b = x.summaries[quantity], y.summaries[quantity]
             sd = _pooled_sd(a, b)
             for statistic in statistics:

@@ -41,7 +41,9 @@ from polyppl.inference.methods import SamplerSettings
 from polyppl.models import Problem
 from polyppl.models import posteriordb as db
 from polyppl.spec.serialize import content_hash, dataset_hash, model_hash
-from polyppl.studies.agreement import FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, SummarySource, holm, summary_pair_tests
+from polyppl.studies.agreement import (
+    FAMILY_ALPHA, PRACTICAL_FLOOR, PairTest, SummarySource, holm, not_finite, summary_pair_tests,
+)
 from polyppl.studies.remedies import Findings, Ladder, LadderSummary, Rung, Step, check_remedies, next_rung, off_note
 
 DEFAULT_OUT = Path("polyppl-posteriordb")
@@ -325,6 +327,9 @@ def judge(plan: PosteriorPlan, records: dict[str, FitRecord], reference: Summary
             problems.append(f"{label} {record.status}: {record.error}")
         elif convergence_failures(record.diagnostics.flags):
             unconverged.append(label)
+        elif not_finite(record.posterior):  # an improper direction: no test can speak for it
+            unconverged.append(label)
+            problems.append(f"{label} drew non-finite values of {', '.join(not_finite(record.posterior)[:3])}")
     missing = {}
     if reference is not None:
         for label, record in finished.items():
