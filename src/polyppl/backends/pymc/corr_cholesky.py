@@ -93,17 +93,23 @@ class CholeskyFactorCovTransform(Transform):
         return self.k * np.log(2.0) + pt.sum(weights * log_diagonal)
 
 
-def flat_cholesky_factor_cov(name: str, k: int, covariance: bool, dims: tuple[str, ...]) -> pt.TensorVariable:
-    """A K x K Cholesky factor of a covariance matrix (or, with ``covariance``, a covariance
-    matrix), flat, through Stan's transform; its initial value is the identity."""
+def _flat_square(name: str, k: int, transform: Transform, dims: tuple[str, ...]) -> pt.TensorVariable:
+    """A K x K value, flat on its constraint, sampled through ``transform``; initially the
+    identity, which is also its one input: it sizes the value (a signature alone cannot)."""
     return pm.CustomDist(
         name, np.eye(k),
         logp=lambda value, identity: pt.zeros(()),
         support_point=lambda rv, size, identity: identity,
         signature="(k,k)->(k,k)",
-        transform=CholeskyFactorCovTransform(k, covariance),
+        transform=transform,
         dims=dims,
     )
+
+
+def flat_cholesky_factor_cov(name: str, k: int, covariance: bool, dims: tuple[str, ...]) -> pt.TensorVariable:
+    """A K x K Cholesky factor of a covariance matrix (or, with ``covariance``, a covariance
+    matrix), flat, through Stan's transform; its initial value is the identity."""
+    return _flat_square(name, k, CholeskyFactorCovTransform(k, covariance), dims)
 
 
 class CorrMatrixTransform(Transform):
@@ -137,14 +143,7 @@ class CorrMatrixTransform(Transform):
 
 def flat_corr_matrix(name: str, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:
     """A K x K correlation matrix, flat, through Stan's transform; initially the identity."""
-    return pm.CustomDist(
-        name, np.eye(k),
-        logp=lambda value, identity: pt.zeros(()),
-        support_point=lambda rv, size, identity: identity,
-        signature="(k,k)->(k,k)",
-        transform=CorrMatrixTransform(k),
-        dims=dims,
-    )
+    return _flat_square(name, k, CorrMatrixTransform(k), dims)
 
 
 def _logp(value, eta):
@@ -159,15 +158,7 @@ def _logp(value, eta):
 def flat_corr_cholesky(name: str, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:
     """A K x K Cholesky factor of a correlation matrix, flat (Stan's ``cholesky_factor_corr``
     without a prior on it), through the same transform; its initial value is the identity."""
-    # The identity as the one input: it sizes the value (a signature alone cannot).
-    return pm.CustomDist(
-        name, np.eye(k),
-        logp=lambda value, identity: pt.zeros(()),
-        support_point=lambda rv, size, identity: identity,
-        signature="(k,k)->(k,k)",
-        transform=CholeskyCorrTransform(k),
-        dims=dims,
-    )
+    return _flat_square(name, k, CholeskyCorrTransform(k), dims)
 
 
 def lkj_corr_cholesky(name: str, eta, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:
