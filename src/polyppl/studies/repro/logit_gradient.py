@@ -68,8 +68,9 @@ def polyppl_gradients(backend: str, engine: str | None) -> dict[float, float]:
     return {eta: float(np.ravel(density({"eta": np.asarray(eta)})[1]["eta"])[0]) for eta in LOG_ODDS}
 
 
-def _result(backend: str, opts: RunOptions, own: dict[float, float] | None, own_label: str, cause: str) -> BackendResult:
-    fixed = polyppl_gradients(backend, opts.engine(backend))
+def _result(backend: str, opts: RunOptions, own: dict[float, float] | None, own_label: str, cause: str,
+            fixed: dict[float, float] | None = None) -> BackendResult:
+    fixed = fixed if fixed is not None else polyppl_gradients(backend, opts.engine(backend))
     fixed_worst = max(abs(g - closed_form(e)) for e, g in fixed.items())
     measurements: dict[str, Any] = {"log_odds": list(LOG_ODDS), "exact": [closed_form(e) for e in LOG_ODDS],
                                     "polyppl": [fixed[e] for e in LOG_ODDS]}
@@ -101,8 +102,7 @@ def _pymc(opts: RunOptions) -> BackendResult:
 
 
 def _numpyro(opts: RunOptions) -> BackendResult:
-    fixed_first = polyppl_gradients("numpyro", opts.engine("numpyro"))  # sets JAX's 64-bit mode, as a fit does
-    del fixed_first
+    fixed = polyppl_gradients("numpyro", opts.engine("numpyro"))  # first: it sets JAX's 64-bit mode, as a fit does
     import jax
     import numpyro.distributions as dist
 
@@ -115,7 +115,7 @@ def _numpyro(opts: RunOptions) -> BackendResult:
     return _result("numpyro", opts, own, "NumPyro's BernoulliLogits(eta) + BinomialLogits(eta, 5)",
                    "NumPyro writes these log-pmfs with clip(eta, ...) and abs(eta) (a stable softplus); JAX's "
                    "gradients of both are one-sided at 0, so at a log-odds of exactly 0 the gradient is off by "
-                   "n/2 per row (a start at 0, an intercept-only model at its initial point)")
+                   "n/2 per row (a start at 0, an intercept-only model at its initial point)", fixed)
 
 
 def _stan(opts: RunOptions) -> BackendResult:
