@@ -22,7 +22,7 @@ from polyppl.execution.request import FitRequest
 from polyppl.execution.store import file_sha256
 from polyppl.inference.diagnostics import Estimate, RunDiagnostics, Summary, flatten, probability, run_diagnostics, scalar_summary
 from polyppl.inference.draws import Timings
-from polyppl.inference.idata import load_netcdf, run_attrs, save_json, save_netcdf, stem_path, to_inference_data
+from polyppl.inference.idata import load_netcdf, load_result_libraries, run_attrs, save_json, save_netcdf, stem_path, to_inference_data
 from polyppl.inference.methods import SamplerSettings, VariationalSettings, is_approximation
 from polyppl.inference.posterior import complete, decision_draws
 from polyppl.inference.progress import listening, note
@@ -75,6 +75,7 @@ def fit(request: FitRequest, progress: Callable[[str], None] | None = None,
             note(f"importing {request.backend} and building the model ({request.engine})")
             compiled = get_backend(request.backend).compile(request.model, request.dataset, request.engine,
                                                             dict(request.options))
+        load_result_libraries()
         with turn():
             if progress:
                 s = request.settings

@@ -110,6 +110,16 @@ def to_inference_data(model: Model, dataset: Dataset, draws: Draws, posterior_ar
                                   "constant_data": constant, **groups})
 
 
+def load_result_libraries() -> None:
+    """Pay now what the first DataTree and the first netCDF file cost once per process (xarray
+    imports dask's array module to recognise duck arrays, h5netcdf imports h5py: 1-3 s on 2
+    cores). A fit calls this before its turn to sample, so that the summary after sampling,
+    which the next fit's turn waits for, holds only its own work."""
+    import h5netcdf  # noqa: F401
+
+    xr.Dataset({"x": (("chain", "draw"), np.zeros((1, 1)))}, coords={"chain": [0], "draw": [0]})
+
+
 def run_attrs(idata: xr.DataTree) -> dict[str, Any]:
     """The run's attributes, with the JSON-encoded ones decoded."""
     out = {}

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from polyppl.render.figures import prepare_matplotlib
 from polyppl.render.text import table
 from polyppl.studies.bench import FORMS, MEASURES, columns, size_names, sweep_line, sweep_models, words
 
@@ -13,9 +14,7 @@ from polyppl.studies.bench import FORMS, MEASURES, columns, size_names, sweep_li
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """One figure per model and size (``scaling-<model>-<size>.png``): a log-log panel per
     measure, a colour per backend, solid for counts per cell and dashed for row-level data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    prepare_matplotlib()
     import matplotlib.pyplot as plt
 
     backends = columns(rows)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from polyppl.inference.idata import atomic_write
 from polyppl.render.colors import color
+from polyppl.render.figures import prepare_matplotlib
 from polyppl.render.report import _e, _figure, html_page
 from polyppl.render.tables import Table
 from polyppl.render.text import fmt
@@ -135,9 +136,7 @@ def posteriordb_text(run: StudyRun) -> str:
 def speed_figure(run: StudyRun):
     """Each backend's ESS/s over the fastest backend's, posterior by posterior (log scale),
     with the geometric mean as a vertical line per backend; None without a posterior to show."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    prepare_matplotlib()
     import matplotlib.pyplot as plt
     import numpy as np
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from polyppl.inference.diagnostics import FLAG_MEANINGS
 from polyppl.inference.idata import atomic_write
+from polyppl.render.figures import prepare_matplotlib
 from polyppl.render.report import DPI, _e, html_page
 from polyppl.render.sbc_plots import ecdf_difference_figure, rank_histogram_figure
 from polyppl.render.tables import Table, grid_incidents
@@ -165,6 +166,7 @@ def _render(run: SbcRun) -> dict[str, _Png]:
     report's time); none without ranks."""
     if not run.L or not _ranks(run):
         return {}
+    prepare_matplotlib()
     results = {label: column.results for label, column in run.columns.items() if column.results}
     figures = {
         "ecdf": (ecdf_difference_figure(_ranks(run), run.L, results=results),

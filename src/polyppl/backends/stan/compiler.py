@@ -404,7 +404,10 @@ class PyStanEngine:
         total = elapsed()
         for path in _stored_fits(posterior.model_name) - stored_before:
             path.unlink(missing_ok=True)
-        warmup, sampling = split_elapsed("\n".join(o.decode("utf-8", "replace") for o in fit.stan_outputs))
+        # Only the lines that can hold Stan's elapsed times: the outputs also hold every draw as
+        # JSON (megabytes), which the pattern would scan for seconds (2 s for 4 x 2000 draws).
+        warmup, sampling = split_elapsed("\n".join(line.decode("utf-8", "replace") for o in fit.stan_outputs
+                                                   for line in o.splitlines() if b" seconds (" in line))
         if (warmup + sampling) / settings.chains > 2 * total:
             # Answered from httpstan's store of an identical earlier run: its own per-chain
             # times are the only measurement; report them over the chains run at once.
