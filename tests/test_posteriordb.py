@@ -312,7 +312,7 @@ def test_a_failed_translation_check_makes_the_posterior_an_error_and_drops_its_f
 def test_a_flagged_posterior_climbs_the_ladder_and_a_rerun_reuses_every_rung(tmp_path):
     """Eight schools, centered (a funnel), on NumPyro and PyMC, short chains (4 x 200 + 200),
     in this process, the target rung only: a fit with divergent transitions at 0.9 sends
-    every backend of the posterior to 0.95 and 0.99, each rung's fits in the ledger under
+    every backend of the posterior to 0.95, 0.99 and 0.999, each rung's fits in the ledger under
     their own key; the reason and the JSON say the rungs taken. The same run again reuses
     every rung (nothing runs); ``--remedies none`` on the same folder reuses the first rung
     and says the ladder is off."""
@@ -322,7 +322,7 @@ def test_a_flagged_posterior_climbs_the_ladder_and_a_rerun_reuses_every_rung(tmp
     run = run_posteriordb(SNAPSHOT, [CENTERED], remedies=["target"], progress=lines.append, **common)
     entry = run.to_json()["posteriors"][CENTERED]
     rungs = entry["remedies"]
-    assert [r["rung"] for r in rungs] == ["at target 0.9", "at target 0.95", "at target 0.99"][:len(rungs)]
+    assert [r["rung"] for r in rungs] == ["at target 0.9", "at target 0.95", "at target 0.99", "at target 0.999"][:len(rungs)]
     assert len(rungs) >= 2 and "divergent transition" in rungs[0]["findings"], rungs
     assert all(r["backends"] == ["numpyro", "pymc"] for r in rungs)  # every backend at every rung
     assert rungs[1]["reason"].startswith("at target 0.9: ") and entry["remedies_enabled"] is True

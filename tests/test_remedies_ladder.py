@@ -64,14 +64,29 @@ def test_divergences_climb_the_targets_then_the_other_parametrization_at_the_hig
         seen.append((rung.describe(), rung.suffix))
         rung, why = next_rung(rung, _diverging(), tuple(REMEDIES))
     assert seen == [("at target 0.9", ""), ("at target 0.95", "-target95"), ("at target 0.99", "-target99"),
-                    ("at target 0.99, non-centered", "-noncentered-target99")]
+                    ("at target 0.99, non-centered", "-noncentered-target99"),
+                    ("at target 0.999, non-centered", "-noncentered-target999")]
     assert why == "no remedy for divergences left"
+
+
+def test_the_last_target_is_climbed_on_the_form_with_fewer_flags():
+    """After the other parametrization, divergences still left: target 0.999 on the form whose
+    rung had fewer flags (the form asked for, here), and no second try of the other form."""
+    declared = _first("noncentered", target_accept=0.99)
+    other, _ = next_rung(declared, _diverging(n=1), tuple(REMEDIES))
+    assert other.describe() == "at target 0.99, centered"
+    last, _ = next_rung(other, _diverging(n=13), tuple(REMEDIES), best=declared)
+    assert (last.describe(), last.suffix) == ("at target 0.999", "-target999")
+    assert next_rung(last, _diverging(n=1), tuple(REMEDIES), best=last) == (None, "no remedy for divergences left")
+    # Without a parametrization rung (posteriordb, SBC), 0.999 follows 0.99 directly.
+    assert next_rung(declared, _diverging(), ("target",))[0].describe() == "at target 0.999"
 
 
 def test_a_model_with_one_form_stops_after_the_highest_target():
     rung = Rung.first(get_model("beta-binomial").problem(), SamplerSettings(target_accept=0.99))
-    following, why = next_rung(rung, _diverging(), tuple(REMEDIES))
-    assert following is None and why == "beta-binomial has no other parametrization to try"
+    following, _ = next_rung(rung, _diverging(), tuple(REMEDIES))
+    assert following.describe() == "at target 0.999"
+    assert next_rung(following, _diverging(), tuple(REMEDIES)) == (None, "no remedy for divergences left")
 
 
 def test_a_users_model_is_rewritten_into_its_other_form_once():
@@ -159,14 +174,14 @@ def test_divergences_no_rung_rescues_leave_the_verdict_inconclusive_naming_the_l
     from polyppl.studies.remedies import Ladder, Step
 
     problem = get_model("eight-schools").problem(parametrization="noncentered")
-    rung = Rung.first(problem, SamplerSettings(target_accept=0.99))
+    rung = Rung.first(problem, SamplerSettings(target_accept=0.999))
     comparison = Comparison(problem, rung.settings, {}, verdict=tests_said)
     findings = Findings({"pymc": 3}, {})
     following, why = next_rung(rung, findings, ("target",))
     assert following is None
     concluded = conclude(Ladder([Step(rung, comparison, findings, tests_said, None, ("pymc", "stan"))], ("target",), why))
     assert concluded.verdict == "inconclusive" and concluded.exit_code == 3 and concluded.tests_verdict == tests_said
-    assert concluded.reasons[-1].startswith("no remedy rescued it: the last rung tried (at target 0.99) left pymc 3 "
+    assert concluded.reasons[-1].startswith("no remedy rescued it: the last rung tried (at target 0.999) left pymc 3 "
                                             "divergent transitions (no remedy for divergences left); a finding about "
                                             "pymc on this model, not about its posterior")
     assert f"the agreement tests say {tests_said.upper()}" in concluded.reasons[-1]

@@ -219,7 +219,7 @@ def test_cli_writes_json_report_and_figures(tmp_path, capsys):
 def test_a_divergent_simulation_climbs_the_ladder_and_gives_the_chosen_rungs_ranks(tmp_path):
     """Eight schools, centered (divergences are common), four simulations on NumPyro, in this
     process: a fit with divergent transitions at target 0.9 runs again on the same data and
-    seed at 0.95 (then 0.99), its record is the rung the ladder chose, as compare chooses it
+    seed at 0.95 (then 0.99 and 0.999), its record is the rung the ladder chose, as compare chooses it
     (measured: simulations 0 and 1 diverge and climb); the JSON and the table count them.
     By default (no remedies, as every SBC figure so far was measured) no fit climbs and every
     record is at 0.9; parametrization is refused for SBC with a one-line reason."""
@@ -241,7 +241,7 @@ def test_a_divergent_simulation_climbs_the_ladder_and_gives_the_chosen_rungs_ran
     for fit in climbed:
         rungs = fit.ladder.rungs
         assert rungs[0].rung == "at target 0.9" and "divergent transition" in rungs[0].findings
-        assert [r.settings["target_accept"] for r in rungs] == [0.9, 0.95, 0.99][:len(rungs)]
+        assert [r.settings["target_accept"] for r in rungs] == [0.9, 0.95, 0.99, 0.999][:len(rungs)]
         assert fit.record.settings == rungs[fit.ladder.chosen].settings  # the record is the chosen rung's
     for fit in fits:
         if not fit.climbed:

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--remedies", type=remedy_list, metavar="RUNGS",
                         help="what a posterior tries when a backend's fit is flagged, every backend again at each rung, "
                         "each rung's fits kept in the ledger (default: target,draws: divergences -> target acceptance "
-                        "0.95, then 0.99; R-hat or ESS without divergences -> longer chains from the ESS per draw, at most "
+                        "0.95, then 0.99, then 0.999; R-hat or ESS without divergences -> longer chains from the ESS per draw, at most "
                         "10 x --draws; 'none' turns the ladder off). Not the other parametrization: the reference draws "
                         "are of the program as written")
     add_grid_arguments(parser, "fits")

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--remedies", type=remedy_list, metavar="RUNGS",
                         help="what a flagged NUTS fit of a simulation tries before its ranks are taken (default: none, the "
                         "sampler as asked; target: divergences -> the same data and seed at target acceptance 0.95, then "
-                        "0.99; draws: longer chains for R-hat or ESS). The ranks are the chosen rung's, by a rule that never "
+                        "0.99, then 0.999; draws: longer chains for R-hat or ESS). The ranks are the chosen rung's, by a rule that never "
                         "sees the true values: SBC then calibrates NUTS with the ladder, as compare and run deliver it "
                         "(docs/sbc.md)")
     add_grid_arguments(parser, "fits")
