@@ -40,6 +40,8 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "log": np.log,
     "log1p": np.log1p,
     "erfc": special.erfc,
+    "atan": np.arctan,
+    "expm1": np.expm1,
     "sqrt": np.sqrt,
     "inv_logit": special.expit,
     "logit": special.logit,

@@ -162,6 +162,8 @@ FUNCTIONS: dict[str, int] = {
     "log": 1,
     "log1p": 1,
     "erfc": 1,
+    "atan": 1,
+    "expm1": 1,
     "sqrt": 1,
     "inv_logit": 1,
     "logit": 1,
@@ -209,6 +211,17 @@ def log1p(x: ExprLike) -> Expr:
 def erfc(x: ExprLike) -> Expr:
     """The complementary error function, 1 - erf(x), elementwise (normal cdfs are of it)."""
     return _call("erfc", x)
+
+
+def atan(x: ExprLike) -> Expr:
+    """The arctangent, elementwise (a Cauchy cdf is of it)."""
+    return _call("atan", x)
+
+
+def expm1(x: ExprLike) -> Expr:
+    """``exp(x) - 1``, elementwise, without the cancellation near 0 (``log(1 - exp(-t))`` for a
+    small ``t`` is ``log(-expm1(-t))``)."""
+    return _call("expm1", x)
 
 
 def sqrt(x: ExprLike) -> Expr:

@@ -145,6 +145,8 @@ FUNCTIONS = {
     "log": jnp.log,
     "log1p": jnp.log1p,
     "erfc": jax.scipy.special.erfc,
+    "atan": jnp.arctan,
+    "expm1": jnp.expm1,
     "sqrt": jnp.sqrt,
     "inv_logit": jax.nn.sigmoid,
     "logit": jax.scipy.special.logit,

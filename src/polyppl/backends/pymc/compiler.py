@@ -75,6 +75,8 @@ FUNCTIONS = {
     "log": pt.log,
     "log1p": pt.log1p,
     "erfc": pt.erfc,
+    "atan": pt.arctan,
+    "expm1": pt.expm1,
     "sqrt": pt.sqrt,
     "inv_logit": pm.math.invlogit,
     "logit": pm.math.logit,
