@@ -108,6 +108,7 @@ from polyppl.spec.model import (
     Node,
     Observed,
     Param,
+    LooseGradient,
     SourceProgram,
     SpecError,
     check_dataset,
@@ -134,7 +135,7 @@ __all__ = [
     "Exponential", "Family", "Flat", "Gamma", "HalfCauchy", "HalfFlat", "HalfNormal", "HalfStudentT", "LKJCholesky", "lpdf", "ChiSquare", "DoubleExponential", "InverseGamma",
     "Logistic", "LogNormal", "NegBinomial2", "NegBinomial2Log", "Weibull",
     "Normal", "Poisson", "PoissonLog", "StudentT", "Support", "Uniform", "Conditional", "Data", "Dataset", "Decision",
-    "Deterministic", "DType", "Factor", "Model", "Node", "Observed", "Param", "SourceProgram", "SpecError", "check_dataset", "density_dependencies",
+    "Deterministic", "DType", "Factor", "Model", "Node", "Observed", "Param", "SourceProgram", "LooseGradient", "SpecError", "check_dataset", "density_dependencies",
     "column_dim", "same_dims", "expr_dims", "expr_dtype", "prob", "prob_beats", "prob_best", "references", "unconstrained_shape",
     "noncentered",
 ]

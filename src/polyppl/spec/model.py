@@ -169,6 +169,18 @@ RESERVED = frozenset(
 
 
 @dataclass(frozen=True)
+class LooseGradient:
+    """A function of a source program whose gradient its language's own implementation
+    computes by an approximation, not as the derivative of its value (Stan's ``normal_lcdf``):
+    a check of a translation against that implementation compares gradients through it to
+    ``rtol``, for ``reason``, and values still exactly."""
+
+    function: str
+    rtol: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class SourceProgram:
     """The program a model was lowered from, in its own language, with its data in that
     language's format: a backend of that language runs it unchanged instead of a program
@@ -183,6 +195,8 @@ class SourceProgram:
     #: How many leading dims of each parameter (in ``parameters``' order) are array dims: Stan's
     #: unconstrained vector holds an array element after element, a matrix column by column.
     array_ranks: tuple[int, ...] = ()
+    #: The functions the program calls on parameters whose gradient its language approximates.
+    loose_gradients: tuple[LooseGradient, ...] = ()
 
     def array_rank(self, name: str) -> int:
         return self.array_ranks[self.parameters.index(name)] if self.array_ranks else 0

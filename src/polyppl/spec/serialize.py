@@ -30,6 +30,7 @@ from polyppl.spec.model import (
     Node,
     Observed,
     Param,
+    LooseGradient,
     SourceProgram,
     SpecError,
 )
@@ -136,8 +137,12 @@ def node_from_json(data: dict[str, Any]) -> Node:
 def source_to_json(source: SourceProgram | None) -> dict[str, Any] | None:
     if source is None:
         return None
-    return {"language": source.language, "text": source.text, "data_json": source.data_json,
-            "parameters": list(source.parameters), "array_ranks": list(source.array_ranks)}
+    out = {"language": source.language, "text": source.text, "data_json": source.data_json,
+           "parameters": list(source.parameters), "array_ranks": list(source.array_ranks)}
+    if source.loose_gradients:
+        out["loose_gradients"] = [{"function": g.function, "rtol": g.rtol, "reason": g.reason}
+                                  for g in source.loose_gradients]
+    return out
 
 
 def model_to_json(model: Model) -> dict[str, Any]:
@@ -153,7 +158,9 @@ def model_from_json(data: dict[str, Any]) -> Model:
     return Model(data["name"], tuple(node_from_json(n) for n in data["nodes"]), data.get("description", ""),
                  data.get("target_accept"),
                  SourceProgram(source["language"], source["text"], source["data_json"], tuple(source["parameters"]),
-                               tuple(source.get("array_ranks", ())))
+                               tuple(source.get("array_ranks", ())),
+                               tuple(LooseGradient(g["function"], g["rtol"], g["reason"])
+                                     for g in source.get("loose_gradients", ())))
                  if source else None)
 
 
