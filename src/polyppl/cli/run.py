@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A model lowered from the user's program: never sample a wrong translation.
         progress("checking the translation: log density and gradient against Stan's own ...")
         checked = check_translation(problem, stan_engine=engines_from(args).get("stan"))
-        progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
+        progress(checked.summary())
 
     stem = result_stem(args.out, problem.labels, backend.label, args.method)
     if args.method != "nuts":  # an approximation: no chains to diagnose, no ladder
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     and backend.backend in LOWERED_BACKENDS:  # a program in its other form: another program
                 progress(f"checking the translation of the {rung.problem.parametrization} program ...")
                 checked = check_translation(rung.problem, stan_engine=engines_from(args).get("stan"))
-                progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
+                progress(checked.summary())
             rung_request = request if rung.is_first else FitRequest.make(
                 rung.problem.model, rung.problem.dataset, request.backend, request.engine, "nuts", rung.settings,
                 labels=rung.problem.labels)

@@ -448,7 +448,7 @@ def compare(
         progress("checking the translation: log density and gradient against Stan's own ...")
         checked = check_translation(problem, stan_engine=(engines or {}).get("stan"))
         translation = checked.to_json()
-        progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
+        progress(checked.summary())
     out = Path(out)
     load_start = load_now()
 
@@ -467,7 +467,7 @@ def compare(
             # A program in its other form is another program: checked before it samples too.
             progress(f"checking the translation of the {rung.problem.parametrization} program ...")
             checked = check_translation(rung.problem, stan_engine=(engines or {}).get("stan"))
-            progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
+            progress(checked.summary())
         rung_requests = requests if rung.is_first else nuts_requests(rung.problem, columns, rung.settings, engines or {})
         outcomes = run([(label, label, request) for label, request in rung_requests.items()], rung.suffix)
         return assess(Comparison(rung.problem, rung.settings, outcomes, family_alpha, floor, reference=reference,

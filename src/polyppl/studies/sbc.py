@@ -550,7 +550,7 @@ def run_sbc(
             progress("checking the translation: log density and gradient against Stan's own ...")
         checked = check_translation(plan.problem, stan_engine=(engines or {}).get("stan"))
         if progress:
-            progress(f"translation: {checked.points} points, max relative error {checked.max_rel_error:.2g}")
+            progress(checked.summary())
     if progress:
         progress(f"SBC of {plan.problem.describe()}: {simulations} simulations x {len(plan.columns)} backends "
                  f"({', '.join(label for label, _ in plan.columns)}), seed {seed}; ledger {plan.ledger}")

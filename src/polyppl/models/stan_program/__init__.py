@@ -100,7 +100,7 @@ def _problem(path: Path, program: Program, values: dict, source: str, form: str 
     stan_data = {d.name: _jsonable(values[d.name]) for d in program.data}
     model = replace(lowered.model, source=s.SourceProgram(
         "stan", program.text, json.dumps(stan_data, sort_keys=True), tuple(d.name for d in program.parameters),
-        tuple(len(d.type.array_sizes) for d in program.parameters)))
+        tuple(len(d.type.array_sizes) for d in program.parameters), lowered.loose_gradients))
 
     def other_form(form: str) -> Problem:
         text = rewritten(program, form)

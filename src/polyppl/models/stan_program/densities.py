@@ -84,47 +84,208 @@ def elementwise_lpdf(function: str, value: s.Expr, args: tuple[s.Expr, ...], lin
 
 
 _LOG_HALF = math.log(0.5)
+_LOG_2 = math.log(2.0)
+_SQRT_2 = math.sqrt(2.0)
+_HALF_LOG_PI = 0.5 * math.log(math.pi)
+#: Past this, erfc(x) (about 1e-274 at 25) nears float64's underflow at ~26.5: log(erfc(x))
+#: is its asymptotic series there.
+_ERFC_SERIES_FROM = 25.0
+#: erfc(x) x sqrt(pi) exp(x^2) = 1 + sum_n (-1)^n (2n - 1)!! / (2 x^2)^n: the coefficients of
+#: 1/x^2n, n = 1..6; the next term is under 3e-17 at x = 25.
+_ERFC_SERIES = (-0.5, 0.75, -1.875, 6.5625, -29.53125, 162.421875)
+
+# Every form below is a spec expression evaluated on both sides of each ``where``, and its
+# gradient too, so the side not taken gets an argument where it is finite (a NaN or an
+# infinite derivative there would poison the gradient of the side taken).
+
+
+def _log1m_exp(a: s.Expr) -> s.Expr:
+    """log(1 - exp(a)) for a <= 0, without cancellation at either end (Stan's log1m_exp):
+    log(-expm1(a)) near 0, log1p(-exp(a)) below -log(2)."""
+    near_zero = a > -_LOG_2
+    return s.where(near_zero, s.log(-s.expm1(a)), s.log1p(-s.exp(s.where(near_zero, -_LOG_2, a))))
+
+
+def _log_erfc(x: s.Expr) -> s.Expr:
+    """log(erfc(x)), finite wherever its value is: erfc itself up to 25, then its asymptotic
+    series (erfc underflows to 0 at ~26.5, where log(erfc) is -inf and its gradient NaN)."""
+    series = x > _ERFC_SERIES_FROM
+    far = s.where(series, x, _ERFC_SERIES_FROM)
+    inverse_square = 1.0 / (far * far)
+    tail = 0.0
+    for coefficient in reversed(_ERFC_SERIES):
+        tail = inverse_square * (coefficient + tail)
+    asymptotic = -far * far - s.log(far) - _HALF_LOG_PI + s.log1p(tail)
+    return s.where(series, asymptotic, s.log(s.erfc(s.where(series, _ERFC_SERIES_FROM, x))))
+
+
+def _std_normal_lcdf(z: s.Expr) -> s.Expr:
+    """log(Phi(z)): log(erfc(-z / sqrt(2)) / 2), as log1p(-erfc(z / sqrt(2)) / 2) above 0 (there
+    its value is near 0, to be kept to relative precision: T[L, U] of a right tail subtracts two)."""
+    right = z > 0.0
+    return s.where(right, s.log1p(-0.5 * s.erfc(s.where(right, z, 0.0) / _SQRT_2)),
+                   _log_erfc(-z / _SQRT_2) + _LOG_HALF)
 
 
 def _normal_lcdf(x, mu, sigma, line):
-    return s.log(s.erfc(-(x - mu) / (sigma * math.sqrt(2.0)))) + _LOG_HALF
+    return _std_normal_lcdf((x - mu) / sigma)
 
 
 def _normal_lccdf(x, mu, sigma, line):
-    return s.log(s.erfc((x - mu) / (sigma * math.sqrt(2.0)))) + _LOG_HALF
+    return _std_normal_lcdf((mu - x) / sigma)
+
+
+def _lognormal_lcdf(x, mu, sigma, line):
+    return _normal_lcdf(s.log(x), mu, sigma, line)
+
+
+def _lognormal_lccdf(x, mu, sigma, line):
+    return _normal_lccdf(s.log(x), mu, sigma, line)
 
 
 def _exponential_lcdf(x, rate, line):
-    return s.log1p(-s.exp(-rate * x))
+    return _log1m_exp(-rate * x)
 
 
 def _exponential_lccdf(x, rate, line):
     return -rate * x
 
 
-#: Stan's family -> its log cdf and log complementary cdf per element (``_cdf`` is exp of the first).
-CDFS = {"normal": (_normal_lcdf, _normal_lccdf), "exponential": (_exponential_lcdf, _exponential_lccdf)}
+def _cauchy_lcdf_of(z: s.Expr) -> s.Expr:
+    """log(1/2 + atan(z) / pi), as log(atan(-1/z) / pi) below z = -1 (the same value; the sum
+    cancels to nothing in the left tail, at z = -1e17 it is 0)."""
+    left = z < -1.0
+    return s.where(left, s.log(s.atan(-1.0 / s.where(left, z, -1.0)) / math.pi), s.log(0.5 + s.atan(z) / math.pi))
+
+
+def _cauchy_lcdf(x, mu, sigma, line):
+    return _cauchy_lcdf_of((x - mu) / sigma)
+
+
+def _cauchy_lccdf(x, mu, sigma, line):
+    return _cauchy_lcdf_of((mu - x) / sigma)
+
+
+def _logistic_lcdf(x, mu, sigma, line):
+    return -s.log_sum_exp(0.0, -(x - mu) / sigma)  # log(inv_logit(z)), no overflow of exp(-z)
+
+
+def _logistic_lccdf(x, mu, sigma, line):
+    return -s.log_sum_exp(0.0, (x - mu) / sigma)
+
+
+def _double_exponential_lcdf_of(z: s.Expr) -> s.Expr:
+    """log(exp(z) / 2) below 0, log(1 - exp(-z) / 2) above (Stan's two branches)."""
+    left = z < 0.0
+    return s.where(left, _LOG_HALF + z, s.log1p(-0.5 * s.exp(-s.where(left, 0.0, z))))
+
+
+def _double_exponential_lcdf(x, mu, sigma, line):
+    return _double_exponential_lcdf_of((x - mu) / sigma)
+
+
+def _double_exponential_lccdf(x, mu, sigma, line):
+    return _double_exponential_lcdf_of((mu - x) / sigma)
+
+
+def _weibull_power(x, alpha, sigma):
+    return s.exp(alpha * s.log(x / sigma))  # (x / sigma)^alpha, as Stan computes it
+
+
+def _weibull_lcdf(x, alpha, sigma, line):
+    return _log1m_exp(-_weibull_power(x, alpha, sigma))
+
+
+def _weibull_lccdf(x, alpha, sigma, line):
+    return -_weibull_power(x, alpha, sigma)
+
+
+def _frechet_lcdf(x, alpha, sigma, line):
+    return -_weibull_power(sigma, alpha, x)  # -(sigma / x)^alpha
+
+
+def _frechet_lccdf(x, alpha, sigma, line):
+    return _log1m_exp(-_weibull_power(sigma, alpha, x))
+
+
+def _rayleigh_lcdf(x, sigma, line):
+    return _log1m_exp(-0.5 * (x / sigma) * (x / sigma))
+
+
+def _rayleigh_lccdf(x, sigma, line):
+    return -0.5 * (x / sigma) * (x / sigma)
+
+
+def _gumbel_lcdf(x, mu, beta, line):
+    return -s.exp(-(x - mu) / beta)
+
+
+def _gumbel_lccdf(x, mu, beta, line):
+    return _log1m_exp(-s.exp(-(x - mu) / beta))
+
+
+def _pareto_lcdf(x, y_min, alpha, line):
+    return _log1m_exp(alpha * s.log(y_min / x))
+
+
+def _pareto_lccdf(x, y_min, alpha, line):
+    return alpha * s.log(y_min / x)
+
+
+def _uniform_lcdf(x, low, high, line):
+    return s.log((x - low) / (high - low))  # inside [low, high]
+
+
+def _uniform_lccdf(x, low, high, line):
+    return s.log((high - x) / (high - low))
+
+
+#: Stan's family -> its log cdf and log complementary cdf per element (``_cdf`` is exp of the
+#: first), each in a form that stays finite and accurate in the tails where its value is.
+CDFS = {"normal": (_normal_lcdf, _normal_lccdf), "lognormal": (_lognormal_lcdf, _lognormal_lccdf),
+        "exponential": (_exponential_lcdf, _exponential_lccdf), "cauchy": (_cauchy_lcdf, _cauchy_lccdf),
+        "logistic": (_logistic_lcdf, _logistic_lccdf),
+        "double_exponential": (_double_exponential_lcdf, _double_exponential_lccdf),
+        "weibull": (_weibull_lcdf, _weibull_lccdf), "frechet": (_frechet_lcdf, _frechet_lccdf),
+        "rayleigh": (_rayleigh_lcdf, _rayleigh_lccdf), "gumbel": (_gumbel_lcdf, _gumbel_lccdf),
+        "pareto": (_pareto_lcdf, _pareto_lccdf), "uniform": (_uniform_lcdf, _uniform_lccdf)}
+
+#: The cdfs of parameters that stay unsupported, and why: their cdf is a regularized
+#: incomplete gamma or beta function, which the spec does not carry.
+_WITHOUT_CLOSED_FORM = {
+    family: f"its cdf is a regularized incomplete {kind} function, which the spec does not carry"
+    for family, kind in (("gamma", "gamma"), ("inv_gamma", "gamma"), ("chi_square", "gamma"),
+                         ("beta", "beta"), ("student_t", "beta"))}
+
+#: Stan's functions whose gradient Stan computes by an approximation, not as the derivative of
+#: their value: the translation check compares gradients through them to the tolerance named.
+APPROXIMATE_GRADIENTS: dict[str, s.LooseGradient] = {
+    "normal_lcdf": s.LooseGradient(
+        "normal_lcdf", 1e-5, "Stan's normal_lcdf gradient is a polynomial approximation "
+        "(stan math normal_lcdf.hpp), ~6e-7 relative"),
+}
 
 
 def elementwise_cdf(function: str, value: s.Expr, args: tuple[s.Expr, ...], line: int) -> s.Expr:
-    """``function`` (``normal_lcdf``, ``exponential_lccdf``, ``normal_cdf``, ...) of ``value``
+    """``function`` (``normal_lcdf``, ``exponential_lccdf``, ``cauchy_cdf``, ...) of ``value``
     per element, as a spec expression."""
     family, suffix = function.rsplit("_", 1)
     forms = CDFS.get(family)
     if forms is None:
+        why = f"; {_WITHOUT_CLOSED_FORM[family]}" if family in _WITHOUT_CLOSED_FORM else ""
         raise Unsupported(line, f"{function} of parameters is not supported for PyMC and NumPyro "
-                          f"(only the cdfs of {', '.join(CDFS)})")
-    if function == "normal_lcdf":
-        # Its value is log(erfc(-z) / 2), but Stan's gradient of it is a piecewise polynomial
-        # approximation (Stan math's normal_lcdf.hpp), off by up to ~1e-6 relative: no closed
-        # form matches it to the translation check's 1e-8.
-        raise Unsupported(line, "normal_lcdf of parameters (also in T[, U] and T[L, U] of a normal) is not "
-                          "supported for PyMC and NumPyro (Stan's gradient of it is an approximation)")
+                          f"(only the cdfs of {', '.join(CDFS)}{why})")
     form = forms[1] if suffix == "lccdf" else forms[0]
     if form.__code__.co_argcount != len(args) + 2:
         raise Unsupported(line, f"{function} with {len(args)} arguments")
     out = form(value, *args, line)
     return s.exp(out) if suffix == "cdf" else out
+
+
+def truncation_functions(family: str, lower: bool, upper: bool) -> tuple[str, ...]:
+    """The cdf that ``T[L, U]`` of ``family`` calls, as Stan's generated code calls it: lccdf
+    of L alone, lcdf of U alone or of both (``truncation``)."""
+    return (f"{family}_lcdf",) if upper else (f"{family}_lccdf",)
 
 
 def truncation(family: str, lower: s.Expr | None, upper: s.Expr | None, args: tuple[s.Expr, ...],
@@ -138,7 +299,7 @@ def truncation(family: str, lower: s.Expr | None, upper: s.Expr | None, args: tu
         return elementwise_cdf(f"{family}_lccdf", lower, args, line)
     high = elementwise_cdf(f"{family}_lcdf", upper, args, line)
     low = elementwise_cdf(f"{family}_lcdf", lower, args, line)
-    return high + s.log1p(-s.exp(low - high))
+    return high + _log1m_exp(low - high)
 
 
 def multi_normal_cholesky(value: s.Expr, mu: s.Expr, lower: s.Expr, size: int) -> s.Expr:

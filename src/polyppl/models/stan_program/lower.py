@@ -116,6 +116,8 @@ REPEATS = {"rep_vector": (1, "vector"), "rep_row_vector": (1, "row_vector"), "re
 class Lowered:
     model: s.Model
     dataset: s.Dataset
+    #: The functions of parameters it lowered whose gradient Stan approximates.
+    loose_gradients: tuple[s.LooseGradient, ...] = ()
 
 
 class Lowering:
@@ -139,6 +141,7 @@ class Lowering:
         self.user_functions = functions.definitions(program)
         self.calling: list[str] = []  # the user functions being inlined, innermost last
         self.drawn: list[s.Conditional] = []  # _rng calls of generated quantities (rng.py)
+        self.loose_gradients: dict[str, s.LooseGradient] = {}  # densities.APPROXIMATE_GRADIENTS it called
 
     # ------------------------------------------------------------------ the whole program
 
@@ -181,7 +184,7 @@ class Lowering:
         coords = {d: tuple(range(1, n + 1)) for d, n in self.dim_sizes.items() if d in model.dims}
         dataset = s.Dataset(values, coords, "Stan JSON data")
         s.check_dataset(model, dataset)
-        return Lowered(model, dataset)
+        return Lowered(model, dataset, tuple(self.loose_gradients.values()))
 
     def _deterministics(self, statements: tuple[Statement, ...], block: str) -> list[s.Deterministic]:
         """A block of assignments (transformed parameters, generated quantities) run
@@ -468,6 +471,7 @@ class Lowering:
         if any(b.dims[b.nloop:] for b in present):
             raise unsupported(st.line, "truncation T[,] with bounds that are not scalars")
         operands = present + args
+        self._note_gradients(densities.truncation_functions(st.distribution, lower is not None, upper is not None))
         mass = self._elementwise(operands, lambda *e: densities.truncation(
             st.distribution, e[0] if lower is not None else None,
             (e[1] if lower is not None else e[0]) if upper is not None else None, e[len(present):], st.line), st.line)
@@ -477,6 +481,11 @@ class Lowering:
         count = self.dim_sizes[value.dims[0]] if value.nloop and not mass.nloop else 1
         total = s.sum_all(mass.expr) if mass.nloop else mass.expr
         self.scalar_terms.append((st.line, s.Call("neg", (total * float(count) if count != 1 else total,))))
+
+    def _note_gradients(self, functions_called: tuple[str, ...]) -> None:
+        for function in functions_called:
+            if function in densities.APPROXIMATE_GRADIENTS:
+                self.loose_gradients[function] = densities.APPROXIMATE_GRADIENTS[function]
 
     def _target(self, expr: StanExpr, line: int) -> None:
         for sign, summand in _summands(expr, 1):
@@ -850,6 +859,7 @@ class Lowering:
         if name in MATRICES:
             return self._matrix_function(name, args, expr)
         if name.endswith(("_lcdf", "_lccdf", "_cdf")) and expr.conditional:
+            self._note_gradients((name,))
             value = self._elementwise(args, lambda *e: densities.elementwise_cdf(name, e[0], e[1:], line), line)
             if value.nloop == 0 and value.dims:
                 if name.endswith("_cdf"):

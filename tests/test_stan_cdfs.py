@@ -1,0 +1,191 @@
+"""The Stan front end's cdfs of parameters: ``_lcdf``, ``_lccdf`` and ``_cdf`` inside
+expressions and the truncations ``T[L, ]``, ``T[, U]``, ``T[L, U]`` whose bounds or arguments
+are parameters, each family's against Stan's own log density and gradient
+(``check_translation``: 20 random points, 1e-8 relative), their values in the tails against
+SciPy's, and the one function whose gradient Stan approximates (``normal_lcdf``), checked to
+the looser tolerance that the check records with its reason.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from polyppl import spec as s
+from polyppl.errors import UserError
+from polyppl.inference.numpy_model import FUNCTIONS as NUMPY_FUNCTIONS
+from polyppl.models.stan_program import check_support, densities, stan_program
+
+#: Every family with a closed-form cdf but normal and exponential (test_stan_multivariate.py):
+#: _lcdf, _lccdf and _cdf of data with parameter arguments and of a parameter; truncations of a
+#: parameter with parameter arguments, T[L, U] of each family a ``~`` statement takes (not
+#: gumbel, frechet, rayleigh, pareto: their cdfs only), T[L, ] and T[, U] of two.
+CDFS = """data {
+  real y;
+  real<lower=1> yp;
+}
+parameters {
+  real mu;
+  real<lower=0.5, upper=2> sigma;
+  real<lower=0.5, upper=3> alpha;
+  real<lower=0> t;
+  real<lower=0.5, upper=4> v;
+  real<lower=-1, upper=2> w;
+}
+model {
+  mu ~ normal(0, 1);
+  t ~ exponential(1);
+  target += cauchy_lcdf(y | mu, sigma) + cauchy_lccdf(w | mu, sigma) + cauchy_cdf(y | mu, sigma);
+  target += logistic_lcdf(y | mu, sigma) + logistic_lccdf(w | mu, sigma) + logistic_cdf(y | mu, sigma);
+  target += double_exponential_lcdf(y | mu, sigma) + double_exponential_lccdf(w | mu, sigma)
+            + double_exponential_cdf(w | mu, sigma);
+  target += lognormal_lcdf(yp | mu, sigma) + lognormal_lccdf(v | mu, sigma) + lognormal_cdf(v | mu, sigma);
+  target += weibull_lcdf(yp | alpha, sigma) + weibull_lccdf(v | alpha, sigma) + weibull_cdf(v | alpha, sigma);
+  target += frechet_lcdf(yp | alpha, sigma) + frechet_lccdf(v | alpha, sigma);
+  target += rayleigh_lcdf(yp | sigma) + rayleigh_lccdf(v | sigma);
+  target += gumbel_lcdf(y | mu, sigma) + gumbel_lccdf(w | mu, sigma);
+  target += pareto_lcdf(yp + t | yp, alpha) + pareto_lccdf(v + t | v, alpha);
+  target += uniform_lcdf(y | y - 1 - t, y + alpha) + uniform_lccdf(w | -1 - t, 2 + alpha);
+  w ~ cauchy(mu, sigma) T[-1, 2];
+  w ~ logistic(mu, sigma) T[-1, 2];
+  w ~ double_exponential(mu, sigma) T[-1, 2];
+  w ~ uniform(-1 - t, 2 + t) T[-1, 2];
+  v ~ lognormal(mu, sigma) T[0.5, 4];
+  v ~ weibull(alpha, sigma) T[0.5, 4];
+  v ~ weibull(alpha, sigma) T[0.5, ];
+  w ~ logistic(mu, sigma) T[, 2];
+}
+"""
+CDFS_DATA = {"y": 0.7, "yp": 1.3}
+
+#: normal_lcdf of a parameter, inside an expression and in T[, U] and T[L, U] of a normal.
+NORMAL_LCDF = """data {
+  real y;
+}
+parameters {
+  real mu;
+  real<lower=0.5, upper=2> sigma;
+  real<lower=-1, upper=2> w;
+}
+model {
+  mu ~ normal(0, 1);
+  target += normal_lcdf(y | mu, sigma) + normal_lccdf(w | mu, sigma);
+  w ~ normal(mu, sigma) T[-1, 2];
+  w ~ normal(mu, sigma) T[, 2];
+}
+"""
+
+
+def _write(tmp_path, program: str, data: dict):
+    (tmp_path / "p.stan").write_text(program)
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    return tmp_path / "p.stan", tmp_path / "d.json"
+
+
+def test_every_closed_form_cdf_matches_stan_to_1e_8(tmp_path):
+    from polyppl.studies.translation import RTOL, check_translation
+
+    found = stan_program(*_write(tmp_path, CDFS, CDFS_DATA))
+    assert found.model.source.loose_gradients == ()
+    result = check_translation(found)
+    assert result.points == 20 and result.max_rel_error <= 1e-8
+    assert result.gradient_rtol == RTOL and result.to_json()["gradient_rtol"] == RTOL
+    assert "gradient_rtol_reason" not in result.to_json() and "gradient tolerance" not in result.summary()
+
+
+def test_normal_lcdf_of_parameters_passes_with_the_looser_gradient_tolerance_it_records(tmp_path):
+    """Stan's gradient of normal_lcdf is a polynomial approximation: the check holds gradients
+    to 1e-5 for this program, says why, and still holds the log density to 1e-8."""
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*_write(tmp_path, NORMAL_LCDF, {"y": 0.7}))
+    assert [g.function for g in found.model.source.loose_gradients] == ["normal_lcdf"]
+    assert s.model_from_json(s.model_to_json(found.model)).source == found.model.source  # kept where it is stored
+    result = check_translation(found)
+    assert result.gradient_rtol == 1e-5 and 1e-8 < result.max_rel_error <= 1e-5
+    assert "polynomial approximation" in result.gradient_rtol_reason
+    assert result.to_json()["gradient_rtol_reason"] == result.gradient_rtol_reason
+    assert "(gradient tolerance 1e-05: Stan's normal_lcdf gradient is a polynomial approximation" in result.summary()
+    # The log density itself is held to 1e-8: a translation off by a constant factor in one
+    # term fails, whatever the gradient tolerance.
+    with pytest.raises(UserError, match=r"the log density \(up to a constant\) differs from Stan's .* tolerance 1e-08\)"):
+        wrong = s.Model(found.model.name, tuple(
+            s.Factor(n.name, n.expr * 1.001) if isinstance(n, s.Factor) else n for n in found.model.nodes),
+            source=found.model.source)
+        from dataclasses import replace
+        check_translation(replace(found, model=wrong))
+
+
+def _evaluate(expr: s.Expr, **values: float) -> float:
+    return float(s.evaluate(expr, {k: np.asarray(v) for k, v in values.items()}, NUMPY_FUNCTIONS))
+
+
+def _cdf(function: str, x: float, *args: float) -> float:
+    names = [f"a{i}" for i in range(len(args))]
+    expr = densities.elementwise_cdf(function, s.Var("x"), tuple(s.Var(n) for n in names), 1)
+    return _evaluate(expr, x=x, **dict(zip(names, args)))
+
+
+#: (Stan's function, its arguments, SciPy's value): far in the tails, where log(cdf) written
+#: naively is -inf (its cdf underflows or cancels to 0) or loses every digit.
+TAILS = [
+    ("normal_lcdf", (-30.0, 0.0, 1.0), stats.norm.logcdf(-30.0)),
+    ("normal_lcdf", (-40.0, 0.0, 1.0), stats.norm.logcdf(-40.0)),
+    ("normal_lccdf", (30.0, 0.0, 1.0), stats.norm.logsf(30.0)),
+    ("normal_lccdf", (200.0, 0.0, 1.0), stats.norm.logsf(200.0)),
+    ("normal_lcdf", (30.0, 0.0, 1.0), stats.norm.logcdf(30.0)),
+    ("lognormal_lcdf", (math.exp(-40.0), 0.0, 1.0), stats.norm.logcdf(-40.0)),
+    ("cauchy_lcdf", (-1e17, 0.0, 1.0), stats.cauchy.logcdf(-1e17)),
+    ("cauchy_lccdf", (1e17, 0.0, 1.0), stats.cauchy.logsf(1e17)),
+    ("logistic_lcdf", (-800.0, 0.0, 1.0), stats.logistic.logcdf(-800.0)),
+    ("logistic_lccdf", (800.0, 0.0, 1.0), stats.logistic.logsf(800.0)),
+    ("double_exponential_lcdf", (-800.0, 0.0, 1.0), math.log(0.5) - 800.0),
+    ("double_exponential_lccdf", (800.0, 0.0, 1.0), math.log(0.5) - 800.0),
+    ("double_exponential_lccdf", (-40.0, 0.0, 1.0), -0.5 * math.exp(-40.0)),
+    ("exponential_lcdf", (1e-12, 1.0), stats.expon.logcdf(1e-12)),
+    ("weibull_lcdf", (1e-6, 2.0, 1.0), stats.weibull_min.logcdf(1e-6, 2.0)),
+    ("rayleigh_lcdf", (1e-9, 1.0), stats.rayleigh.logcdf(1e-9)),
+    ("gumbel_lccdf", (40.0, 0.0, 1.0), stats.gumbel_r.logsf(40.0)),
+    ("frechet_lccdf", (1e9, 2.0, 1.0), stats.invweibull.logsf(1e9, 2.0)),
+    ("pareto_lcdf", (1.0 + 1e-12, 1.0, 3.0), stats.pareto.logcdf(1.0 + 1e-12, 3.0)),
+]
+
+
+@pytest.mark.parametrize(("function", "arguments", "expected"), TAILS, ids=[f"{t[0]}({t[1][0]:g})" for t in TAILS])
+def test_cdfs_are_finite_and_accurate_in_the_tails(function, arguments, expected):
+    assert np.isfinite(expected)
+    assert _cdf(function, *arguments) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("backend", ["pymc", "numpyro"])
+def test_the_tail_forms_have_finite_exact_gradients_on_each_backend(backend):
+    """The gradient of normal_lcdf and cauchy_lcdf in the far tails on each backend (each
+    ``where`` evaluates both its sides and differentiates both): d/dz log Phi(z), from
+    SciPy's values."""
+    from polyppl.backends import get_backend
+
+    z = s.Var("z")
+    model = s.Model("tails", (
+        s.Param("z", s.Flat(), ("k",)),
+        s.Factor("normal", s.sum_all(densities.elementwise_cdf("normal_lcdf", z, (s.Const(0.0), s.Const(1.0)), 1))),
+    ))
+    points = np.array([-40.0, -30.0, -1.0, 0.5, 30.0, 40.0])
+    density = get_backend(backend).compile(model, s.Dataset({}, {"k": tuple(range(len(points)))})).log_density()
+    logp, grad = density({"z": points})
+    assert logp == pytest.approx(stats.norm.logcdf(points).sum(), rel=1e-12)
+    expected = np.exp(stats.norm.logpdf(points) - stats.norm.logcdf(points))
+    np.testing.assert_allclose(np.asarray(grad["z"]), expected, rtol=1e-9, atol=1e-300)
+
+
+def test_a_cdf_without_a_closed_form_is_named_with_why(tmp_path):
+    program = CDFS.replace("  t ~ exponential(1);", "  t ~ exponential(1);\n  target += gamma_lcdf(yp | alpha, sigma);")
+    support = check_support(*_write(tmp_path, program, CDFS_DATA))
+    assert support.line == 16 and support.construct.startswith("gamma_lcdf of parameters is not supported for PyMC "
+                                                               "and NumPyro (only the cdfs of normal, lognormal")
+    assert support.construct.endswith("; its cdf is a regularized incomplete gamma function, which the spec does "
+                                      "not carry)")
+    program = CDFS.replace("  w ~ logistic(mu, sigma) T[, 2];", "  w ~ student_t(3, mu, sigma) T[, 2];")
+    support = check_support(*_write(tmp_path, program, CDFS_DATA))
+    assert support.construct.startswith("student_t_lcdf of parameters") and "incomplete beta" in support.construct
