@@ -42,6 +42,8 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "erfc": special.erfc,
     "atan": np.arctan,
     "expm1": np.expm1,
+    "gamma_p": special.gammainc,
+    "gamma_q": special.gammaincc,
     "sqrt": np.sqrt,
     "inv_logit": special.expit,
     "logit": special.logit,

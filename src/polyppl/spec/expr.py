@@ -164,6 +164,8 @@ FUNCTIONS: dict[str, int] = {
     "erfc": 1,
     "atan": 1,
     "expm1": 1,
+    "gamma_p": 2,
+    "gamma_q": 2,
     "sqrt": 1,
     "inv_logit": 1,
     "logit": 1,
@@ -222,6 +224,17 @@ def expm1(x: ExprLike) -> Expr:
     """``exp(x) - 1``, elementwise, without the cancellation near 0 (``log(1 - exp(-t))`` for a
     small ``t`` is ``log(-expm1(-t))``)."""
     return _call("expm1", x)
+
+
+def gamma_p(a: ExprLike, x: ExprLike) -> Expr:
+    """The regularized lower incomplete gamma function P(a, x), elementwise (Stan's
+    ``gamma_p``; a gamma cdf is of it), with its gradient in both arguments on every backend."""
+    return _call("gamma_p", a, x)
+
+
+def gamma_q(a: ExprLike, x: ExprLike) -> Expr:
+    """The regularized upper incomplete gamma function Q(a, x) = 1 - P(a, x), elementwise."""
+    return _call("gamma_q", a, x)
 
 
 def sqrt(x: ExprLike) -> Expr:

@@ -147,6 +147,8 @@ FUNCTIONS = {
     "erfc": jax.scipy.special.erfc,
     "atan": jnp.arctan,
     "expm1": jnp.expm1,
+    "gamma_p": jax.scipy.special.gammainc,
+    "gamma_q": jax.scipy.special.gammaincc,
     "sqrt": jnp.sqrt,
     "inv_logit": jax.nn.sigmoid,
     "logit": jax.scipy.special.logit,

@@ -77,6 +77,8 @@ FUNCTIONS = {
     "erfc": pt.erfc,
     "atan": pt.arctan,
     "expm1": pt.expm1,
+    "gamma_p": pt.gammainc,
+    "gamma_q": pt.gammaincc,
     "sqrt": pt.sqrt,
     "inv_logit": pm.math.invlogit,
     "logit": pm.math.logit,
