@@ -1,9 +1,10 @@
 """The Stan front end's cdfs of parameters: ``_lcdf``, ``_lccdf`` and ``_cdf`` inside
 expressions and the truncations ``T[L, ]``, ``T[, U]``, ``T[L, U]`` whose bounds or arguments
 are parameters, each family's against Stan's own log density and gradient
-(``check_translation``: 20 random points, 1e-8 relative), their values in the tails against
-SciPy's, and the one function whose gradient Stan approximates (``normal_lcdf``), checked to
-the looser tolerance that the check records with its reason.
+(``check_translation``: 20 random points, 1e-8 relative), their values and gradients in the
+tails against SciPy's, and the functions whose gradient Stan approximates (``normal_lcdf``;
+the gamma family's cdfs but ``gamma_lcdf``), checked to the looser tolerance the check
+records with its reason, their log density still to 1e-8.
 """
 
 import json
@@ -17,8 +18,10 @@ from polyppl import spec as s
 from polyppl.errors import UserError
 from polyppl.inference.numpy_model import FUNCTIONS as NUMPY_FUNCTIONS
 from polyppl.models.stan_program import check_support, densities, stan_program
+from polyppl.spec.serialize import model_from_json, model_to_json
 
-#: Every family with a closed-form cdf but normal and exponential (test_stan_multivariate.py):
+#: Every family with a closed-form cdf but normal and exponential (test_stan_multivariate.py), and
+#: gamma_lcdf (whose gradient Stan computes exactly, unlike the gamma family's others, below):
 #: _lcdf, _lccdf and _cdf of data with parameter arguments and of a parameter; truncations of a
 #: parameter with parameter arguments, T[L, U] of each family a ``~`` statement takes (not
 #: gumbel, frechet, rayleigh, pareto: their cdfs only), T[L, ] and T[, U] of two.
@@ -48,12 +51,14 @@ model {
   target += gumbel_lcdf(y | mu, sigma) + gumbel_lccdf(w | mu, sigma);
   target += pareto_lcdf(yp + t | yp, alpha) + pareto_lccdf(v + t | v, alpha);
   target += uniform_lcdf(y | y - 1 - t, y + alpha) + uniform_lccdf(w | -1 - t, 2 + alpha);
+  target += gamma_lcdf(yp | alpha, sigma);
   w ~ cauchy(mu, sigma) T[-1, 2];
   w ~ logistic(mu, sigma) T[-1, 2];
   w ~ double_exponential(mu, sigma) T[-1, 2];
   w ~ uniform(-1 - t, 2 + t) T[-1, 2];
   v ~ lognormal(mu, sigma) T[0.5, 4];
   v ~ weibull(alpha, sigma) T[0.5, 4];
+  v ~ gamma(alpha, sigma) T[0.5, 4];
   v ~ weibull(alpha, sigma) T[0.5, ];
   w ~ logistic(mu, sigma) T[, 2];
 }
@@ -74,6 +79,26 @@ model {
   target += normal_lcdf(y | mu, sigma) + normal_lccdf(w | mu, sigma);
   w ~ normal(mu, sigma) T[-1, 2];
   w ~ normal(mu, sigma) T[, 2];
+}
+"""
+
+
+#: The gamma family's cdfs whose gradient in the shape Stan sums as a series to 1e-6 (all but
+#: gamma_lcdf, above), in expressions and in truncations.
+GAMMA_CDFS = """data {
+  real<lower=0> yp;
+}
+parameters {
+  real<lower=0.5, upper=3> alpha;
+  real<lower=0.5, upper=2> beta;
+  real<lower=0.5, upper=4> v;
+}
+model {
+  target += gamma_lccdf(v | alpha, beta) + gamma_cdf(v | alpha, beta);
+  target += inv_gamma_lcdf(yp | alpha, beta) + inv_gamma_lccdf(v | alpha, beta);
+  target += chi_square_lcdf(v | alpha) + chi_square_lccdf(yp | alpha);
+  v ~ inv_gamma(alpha, beta) T[0.5, 4];
+  v ~ chi_square(alpha) T[0.5, ];
 }
 """
 
@@ -102,7 +127,7 @@ def test_normal_lcdf_of_parameters_passes_with_the_looser_gradient_tolerance_it_
 
     found = stan_program(*_write(tmp_path, NORMAL_LCDF, {"y": 0.7}))
     assert [g.function for g in found.model.source.loose_gradients] == ["normal_lcdf"]
-    assert s.model_from_json(s.model_to_json(found.model)).source == found.model.source  # kept where it is stored
+    assert model_from_json(model_to_json(found.model)).source == found.model.source  # kept where it is stored
     result = check_translation(found)
     assert result.gradient_rtol == 1e-5 and 1e-8 < result.max_rel_error <= 1e-5
     assert "polynomial approximation" in result.gradient_rtol_reason
@@ -116,6 +141,19 @@ def test_normal_lcdf_of_parameters_passes_with_the_looser_gradient_tolerance_it_
             source=found.model.source)
         from dataclasses import replace
         check_translation(replace(found, model=wrong))
+
+
+def test_the_gamma_familys_cdfs_pass_with_the_tolerance_of_stans_series(tmp_path):
+    """Stan's gradient of the regularized incomplete gamma function in its shape is a series
+    summed to 1e-6: this program's gradients are held to 1e-3, its log density to 1e-8."""
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*_write(tmp_path, GAMMA_CDFS, {"yp": 1.3}))
+    assert {g.function for g in found.model.source.loose_gradients} == {
+        "gamma_lccdf", "gamma_cdf", "inv_gamma_lcdf", "inv_gamma_lccdf", "chi_square_lcdf", "chi_square_lccdf"}
+    result = check_translation(found)
+    assert result.gradient_rtol == 1e-3 and result.max_rel_error <= 1e-3
+    assert "grad_reg_inc_gamma.hpp" in result.gradient_rtol_reason
 
 
 def _evaluate(expr: s.Expr, **values: float) -> float:
@@ -139,6 +177,10 @@ TAILS = [
     ("lognormal_lcdf", (math.exp(-40.0), 0.0, 1.0), stats.norm.logcdf(-40.0)),
     ("cauchy_lcdf", (-1e17, 0.0, 1.0), stats.cauchy.logcdf(-1e17)),
     ("cauchy_lccdf", (1e17, 0.0, 1.0), stats.cauchy.logsf(1e17)),
+    ("cauchy_lcdf", (1e12, 0.0, 1.0), -1.0 / (math.pi * 1e12)),
+    ("cauchy_lcdf", (0.3, 0.0, 1.0), stats.cauchy.logcdf(0.3)),
+    ("cauchy_lcdf", (-3.0, 0.0, 1.0), stats.cauchy.logcdf(-3.0)),
+    ("cauchy_lcdf", (3.0, 0.0, 1.0), stats.cauchy.logcdf(3.0)),
     ("logistic_lcdf", (-800.0, 0.0, 1.0), stats.logistic.logcdf(-800.0)),
     ("logistic_lccdf", (800.0, 0.0, 1.0), stats.logistic.logsf(800.0)),
     ("double_exponential_lcdf", (-800.0, 0.0, 1.0), math.log(0.5) - 800.0),
@@ -159,33 +201,41 @@ def test_cdfs_are_finite_and_accurate_in_the_tails(function, arguments, expected
     assert _cdf(function, *arguments) == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
+#: Stan's log cdf, SciPy's law, and points in its far tails.
+GRADIENT_TAILS = {"normal_lcdf": (stats.norm, [-40.0, -30.0, -1.0, 0.5, 30.0, 40.0]),
+                  "cauchy_lcdf": (stats.cauchy, [-1e12, -30.0, -1.0, 0.5, 30.0, 1e12]),
+                  "logistic_lcdf": (stats.logistic, [-800.0, -30.0, 0.5, 30.0])}
+
+
 @pytest.mark.parametrize("backend", ["pymc", "numpyro"])
 def test_the_tail_forms_have_finite_exact_gradients_on_each_backend(backend):
-    """The gradient of normal_lcdf and cauchy_lcdf in the far tails on each backend (each
-    ``where`` evaluates both its sides and differentiates both): d/dz log Phi(z), from
-    SciPy's values."""
+    """Each form's gradient in the far tails on each backend (each ``where`` evaluates both
+    its sides and differentiates both): d/dz log F(z) = f(z) / F(z), from SciPy's values."""
     from polyppl.backends import get_backend
 
-    z = s.Var("z")
-    model = s.Model("tails", (
-        s.Param("z", s.Flat(), ("k",)),
-        s.Factor("normal", s.sum_all(densities.elementwise_cdf("normal_lcdf", z, (s.Const(0.0), s.Const(1.0)), 1))),
-    ))
-    points = np.array([-40.0, -30.0, -1.0, 0.5, 30.0, 40.0])
-    density = get_backend(backend).compile(model, s.Dataset({}, {"k": tuple(range(len(points)))})).log_density()
-    logp, grad = density({"z": points})
-    assert logp == pytest.approx(stats.norm.logcdf(points).sum(), rel=1e-12)
-    expected = np.exp(stats.norm.logpdf(points) - stats.norm.logcdf(points))
-    np.testing.assert_allclose(np.asarray(grad["z"]), expected, rtol=1e-9, atol=1e-300)
+    nodes, coords, point = [], {}, {}
+    for function, (law, points) in GRADIENT_TAILS.items():
+        name = function.removesuffix("_lcdf")
+        nodes += [s.Param(name, s.Flat(), (f"k_{name}",)),
+                  s.Factor(f"{name}_lcdf", s.sum_all(densities.elementwise_cdf(
+                      function, s.Var(name), (s.Const(0.0), s.Const(1.0)), 1)))]
+        coords[f"k_{name}"], point[name] = tuple(range(len(points))), np.array(points)
+    density = get_backend(backend).compile(s.Model("tails", tuple(nodes)), s.Dataset({}, coords)).log_density()
+    logp, grad = density(point)
+    laws = {f.removesuffix("_lcdf"): law for f, (law, _) in GRADIENT_TAILS.items()}
+    assert logp == pytest.approx(sum(laws[n].logcdf(v).sum() for n, v in point.items()), rel=1e-12)
+    for name, values in point.items():
+        expected = np.exp(laws[name].logpdf(values) - laws[name].logcdf(values))
+        np.testing.assert_allclose(np.asarray(grad[name]), expected, rtol=1e-9, atol=1e-300, err_msg=name)
 
 
 def test_a_cdf_without_a_closed_form_is_named_with_why(tmp_path):
-    program = CDFS.replace("  t ~ exponential(1);", "  t ~ exponential(1);\n  target += gamma_lcdf(yp | alpha, sigma);")
+    program = CDFS.replace("  t ~ exponential(1);", "  t ~ exponential(1);\n  target += beta_lcdf(0.3 | alpha, sigma);")
     support = check_support(*_write(tmp_path, program, CDFS_DATA))
-    assert support.line == 16 and support.construct.startswith("gamma_lcdf of parameters is not supported for PyMC "
+    assert support.line == 16 and support.construct.startswith("beta_lcdf of parameters is not supported for PyMC "
                                                                "and NumPyro (only the cdfs of normal, lognormal")
-    assert support.construct.endswith("; its cdf is a regularized incomplete gamma function, which the spec does "
-                                      "not carry)")
+    assert support.construct.endswith("; its cdf is a regularized incomplete beta function, whose gradient in its "
+                                      "shape arguments JAX (NumPyro's backend) does not compute)")
     program = CDFS.replace("  w ~ logistic(mu, sigma) T[, 2];", "  w ~ student_t(3, mu, sigma) T[, 2];")
     support = check_support(*_write(tmp_path, program, CDFS_DATA))
     assert support.construct.startswith("student_t_lcdf of parameters") and "incomplete beta" in support.construct
