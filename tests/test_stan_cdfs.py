@@ -122,17 +122,17 @@ def test_every_closed_form_cdf_matches_stan_to_1e_8(tmp_path):
 
 def test_normal_lcdf_of_parameters_passes_with_the_looser_gradient_tolerance_it_records(tmp_path):
     """Stan's gradient of normal_lcdf is a polynomial approximation: the check holds gradients
-    to 1e-5 for this program, says why, and still holds the log density to 1e-8."""
+    to 1e-4 for this program, says why, and still holds the log density to 1e-8."""
     from polyppl.studies.translation import check_translation
 
     found = stan_program(*_write(tmp_path, NORMAL_LCDF, {"y": 0.7}))
     assert [g.function for g in found.model.source.loose_gradients] == ["normal_lcdf"]
     assert model_from_json(model_to_json(found.model)).source == found.model.source  # kept where it is stored
     result = check_translation(found)
-    assert result.gradient_rtol == 1e-5 and 1e-8 < result.max_rel_error <= 1e-5
+    assert result.gradient_rtol == 1e-4 and 1e-8 < result.max_rel_error <= 1e-4
     assert "polynomial approximation" in result.gradient_rtol_reason
     assert result.to_json()["gradient_rtol_reason"] == result.gradient_rtol_reason
-    assert "(gradient tolerance 1e-05: Stan's normal_lcdf gradient is a polynomial approximation" in result.summary()
+    assert "(gradient tolerance 0.0001: Stan's normal_lcdf gradient is a polynomial approximation" in result.summary()
     # The log density itself is held to 1e-8: a translation off by a constant factor in one
     # term fails, whatever the gradient tolerance.
     with pytest.raises(UserError, match=r"the log density \(up to a constant\) differs from Stan's .* tolerance 1e-08\)"):

@@ -86,7 +86,8 @@ class Comparison:
     approximation_sources: dict[str, dict[str, QuantityDraws]] = field(default_factory=dict)
     #: The remedies ladder that led to this comparison (its last rung); None without one.
     remedies: LadderSummary | None = None
-    #: For a model lowered from a user's program: its translation check, ``{points, max_rel_error}``.
+    #: For a model lowered from a user's program: its translation check, ``{points, max_rel_error,
+    #: gradient_rtol}`` (and ``gradient_rtol_reason`` where Stan approximates a gradient).
     translation: dict[str, Any] | None = None
     #: Which backend to use: the most bulk ESS per second among those that converged and agreed.
     recommendation: Recommendation | None = None

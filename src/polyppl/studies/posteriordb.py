@@ -275,7 +275,7 @@ class PosteriorResult:
     reason: str
     backends: dict[str, BackendResult]
     tests: list[PairTest]
-    #: The translation check's ``{points, max_rel_error}``; None where it did not pass.
+    #: The translation check's ``{points, max_rel_error, gradient_rtol}``; None where it did not pass.
     translation: dict[str, Any] | None = None
     #: The remedies ladder (each rung's findings and verdict); None where no fit ran.
     ladder: LadderSummary | None = None

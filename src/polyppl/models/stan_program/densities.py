@@ -287,9 +287,11 @@ _WITHOUT_CLOSED_FORM = {
 #: Stan's functions whose gradient Stan computes by an approximation, not as the derivative of
 #: their value: the translation check compares gradients through them to the tolerance named.
 APPROXIMATE_GRADIENTS: dict[str, s.LooseGradient] = {
+    # Measured against the exact derivative on a grid of z in (-38, 12): up to 6e-5 relative
+    # (4.5e-5 in the check's measure, at z near -3); exact above z = 5.
     "normal_lcdf": s.LooseGradient(
-        "normal_lcdf", 1e-5, "Stan's normal_lcdf gradient is a polynomial approximation "
-        "(stan math normal_lcdf.hpp), ~6e-7 relative"),
+        "normal_lcdf", 1e-4, "Stan's normal_lcdf gradient is a polynomial approximation "
+        "(stan math normal_lcdf.hpp), up to ~5e-5 relative"),
     # The derivative of Q(a, x) in a: a series Stan stops at 1e-6 (gamma_p's, in gamma_lcdf, at
     # 1e-10, is exact to 1e-11 relative: not here). Measured against PyTensor's and JAX's
     # (both within 1e-14 of mpmath's): up to 2.4e-4 relative, for a in (0.5, 3).
