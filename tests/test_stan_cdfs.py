@@ -239,3 +239,26 @@ def test_a_cdf_without_a_closed_form_is_named_with_why(tmp_path):
     program = CDFS.replace("  w ~ logistic(mu, sigma) T[, 2];", "  w ~ student_t(3, mu, sigma) T[, 2];")
     support = check_support(*_write(tmp_path, program, CDFS_DATA))
     assert support.construct.startswith("student_t_lcdf of parameters") and "incomplete beta" in support.construct
+
+
+def test_show_says_why_a_program_whose_cdfs_run_over_rows_is_not_regenerated(tmp_path, capsys):
+    """A cdf per row of a loop lowers to an elementwise choice over the rows (its stable form
+    in the tails), which has no Stan expression: ``show`` prints the spec and says so, exit 0."""
+    from polyppl.cli import main
+
+    program = """data {
+  int<lower=1> N;
+  vector[N] y;
+}
+parameters {
+  real mu;
+}
+model {
+  mu ~ normal(0, 1);
+  for (n in 1:N) target += normal_lccdf(y[n] | mu, 1);
+}
+"""
+    path, data = _write(tmp_path, program, {"N": 2, "y": [0.1, 0.5]})
+    assert main(["show", str(path), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "target +=" in out and "The Stan program is not regenerated from the lowered spec (comparisons" in out
