@@ -40,6 +40,7 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "log": np.log,
     "log1p": np.log1p,
     "erfc": special.erfc,
+    "lgamma": special.gammaln,
     "sqrt": np.sqrt,
     "inv_logit": special.expit,
     "logit": special.logit,

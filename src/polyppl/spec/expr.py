@@ -162,6 +162,7 @@ FUNCTIONS: dict[str, int] = {
     "log": 1,
     "log1p": 1,
     "erfc": 1,
+    "lgamma": 1,
     "sqrt": 1,
     "inv_logit": 1,
     "logit": 1,
@@ -209,6 +210,12 @@ def log1p(x: ExprLike) -> Expr:
 def erfc(x: ExprLike) -> Expr:
     """The complementary error function, 1 - erf(x), elementwise (normal cdfs are of it)."""
     return _call("erfc", x)
+
+
+def lgamma(x: ExprLike) -> Expr:
+    """The log of the gamma function, elementwise (normalising terms of densities whose
+    arguments are parameters: dirichlet's, lkj's)."""
+    return _call("lgamma", x)
 
 
 def sqrt(x: ExprLike) -> Expr:

@@ -145,6 +145,7 @@ FUNCTIONS = {
     "log": jnp.log,
     "log1p": jnp.log1p,
     "erfc": jax.scipy.special.erfc,
+    "lgamma": jax.scipy.special.gammaln,
     "sqrt": jnp.sqrt,
     "inv_logit": jax.nn.sigmoid,
     "logit": jax.scipy.special.logit,

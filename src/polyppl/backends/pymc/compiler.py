@@ -75,6 +75,7 @@ FUNCTIONS = {
     "log": pt.log,
     "log1p": pt.log1p,
     "erfc": pt.erfc,
+    "lgamma": pt.gammaln,
     "sqrt": pt.sqrt,
     "inv_logit": pm.math.invlogit,
     "logit": pm.math.logit,
