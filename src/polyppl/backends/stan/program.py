@@ -322,7 +322,8 @@ def _param_declaration(writer: _ExprWriter, param: Param) -> str:
         stan_type = {"corr_cholesky": "cholesky_factor_corr"}.get(param.support, param.support)
         return f"{stan_type}[{dim_size_name(param.dims[0])}] {param.name}"
     if param.dist.family in _VECTOR_TYPES:
-        return f"{_VECTOR_TYPES[param.dist.family]}[{dim_size_name(param.dims[0])}] {param.name}"
+        vector = f"{_VECTOR_TYPES[param.dist.family]}[{dim_size_name(param.dims[-1])}] {param.name}"
+        return f"array[{dim_size_name(param.dims[0])}] {vector}" if len(param.dims) == 2 else vector
     if param.dist.family in _BOUND_ARGS:
         kwargs = param.dist.kwargs
         parts = [f"{word}={writer.as_real(writer.write(kwargs[arg])).text}" for word, arg in _BOUND_ARGS[param.dist.family]]
