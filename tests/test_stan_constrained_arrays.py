@@ -72,6 +72,23 @@ def test_arrays_of_constrained_vectors_match_stan(tmp_path):
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
 
+def test_the_stan_program_regenerated_from_the_spec_reads_the_arrays_as_matrices(tmp_path):
+    """Without the user's program, the Stan backend runs the program it writes from the spec:
+    each array of vectors declared as Stan's type, read as the matrix of its rows where the
+    spec's arithmetic uses it; its log density is the lowered model's."""
+    from dataclasses import replace
+
+    from polyppl.backends.stan.program import stan_program as regenerated
+    from polyppl.studies.translation import check_translation
+
+    found = stan_program(*write(tmp_path, ARRAYS, ARRAYS_DATA))
+    spec_only = replace(found, model=replace(found.model, source=None))
+    text = regenerated(spec_only.model)
+    assert "array[N_J] simplex[N_K] theta;" in text and "rows_of_vectors(theta)" in text
+    result = check_translation(spec_only)
+    assert result.points == 20 and result.max_rel_error <= 1e-8
+
+
 @pytest.mark.slow  # about 4 minutes of CPU on 2 cores (a Stan compile, three backends sampling)
 @pytest.mark.false_alarm(FAMILY_ALPHA)
 def test_arrays_of_constrained_vectors_sample_alike_named_as_stan_names_them(tmp_path):
