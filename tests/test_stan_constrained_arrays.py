@@ -17,8 +17,9 @@ import pytest
 from polyppl.models.stan_program import check_support, stan_program
 from polyppl.studies.agreement import FAMILY_ALPHA
 
-#: Arrays of simplexes (under dirichlet in a loop, one simplex per group picked by the data
-#: for categorical, categorical of each row), of ordered and of positive_ordered vectors (as
+#: Arrays of simplexes (under dirichlet in a loop, of data alpha and of a parameter's multiple
+#: of it, whose normalising term Stan's ~ then keeps once per simplex; one simplex per group
+#: picked by the data for categorical, categorical of each row), of ordered and of positive_ordered vectors (as
 #: the location and scale of an array of data vectors, row by row).
 ARRAYS = """data {
   int<lower=1> N;
@@ -35,10 +36,13 @@ parameters {
   array[J] simplex[K] phi;
   array[J] ordered[2] c;
   array[J] positive_ordered[2] tau;
+  real<lower=0> kappa;
 }
 model {
+  kappa ~ lognormal(1, 0.5);
   for (j in 1:J) {
     theta[j] ~ dirichlet(alpha);
+    phi[j] ~ dirichlet(kappa * alpha);
     c[j] ~ normal(0, 3);
     z[j] ~ categorical(phi[j]);
   }
