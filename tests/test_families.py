@@ -72,7 +72,8 @@ def all_families_model() -> s.Model:
                  - s.exp(-V("x_half_flat")) + s.log(V("x_half_flat") + 1.0) - s.inv_logit(V("x_uniform"))
                  - s.log_sum_exp(V("x_flat"), V("x_half_flat")) + s.log(s.erfc(V("x_flat") / 3.0))
                  + s.atan(V("x_flat")) - s.expm1(-V("x_half_flat"))
-                 + s.log(s.gamma_p(V("x_half_flat") + 0.5, 1.5)) + s.log(s.gamma_q(2.0, V("x_half_flat") + 0.1))),
+                 + s.log(s.gamma_p(V("x_half_flat") + 0.5, 1.5)) + s.log(s.gamma_q(2.0, V("x_half_flat") + 0.1))
+                 - s.lgamma(V("x_gamma") + 0.5)),
         s.Observed("y_binomial", s.Binomial(V("trials"), p), ("cell",)),
         s.Observed("y_binomial_logit", s.BinomialLogit(V("trials"), mu), ("cell",)),
         s.Observed("y_beta_binomial", s.BetaBinomial(V("trials"), sigma + 1.0, nu), ("cell",)),

@@ -181,13 +181,6 @@ def test_dirichlet_and_categorical_per_row_match_stan(tmp_path):
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
 
-def test_dirichlet_of_a_parameter_alpha_is_named_with_its_line(tmp_path):
-    program = CATEGORIES.replace("  matrix[D, K] beta;\n", "  matrix[D, K] beta;\n  vector<lower=0>[K] a;\n") \
-        .replace("theta ~ dirichlet(alpha);", "theta ~ dirichlet(a);")
-    support = check_support(*write(tmp_path, program, CATEGORIES_DATA))
-    assert support.line == 19 and "dirichlet whose alpha depends on parameters" in support.construct
-
-
 #: normal and exponential _lcdf, _lccdf and _cdf of parameters inside expressions (per row of a
 #: loop, and of a vector), and truncations whose bounds or arguments are parameters: T[L, ] of
 #: a normal (its lccdf), T[, U] of an exponential (its lcdf), T[L, U] of an exponential, per row

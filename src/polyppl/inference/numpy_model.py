@@ -44,6 +44,7 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "expm1": np.expm1,
     "gamma_p": special.gammainc,
     "gamma_q": special.gammaincc,
+    "lgamma": special.gammaln,
     "sqrt": np.sqrt,
     "inv_logit": special.expit,
     "logit": special.logit,

@@ -38,6 +38,7 @@ from polyppl.spec.expr import (
     expm1,
     gamma_p,
     gamma_q,
+    lgamma,
     log_sum_exp,
     cholesky,
     diagonal,
@@ -130,7 +131,7 @@ from polyppl.spec.rewrites import noncentered
 __all__ = [
     "ARITHMETIC", "COMPARISONS", "FUNCTIONS", "LOGICAL", "MATRIX_FUNCTIONS", "NEG_INF", "Binary", "Call", "Concat",
     "Const", "Expr", "ExprLike", "Index", "LogPdf", "Scan", "Var", "as_expr", "concat", "diag_pre_multiply", "evaluate", "exp",
-    "free_vars", "inv_logit", "log", "log1p", "erfc", "atan", "expm1", "gamma_p", "gamma_q", "logit", "matmul", "rows_dot", "sqrt", "transpose", "where",
+    "free_vars", "inv_logit", "log", "log1p", "erfc", "atan", "expm1", "gamma_p", "gamma_q", "lgamma", "logit", "matmul", "rows_dot", "sqrt", "transpose", "where",
     "log_sum_exp", "sum_all", "max_all", "cholesky", "diagonal", "solve_lower", "CONSTRAINED_FLAT", "FlatAffine", "FlatCorrCholesky", "FlatCholeskyFactorCov", "FlatCovMatrix", "FlatCorrMatrix", "FlatInterval", "FlatLower", "FlatOrdered",
     "FlatPositiveOrdered", "FlatSimplex", "FlatUpper",
     "FAMILIES", "Bernoulli", "BernoulliLogit", "Beta", "BetaBinomial", "Binomial", "BinomialLogit", "Cauchy", "Dist",

@@ -166,6 +166,7 @@ FUNCTIONS: dict[str, int] = {
     "expm1": 1,
     "gamma_p": 2,
     "gamma_q": 2,
+    "lgamma": 1,
     "sqrt": 1,
     "inv_logit": 1,
     "logit": 1,
@@ -235,6 +236,10 @@ def gamma_p(a: ExprLike, x: ExprLike) -> Expr:
 def gamma_q(a: ExprLike, x: ExprLike) -> Expr:
     """The regularized upper incomplete gamma function Q(a, x) = 1 - P(a, x), elementwise."""
     return _call("gamma_q", a, x)
+def lgamma(x: ExprLike) -> Expr:
+    """The log of the gamma function, elementwise (normalising terms of densities whose
+    arguments are parameters: dirichlet's, lkj's)."""
+    return _call("lgamma", x)
 
 
 def sqrt(x: ExprLike) -> Expr:

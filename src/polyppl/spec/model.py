@@ -340,7 +340,10 @@ def _check_dims(model: Model, node: Node) -> None:
 
     if isinstance(node, (Param, Observed, Conditional)):
         event_dims = node.dist.info.event_dims
-        if event_dims and len(node.dims) != event_dims:
+        # Leading dims are an array of values of a flat family on a Stan vector type
+        # (``array[J] simplex[K]``), each through the transform.
+        batched = isinstance(node, Param) and node.dist.info.improper and event_dims == 1 and len(node.dims) == 2
+        if event_dims and len(node.dims) != event_dims and not batched:
             raise SpecError(f"{where}: a {node.dist.family} value has {event_dims} dims (term, term), "
                             f"not {node.dims or '()'}")
         for arg, expr in node.dist.args:
@@ -416,8 +419,8 @@ def unconstrained_shape(param: Param, dataset: Dataset) -> tuple[int, ...]:
     if param.support in ("corr_cholesky", "corr_matrix"):
         k = shape[0]
         return (k * (k - 1) // 2,)
-    if param.support == "simplex":
-        return (shape[0] - 1,)
+    if param.support == "simplex":  # of each simplex of an array
+        return shape[:-1] + (shape[-1] - 1,)
     if param.support in ("cholesky_factor_cov", "cov_matrix"):
         k = shape[0]
         return (k * (k + 1) // 2,)

@@ -149,6 +149,7 @@ FUNCTIONS = {
     "expm1": jnp.expm1,
     "gamma_p": jax.scipy.special.gammainc,
     "gamma_q": jax.scipy.special.gammaincc,
+    "lgamma": jax.scipy.special.gammaln,
     "sqrt": jnp.sqrt,
     "inv_logit": jax.nn.sigmoid,
     "logit": jax.scipy.special.logit,

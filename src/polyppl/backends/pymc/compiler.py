@@ -79,6 +79,7 @@ FUNCTIONS = {
     "expm1": pt.expm1,
     "gamma_p": pt.gammainc,
     "gamma_q": pt.gammaincc,
+    "lgamma": pt.gammaln,
     "sqrt": pt.sqrt,
     "inv_logit": pm.math.invlogit,
     "logit": pm.math.logit,
@@ -173,7 +174,7 @@ def _random_variable(name: str, dist: Dist, env: dict, dims: tuple[str, ...], **
         return flat_cholesky_factor_cov(name, len(pm.modelcontext(None).coords[dims[0]]),
                                         dist.family == "flat_cov_matrix", dims)
     if dist.family in CONSTRAINED_FLAT:
-        k = len(pm.modelcontext(None).coords[dims[0]]) if dist.info.event_dims else None
+        k = len(pm.modelcontext(None).coords[dims[-1]]) if dist.info.event_dims else None
         return constrained_flat(name, dist.family, [evaluate(e, env, FUNCTIONS) for _, e in dist.args], dims, k)
     cls, names = DISTRIBUTIONS[dist.family]
     args = {names[k]: _ARGUMENT_SCALE.get((dist.family, k), lambda x: x)(evaluate(e, env, FUNCTIONS))

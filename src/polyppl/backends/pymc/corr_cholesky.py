@@ -147,12 +147,15 @@ def flat_corr_matrix(name: str, k: int, dims: tuple[str, ...]) -> pt.TensorVaria
 
 
 def _logp(value, eta):
-    """Stan's ``lkj_corr_cholesky_lpdf`` without its normalising constant (which ``~`` drops
-    too): sum over rows k = 2..K of (K - k + 2 eta - 2) log L_kk."""
+    """Stan's ``lkj_corr_cholesky_lpdf``: sum over rows k = 2..K of (K - k + 2 eta - 2) log L_kk,
+    plus the part of its normalising constant that depends on eta (Stan's ``do_lkj_constant``:
+    (K - 1) lgamma(eta + (K - 1) / 2) - sum_{k=1}^{K-1} lgamma(eta + (K - 1 - k) / 2)), which
+    ``~`` keeps where eta is a parameter and which is a constant where it is data."""
     k = value.shape[-1]
     log_diagonal = pt.log(pt.diagonal(value)[1:])
     order = pt.arange(2, k + 1)
-    return pt.sum((k - order + 2.0 * eta - 2.0) * log_diagonal)
+    normaliser = (k - 1) * pt.gammaln(eta + 0.5 * (k - 1)) - pt.sum(pt.gammaln(eta + 0.5 * (k - 1 - pt.arange(1, k))))
+    return pt.sum((k - order + 2.0 * eta - 2.0) * log_diagonal) + normaliser
 
 
 def flat_corr_cholesky(name: str, k: int, dims: tuple[str, ...]) -> pt.TensorVariable:

@@ -89,10 +89,12 @@ def _start(value, size):
 
 def constrained_flat(name: str, family: str, args: list, dims: tuple[str, ...], k: int | None):
     """A parameter flat on a Stan type, in the current PyMC model (``args``: the family's
-    evaluated arguments in order; ``k``: the size of a vector type's one dim)."""
+    evaluated arguments in order; ``k``: the size of a vector type's last dim, each vector of
+    an array through the transform)."""
     if family in _VECTOR:
         transform, start = _VECTOR[family]
-        return pm.Flat(name, dims=dims, transform=transform(), initval=start(k))
+        shape = tuple(len(pm.modelcontext(None).coords[d]) for d in dims)
+        return pm.Flat(name, dims=dims, transform=transform(), initval=np.broadcast_to(start(k), shape).copy())
     transform, start = _ELEMENTWISE[family]
     return pm.CustomDist(
         name, *args,

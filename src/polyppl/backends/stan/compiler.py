@@ -31,7 +31,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from polyppl.backends.stan import cmdstan_version, cxx_version
-from polyppl.backends.stan.program import engine_code, stan_data, stan_program
+from polyppl.backends.stan.program import engine_code, is_array_of_vectors, stan_data, stan_program
 from polyppl.inference.draws import Approximation, Draws, LogDensity, Timings, stopwatch
 from polyppl.inference.methods import SamplerSettings, VariationalSettings
 from polyppl.inference.numpy_model import constrain_point
@@ -621,7 +621,10 @@ def _unflatten(flat: np.ndarray, model: Model, shapes: Mapping[str, tuple[int, .
 def _layout(model: Model, name: str, ndim: int) -> list[int]:
     """The axes of a parameter's value in the order Stan's unconstrained vector runs them
     slowest first: an array element after element, a matrix (or vector) column by column."""
-    rank = model.source.array_rank(name) if model.source is not None else 0
+    if model.source is not None:
+        rank = model.source.array_rank(name)
+    else:
+        rank = 1 if is_array_of_vectors(model[name]) else 0
     rank = min(rank, ndim)
     return list(range(rank)) + list(reversed(range(rank, ndim)))
 

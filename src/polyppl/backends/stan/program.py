@@ -100,6 +100,16 @@ _ATOM = 10
 _TO_REAL = {1: "to_vector", 2: "to_matrix"}
 
 
+#: The matrix whose rows are the vectors of an array (a parameter ``array[J] simplex[K]``).
+_ROWS_OF_VECTORS = """  matrix rows_of_vectors(array[] vector v) {
+    matrix[size(v), size(v) ? rows(v[1]) : 0] m;
+    for (j in 1:size(v)) {
+      m[j] = v[j]';
+    }
+    return m;
+  }"""
+
+
 class _ExprWriter:
     def __init__(self, model: Model):
         self.model = model
@@ -128,6 +138,13 @@ class _ExprWriter:
         if isinstance(expr, Const):
             return _Code(_literal(expr.value), dims, dtype, _ATOM)
         if isinstance(expr, Var):
+            node = model[expr.name] if expr.name in self._names else None
+            if isinstance(node, Param) and is_array_of_vectors(node):
+                # An array of vectors (``array[J] simplex[K]``) read as the matrix of its rows,
+                # which the spec's arithmetic on it means.
+                if _ROWS_OF_VECTORS not in self.functions:
+                    self.functions.append(_ROWS_OF_VECTORS)
+                return _Code(f"rows_of_vectors({expr.name})", dims, dtype, _ATOM)
             return _Code(expr.name, dims, dtype, _ATOM)
         if isinstance(expr, Index):
             base = self.write(expr.base)
@@ -170,6 +187,10 @@ class _ExprWriter:
             if expr.family in _HALF_LOCATION:
                 args.insert(_HALF_LOCATION[expr.family] - 1, _Code("0", (), "int", _ATOM))
             suffix = "lpmf" if discrete else "lpdf"
+            if len(value.dims) == 2 and not FAMILIES[expr.family].event_dims:
+                # Stan's vectorised densities take vectors: a matrix of independent values as one.
+                value = _Code(f"to_vector({value.text})", value.dims, value.dtype, _ATOM)
+                args = [_Code(f"to_vector({a.text})", a.dims, a.dtype, _ATOM) if len(a.dims) == 2 else a for a in args]
             text = f"{STAN_DISTRIBUTIONS[expr.family]}_{suffix}({value.text} | {', '.join(a.text for a in args)})"
             return _Code(text, (), "real", _ATOM)
         if isinstance(expr, Concat):
@@ -311,6 +332,13 @@ def _declare(name: str, dtype: str, dims: tuple[str, ...], bounds: str) -> str:
 
 #: Stan's vector types of the flat families on them.
 _VECTOR_TYPES = {"flat_ordered": "ordered", "flat_positive_ordered": "positive_ordered", "flat_simplex": "simplex"}
+def is_array_of_vectors(param: Param) -> bool:
+    """Whether the program declares ``param`` as an array of a vector type
+    (``array[J] simplex[K]``): Stan runs its values array element by element, not column by
+    column as a matrix's."""
+    return param.dist.family in _VECTOR_TYPES and len(param.dims) == 2
+
+
 #: The bounds Stan declares for the elementwise flat families: (Stan's word, the argument).
 _BOUND_ARGS = {"flat_lower": (("lower", "lower"),), "flat_upper": (("upper", "upper"),),
                "flat_interval": (("lower", "lower"), ("upper", "upper")),
@@ -322,7 +350,8 @@ def _param_declaration(writer: _ExprWriter, param: Param) -> str:
         stan_type = {"corr_cholesky": "cholesky_factor_corr"}.get(param.support, param.support)
         return f"{stan_type}[{dim_size_name(param.dims[0])}] {param.name}"
     if param.dist.family in _VECTOR_TYPES:
-        return f"{_VECTOR_TYPES[param.dist.family]}[{dim_size_name(param.dims[0])}] {param.name}"
+        vector = f"{_VECTOR_TYPES[param.dist.family]}[{dim_size_name(param.dims[-1])}] {param.name}"
+        return f"array[{dim_size_name(param.dims[0])}] {vector}" if is_array_of_vectors(param) else vector
     if param.dist.family in _BOUND_ARGS:
         kwargs = param.dist.kwargs
         parts = [f"{word}={writer.as_real(writer.write(kwargs[arg])).text}" for word, arg in _BOUND_ARGS[param.dist.family]]

@@ -25,6 +25,7 @@ by an :class:`Unsupported` naming the construct and line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -103,13 +104,28 @@ GLMS = {"normal_id_glm": ("normal", ("sigma",)), "bernoulli_logit_glm": ("bernou
 #: Where a location-scale family on a parameter declared <lower=0> is a half family (location 0).
 HALF = {"normal": ("half_normal", "mu"), "cauchy": ("half_cauchy", "mu"), "student_t": ("half_student_t", "mu")}
 #: Elementwise functions of the spec, by their Stan names.
-ELEMENTWISE = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "inv_logit": "inv_logit", "logit": "logit"}
+ELEMENTWISE = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "inv_logit": "inv_logit", "logit": "logit",
+               "lgamma": "lgamma"}
+#: Stan's functions of log gammas, as the spec's lgamma of their arguments.
+LOG_GAMMA_COMBINATIONS = {
+    "lbeta": lambda a, b: s.lgamma(a) + s.lgamma(b) - s.lgamma(a + b),
+    "lchoose": lambda n, k: s.lgamma(n + 1.0) - s.lgamma(k + 1.0) - s.lgamma(n - k + 1.0),
+}
 _SUFFIXES = ("_lpdf", "_lupdf", "_lpmf", "_lupmf")
 #: Stan's matrix functions the lowering takes (``Lowering._matrix_function``).
 MATRICES = frozenset({"gp_exp_quad_cov", "diag_matrix", "cholesky_decompose"})
 #: Stan's functions that repeat a scalar: (number of sizes, the kind of the result).
 REPEATS = {"rep_vector": (1, "vector"), "rep_row_vector": (1, "row_vector"), "rep_matrix": (2, "matrix"),
            "rep_array": (1, "array")}
+
+
+def _lkj_log_normaliser(eta: s.Expr, k: int) -> s.Expr:
+    """The terms of Stan's LKJ normalising constant (``do_lkj_constant``, eta other than 1)
+    that depend on eta: (K - 1) lgamma(eta + (K - 1)/2) - sum_{j=1}^{K-1} lgamma(eta + (K - 1 - j)/2)."""
+    total = (k - 1) * s.lgamma(eta + 0.5 * (k - 1))
+    for j in range(1, k):
+        total = total - s.lgamma(eta + 0.5 * (k - 1 - j))
+    return total
 
 
 @dataclass
@@ -565,24 +581,43 @@ class Lowering:
                                                        self.dim_sizes[rows[0]])
 
     def _dirichlet(self, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
-        """dirichlet(alpha) of a simplex (or of vectors, elementwise with alpha), alpha data:
-        sum((alpha - 1) log(theta)); its normalising term is then a constant, dropped."""
-        if len(args) != 1 or not value.dims or args[0].dims not in ((), value.dims) or args[0].nloop != value.nloop:
+        """dirichlet(alpha) of a simplex (or of each simplex of an array in a loop, with one
+        alpha or one per simplex): sum((alpha - 1) log(theta)), and where alpha depends on
+        parameters its normalising term lgamma(sum(alpha)) - sum(lgamma(alpha)) for each
+        simplex, which Stan's ``~`` keeps then (and drops, a constant, where alpha is data)."""
+        own = value.dims[value.nloop:]
+        if len(args) != 1 or len(own) != 1 or args[0].dims[args[0].nloop:] != own or value.nloop > 1 \
+                or args[0].nloop not in (0, value.nloop):
             raise unsupported(line, "dirichlet of these arguments (a simplex and a vector alpha of its size)")
-        if s.free_vars(args[0].expr) & set(self.syms):
-            raise unsupported(line, "dirichlet whose alpha depends on parameters (its normalising term needs lgamma)")
-        return s.sum_all((args[0].expr - 1.0) * s.log(value.expr))
+        alpha = args[0]
+        ones = None
+        if value.nloop:  # a matrix of ones, one row per simplex
+            ones = s.Var(self._synthetic(f"ones_{value.dims[0]}_{value.dims[1]}",
+                                         np.ones([self.dim_sizes[d] for d in value.dims]), value.dims))
+        rows = alpha.expr
+        if value.nloop and not alpha.nloop:  # one alpha for every simplex: each row alpha, diag(alpha) ones' transposed
+            rows = s.transpose(s.diag_pre_multiply(alpha.expr, s.transpose(ones)))
+        kernel = s.sum_all((rows - 1.0) * s.log(value.expr))
+        if not s.free_vars(alpha.expr) & set(self.syms):
+            return kernel
+        if not alpha.nloop:  # its normalising term once per simplex
+            copies = self.dim_sizes[value.dims[0]] if value.nloop else 1
+            return kernel + copies * (s.lgamma(s.sum_all(alpha.expr)) - s.sum_all(s.lgamma(alpha.expr)))
+        # One alpha per simplex: each row's sum, its dot product with the row of ones.
+        return kernel + s.sum_all(s.lgamma(s.rows_dot(alpha.expr, ones))) - s.sum_all(s.lgamma(alpha.expr))
 
     def _lkj_corr(self, value: Sym, args: tuple[Sym, ...], line: int) -> s.Expr:
-        """lkj_corr(eta) of a correlation matrix, eta data: (eta - 1) log det(Omega), the log
-        determinant twice the sum of the logs of its Cholesky factor's diagonal; the
-        normalising term is then a constant, dropped."""
+        """lkj_corr(eta) of a correlation matrix: (eta - 1) log det(Omega), the log
+        determinant twice the sum of the logs of its Cholesky factor's diagonal; where eta
+        depends on parameters, the part of Stan's normalising term (``do_lkj_constant``) that
+        depends on eta, which Stan's ``~`` keeps then (a constant, dropped, where eta is data)."""
         if len(args) != 1 or args[0].dims or args[0].nloop or value.nloop or len(value.dims) != 2:
             raise unsupported(line, "lkj_corr of these arguments (a correlation matrix and a scalar eta)")
-        if s.free_vars(args[0].expr) & set(self.syms):
-            raise unsupported(line, "lkj_corr whose eta depends on parameters (its normalising term needs lgamma)")
+        eta = args[0].expr
         log_determinant = 2.0 * s.sum_all(s.log(s.diagonal(s.cholesky(value.expr))))
-        return (args[0].expr - 1.0) * log_determinant
+        if not s.free_vars(eta) & set(self.syms):
+            return (eta - 1.0) * log_determinant
+        return (eta - 1.0) * log_determinant + _lkj_log_normaliser(eta, self.dim_sizes[value.dims[0]])
 
     def _categorical_rows(self, distribution: str, value: Sym, arg: Sym, line: int) -> s.Expr:
         """categorical(theta[n]) or categorical_logit(eta[n]') of y[n] in a loop over n: one
@@ -826,6 +861,13 @@ class Lowering:
             return self._binary("./", self._const(1), args[0], line)
         if name == "pow" and len(args) == 2:
             return self._binary("^", args[0], args[1], line)
+        if name in ("lbeta", "lchoose") and len(args) == 2:
+            return self._elementwise(args, LOG_GAMMA_COMBINATIONS[name], line)
+        if name == "lmgamma" and len(args) == 2 and args[0].int_value is not None:
+            # The log of the multivariate gamma function: k(k-1)/4 log(pi) + sum_j lgamma(x + (1 - j)/2).
+            k = args[0].int_value
+            return self._elementwise(args[1:], lambda x: k * (k - 1) / 4 * math.log(math.pi) + sum(
+                (s.lgamma(x + (1 - j) / 2) for j in range(2, k + 1)), s.lgamma(x)), line)
         if name == "rows_dot_product" and len(args) == 2 and args[0].dims == args[1].dims and len(args[0].dims) == 2:
             return Sym(s.rows_dot(args[0].expr, args[1].expr), args[0].dims[:1], "vector")
         if name == "multiply_lower_tri_self_transpose" and len(args) == 1 and len(args[0].dims) == 2 \

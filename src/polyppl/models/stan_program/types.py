@@ -67,10 +67,10 @@ def constrained_dist(decl: Decl, constant: Callable[[StanExpr], object | None],
     if stan_type.base in VECTOR_TYPES:
         if stan_type.bounds:
             raise Unsupported(decl.line, f"bounds on a {stan_type.base} ({decl.name})")
-        if stan_type.array_sizes:
-            raise Unsupported(decl.line, f"an array of {stan_type.base} ({decl.name}) is not supported for "
-                              "PyMC and NumPyro")
-        return VECTOR_TYPES[stan_type.base]()
+        if len(stan_type.array_sizes) > 1:
+            raise Unsupported(decl.line, f"an array of more than one dim of {stan_type.base} ({decl.name}) is not "
+                              "supported for PyMC and NumPyro")
+        return VECTOR_TYPES[stan_type.base]()  # of an array: each vector (the last dim) through the transform
     offset, multiplier = stan_type.bound("offset"), stan_type.bound("multiplier")
     if offset is not None or multiplier is not None:
         return s.FlatAffine(s.Const(0.0) if offset is None else expression(offset),

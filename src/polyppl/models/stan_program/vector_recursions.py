@@ -32,7 +32,7 @@ from polyppl.models.stan_program.symbols import Sym, names, unsupported
 
 #: Stan's elementwise functions inside a step, by the spec's names.
 _ELEMENTWISE = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "inv_logit": "inv_logit",
-                "logit": "logit"}
+                "logit": "logit", "lgamma": "lgamma"}
 _OPERATORS = {"+": "+", "-": "-", "*": "*", "/": "/", ".*": "*", "./": "/", "^": "**", ".^": "**"}
 
 
