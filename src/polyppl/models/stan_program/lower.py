@@ -31,7 +31,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from polyppl import spec as s
-from polyppl.models.stan_program import densities, functions, interpret, loops, rng, types, vector_recursions
+from polyppl.models.stan_program import (
+    densities, functions, interpret, loop_locals, loops, rng, types, vector_recursions,
+)
 from polyppl.models.stan_program.interpret import FUNCTIONS as DATA_FUNCTIONS
 from polyppl.models.stan_program.interpret import Unsupported, evaluate, shape_of
 from polyppl.models.stan_program.symbols import BACKENDS_WORDS, Sym, unsupported
@@ -154,6 +156,7 @@ class Lowering:
         self.synthetic_dims: dict[str, tuple[str, ...]] = {}  # data the lowering adds (zeros_N), by dims  # variables declared without a value, until assigned
         self.block = "model"
         self.loop_state = loops.LoopState()
+        self.local_vectors: dict[str, loop_locals.LocalVector] = {}  # vectors declared in a loop's body
         self.user_functions = functions.definitions(program)
         self.calling: list[str] = []  # the user functions being inlined, innermost last
         self.drawn: list[s.Conditional] = []  # _rng calls of generated quantities (rng.py)
@@ -346,7 +349,8 @@ class Lowering:
 
     def _assign(self, st: Assign) -> None:
         target = st.target
-        if vector_recursions.assign_row(self, st) or loops.assign_part(self, st):
+        if loop_locals.assign_element(self, st) or vector_recursions.assign_row(self, st) \
+                or loops.assign_part(self, st):
             return
         if isinstance(target, Name) and self.loops and target.name not in self.loops[-1].locals \
                 and loops.reduce(self, st):
@@ -356,6 +360,9 @@ class Lowering:
             current = self._expr(target)
             value = self._binary(st.op[:-1], current, value, st.line)
         if isinstance(target, Name):
+            if self.loops and target.name in self.loops[-1].locals and target.name in self.local_vectors:
+                loop_locals.assign_whole(self, target.name, value, st.line)
+                return
             if self.loops and target.name in self.loops[-1].locals:
                 self._set_loop_local(target.name, value, st.line)
                 return
@@ -390,8 +397,8 @@ class Lowering:
     def _loop_local(self, st: Decl) -> None:
         """A variable declared in a loop's body: one value per iteration, which the lowering
         holds as a value over the loop's dim (``int irat = rat[n];`` is all of ``rat``)."""
-        if st.type.array_sizes or st.type.shape:
-            raise unsupported(st.line, "a vector or array declared inside a loop")
+        if loop_locals.declare(self, st):
+            return
         self.loops[-1].locals.add(st.name)
         self.syms.pop(st.name, None)
         if st.value is not None:
@@ -454,6 +461,7 @@ class Lowering:
         finally:
             for name in self.loops.pop().locals:
                 self.syms.pop(name, None)
+                self.local_vectors.pop(name, None)
         loops.finish(self, loop, terms_before, scalar_terms_before)
 
     # ------------------------------------------------------------------ densities
@@ -891,6 +899,10 @@ class Lowering:
             return value
         if name == "log_mix" and len(args) == 3 and all(not a.dims[a.nloop:] for a in args):
             return self._elementwise(args, densities.log_mix, line)
+        if name in ("log_sum_exp", "sum") and len(args) == 1 and args[0].nloop:
+            reduced = loop_locals.reduce(self, name, args[0])
+            if reduced is not None:
+                return reduced
         if name == "log_sum_exp" and len(args) == 2:
             return self._elementwise(args, s.log_sum_exp, line)
         if name == "log_sum_exp" and len(args) == 1 and not args[0].nloop and len(args[0].dims) == 1:
@@ -947,6 +959,8 @@ class Lowering:
     def _elementwise(self, args: list[Sym], build, line: int) -> Sym:
         """``build`` of the arguments' expressions, elementwise: dims and loops as a binary
         operator's, folded over the arguments."""
+        deepest = max(args, key=lambda a: a.nloop)
+        args = [loops.align(self, a, deepest, line)[0] for a in args]  # values of nested loops over all of them
         dims, loop, kind = args[0].dims, args[0].nloop, args[0].kind
         for arg in args[1:]:
             loop = self._loop_dims(Sym(s.Const(0.0), dims, kind, nloop=loop), arg, line)
@@ -963,7 +977,9 @@ class Lowering:
         return Sym(s.Binary("+", value.expr, s.Var(self._zeros(dims))), dims, kind)
 
     def _indexed(self, expr: Indexed) -> Sym:
-        found = vector_recursions.index(self, expr)
+        found = loop_locals.index(self, expr)
+        if found is None:
+            found = vector_recursions.index(self, expr)
         if found is None:
             found = loops.index(self, expr)
         if found is not None:

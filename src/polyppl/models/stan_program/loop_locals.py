@@ -1,0 +1,152 @@
+"""A vector (or one-dimensional array of reals) declared inside a loop's body, filled by an
+inner loop and used within the iteration: vectorized, never unrolled.
+
+    for (n in 1:N) {
+      array[K] real gamma;
+      for (k in 1:K) gamma[k] = log(theta[doc[n], k]) + log(phi[k, w[n]]);
+      target += log_sum_exp(gamma);
+    }
+
+The iterations of the outer loops are independent (the local is declared afresh in each),
+so the local is one value over (the outer loops' dims, its own dim): ``gamma[k] = ...`` in
+the inner loop over all of ``gamma`` defines all of it, an elementwise expression over
+(N, K); ``gamma[k]`` read in such a loop is that value again; ``log_sum_exp(gamma)`` and
+``sum(gamma)`` are reductions along its own dim, one value per outer iteration (log_sum_exp
+as a fold of its columns, each a vector over the outer loop's dim: K nodes, not N x K).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from polyppl import spec as s
+from polyppl.models.stan_program import densities, loops
+from polyppl.models.stan_program.parse import Assign, Decl, Indexed, Name
+from polyppl.models.stan_program.symbols import Sym, unsupported
+
+
+@dataclass(frozen=True)
+class LocalVector:
+    """A vector declared at loop depth ``depth`` (the number of loops around it)."""
+
+    depth: int
+    dim: str  # its own dim
+    kind: str  # vector or array
+
+
+def declare(lw, st: Decl) -> bool:
+    """Take a loop-local vector declaration; False where it is not one (a scalar)."""
+    stan_type = st.type
+    if not (stan_type.array_sizes or stan_type.shape):
+        return False
+    is_vector = not stan_type.array_sizes and stan_type.base == "vector" and len(stan_type.shape) == 1
+    is_real_array = len(stan_type.array_sizes) == 1 and not stan_type.shape and stan_type.base == "real"
+    if not (is_vector or is_real_array):
+        raise unsupported(st.line, "a matrix, row vector, int array or array of vectors declared inside a loop")
+    (dim,) = lw._dims(stan_type)
+    lw.loops[-1].locals.add(st.name)
+    lw.local_vectors[st.name] = LocalVector(len(lw.loops), dim, "vector" if is_vector else "array")
+    lw.syms.pop(st.name, None)
+    if st.value is not None:
+        assign_whole(lw, st.name, lw._expr(st.value), st.line)
+    return True
+
+
+def assign_whole(lw, name: str, value: Sym, line: int) -> None:
+    """``gamma = e`` in the iteration: ``e`` a vector of the local's size (per iteration)."""
+    local = lw.local_vectors[name]
+    own = value.dims[value.nloop:]
+    if len(own) != 1 or lw.dim_sizes[own[0]] != lw.dim_sizes[local.dim] or value.nloop not in (0, local.depth):
+        raise unsupported(line, f"assigning to {name} a value that is not a vector of its size in each iteration")
+    if value.nloop == 0 and local.depth:
+        raise unsupported(line, f"assigning to {name} a vector that is the same in every iteration")
+    lw.syms[name] = Sym(value.expr, value.dims[:value.nloop] + (local.dim,), local.kind, nloop=value.nloop)
+
+
+def assign_element(lw, st: Assign) -> bool:
+    """``gamma[k] = e`` in a loop over all of ``gamma`` nested right inside the loops that
+    own it: all of ``gamma``, over (outer dims, own dim). False where the target is not a
+    loop-local vector."""
+    target = st.target
+    if not (isinstance(target, Indexed) and isinstance(target.base, Name)
+            and target.base.name in lw.local_vectors and target.base.name in _in_scope(lw)):
+        return False
+    name, line = target.base.name, st.line
+    local = lw.local_vectors[name]
+    if st.op != "=":
+        raise unsupported(line, f"{st.op} on an element of {name}, a vector declared inside a loop")
+    loop = _inner_loop(lw, local, target, f"assigning part of {name} (a vector declared inside a loop: "
+                                              f"only {name}[k] = ... in a loop over all of it, right inside)")
+    if loop.dim is None:
+        loop.dim = local.dim
+    value = lw._expr(st.value)
+    if value.dims[value.nloop:]:
+        raise unsupported(line, f"a value that is not a scalar for an element of {name}")
+    if value.nloop != local.depth + 1:
+        # Not varying along every loop (gamma[k] = 0, or of the inner loop alone): repeated along them.
+        value = _over_all_loops(lw, value, local.depth + 1, line)
+    # The value's own dims (the inner loop may run along a dim of the same size but another name).
+    lw.syms[name] = Sym(value.expr, value.dims[:local.depth + 1], local.kind, nloop=local.depth)
+    return True
+
+
+def index(lw, expr: Indexed) -> Sym | None:
+    """``gamma[k]`` in a loop over all of ``gamma`` right inside the loops that own it; None
+    where the base is not a loop-local vector."""
+    if not (isinstance(expr.base, Name) and expr.base.name in lw.local_vectors and expr.base.name in _in_scope(lw)):
+        return None
+    name = expr.base.name
+    local = lw.local_vectors[name]
+    if name not in lw.syms:
+        raise unsupported(expr.line, f"{name} read before it is assigned")
+    loop = _inner_loop(lw, local, expr, f"reading part of {name} (a vector declared inside a loop: "
+                                            f"only {name}[k] in a loop over all of it, right inside)")
+    value = lw.syms[name]
+    if loop.dim is None:
+        loop.dim = value.dims[-1]
+    return Sym(value.expr, value.dims, "scalar", nloop=local.depth + 1)
+
+
+def reduce(lw, function: str, value: Sym) -> Sym | None:
+    """``log_sum_exp(gamma)`` or ``sum(gamma)`` of a vector that varies along one loop: one
+    value per iteration, a reduction along its own dim. ``sum`` is a product with a vector of
+    ones; ``log_sum_exp`` folds the columns (each a vector over the loop's dim) with the
+    binary log_sum_exp, which is stable row by row (a shift by the largest element of all rows
+    would underflow a row far below the others: a mixture component's density far in a tail)."""
+    own = value.dims[value.nloop:]
+    if value.nloop != 1 or len(own) != 1:
+        return None
+    rows = value.dims[:1]
+    if function == "sum":
+        return Sym(s.matmul(value.expr, s.Var(loops._ones(lw, own))), rows, "scalar", nloop=1)
+    size = lw.dim_sizes[own[0]]
+    # Column k: the product with the k-th unit vector (as categorical_logit's rows do).
+    columns = [s.matmul(value.expr, s.Var(lw._synthetic(f"unit_{own[0]}_{k + 1}", np.eye(size)[k], own)))
+               for k in range(size)]
+    return Sym(densities.log_sum_exp_of(columns), rows, "scalar", nloop=1)
+
+
+def _in_scope(lw) -> set[str]:
+    return set().union(*(loop.locals for loop in lw.loops)) if lw.loops else set()
+
+
+def _inner_loop(lw, local: LocalVector, expr: Indexed, refusal: str):
+    position = expr.indexes[0] if len(expr.indexes) == 1 else None
+    loop = lw._loop_of(position) if isinstance(position, Name) else None
+    if loop is None or len(lw.loops) != local.depth + 1 or lw.loops[local.depth] is not loop \
+            or loop.start != 1 or loop.size != lw.dim_sizes[local.dim]:
+        raise unsupported(expr.line, refusal)
+    return loop
+
+
+def _over_all_loops(lw, value: Sym, m: int, line: int) -> Sym:
+    """A value of fewer loops (or none) over the dims of the first ``m`` loops."""
+    dims = tuple(loops.loop_dim(lw, loop) for loop in lw.loops[:m])
+    if value.nloop == 0:
+        if value.dims:
+            raise unsupported(line, "a vector for an element of a vector declared inside a loop")
+        return Sym(s.Binary("+", value.expr, s.Var(lw._zeros(dims))), dims, "scalar", nloop=m)
+    raise unsupported(line, "an element of a vector declared inside a loop that does not vary along every "
+                      "loop around it")
