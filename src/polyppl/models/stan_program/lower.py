@@ -1019,10 +1019,41 @@ class Lowering:
         names = [self._loop_of(i) for i in expr.indexes]
         if any(n is None for n in names) or base.nloop or len(names) != len(self.loops) \
                 or names != self.loops[:len(names)]:
-            raise unsupported(expr.line, "this multiple or sliced index")
+            element = self._element_of_nested_loops(base, expr)
+            if element is None:
+                raise unsupported(expr.line, "this multiple or sliced index")
+            return element
         for loop, dim in zip(names, base.dims):
             self._bind(loop, dim, expr.line)
         return Sym(base.expr, base.dims, "scalar", nloop=len(names), whole=base.whole, int_data=base.int_data)
+
+    def _element_of_nested_loops(self, base: Sym, expr: Indexed) -> Sym | None:
+        """``theta[doc[n], k]`` or ``phi[k, w[n]]`` of a two-dimensional value, inside a loop
+        over n and, right inside it, a loop over all of k: one index is the inner loop's
+        variable, the other reads the outer loop alone (``doc[n]``, int data). The rows the
+        outer index picks (of ``phi``'s transpose for the second form), over (n, k); None
+        where the index is not of this form."""
+        if len(expr.indexes) != 2 or any(isinstance(i, Slice) for i in expr.indexes) or base.nloop \
+                or len(base.dims) != 2 or len(self.loops) != 2:
+            return None
+        outer, inner = self.loops
+        first, second = expr.indexes
+        if self._loop_of(second) is inner and _names(first) & {inner.variable} == set():
+            rows, own = base, base.dims[1]
+            outer_index = first
+        elif self._loop_of(first) is inner and _names(second) & {inner.variable} == set():
+            rows, own = Sym(s.transpose(base.expr), base.dims[::-1], "matrix"), base.dims[0]
+            outer_index = second
+        else:
+            return None
+        if not _names(outer_index) & {outer.variable}:
+            return None
+        position = self._expr(outer_index)
+        if position.int_data is None or position.nloop != 1 or position.dims[1:]:
+            return None
+        node = self._index_node(position.int_data, rows.dims[0], expr.line)
+        self._bind(inner, own, expr.line)
+        return Sym(s.Index(rows.expr, s.Var(node)), position.dims + (own,), "scalar", nloop=2)
 
     def _loop_of(self, index) -> _Loop | None:
         if isinstance(index, Name):
