@@ -899,6 +899,8 @@ class Lowering:
             return value
         if name == "log_mix" and len(args) == 3 and all(not a.dims[a.nloop:] for a in args):
             return self._elementwise(args, densities.log_mix, line)
+        if name == "sum" and len(args) == 1 and not args[0].nloop:
+            return Sym(s.sum_all(args[0].expr), (), "scalar")
         if name in ("log_sum_exp", "sum") and len(args) == 1 and args[0].nloop:
             reduced = loop_locals.reduce(self, name, args[0])
             if reduced is not None:
