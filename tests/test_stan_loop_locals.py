@@ -1,7 +1,8 @@
 """The Stan front end's vectors declared inside a loop's body (posteriordb's ldaK2, ldaK5).
 
-* Translation: a vector and a real array declared in a loop over n, filled by an inner loop
-  over k (``theta[doc[n], k]``, ``phi[k, w[n]]``, ``mu[k]``), then reduced
+* Translation: a vector and a real array declared in a loop over n, set whole
+  (``log(theta[doc[n]])``, the same ``mu`` in every iteration), filled or incremented by an
+  inner loop over k (``theta[doc[n], k]``, ``phi[k, w[n]]``, ``mu[k]``, ``y[n]``), then reduced
   (``log_sum_exp``, ``sum``), read element by element in a second inner loop, and used in
   transformed parameters, lowered to the spec equal Stan's own log density and gradient at
   20 random unconstrained points, to 1e-8 relative (float64 round-off), on both engines.
@@ -42,9 +43,9 @@ parameters {
 transformed parameters {
   vector[N] mixture;
   for (n in 1:N) {
-    vector[K] lp;
+    vector[K] lp = log(theta[doc[n]]);
     for (k in 1:K) {
-      lp[k] = log(theta[doc[n], k]) + normal_lpdf(y[n] | mu[k], sigma);
+      lp[k] += normal_lpdf(y[n] | mu[k], sigma);
     }
     mixture[n] = log_sum_exp(lp);
   }
@@ -55,10 +56,12 @@ model {
   target += sum(mixture);
   for (n in 1:N) {
     array[K] real gamma;
+    vector[K] shifted = mu;
     for (k in 1:K) {
       gamma[k] = log(theta[doc[n], k]) + log(phi[k, w[n]]);
+      shifted[k] += y[n];
     }
-    target += log_sum_exp(gamma) + 0.1 * sum(gamma);
+    target += log_sum_exp(gamma) + 0.1 * sum(gamma) - 0.1 * log_sum_exp(shifted);
     for (k in 1:K) {
       target += 0.01 * square(gamma[k]);
     }
@@ -98,8 +101,7 @@ def test_a_500_row_loop_with_a_local_vector_lowers_as_a_50_row_one(tmp_path):
 @pytest.mark.parametrize("declaration,fill,message", [
     ("matrix[K, K] gamma;", "gamma[k, k] = mu[k];",
      "line 13: a matrix, row vector, int array or array of vectors declared inside a loop"),
-    ("vector[K] gamma;", "gamma[k] += mu[k];",
-     "line 14: += on an element of gamma, a vector declared inside a loop"),
+    ("vector[K] gamma;", "gamma[k] += mu[k];", "line 14: reading gamma before it is assigned"),
     ("vector[K] gamma;", "gamma[k] = mu[k]; } for (k in 1:2) { target += gamma[k];",
      "line 14: reading part of gamma (a vector declared inside a loop: only gamma[k] in a loop over all of it, "
      "right inside)"),

@@ -60,8 +60,13 @@ def assign_whole(lw, name: str, value: Sym, line: int) -> None:
     own = value.dims[value.nloop:]
     if len(own) != 1 or lw.dim_sizes[own[0]] != lw.dim_sizes[local.dim] or value.nloop not in (0, local.depth):
         raise unsupported(line, f"assigning to {name} a value that is not a vector of its size in each iteration")
-    if value.nloop == 0 and local.depth:
-        raise unsupported(line, f"assigning to {name} a vector that is the same in every iteration")
+    if value.nloop == 0:  # the same vector in every iteration (vector[K] lp = log(theta)): one row per iteration
+        if local.depth != 1:
+            raise unsupported(line, f"assigning to {name}, inside nested loops, a vector the same in every iteration")
+        dims = (loops.loop_dim(lw, lw.loops[0]), own[0])
+        positions = np.broadcast_to(np.arange(lw.dim_sizes[own[0]]), tuple(lw.dim_sizes[d] for d in dims))
+        node = loops._index_node(lw, dims, own[0], np.ascontiguousarray(positions), f"{own[0]}_idx")
+        value = Sym(s.Index(value.expr, s.Var(node)), dims, value.kind, nloop=1)
     lw.syms[name] = Sym(value.expr, value.dims[:value.nloop] + (local.dim,), local.kind, nloop=value.nloop)
 
 
@@ -75,13 +80,13 @@ def assign_element(lw, st: Assign) -> bool:
         return False
     name, line = target.base.name, st.line
     local = lw.local_vectors[name]
-    if st.op != "=":
-        raise unsupported(line, f"{st.op} on an element of {name}, a vector declared inside a loop")
     loop = _inner_loop(lw, local, target, f"assigning part of {name} (a vector declared inside a loop: "
                                               f"only {name}[k] = ... in a loop over all of it, right inside)")
     if loop.dim is None:
         loop.dim = local.dim
     value = lw._expr(st.value)
+    if st.op != "=":  # gamma[k] += e: this iteration's gamma[k], plus e
+        value = lw._binary(st.op[:-1], index(lw, target), value, line)
     if value.dims[value.nloop:]:
         raise unsupported(line, f"a value that is not a scalar for an element of {name}")
     if value.nloop != local.depth + 1:
@@ -100,7 +105,7 @@ def index(lw, expr: Indexed) -> Sym | None:
     name = expr.base.name
     local = lw.local_vectors[name]
     if name not in lw.syms:
-        raise unsupported(expr.line, f"{name} read before it is assigned")
+        raise unsupported(expr.line, f"reading {name} before it is assigned")
     loop = _inner_loop(lw, local, expr, f"reading part of {name} (a vector declared inside a loop: "
                                             f"only {name}[k] in a loop over all of it, right inside)")
     value = lw.syms[name]
@@ -145,8 +150,5 @@ def _over_all_loops(lw, value: Sym, m: int, line: int) -> Sym:
     """A value of fewer loops (or none) over the dims of the first ``m`` loops."""
     dims = tuple(loops.loop_dim(lw, loop) for loop in lw.loops[:m])
     if value.nloop == 0:
-        if value.dims:
-            raise unsupported(line, "a vector for an element of a vector declared inside a loop")
         return Sym(s.Binary("+", value.expr, s.Var(lw._zeros(dims))), dims, "scalar", nloop=m)
-    raise unsupported(line, "an element of a vector declared inside a loop that does not vary along every "
-                      "loop around it")
+    return loops.align(lw, value, Sym(s.Const(0.0), dims, "scalar", nloop=m), line)[0]  # y[n]: repeated along k
