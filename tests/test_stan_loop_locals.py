@@ -4,12 +4,13 @@
   (``log(theta[doc[n]])``, the same ``mu`` in every iteration), filled or incremented by an
   inner loop over k (``theta[doc[n], k]``, ``phi[k, w[n]]``, ``mu[k]``, ``y[n]``), then reduced
   (``log_sum_exp``, ``sum``), read element by element in a second inner loop, and used in
-  transformed parameters, lowered to the spec equal Stan's own log density and gradient at
+  transformed parameters, and a scratch array declared outside the loop but filled afresh in
+  each iteration before it is read (posteriordb's normal_mixture_k), lowered to the spec equal Stan's own log density and gradient at
   20 random unconstrained points, to 1e-8 relative (float64 round-off), on both engines.
 * Vectorization: a 500-row loop lowers to the same expressions as a 50-row one (the local
   is one value over (n, k), never a node per row).
-* A local outside the subset (a matrix; an inner loop over part of the local) is refused
-  with its line.
+* A local outside the subset (a matrix; an element read before it is filled; all of it read
+  while an inner loop fills it; an inner loop over part of it) is refused with its line.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ transformed parameters {
   }
 }
 model {
+  array[K] real scratch;
   mu ~ normal(0, 3);
   sigma ~ normal(0, 1);
   target += sum(mixture);
@@ -65,6 +67,12 @@ model {
     for (k in 1:K) {
       target += 0.01 * square(gamma[k]);
     }
+  }
+  for (n in 1:N) {
+    for (k in 1:K) {
+      scratch[k] = normal_lpdf(y[n] | mu[k], 2 * sigma);
+    }
+    target += 0.1 * log_sum_exp(scratch);
   }
 }
 """
@@ -102,6 +110,8 @@ def test_a_500_row_loop_with_a_local_vector_lowers_as_a_50_row_one(tmp_path):
     ("matrix[K, K] gamma;", "gamma[k, k] = mu[k];",
      "line 13: a matrix, row vector, int array or array of vectors declared inside a loop"),
     ("vector[K] gamma;", "gamma[k] += mu[k];", "line 14: reading gamma before it is assigned"),
+    ("vector[K] gamma;", "gamma[k] = mu[k]; target += log_sum_exp(gamma);",
+     "line 14: reading all of gamma inside an inner loop of the loop that declares it"),
     ("vector[K] gamma;", "gamma[k] = mu[k]; } for (k in 1:2) { target += gamma[k];",
      "line 14: reading part of gamma (a vector declared inside a loop: only gamma[k] in a loop over all of it, "
      "right inside)"),

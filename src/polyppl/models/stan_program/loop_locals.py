@@ -17,14 +17,14 @@ as a fold of its columns, each a vector over the outer loop's dim: K nodes, not 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from polyppl import spec as s
 from polyppl.models.stan_program import densities, loops
-from polyppl.models.stan_program.parse import Assign, Decl, Indexed, Name
-from polyppl.models.stan_program.symbols import Sym, unsupported
+from polyppl.models.stan_program.parse import Assign, Decl, For, If, Indexed, Name, Statement, TargetIncrement, Tilde, While
+from polyppl.models.stan_program.symbols import Sym, names, unsupported
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,13 @@ def index(lw, expr: Indexed) -> Sym | None:
     return Sym(value.expr, value.dims, "scalar", nloop=local.depth + 1)
 
 
+def check_whole_read(lw, name: str, line: int) -> None:
+    """All of a loop-local vector is read in the iteration that owns it, not inside an inner
+    loop (where Stan reads the elements a later iteration of that loop has not yet filled)."""
+    if len(lw.loops) > lw.local_vectors[name].depth:
+        raise unsupported(line, f"reading all of {name} inside an inner loop of the loop that declares it")
+
+
 def reduce(lw, function: str, value: Sym) -> Sym | None:
     """``log_sum_exp(gamma)`` or ``sum(gamma)`` of a vector that varies along one loop: one
     value per iteration, a reduction along its own dim. ``sum`` is a product with a vector of
@@ -152,3 +159,62 @@ def _over_all_loops(lw, value: Sym, m: int, line: int) -> Sym:
     if value.nloop == 0:
         return Sym(s.Binary("+", value.expr, s.Var(lw._zeros(dims))), dims, "scalar", nloop=m)
     return loops.align(lw, value, Sym(s.Const(0.0), dims, "scalar", nloop=m), line)[0]  # y[n]: repeated along k
+
+
+def scratch_vectors_into_loops(statements: tuple[Statement, ...]) -> tuple[Statement, ...]:
+    """The model block with a scratch vector declared outside a loop but only used inside it,
+    filled afresh in each iteration before it is read, declared inside the loop instead
+    (posteriordb's normal_mixture_k: ``array[K] real ps;`` then, for each n,
+    ``for (k in 1:K) ps[k] = ...; target += log_sum_exp(ps);``): the same program, since no
+    iteration reads what an earlier one wrote. Strictly that form: a declaration without a
+    value, one loop that mentions it, whose first statement mentioning it is an inner loop
+    over k whose first statement is ``ps[k] = ...`` (each read before that is then refused)."""
+    out = list(statements)
+    for decl in statements:
+        if not (isinstance(decl, Decl) and decl.value is None and _is_local_vector_type(decl)):
+            continue
+        users = [st for st in out if st is not decl and _mentions(st, decl.name)]
+        if len(users) != 1 or not isinstance(users[0], For) or users[0].end is None:
+            continue
+        loop = users[0]
+        first = next(st for st in loop.body if _mentions(st, decl.name))
+        if not (isinstance(first, For) and first.end is not None and first.body
+                and _fills(first.body[0], decl.name, first.variable)):
+            continue
+        out.remove(decl)
+        out[out.index(loop)] = replace(loop, body=(replace(decl, nested=True),) + loop.body)
+    return tuple(out)
+
+
+def _is_local_vector_type(decl: Decl) -> bool:
+    stan_type = decl.type
+    return (not stan_type.array_sizes and stan_type.base == "vector" and len(stan_type.shape) == 1) or (
+        len(stan_type.array_sizes) == 1 and not stan_type.shape and stan_type.base == "real")
+
+
+def _fills(st: Statement, name: str, variable: str) -> bool:
+    """``name[variable] = e``, with ``e`` not reading ``name``."""
+    return isinstance(st, Assign) and st.op == "=" and isinstance(st.target, Indexed) \
+        and isinstance(st.target.base, Name) and st.target.base.name == name and len(st.target.indexes) == 1 \
+        and isinstance(st.target.indexes[0], Name) and st.target.indexes[0].name == variable \
+        and name not in names(st.value)
+
+
+def _mentions(st: Statement, name: str) -> bool:
+    if isinstance(st, Decl):
+        return st.name == name or (st.value is not None and name in names(st.value))
+    if isinstance(st, Assign):
+        return name in names(st.target) | names(st.value)
+    if isinstance(st, Tilde):
+        bounds = [b for b in (st.truncation or ()) if b is not None]
+        return name in names(st.value).union(*(names(a) for a in (*st.args, *bounds)))
+    if isinstance(st, TargetIncrement):
+        return name in names(st.value)
+    if isinstance(st, For):
+        return name in names(st.start) | (names(st.end) if st.end is not None else set()) \
+            or any(_mentions(b, name) for b in st.body)
+    if isinstance(st, While):
+        return name in names(st.condition) or any(_mentions(b, name) for b in st.body)
+    if isinstance(st, If):
+        return name in names(st.condition) or any(_mentions(b, name) for b in st.then + st.otherwise)
+    return True  # a statement of another kind: taken to mention it (no move)

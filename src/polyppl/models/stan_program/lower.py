@@ -182,7 +182,7 @@ class Lowering:
         deterministics = self._deterministics(program.transformed_parameters, "transformed parameters")
         before_model = dict(self.syms)
         self.block = "model"
-        self._run(program.model)
+        self._run(loop_locals.scratch_vectors_into_loops(program.model))
         self.syms = before_model  # the model block's locals are not seen by generated quantities
         self.notes: list[str] = []
         generated = self._generated_quantities(program.generated_quantities)
@@ -776,6 +776,8 @@ class Lowering:
                 if loop.variable == expr.name:
                     raise unsupported(expr.line, f"the loop variable {expr.name} used as a value")
             if expr.name in self.syms:
+                if expr.name in self.local_vectors:
+                    loop_locals.check_whole_read(self, expr.name, expr.line)
                 return self.syms[expr.name]
             if expr.name in self.loop_state.partial:
                 return loops.whole(self, expr.name, expr.line)
