@@ -82,9 +82,7 @@ def assign_element(lw, st: Assign) -> bool:
     local = lw.local_vectors[name]
     loop = _inner_loop(lw, local, target, f"assigning part of {name} (a vector declared inside a loop: "
                                               f"only {name}[k] = ... in a loop over all of it, right inside)")
-    if loop.dim is None:
-        loop.dim = local.dim
-    value = lw._expr(st.value)
+    value = lw._expr(st.value)  # binds the inner loop to the dim the value indexes (of the local's size)
     if st.op != "=":  # gamma[k] += e: this iteration's gamma[k], plus e
         value = lw._binary(st.op[:-1], index(lw, target), value, line)
     if value.dims[value.nloop:]:
