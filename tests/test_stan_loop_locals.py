@@ -5,8 +5,8 @@
   inner loop over k (``theta[doc[n], k]``, ``phi[k, w[n]]``, ``mu[k]``, ``y[n]``), then reduced
   (``log_sum_exp``, ``sum``), read element by element in a second inner loop, and used in
   transformed parameters, and a scratch array declared outside the loop but filled afresh in
-  each iteration before it is read (posteriordb's normal_mixture_k), lowered to the spec equal Stan's own log density and gradient at
-  20 random unconstrained points, to 1e-8 relative (float64 round-off), on both engines.
+  each iteration before it is read (posteriordb's normal_mixture_k), lowered to the spec
+  equal Stan's own log density and gradient at 20 random unconstrained points, to 1e-8 relative (float64 round-off), on both engines.
 * Vectorization: a 500-row loop lowers to the same expressions as a 50-row one (the local
   is one value over (n, k), never a node per row).
 * A local outside the subset (a matrix; an element read before it is filled; all of it read

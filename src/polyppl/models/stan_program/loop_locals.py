@@ -23,7 +23,9 @@ import numpy as np
 
 from polyppl import spec as s
 from polyppl.models.stan_program import densities, loops
-from polyppl.models.stan_program.parse import Assign, Decl, For, If, Indexed, Name, Statement, TargetIncrement, Tilde, While
+from polyppl.models.stan_program.parse import (
+    Assign, Decl, For, If, Indexed, Name, Statement, TargetIncrement, Tilde, While,
+)
 from polyppl.models.stan_program.symbols import Sym, names, unsupported
 
 
