@@ -15,7 +15,9 @@ import json
 import pytest
 
 from polyppl.models.stan_program import check_support, stan_program
-from polyppl.studies.agreement import FAMILY_ALPHA
+
+#: The sampling test's family-wise false-alarm rate.
+ALPHA = 1e-3
 
 #: Arrays of simplexes (under dirichlet in a loop, of data alpha and of a parameter's multiple
 #: of it, whose normalising term Stan's ~ then keeps once per simplex; one simplex per group
@@ -94,15 +96,17 @@ def test_the_stan_program_regenerated_from_the_spec_reads_the_arrays_as_matrices
 
 
 @pytest.mark.slow  # about 4 minutes of CPU on 2 cores (a Stan compile, three backends sampling)
-@pytest.mark.false_alarm(FAMILY_ALPHA)
+@pytest.mark.false_alarm(ALPHA)
 def test_arrays_of_constrained_vectors_sample_alike_named_as_stan_names_them(tmp_path):
     """A short comparison: every backend's draws named as Stan names them, and no
-    disagreement (the comparison's family-wise false-alarm rate, Holm over its tests)."""
+    disagreement (the comparison's family-wise false-alarm rate ALPHA, Holm over its tests:
+    0.1%, not compare's 1%, to keep the suite's flakiness budget)."""
     from polyppl.inference.methods import SamplerSettings
     from polyppl.studies.compare import compare
 
     found = stan_program(*write(tmp_path, ARRAYS, ARRAYS_DATA))
-    comparison = compare(found, settings=SamplerSettings(chains=2, draws=200, tune=200, seed=3), out=tmp_path / "out")
+    comparison = compare(found, settings=SamplerSettings(chains=2, draws=200, tune=200, seed=3), out=tmp_path / "out",
+                         family_alpha=ALPHA)
     saved = comparison.to_json()
     assert saved["translation"]["points"] == 20 and saved["translation"]["max_rel_error"] <= 1e-8
     for backend in ("pymc", "numpyro", "stan"):
