@@ -13,7 +13,7 @@ user would by hand:
    then (``target`` again) divergences still left -> target 0.999, on whichever form had
    fewer flags: a smaller step size still, for the rare divergence left at 0.99
    (examples/varying_intercepts.py, seeds 1 to 4: at 0.99 one backend diverged once in 3
-   of the 4, its centered form was worse; at 0.999, seeds 1 and 3, none: docs/remedies.md);
+   of the 4, its centered form was worse; at 0.999 none of the three: docs/remedies.md);
 3. ``draws``: R-hat above 1.01 or bulk or tail ESS below 100 per chain, and no divergences ->
    longer chains: the draws per chain that the ESS per draw observed needs (with a margin),
    at most ``DRAWS_CAP_FACTOR`` times the draws asked.
@@ -51,8 +51,8 @@ REMEDIES = {
 }
 TARGETS = (0.95, 0.99)
 #: The target of the last rung for divergences, climbed after the other parametrization (or
-#: where there is none): its step sizes cost about twice the gradients of 0.99's, so it comes
-#: after the rungs that cost no more.
+#: where there is none): its smaller steps cost more gradients per draw than 0.99's, so it
+#: comes after the rungs that cost no more.
 LAST_TARGET = 0.999
 #: Longer chains aim at this many times the ESS threshold: an ESS estimate from a short run
 #: scatters by some tens of percent, and a rung that lands just under the line is wasted.
