@@ -1,3 +1,4 @@
+import json
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,15 @@ use_forkserver()
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_CMDSTAN = cmdstan_path() is not None
+
+
+def write_program(tmp_path: Path, program: str, data: dict) -> tuple[Path, Path]:
+    """A Stan program and its data as files (``p.stan``, ``d.json``) in ``tmp_path``, as a
+    user would give them to ``polyppl.stan_program``."""
+    (tmp_path / "p.stan").write_text(program)
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    return tmp_path / "p.stan", tmp_path / "d.json"
+
 
 #: Every way Stan runs: each Stan test runs on both engines. The cmdstanpy cases need a
 #: CmdStan install (CI builds one); elsewhere they are skipped, marked ``cmdstan``.

@@ -7,7 +7,6 @@ the gamma family's cdfs but ``gamma_lcdf``), checked to the looser tolerance the
 records with its reason, their log density still to 1e-8.
 """
 
-import json
 import math
 
 import numpy as np
@@ -19,6 +18,7 @@ from polyppl.errors import UserError
 from polyppl.inference.numpy_model import FUNCTIONS as NUMPY_FUNCTIONS
 from polyppl.models.stan_program import check_support, densities, stan_program
 from polyppl.spec.serialize import model_from_json, model_to_json
+from conftest import write_program
 
 #: Every family with a closed-form cdf but normal and exponential (test_stan_multivariate.py), and
 #: gamma_lcdf (whose gradient Stan computes exactly, unlike the gamma family's others, below):
@@ -103,16 +103,11 @@ model {
 """
 
 
-def _write(tmp_path, program: str, data: dict):
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
-
 
 def test_every_closed_form_cdf_matches_stan_to_1e_8(tmp_path):
     from polyppl.studies.translation import RTOL, check_translation
 
-    found = stan_program(*_write(tmp_path, CDFS, CDFS_DATA))
+    found = stan_program(*write_program(tmp_path, CDFS, CDFS_DATA))
     assert found.model.source.loose_gradients == ()
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
@@ -125,7 +120,7 @@ def test_normal_lcdf_of_parameters_passes_with_the_looser_gradient_tolerance_it_
     to 1e-4 for this program, says why, and still holds the log density to 1e-8."""
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, NORMAL_LCDF, {"y": 0.7}))
+    found = stan_program(*write_program(tmp_path, NORMAL_LCDF, {"y": 0.7}))
     assert [g.function for g in found.model.source.loose_gradients] == ["normal_lcdf"]
     assert model_from_json(model_to_json(found.model)).source == found.model.source  # kept where it is stored
     result = check_translation(found)
@@ -148,7 +143,7 @@ def test_the_gamma_familys_cdfs_pass_with_the_tolerance_of_stans_series(tmp_path
     summed to 1e-6: this program's gradients are held to 1e-3, its log density to 1e-8."""
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, GAMMA_CDFS, {"yp": 1.3}))
+    found = stan_program(*write_program(tmp_path, GAMMA_CDFS, {"yp": 1.3}))
     assert {g.function for g in found.model.source.loose_gradients} == {
         "gamma_lccdf", "gamma_cdf", "inv_gamma_lcdf", "inv_gamma_lccdf", "chi_square_lcdf", "chi_square_lccdf"}
     result = check_translation(found)
@@ -231,13 +226,13 @@ def test_the_tail_forms_have_finite_exact_gradients_on_each_backend(backend):
 
 def test_a_cdf_without_a_closed_form_is_named_with_why(tmp_path):
     program = CDFS.replace("  t ~ exponential(1);", "  t ~ exponential(1);\n  target += beta_lcdf(0.3 | alpha, sigma);")
-    support = check_support(*_write(tmp_path, program, CDFS_DATA))
+    support = check_support(*write_program(tmp_path, program, CDFS_DATA))
     assert support.line == 16 and support.construct.startswith("beta_lcdf of parameters is not supported for PyMC "
                                                                "and NumPyro (only the cdfs of normal, lognormal")
     assert support.construct.endswith("; its cdf is a regularized incomplete beta function, whose gradient in its "
                                       "shape arguments JAX (NumPyro's backend) does not compute)")
     program = CDFS.replace("  w ~ logistic(mu, sigma) T[, 2];", "  w ~ student_t(3, mu, sigma) T[, 2];")
-    support = check_support(*_write(tmp_path, program, CDFS_DATA))
+    support = check_support(*write_program(tmp_path, program, CDFS_DATA))
     assert support.construct.startswith("student_t_lcdf of parameters") and "incomplete beta" in support.construct
 
 
@@ -258,7 +253,7 @@ model {
   for (n in 1:N) target += normal_lccdf(y[n] | mu, 1);
 }
 """
-    path, data = _write(tmp_path, program, {"N": 2, "y": [0.1, 0.5]})
+    path, data = write_program(tmp_path, program, {"N": 2, "y": [0.1, 0.5]})
     assert main(["show", str(path), "--data", str(data)]) == 0
     out = capsys.readouterr().out
     assert "target +=" in out and "The Stan program is not regenerated from the lowered spec (comparisons" in out

@@ -10,11 +10,11 @@ each vector's K - 1 or K values in turn), or if a Jacobian were dropped. The sho
 comparison then shows every backend's draws named as Stan names them (``theta[2,3]``).
 """
 
-import json
 
 import pytest
 
 from polyppl.models.stan_program import check_support, stan_program
+from conftest import write_program
 
 #: The sampling test's family-wise false-alarm rate.
 ALPHA = 1e-3
@@ -61,16 +61,11 @@ ARRAYS_DATA = {"N": 7, "J": 3, "K": 3, "g": [1, 2, 3, 1, 2, 3, 1], "y": [1, 3, 2
                "alpha": [1.5, 2.0, 0.7], "v": [[0.3, -1.0], [0.8, 1.1], [-0.2, 0.5]]}
 
 
-def write(tmp_path, program: str, data: dict):
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
-
 
 def test_arrays_of_constrained_vectors_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*write(tmp_path, ARRAYS, ARRAYS_DATA))
+    found = stan_program(*write_program(tmp_path, ARRAYS, ARRAYS_DATA))
     families = {p.name: (p.dist.family, p.dims) for p in found.model.params}
     assert families["theta"] == ("flat_simplex", ("J", "K")) and families["c"][0] == "flat_ordered"
     assert families["tau"][0] == "flat_positive_ordered"
@@ -87,7 +82,7 @@ def test_the_stan_program_regenerated_from_the_spec_reads_the_arrays_as_matrices
     from polyppl.backends.stan.program import stan_program as regenerated
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*write(tmp_path, ARRAYS, ARRAYS_DATA))
+    found = stan_program(*write_program(tmp_path, ARRAYS, ARRAYS_DATA))
     spec_only = replace(found, model=replace(found.model, source=None))
     text = regenerated(spec_only.model)
     assert "array[N_J] simplex[N_K] theta;" in text and "rows_of_vectors(theta)" in text
@@ -104,7 +99,7 @@ def test_arrays_of_constrained_vectors_sample_alike_named_as_stan_names_them(tmp
     from polyppl.inference.methods import SamplerSettings
     from polyppl.studies.compare import compare
 
-    found = stan_program(*write(tmp_path, ARRAYS, ARRAYS_DATA))
+    found = stan_program(*write_program(tmp_path, ARRAYS, ARRAYS_DATA))
     comparison = compare(found, settings=SamplerSettings(chains=2, draws=200, tune=200, seed=3), out=tmp_path / "out",
                          family_alpha=ALPHA)
     saved = comparison.to_json()
@@ -119,6 +114,6 @@ def test_arrays_of_constrained_vectors_sample_alike_named_as_stan_names_them(tmp
 def test_arrays_outside_the_subset_are_named_with_their_line(tmp_path, declaration):
     program = ARRAYS.replace("  array[J] positive_ordered[2] tau;\n",
                              f"  array[J] positive_ordered[2] tau;\n  {declaration}\n")
-    support = check_support(*write(tmp_path, program, ARRAYS_DATA))
+    support = check_support(*write_program(tmp_path, program, ARRAYS_DATA))
     assert support.line == 16 and support.construct.startswith("an array of") \
         and support.construct.endswith("(w) is not supported for PyMC and NumPyro")

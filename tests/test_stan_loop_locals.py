@@ -15,12 +15,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STAN_ENGINES
+from conftest import STAN_ENGINES, write_program
 
 from polyppl.models.stan_program import check_support, stan_program
 
@@ -84,25 +83,20 @@ def _data(n: int, seed: int = 1) -> dict:
             "doc": rng.integers(1, 5, size=n).tolist(), "w": rng.integers(1, 7, size=n).tolist()}
 
 
-def _write(tmp_path: Path, program: str, data: dict) -> tuple[Path, Path]:
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
-
 
 @pytest.mark.parametrize("engine", STAN_ENGINES)
 def test_vectors_declared_in_a_loop_translate(tmp_path, engine):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, LOCALS, _data(40)))
+    found = stan_program(*write_program(tmp_path, LOCALS, _data(40)))
     assert found.model["mixture"].dims == ("N",)
     result = check_translation(found, stan_engine=engine)
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
 
 def test_a_500_row_loop_with_a_local_vector_lowers_as_a_50_row_one(tmp_path):
-    small = stan_program(*_write(tmp_path, LOCALS, _data(50))).model
-    large = stan_program(*_write(tmp_path, LOCALS, _data(500))).model
+    small = stan_program(*write_program(tmp_path, LOCALS, _data(50))).model
+    large = stan_program(*write_program(tmp_path, LOCALS, _data(500))).model
     assert repr(large.nodes) == repr(small.nodes)
 
 
@@ -120,6 +114,6 @@ def test_local_vectors_outside_the_subset_name_their_line(tmp_path, declaration,
     program = ("data {\n  int<lower=1> N;\n  vector[N] y;\n}\ntransformed data {\n  int K = 3;\n}\n"
                "parameters {\n  vector[K] mu;\n}\nmodel {\n  for (n in 1:N) {\n    " + declaration + "\n"
                "    for (k in 1:K) { " + fill + " }\n    target += log_sum_exp(gamma);\n  }\n}\n")
-    found = check_support(*_write(tmp_path, program, {"N": 3, "y": [0.1, 0.2, 0.3]}))
+    found = check_support(*write_program(tmp_path, program, {"N": 3, "y": [0.1, 0.2, 0.3]}))
     assert not found.supported
     assert found.message == message + " is not supported for PyMC and NumPyro"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HAVE_CMDSTAN
+from conftest import HAVE_CMDSTAN, write_program
 
 from polyppl import spec as s
 from polyppl.errors import UserError
@@ -25,11 +25,6 @@ from polyppl.models.stan_program import check_support, stan_program
 
 DATA = Path(__file__).parent / "data" / "posteriordb"
 
-
-def _write(tmp_path: Path, program: str, data: dict) -> tuple[Path, Path]:
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
 
 
 def _tree_size(expr: s.Expr) -> int:
@@ -159,7 +154,7 @@ def test_partial_loops_sums_and_recursions_translate(tmp_path):
     from K + 1 with ``mu += beta[k] * y[t - k]`` over an inner loop: Stan's own density."""
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, LOOPS, _loops_data(40)))
+    found = stan_program(*write_program(tmp_path, LOOPS, _loops_data(40)))
     model = found.model
     assert isinstance(model["level"], s.Deterministic) and model["level"].dims == ("T",)
     assert len(_scans(model)) == 2  # level and s: one Scan each, never a node per step
@@ -169,9 +164,9 @@ def test_partial_loops_sums_and_recursions_translate(tmp_path):
 def test_a_500_row_loop_is_no_larger_than_a_50_row_one(tmp_path):
     """Vectorization guard: every loop of LOOPS (partial ranges, lags, the inner sum, two
     recursions) lowers to expressions whose size does not grow with the number of rows."""
-    small = stan_program(*_write(tmp_path, LOOPS, _loops_data(50))).model
+    small = stan_program(*write_program(tmp_path, LOOPS, _loops_data(50))).model
     (tmp_path / "big").mkdir()
-    big_problem = stan_program(*_write(tmp_path / "big", LOOPS, _loops_data(500)))
+    big_problem = stan_program(*write_program(tmp_path / "big", LOOPS, _loops_data(500)))
     big = big_problem.model
     assert _model_size(big) == _model_size(small) < 120
     assert len(big.nodes) == len(small.nodes) < 30
@@ -282,7 +277,7 @@ def test_recursions_outside_the_subset_name_their_line(tmp_path, loop, message):
     program = ("data {\n  int<lower=3> T;\n  vector[T] y;\n}\nparameters {\n  real a;\n}\nmodel {\n"
                "  vector[T] s;\n  vector[T] r;\n  s[1] = a;\n  s[2] = a;\n  r[1] = a;\n  r[2] = a;\n  " + loop + "\n"
                "  y ~ normal(s, 1);\n}\n")
-    found = check_support(*_write(tmp_path, program, {"T": 5, "y": [0.1, 0.2, 0.3, 0.4, 0.5]}))
+    found = check_support(*write_program(tmp_path, program, {"T": 5, "y": [0.1, 0.2, 0.3, 0.4, 0.5]}))
     assert not found.supported
     assert found.message == message + " is not supported for PyMC and NumPyro"
     with pytest.raises(UserError, match="--backends stan"):
@@ -343,7 +338,7 @@ def test_user_functions_are_inlined_where_they_are_called(tmp_path):
     from polyppl.render.spec_text import expr_text
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, FUNCTIONS, {"N": 5, "x": [0.1, -1, 2, 0.5, 1.2], "y": [0, 1, 1, 0, 1]}))
+    found = stan_program(*write_program(tmp_path, FUNCTIONS, {"N": 5, "x": [0.1, -1, 2, 0.5, 1.2], "y": [0, 1, 1, 0, 1]}))
     model = found.model
     assert model["y"].dist.family == "bernoulli_logit"
     assert len(model.of_type(s.Factor)) == 2  # the two user densities, as terms
@@ -357,7 +352,7 @@ def test_a_solver_names_its_line(tmp_path):
     program = program.replace("ode_rk45_tol_placeholder(alpha)", "ode_rk45(dz, [alpha]', 0.0, {1.0}, beta)[1, 1]")
     program = program.replace("functions {\n", "functions {\n  vector dz(real t, vector z, real b) {\n"
                                              "    return -b * z;\n  }\n")
-    found = check_support(*_write(tmp_path, program, {"N": 5, "x": [0.1, -1, 2, 0.5, 1.2], "y": [0, 1, 1, 0, 1]}))
+    found = check_support(*write_program(tmp_path, program, {"N": 5, "x": [0.1, -1, 2, 0.5, 1.2], "y": [0, 1, 1, 0, 1]}))
     assert not found.supported
     assert found.construct == "the solver ode_rk45 is not supported for PyMC and NumPyro"
     assert found.line == program.splitlines().index(next(line for line in program.splitlines()
@@ -391,7 +386,7 @@ generated quantities {
 
 
 def test_rng_calls_are_conditional_draws(tmp_path):
-    found = stan_program(*_write(tmp_path, PREDICTIVE, {"N": 3, "y": [0.5, 1.5, -0.2], "x": [1.0, 2.0, 3.0]}))
+    found = stan_program(*write_program(tmp_path, PREDICTIVE, {"N": 3, "y": [0.5, 1.5, -0.2], "x": [1.0, 2.0, 3.0]}))
     model = found.model
     assert isinstance(model["y_new"], s.Conditional) and model["y_new"].dist.family == "normal"
     assert isinstance(model["y_rep"], s.Conditional) and model["y_rep"].dims == ("N",)
@@ -413,7 +408,7 @@ def test_posterior_predictive_draws_have_the_exact_predictive_distribution(tmp_p
     from polyppl.inference.posterior import complete
 
     y = np.array([0.5, 1.5, -0.2, 0.9])
-    found = stan_program(*_write(tmp_path, PREDICTIVE, {"N": 4, "y": y.tolist(), "x": [0.0] * 4}))
+    found = stan_program(*write_program(tmp_path, PREDICTIVE, {"N": 4, "y": y.tolist(), "x": [0.0] * 4}))
     precision = 1 / 100 + len(y)
     m, v = y.sum() / precision, 1 / precision
     chains, draws = 4, 5000
@@ -439,7 +434,7 @@ def test_the_stan_program_written_from_the_lowered_spec_equals_the_source(tmp_pa
 
     from polyppl.backends import get_backend
 
-    found = stan_program(*_write(tmp_path, LOOPS, _loops_data(30)))
+    found = stan_program(*write_program(tmp_path, LOOPS, _loops_data(30)))
     source = get_backend("stan").compile(found.model, found.dataset, engine="cmdstanpy").log_density()
     written = get_backend("stan").compile(replace(found.model, source=None), found.dataset,
                                           engine="cmdstanpy").log_density()
@@ -489,7 +484,7 @@ def test_slices_and_a_recursion_in_generated_quantities(tmp_path):
     from polyppl.studies.translation import check_translation
 
     y = [0.1, 0.4, -0.2, 0.3, 0.8]
-    found = stan_program(*_write(tmp_path, SLICES, {"T": 5, "y": y}))
+    found = stan_program(*write_program(tmp_path, SLICES, {"T": 5, "y": y}))
     model = found.model
     assert "left out of the comparison: y_sim (line 22: normal_rng inside a recursion" in model.description
     env = {**{k: np.asarray(v) for k, v in found.dataset.values.items()}, "alpha": 0.3, "beta": -0.6}
@@ -524,7 +519,7 @@ FIRST_ROWS_DATA = {"N": 6, "M": 4, "y": [0.1, 0.4, -0.2, 0.3, 0.8, 1.0], "g": [1
 def test_a_loop_over_the_first_rows_only(tmp_path):
     """``for (n in 1:M)`` over the first M of N rows: the rows' data gathered once, ``a[g[n]]``
     an index by the first M groups; one term over M rows."""
-    model = stan_program(*_write(tmp_path, FIRST_ROWS, FIRST_ROWS_DATA)).model
+    model = stan_program(*write_program(tmp_path, FIRST_ROWS, FIRST_ROWS_DATA)).model
     (factor,) = model.of_type(s.Factor)
     assert s.expr_dims(model, factor.expr.value) == ("M",)
     gathered = [n for n in model.data_nodes if n.dims == ("M",) and n.index_of is None]
@@ -535,7 +530,7 @@ def test_a_loop_over_the_first_rows_only(tmp_path):
 def test_a_loop_over_the_first_rows_translates(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    assert check_translation(stan_program(*_write(tmp_path, FIRST_ROWS, FIRST_ROWS_DATA))).max_rel_error <= 1e-8
+    assert check_translation(stan_program(*write_program(tmp_path, FIRST_ROWS, FIRST_ROWS_DATA))).max_rel_error <= 1e-8
 
 
 @pytest.mark.parametrize("backend", ["numpy", "pymc", "numpyro"])

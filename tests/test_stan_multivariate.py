@@ -9,11 +9,11 @@ by tanh, row by row), a dropped Jacobian term or a cdf's constant that depends o
 fails it.
 """
 
-import json
 
 import pytest
 
 from polyppl.models.stan_program import check_support, stan_program
+from conftest import write_program
 
 #: The varying-slopes program: a cholesky_factor_corr with an lkj_corr_cholesky prior, one
 #: without a prior (flat), the non-centred slopes diag_pre_multiply(tau, L) * z, the centred
@@ -64,16 +64,11 @@ VARYING_SLOPES_DATA = {"N": 8, "J": 3, "K": 3, "g": [1, 2, 3, 1, 2, 3, 1, 2],
                        "y": [0.3, -1.2, 0.8, 2.1, -0.1, 0.9, -1.6, 0.4]}
 
 
-def write(tmp_path, program: str, data: dict):
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
-
 
 def test_varying_slopes_with_cholesky_factor_corr_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*write(tmp_path, VARYING_SLOPES, VARYING_SLOPES_DATA))
+    found = stan_program(*write_program(tmp_path, VARYING_SLOPES, VARYING_SLOPES_DATA))
     model = found.model
     assert model["L"].dist.family == "lkj_corr_cholesky" and model["L2"].dist.family == "flat_corr_cholesky"
     # Two dims of the same size and coords (xarray refuses one dim twice), named as Stan names
@@ -121,7 +116,7 @@ COVARIANCE_DATA = {"J": 4, "K": 3, "y": [[0.1, -0.5, 1.2], [0.9, 0.3, -0.4], [-1
 def test_cov_matrix_and_cholesky_factor_cov_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*write(tmp_path, COVARIANCE, COVARIANCE_DATA))
+    found = stan_program(*write_program(tmp_path, COVARIANCE, COVARIANCE_DATA))
     families = {p.name: p.dist.family for p in found.model.params}
     assert families == {"mu": "normal", "Sigma": "flat_cov_matrix", "Lc": "flat_cholesky_factor_cov",
                         "Lk": "flat_cholesky_factor_cov", "Omega": "flat_corr_matrix", "tau": "half_normal"}
@@ -133,7 +128,7 @@ def test_cov_matrix_and_cholesky_factor_cov_match_stan(tmp_path):
 def test_a_cholesky_factor_cov_of_more_rows_than_columns_is_named_with_its_line(tmp_path):
     program = COVARIANCE.replace("cholesky_factor_cov[K, K] Lk;", "cholesky_factor_cov[K + 1, K] Lk;") \
         .replace("  y ~ multi_normal_cholesky(mu, Lk);\n", "")
-    support = check_support(*write(tmp_path, program, COVARIANCE_DATA))
+    support = check_support(*write_program(tmp_path, program, COVARIANCE_DATA))
     assert (support.line, support.construct) == (
         11, "a cholesky_factor_cov of more rows than columns (Lk) is not supported for PyMC and NumPyro")
 
@@ -175,7 +170,7 @@ CATEGORIES_DATA = {"N": 6, "K": 3, "D": 2, "y": [1, 3, 3, 2, 1, 3], "alpha": [1.
 def test_dirichlet_and_categorical_per_row_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*write(tmp_path, CATEGORIES, CATEGORIES_DATA))
+    found = stan_program(*write_program(tmp_path, CATEGORIES, CATEGORIES_DATA))
     assert found.model["theta"].dist.family == "flat_simplex"
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
@@ -222,11 +217,11 @@ CDFS_DATA = {"N": 4, "t": [1.5, 1.2, 3.0, 0.8], "u": [0.3, 2.0, 0.9, 1.4],
 def test_cdfs_and_truncation_of_parameters_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    result = check_translation(stan_program(*write(tmp_path, CDFS, CDFS_DATA)))
+    result = check_translation(stan_program(*write_program(tmp_path, CDFS, CDFS_DATA)))
     assert result.points == 20 and result.max_rel_error <= 1e-8
 
 
 def test_a_cdf_outside_the_closed_forms_is_named_with_its_line(tmp_path):
     program = CDFS.replace("normal_lccdf(v[n] | mu, sigma)", "beta_lccdf(0.5 | mu, sigma)")
-    support = check_support(*write(tmp_path, program, CDFS_DATA))
+    support = check_support(*write_program(tmp_path, program, CDFS_DATA))
     assert support.line == 26 and "beta_lccdf of parameters is not supported" in support.construct

@@ -9,9 +9,9 @@ dropped (or wrong) normalising term is a function of the parameter, not a consta
 fails it.
 """
 
-import json
 
 from polyppl.models.stan_program import stan_program
+from conftest import write_program
 
 #: dirichlet of a parameter alpha (``~`` and ``target += dirichlet_lpdf``), one alpha per row
 #: of an array of simplexes in a loop, lkj_corr and lkj_corr_cholesky of a parameter eta, and
@@ -49,16 +49,11 @@ model {
 NORMALISERS_DATA = {"N": 5, "K": 3, "y": [1, 3, 2, 3, 3]}
 
 
-def write(tmp_path, program: str, data: dict):
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
-
 
 def test_normalising_terms_of_parameters_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*write(tmp_path, NORMALISERS, NORMALISERS_DATA))
+    found = stan_program(*write_program(tmp_path, NORMALISERS, NORMALISERS_DATA))
     families = {p.name: p.dist.family for p in found.model.params}
     assert families["theta"] == "flat_simplex" and families["Omega"] == "flat_corr_matrix"
     assert families["L"] == "lkj_corr_cholesky"

@@ -19,6 +19,7 @@ import pytest
 from polyppl import spec as s
 from polyppl.errors import UserError
 from polyppl.models.stan_program import check_support, stan_program
+from conftest import write_program
 
 DATA = Path(__file__).parent / "data" / "posteriordb"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -88,11 +89,6 @@ def test_transformed_data_runs_on_the_data():
     assert abs(z.mean()) < 1e-12 and abs(z.std(ddof=1) - 1) < 1e-12
 
 
-def _write(tmp_path, program: str, data: dict) -> tuple[Path, Path]:
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
-
 
 REGRESSION = """data {
   int<lower=0> N;
@@ -114,7 +110,7 @@ model {
 def test_logistic_regression_lowers(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    program, data = _write(tmp_path, REGRESSION, {"N": 4, "x": [0.1, -1, 2, 0.5], "y": [0, 1, 1, 0]})
+    program, data = write_program(tmp_path, REGRESSION, {"N": 4, "x": [0.1, -1, 2, 0.5], "y": [0, 1, 1, 0]})
     found = stan_program(program, data)
     assert found.model["y"].dist.family == "bernoulli_logit"
     assert check_translation(found).max_rel_error <= 1e-8
@@ -147,7 +143,7 @@ def test_terms_outside_a_prior_become_factors(tmp_path):
     flat on their constraint, still equal to Stan's density."""
     from polyppl.studies.translation import check_translation
 
-    program, data = _write(tmp_path, FACTORS, {"N": 3, "x": [0.1, -1, 2], "y": [0.5, 1.5, -0.2]})
+    program, data = write_program(tmp_path, FACTORS, {"N": 3, "x": [0.1, -1, 2], "y": [0.5, 1.5, -0.2]})
     found = stan_program(program, data)
     assert found.model["sigma"].dist.family == "half_flat" and found.model["alpha"].dist.family == "flat"
     assert len(found.model.of_type(s.Factor)) == 6
@@ -193,7 +189,7 @@ def test_families_as_stan_parametrizes_them(tmp_path):
 
     data = {"N": 3, "w": [0.5, 1.5, 3.0], "k": [0, 4, 9], "m": [2, 0, 5], "x": [0.1, -1.0, 2.0],
             "z": [0.3, -0.7, 1.1], "u": [1.0, -2.0, 0.5]}
-    program, data_path = _write(tmp_path, FAMILIES, data)
+    program, data_path = write_program(tmp_path, FAMILIES, data)
     found = stan_program(program, data_path)
     families = {n.name: n.dist.family for n in found.model.nodes if isinstance(n, (s.Param, s.Observed))}
     assert families == {"mu": "logistic", "sigma": "inv_gamma", "phi": "weibull", "shape": "chi_square",
@@ -209,7 +205,7 @@ def test_families_as_stan_parametrizes_them(tmp_path):
     ({"N": 2, "x": [0.1, 1.0], "y": [0, 0.5]}, "y (line 4): the program declares int, the data holds non-integers"),
 ])
 def test_data_that_do_not_fit_the_declarations(tmp_path, data, message):
-    program, data_path = _write(tmp_path, REGRESSION, data)
+    program, data_path = write_program(tmp_path, REGRESSION, data)
     with pytest.raises(UserError, match=f"^{data_path}: " + message.replace("(", r"\(").replace(")", r"\)")):
         stan_program(program, data_path)
 
@@ -221,7 +217,7 @@ USER_FUNCTION = "functions {\n  real twice(real x) {\n    return 2 * lambert_w0(
 def test_unsupported_construct_names_its_line(tmp_path):
     """A user function is inlined where it is called; a function outside the subset in its
     body names the body's line."""
-    program, data = _write(tmp_path, USER_FUNCTION, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
+    program, data = write_program(tmp_path, USER_FUNCTION, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
     support = check_support(program, data)
     assert (support.supported, support.line, support.construct) == (
         False, 3, "lambert_w0 is not supported for PyMC and NumPyro")
@@ -231,14 +227,14 @@ def test_unsupported_construct_names_its_line(tmp_path):
 
 
 def test_a_program_stan_rejects_gets_stans_message(tmp_path):
-    program, data = _write(tmp_path, REGRESSION.replace("normal(0, 2);\n  beta", "normall(0, 2);\n  beta"),
+    program, data = write_program(tmp_path, REGRESSION.replace("normal(0, 2);\n  beta", "normall(0, 2);\n  beta"),
                            {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
     with pytest.raises(UserError, match=r"line 11, column \d+: Stan rejects this program .*normall"):
         stan_program(program, data)
 
 
 def test_cli_exit_2_without_traceback(tmp_path):
-    program, data = _write(tmp_path, REGRESSION, {"N": 2, "x": [0.1, 1.0]})
+    program, data = write_program(tmp_path, REGRESSION, {"N": 2, "x": [0.1, 1.0]})
     result = subprocess.run([sys.executable, "-m", "polyppl.cli", "show", str(program), "--data", str(data)],
                             capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
@@ -297,7 +293,7 @@ def test_generated_quantities_outside_the_subset_are_left_out_by_name(tmp_path):
     the subset leaves out what it assigns, and what depends on it, by name."""
     program_text = REGRESSION + "generated quantities {\n  real ab = alpha + beta;\n" \
         "  real y_new = bernoulli_logit_rng(alpha);\n  real w = lambert_w0(alpha);\n  real twice_w = 2 * w;\n}\n"
-    program, data = _write(tmp_path, program_text, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
+    program, data = write_program(tmp_path, program_text, {"N": 2, "x": [0.1, 1.0], "y": [0, 1]})
     model = stan_program(program, data).model
     assert isinstance(model["ab"], s.Deterministic) and isinstance(model["y_new"], s.Conditional)
     assert "w" not in model.output_names and "twice_w" not in model.output_names

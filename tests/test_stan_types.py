@@ -9,7 +9,6 @@ unconstrained parametrization differed from Stan's (a positive_ordered vector as
 ordered one, NumPyro's own; a simplex by another transform, PyMC's own) fails it.
 """
 
-import json
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from polyppl import spec as s
 from polyppl.errors import UserError
 from polyppl.models.stan_program import check_support, stan_program
+from conftest import write_program
 
 #: ordered, positive_ordered and simplex parameters; log_mix and log_sum_exp of two values of
 #: _lpdf terms, per row of a loop; log_sum_exp of a vector; normal, student_t, cauchy and
@@ -143,16 +143,11 @@ model {
 CATEGORICAL_DATA = {"N": 6, "K": 3, "y": [1, 3, 3, 2, 1, 3], "z": [2, 2, 1, 3, 2, 2]}
 
 
-def _write(tmp_path, program: str, data: dict):
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
-
 
 def test_ordered_positive_ordered_simplex_and_mixtures_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, MIXTURE, MIXTURE_DATA))
+    found = stan_program(*write_program(tmp_path, MIXTURE, MIXTURE_DATA))
     families = {p.name: p.dist.family for p in found.model.params}
     assert families == {"mu": "flat_ordered", "tau": "flat_positive_ordered", "w": "flat_simplex",
                         "sigma": "half_normal", "theta": "beta"}
@@ -166,7 +161,7 @@ def test_ordered_positive_ordered_simplex_and_mixtures_match_stan(tmp_path):
 def test_general_bounds_and_offset_multiplier_match_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, BOUNDS, BOUNDS_DATA))
+    found = stan_program(*write_program(tmp_path, BOUNDS, BOUNDS_DATA))
     families = {p.name: p.dist.family for p in found.model.params}
     assert families == {"a": "flat_lower", "b": "flat_upper", "c": "flat_lower", "d": "flat_interval",
                         "e": "flat_interval", "f": "flat_affine", "tau": "half_normal", "z": "flat_affine",
@@ -179,7 +174,7 @@ def test_general_bounds_and_offset_multiplier_match_stan(tmp_path):
 def test_gaussian_process_matches_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, GAUSSIAN_PROCESS, GAUSSIAN_PROCESS_DATA))
+    found = stan_program(*write_program(tmp_path, GAUSSIAN_PROCESS, GAUSSIAN_PROCESS_DATA))
     assert "K" not in found.model.output_names and "f" in found.model.output_names
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
@@ -188,7 +183,7 @@ def test_gaussian_process_matches_stan(tmp_path):
 def test_categorical_matches_stan(tmp_path):
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, CATEGORICAL, CATEGORICAL_DATA))
+    found = stan_program(*write_program(tmp_path, CATEGORICAL, CATEGORICAL_DATA))
     assert found.model["theta"].dist.family == "flat_simplex" and found.model["u"].dist.family == "flat_upper"
     result = check_translation(found)
     assert result.points == 20 and result.max_rel_error <= 1e-8
@@ -196,7 +191,7 @@ def test_categorical_matches_stan(tmp_path):
 
 def test_a_still_unsupported_type_is_named_with_its_line(tmp_path):
     program = MIXTURE.replace("  simplex[3] w;\n", "  simplex[3] w;\n  unit_vector[2] S;\n")
-    path, data = _write(tmp_path, program, MIXTURE_DATA)
+    path, data = write_program(tmp_path, program, MIXTURE_DATA)
     support = check_support(path, data)
     assert (support.line, support.construct) == (
         9, "the parameter type unit_vector (S) is not supported for PyMC and NumPyro")
@@ -209,14 +204,14 @@ def test_truncation_of_parameters_is_named_with_its_line(tmp_path):
     """T[L, U] whose normalising term reads parameters needs the family's cdf of them: a
     family without one in closed form is named (those with one: test_stan_cdfs.py)."""
     program = CATEGORICAL.replace("  u ~ cauchy(0, 3) T[, 4];", "  u ~ student_t(3, s, 3) T[, 4];")
-    support = check_support(*_write(tmp_path, program, CATEGORICAL_DATA))
+    support = check_support(*write_program(tmp_path, program, CATEGORICAL_DATA))
     assert support.line == 16 and support.construct.startswith(
         "student_t_lcdf of parameters is not supported for PyMC and NumPyro (only the cdfs of normal, lognormal")
 
 
 def test_lupdf_inside_an_expression_is_named_with_its_line(tmp_path):
     program = MIXTURE.replace("student_t_lpdf(y[n] | 4,", "student_t_lupdf(y[n] | 4,")
-    support = check_support(*_write(tmp_path, program, MIXTURE_DATA))
+    support = check_support(*write_program(tmp_path, program, MIXTURE_DATA))
     assert support.line == 19 and "student_t_lupdf inside an expression" in support.construct
 
 
@@ -297,5 +292,5 @@ model {
 def test_a_solver_is_named_before_anything_else_the_program_holds(tmp_path):
     """An ODE program stops on its solver, with the solver's line, even where a line before it
     (an array expression of parameters) is also outside the subset: the solver is the reason."""
-    support = check_support(*_write(tmp_path, ODE, {"N": 3, "ts": [1.0, 2.0, 3.0], "y_obs": [0.5, 0.3, 0.1]}))
+    support = check_support(*write_program(tmp_path, ODE, {"N": 3, "ts": [1.0, 2.0, 3.0], "y_obs": [0.5, 0.3, 0.1]}))
     assert (support.line, support.construct) == (18, "the solver ode_rk45 is not supported for PyMC and NumPyro")

@@ -23,14 +23,10 @@ import pytest
 
 from polyppl import spec as s
 from polyppl.models.stan_program import check_support, stan_program
+from conftest import write_program
 
 DATA = Path(__file__).parent / "data" / "posteriordb"
 
-
-def _write(tmp_path: Path, program: str, data: dict) -> tuple[Path, Path]:
-    (tmp_path / "p.stan").write_text(program)
-    (tmp_path / "d.json").write_text(json.dumps(data))
-    return tmp_path / "p.stan", tmp_path / "d.json"
 
 
 def _walk(expr: s.Expr):
@@ -146,7 +142,7 @@ def test_vector_state_recursions_translate(tmp_path):
     Stan's own log density and gradient."""
     from polyppl.studies.translation import check_translation
 
-    found = stan_program(*_write(tmp_path, RECURSIONS, _recursions_data(30)))
+    found = stan_program(*write_program(tmp_path, RECURSIONS, _recursions_data(30)))
     scans = _scans(found.model)
     assert len(scans) == 2
     assert all(s.expr_dims(found.model, scan) == ("from2_T", "K") for scan in scans)
@@ -156,8 +152,8 @@ def test_vector_state_recursions_translate(tmp_path):
 
 def test_a_300_step_recursion_is_no_larger_than_a_30_step_one(tmp_path):
     """Vectorization guard: the steps are a Scan's, never nodes of their own."""
-    small = stan_program(*_write(tmp_path, RECURSIONS, _recursions_data(30))).model
-    large = stan_program(*_write(tmp_path, RECURSIONS, _recursions_data(300))).model
+    small = stan_program(*write_program(tmp_path, RECURSIONS, _recursions_data(30))).model
+    large = stan_program(*write_program(tmp_path, RECURSIONS, _recursions_data(300))).model
     assert _size(large) == _size(small)
 
 
@@ -170,7 +166,7 @@ def test_the_lowered_model_equals_numpy_loops(tmp_path):
     from polyppl.inference import numpy_model
 
     data = _recursions_data(30)
-    found = stan_program(*_write(tmp_path, RECURSIONS, data))
+    found = stan_program(*write_program(tmp_path, RECURSIONS, data))
     model, dataset = found.model, found.dataset
     P = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.25, 0.25, 0.5]])
     mu, sigma = np.array([-40.0, 0.0, 60.0]), 0.05
@@ -206,7 +202,7 @@ def test_the_lowered_model_equals_numpy_loops(tmp_path):
 ])
 def test_vector_recursions_outside_the_subset_name_their_line(tmp_path, old, new, message):
     program = RECURSIONS.replace(old, new)
-    found = check_support(*_write(tmp_path, program, _recursions_data(10)))
+    found = check_support(*write_program(tmp_path, program, _recursions_data(10)))
     assert not found.supported
     assert found.message == message + " is not supported for PyMC and NumPyro"
 
