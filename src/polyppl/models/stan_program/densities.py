@@ -339,6 +339,15 @@ def truncation(family: str, lower: s.Expr | None, upper: s.Expr | None, args: tu
     return high + _log1m_exp(low - high)
 
 
+def lkj_log_normaliser(eta: s.Expr, k: int) -> s.Expr:
+    """The terms of Stan's LKJ normalising constant (``do_lkj_constant``, eta other than 1)
+    that depend on eta: (K - 1) lgamma(eta + (K - 1)/2) - sum_{j=1}^{K-1} lgamma(eta + (K - 1 - j)/2)."""
+    total = (k - 1) * s.lgamma(eta + 0.5 * (k - 1))
+    for j in range(1, k):
+        total = total - s.lgamma(eta + 0.5 * (k - 1 - j))
+    return total
+
+
 def multi_normal_cholesky(value: s.Expr, mu: s.Expr, lower: s.Expr, size: int) -> s.Expr:
     """Stan's ``multi_normal_cholesky_lpdf(y | mu, L)`` with its constants:
     -sum(log(diag(L))) - |L^-1 (y - mu)|^2 / 2 - size log(2 pi) / 2."""

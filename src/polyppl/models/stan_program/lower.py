@@ -121,15 +121,6 @@ REPEATS = {"rep_vector": (1, "vector"), "rep_row_vector": (1, "row_vector"), "re
            "rep_array": (1, "array")}
 
 
-def _lkj_log_normaliser(eta: s.Expr, k: int) -> s.Expr:
-    """The terms of Stan's LKJ normalising constant (``do_lkj_constant``, eta other than 1)
-    that depend on eta: (K - 1) lgamma(eta + (K - 1)/2) - sum_{j=1}^{K-1} lgamma(eta + (K - 1 - j)/2)."""
-    total = (k - 1) * s.lgamma(eta + 0.5 * (k - 1))
-    for j in range(1, k):
-        total = total - s.lgamma(eta + 0.5 * (k - 1 - j))
-    return total
-
-
 @dataclass
 class Lowered:
     model: s.Model
@@ -625,7 +616,7 @@ class Lowering:
         log_determinant = 2.0 * s.sum_all(s.log(s.diagonal(s.cholesky(value.expr))))
         if not s.free_vars(eta) & set(self.syms):
             return (eta - 1.0) * log_determinant
-        return (eta - 1.0) * log_determinant + _lkj_log_normaliser(eta, self.dim_sizes[value.dims[0]])
+        return (eta - 1.0) * log_determinant + densities.lkj_log_normaliser(eta, self.dim_sizes[value.dims[0]])
 
     def _categorical_rows(self, distribution: str, value: Sym, arg: Sym, line: int) -> s.Expr:
         """categorical(theta[n]) or categorical_logit(eta[n]') of y[n] in a loop over n: one
