@@ -572,7 +572,7 @@ def climb_posteriors(plan: StudyPlan, run_round: Callable[[list[GridTask]], Grid
             if not remedies:
                 stopped[name] = None if findings.clean else off_note(rung, findings)
                 continue
-            after, why = next_rung(rung, findings, remedies, steps[name][Ladder(steps[name], tuple(remedies)).chosen].rung)
+            after, why = next_rung(rung, findings, remedies, Ladder(steps[name], tuple(remedies)).final.rung)
             if after is None:
                 stopped[name] = None if findings.clean else why
                 continue

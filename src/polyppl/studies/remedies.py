@@ -386,8 +386,7 @@ def climb(problem: Problem, settings: SamplerSettings, attempt: Callable[[Rung],
         steps.append(Step(rung, result, findings, verdict(result), reason, tuple(fits)))
         if not remedies:
             return Ladder(steps, remedies, None if findings.clean else off_note(rung, findings))
-        best = steps[Ladder(steps, remedies).chosen].rung
-        following, why = next_rung(rung, findings, remedies, best)
+        following, why = next_rung(rung, findings, remedies, Ladder(steps, remedies).final.rung)
         if following is None:
             return Ladder(steps, remedies, None if findings.clean else why)
         reason = f"{rung.describe()}: {findings.text()}"
